@@ -1,0 +1,2 @@
+//! Per-stage micro-benchmarks.
+fn main() {}

@@ -1,0 +1,56 @@
+//! The networks saccade runs, written with candle: the glance net that looks at a downscaled copy of the
+//! whole frame, and the patch classifier that examines full-resolution patches. The runtime sees them only
+//! through the [`GlanceNet`] and [`PatchClassifier`] traits, so a new backbone touches this crate and one
+//! registration line.
+
+use candle_core::Tensor;
+
+pub mod classes;
+pub mod error;
+
+pub use classes::{class_name, BACKGROUND_CLASS, NUM_CLASSES, NUM_SIGN_CLASSES};
+pub use error::ModelError;
+
+/// What the glance net saw in the downscaled frame: dense maps at `stride_px` (glance pixels per cell).
+///
+/// # Shapes
+/// `objectness` and `box_side_glance_px` are row-major `map_height × map_width`.
+#[derive(Debug, Clone, Default)]
+pub struct GlanceMap {
+    pub map_width: usize,
+    pub map_height: usize,
+    /// Glance-image pixels per map cell.
+    pub stride_px: usize,
+    /// Probability (0..1) that a sign's centre lies in each cell.
+    pub objectness: Vec<f32>,
+    /// Estimated side of the sign centred in each cell, in glance-image pixels.
+    pub box_side_glance_px: Vec<f32>,
+    /// Pooled feature vector of the whole glance (for recurrent fusion and exit decisions).
+    pub feature: Vec<f32>,
+    /// Optional class probabilities (NUM_CLASSES) of the glance alone, for GFNet-style exit at step 0.
+    pub class_probs: Option<Vec<f32>>,
+}
+
+/// A small net over the downscaled frame that scores where to look.
+pub trait GlanceNet: Send + Sync {
+    /// Input size the net expects, `(width_px, height_px)`.
+    fn input_size_px(&self) -> (usize, usize);
+    /// `image`: `(1, 3, h, w)` f32 RGB in 0..1 at `input_size_px`.
+    fn glance(&self, image: &Tensor) -> Result<GlanceMap, ModelError>;
+    /// Analytic cost of one forward pass, in MFLOPs (multiply-add = 2 FLOPs).
+    fn mflops(&self) -> f64;
+    /// One line for logs: architecture and weight dtype.
+    fn describe(&self) -> String;
+}
+
+/// Classifies square full-resolution patches into the 43 GTSRB classes plus background.
+pub trait PatchClassifier: Send + Sync {
+    /// Side of the square input in pixels (patches are resized to this).
+    fn input_side_px(&self) -> usize;
+    /// `patches`: `(b, 3, s, s)` f32 RGB in 0..1 → `(b, NUM_CLASSES)` softmax probabilities.
+    fn classify(&self, patches: &Tensor) -> Result<Tensor, ModelError>;
+    /// Analytic cost of classifying one patch, in MFLOPs.
+    fn mflops_per_patch(&self) -> f64;
+    /// One line for logs: architecture and weight dtype.
+    fn describe(&self) -> String;
+}

@@ -1,0 +1,1 @@
+//! Focus strategies: where to look in the full-resolution frame and when to stop.

@@ -1,0 +1,156 @@
+//! Frames and boxes: the unit that moves through the pipeline, and the geometry every stage shares.
+
+use std::time::{Instant, SystemTime};
+
+/// An axis-aligned box in frame pixels, `[xmin, ymin, xmax, ymax)` (max exclusive), as f32.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct BoxPx {
+    pub xmin: f32,
+    pub ymin: f32,
+    pub xmax: f32,
+    pub ymax: f32,
+}
+
+impl BoxPx {
+    pub fn new(xmin: f32, ymin: f32, xmax: f32, ymax: f32) -> Self {
+        Self {
+            xmin,
+            ymin,
+            xmax,
+            ymax,
+        }
+    }
+    pub fn width(&self) -> f32 {
+        (self.xmax - self.xmin).max(0.0)
+    }
+    pub fn height(&self) -> f32 {
+        (self.ymax - self.ymin).max(0.0)
+    }
+    pub fn area(&self) -> f32 {
+        self.width() * self.height()
+    }
+    pub fn centre(&self) -> (f32, f32) {
+        ((self.xmin + self.xmax) * 0.5, (self.ymin + self.ymax) * 0.5)
+    }
+    /// Intersection over union; 0 when either box is empty.
+    pub fn iou(&self, other: &BoxPx) -> f32 {
+        let ix = (self.xmax.min(other.xmax) - self.xmin.max(other.xmin)).max(0.0);
+        let iy = (self.ymax.min(other.ymax) - self.ymin.max(other.ymin)).max(0.0);
+        let inter = ix * iy;
+        let union = self.area() + other.area() - inter;
+        if union <= 0.0 {
+            0.0
+        } else {
+            inter / union
+        }
+    }
+    /// `[xmin, ymin, xmax, ymax]`, the order events and annotations use.
+    pub fn to_array(&self) -> [f32; 4] {
+        [self.xmin, self.ymin, self.xmax, self.ymax]
+    }
+}
+
+/// A sign whose box and class are known (synthetic frames, annotated replays).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TruthBox {
+    pub bbox: BoxPx,
+    /// GTSRB class id, `None` for a sign that counts for localisation only.
+    pub class_id: Option<usize>,
+}
+
+/// One RGB frame, 8 bits per channel, row-major, `width * height * 3` bytes.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Position in the source's stream, from 0, counting frames the source produced (not dropped ones).
+    pub index: u64,
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
+    /// When the frame was captured (monotonic, for latency).
+    pub captured_at: Instant,
+    /// Wall-clock capture time (for events).
+    pub captured_wall: SystemTime,
+    /// File name for replay sources.
+    pub file: Option<String>,
+    /// Known boxes, when the source knows them (synthetic frames).
+    pub truth: Vec<TruthBox>,
+}
+
+impl Frame {
+    /// A frame from raw RGB bytes; fails if the length does not match the size.
+    pub fn from_rgb(index: u64, width: u32, height: u32, rgb: Vec<u8>) -> Result<Self, FrameError> {
+        let expected = width as usize * height as usize * 3;
+        if width == 0 || height == 0 {
+            return Err(FrameError::ZeroSize { width, height });
+        }
+        if rgb.len() != expected {
+            return Err(FrameError::WrongLength {
+                what: "RGB",
+                width,
+                height,
+                found: rgb.len(),
+                expected,
+            });
+        }
+        Ok(Self {
+            index,
+            width,
+            height,
+            rgb,
+            captured_at: Instant::now(),
+            captured_wall: SystemTime::now(),
+            file: None,
+            truth: Vec::new(),
+        })
+    }
+
+    /// The pixel at (x, y) as `[r, g, b]`; callers keep x < width, y < height.
+    pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
+        let i = (y as usize * self.width as usize + x as usize) * 3;
+        [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
+    }
+}
+
+/// Why a buffer could not become a frame.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame is {width}×{height}: zero-sized frames are not allowed")]
+    ZeroSize { width: u32, height: u32 },
+    #[error("frame {width}×{height} {what} has {found} bytes, expected {expected}")]
+    WrongLength {
+        what: &'static str,
+        width: u32,
+        height: u32,
+        found: usize,
+        expected: usize,
+    },
+    #[error("frame {width}×{height} YUYV has an odd width: YUYV packs pixel pairs")]
+    OddWidth { width: u32, height: u32 },
+    #[error("MJPEG frame of {bytes} bytes could not be decoded: {message}")]
+    Jpeg { bytes: usize, message: String },
+    #[error(
+        "frame size changed mid-stream from {from_width}×{from_height} to {to_width}×{to_height}"
+    )]
+    SizeChanged {
+        from_width: u32,
+        from_height: u32,
+        to_width: u32,
+        to_height: u32,
+    },
+    #[error("image {path} could not be read: {message}")]
+    Image { path: String, message: String },
+}
+
+impl FrameError {
+    /// A short stable name of the kind of fault, for counters and once-per-kind logging.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FrameError::ZeroSize { .. } => "zero_size",
+            FrameError::WrongLength { .. } => "wrong_length",
+            FrameError::OddWidth { .. } => "odd_width",
+            FrameError::Jpeg { .. } => "corrupt_jpeg",
+            FrameError::SizeChanged { .. } => "size_changed",
+            FrameError::Image { .. } => "unreadable_image",
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! The saccade runtime: capture frames, glance at a downscaled copy, focus on a few full-resolution patches,
+//! classify them with a quantised backbone, exit early, and emit detections — on threads joined by bounded
+//! queues, under a fixed memory budget. It knows models only through `saccade_models`' traits.
+
+pub mod capture;
+pub mod frame;

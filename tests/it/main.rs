@@ -1,0 +1,1 @@
+//! Integration tests of saccade: one binary, one module per area.

@@ -7,6 +7,11 @@ use candle_core::Tensor;
 
 pub mod classes;
 pub mod error;
+pub mod flops;
+pub mod glancenet;
+pub mod linear;
+pub mod patchnet;
+pub mod weights;
 
 pub use classes::{class_name, BACKGROUND_CLASS, NUM_CLASSES, NUM_SIGN_CLASSES};
 pub use error::ModelError;

@@ -3,4 +3,7 @@
 //! queues, under a fixed memory budget. It knows models only through `saccade_models`' traits.
 
 pub mod capture;
+pub mod focus;
 pub mod frame;
+pub mod imageops;
+pub mod synth;

@@ -54,3 +54,11 @@ pub enum SourceError {
     #[error("source `{uri}`: {message}")]
     Open { uri: String, message: String },
 }
+
+pub mod convert;
+pub mod dir;
+pub mod fault;
+pub mod synthetic;
+pub mod uri;
+#[cfg(feature = "camera")]
+pub mod v4l;

@@ -1,0 +1,1 @@
+//! V4L2 capture (being written)

@@ -1,0 +1,1 @@
+//! Synthetic traffic scenes (being written).

@@ -1,0 +1,1 @@
+//! Trainers (being written).

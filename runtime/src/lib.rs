@@ -3,7 +3,11 @@
 //! queues, under a fixed memory budget. It knows models only through `saccade_models`' traits.
 
 pub mod capture;
+pub mod events;
 pub mod focus;
 pub mod frame;
+pub mod glance;
 pub mod imageops;
+pub mod metrics;
+pub mod pipeline;
 pub mod synth;

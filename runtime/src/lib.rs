@@ -2,6 +2,7 @@
 //! classify them with a quantised backbone, exit early, and emit detections — on threads joined by bounded
 //! queues, under a fixed memory budget. It knows models only through `saccade_models`' traits.
 
+pub mod budget;
 pub mod capture;
 pub mod events;
 pub mod focus;

@@ -11,4 +11,5 @@ pub mod glance;
 pub mod imageops;
 pub mod metrics;
 pub mod pipeline;
+pub mod prometheus;
 pub mod synth;

@@ -25,7 +25,7 @@ pub fn yuyv_to_rgb(
     if width == 0 || height == 0 {
         return Err(FrameError::ZeroSize { width, height });
     }
-    if width % 2 != 0 {
+    if !width.is_multiple_of(2) {
         return Err(FrameError::OddWidth { width, height });
     }
     let pixels = width as usize * height as usize;
@@ -262,7 +262,7 @@ pub fn rgb_to_yuyv(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, Frame
     if width == 0 || height == 0 {
         return Err(FrameError::ZeroSize { width, height });
     }
-    if width % 2 != 0 {
+    if !width.is_multiple_of(2) {
         return Err(FrameError::OddWidth { width, height });
     }
     let expected = width as usize * height as usize * 3;
@@ -281,9 +281,9 @@ pub fn rgb_to_yuyv(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, Frame
         let (y1, u1, v1) = yuv_from_rgb(pair[3], pair[4], pair[5]);
         out.extend_from_slice(&[
             y0,
-            ((u16::from(u0) + u16::from(u1) + 1) / 2) as u8,
+            (u16::from(u0) + u16::from(u1)).div_ceil(2) as u8,
             y1,
-            ((u16::from(v0) + u16::from(v1) + 1) / 2) as u8,
+            (u16::from(v0) + u16::from(v1)).div_ceil(2) as u8,
         ]);
     }
     Ok(out)
@@ -432,7 +432,7 @@ mod tests {
             stripped.len() < jpeg.len(),
             "the encoder wrote DHT segments"
         );
-        assert_eq!(dht_insertion_offset(&stripped).unwrap().is_some(), true);
+        assert!(dht_insertion_offset(&stripped).unwrap().is_some());
         let (mut with, mut without) = (Vec::new(), Vec::new());
         mjpeg_to_rgb(&jpeg, &mut with).unwrap();
         assert_eq!(mjpeg_to_rgb(&stripped, &mut without).unwrap(), (w, h));

@@ -1,7 +1,68 @@
 //! The `saccade` command line: demo, run, train, quantize, inspect, eval, bench, calibrate.
+//!
+//! The only crate that uses `anyhow`: library errors are typed in `saccade-runtime` and `saccade-models`; here
+//! they get the context a user needs (which file, which flag).
 
+pub mod annotate;
+pub mod engine;
+pub mod run;
+pub mod summary;
 pub mod train;
 
+use clap::{Parser, Subcommand};
+
+/// Glance at the whole frame, focus on a few full-resolution patches, classify them with a quantised net.
+#[derive(Debug, Parser)]
+#[command(name = "saccade", version, about)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole pipeline on the sample frames that ship with saccade; write annotated PNGs and a summary.
+    Demo(run::DemoArgs),
+    /// Run the pipeline on a source (camera, folder of frames, synthetic).
+    Run(run::RunArgs),
+    /// Train a model (classifier, glance, scorer).
+    #[command(subcommand)]
+    Train(train::TrainCommand),
+    /// Quantise a float safetensors model into GGUF.
+    Quantize(run::QuantizeArgs),
+    /// List the tensors, shapes, dtypes, sizes and config of a weight file.
+    Inspect(run::InspectArgs),
+    /// Write synthetic road frames with their boxes (annotations.csv) into a folder.
+    Synth(run::SynthArgs),
+}
+
+/// Entry point of the `saccade` binary.
 pub fn main() -> anyhow::Result<()> {
-    Ok(())
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match cli.command {
+        Command::Demo(args) => run::demo(args),
+        Command::Run(args) => run::run(args),
+        Command::Train(cmd) => train::run(cmd),
+        Command::Quantize(args) => run::quantize(args),
+        Command::Inspect(args) => run::inspect(args),
+        Command::Synth(args) => run::synth(args),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

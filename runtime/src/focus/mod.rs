@@ -4,11 +4,31 @@
 //! benchmark compares like with like. A strategy returns a [`FocusOutcome`]: the detections (boxes in frame
 //! pixels), every patch it examined in order, and why it stopped.
 
+// `FocusError::Model` carries `ModelError` by value: that is the agreed interface, and a strategy returns an
+// error at most once per frame, so the size of the `Err` variant costs nothing measurable.
+#![allow(clippy::result_large_err)]
+
 use std::time::Instant;
 
 use saccade_models::{GlanceMap, ModelError, PatchClassifier};
 
 use crate::frame::{BoxPx, Frame};
+
+pub mod baselines;
+pub mod coarse2fine;
+pub mod common;
+pub mod gfnet;
+#[cfg(test)]
+mod testutil;
+pub mod topk;
+pub mod zoom;
+
+pub use baselines::{Downsample, DownsampleConfig, FullRes, FullResConfig};
+pub use coarse2fine::{Coarse2Fine, Coarse2FineConfig};
+pub use common::{nms, DetectConfig};
+pub use gfnet::{fit_thresholds, GfNet, GfNetConfig};
+pub use topk::{ObjectnessScorer, PatchScorer, TopK, TopKConfig};
+pub use zoom::{Zoom, ZoomConfig, ZoomGrid};
 
 /// One detected sign.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -120,4 +140,80 @@ pub trait FocusStrategy: Send {
     /// The name used by `--strategy` and in events (`topk`, `gfnet`, `zoom`, `coarse2fine`, `fullres`, `downsample`).
     fn name(&self) -> &'static str;
     fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError>;
+}
+
+/// The names `strategy_by_name` knows, in the order benchmarks list them.
+pub const STRATEGY_NAMES: &[&str] = &[
+    "topk",
+    "gfnet",
+    "zoom",
+    "coarse2fine",
+    "fullres",
+    "downsample",
+];
+
+/// The configuration of every strategy, as one table (`[topk]`, `[gfnet]`, ... in a TOML config).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct StrategyConfigs {
+    pub topk: TopKConfig,
+    pub gfnet: GfNetConfig,
+    pub zoom: ZoomConfig,
+    pub coarse2fine: Coarse2FineConfig,
+    pub fullres: FullResConfig,
+    pub downsample: DownsampleConfig,
+}
+
+/// A strategy name that is not one of [`STRATEGY_NAMES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown focus strategy `{name}`, expected one of: topk, gfnet, zoom, coarse2fine, fullres, downsample")]
+pub struct UnknownStrategy {
+    pub name: String,
+}
+
+/// Builds the strategy called `name` from its section of `config`.
+pub fn strategy_by_name(
+    name: &str,
+    config: &StrategyConfigs,
+) -> Result<Box<dyn FocusStrategy>, UnknownStrategy> {
+    Ok(match name {
+        "topk" => Box::new(TopK::new(config.topk.clone())),
+        "gfnet" => Box::new(GfNet::new(config.gfnet.clone())),
+        "zoom" => Box::new(Zoom::new(config.zoom.clone())),
+        "coarse2fine" => Box::new(Coarse2Fine::new(config.coarse2fine.clone())),
+        "fullres" => Box::new(FullRes::new(config.fullres.clone())),
+        "downsample" => Box::new(Downsample::new(config.downsample.clone())),
+        _ => {
+            return Err(UnknownStrategy {
+                name: name.to_string(),
+            })
+        }
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_name_builds_a_strategy_of_that_name() {
+        let configs = StrategyConfigs::default();
+        for name in STRATEGY_NAMES {
+            assert_eq!(strategy_by_name(name, &configs).unwrap().name(), *name);
+        }
+        let err = strategy_by_name("saliency", &configs).err().unwrap();
+        assert!(err.to_string().contains("`saliency`"));
+    }
+
+    #[test]
+    fn configs_round_trip_through_json_and_fill_defaults() {
+        let configs = StrategyConfigs::default();
+        let text = serde_json::to_string(&configs).unwrap();
+        let back: StrategyConfigs = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, configs);
+        let partial: StrategyConfigs = serde_json::from_str(r#"{"topk": {"k": 3}}"#).unwrap();
+        assert_eq!(partial.topk.k, 3);
+        assert_eq!(partial.gfnet, GfNetConfig::default());
+    }
 }

@@ -159,12 +159,13 @@ pub fn read_rgb(path: &Path) -> anyhow::Result<(usize, usize, Vec<u8>)> {
     Ok((w as usize, h as usize, img.into_raw()))
 }
 
-/// Splits items deterministically into (train, held-out) by a hash of their index: every `every`-th is held out.
+/// Splits items deterministically into (train, held-out): items whose index is a multiple of `every` are
+/// held out, the same rule the scene generator uses for its photo split (every 5th file is evaluation-only).
 pub fn split_every<T: Clone>(items: &[T], every: usize) -> (Vec<T>, Vec<T>) {
     let mut train = Vec::new();
     let mut held = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        if every > 0 && i % every == every - 1 {
+        if every > 0 && i % every == 0 {
             held.push(item.clone());
         } else {
             train.push(item.clone());
@@ -205,7 +206,7 @@ mod tests {
     #[test]
     fn split_every_holds_out_one_in_n() {
         let (train, held) = split_every(&(0..10).collect::<Vec<_>>(), 5);
-        assert_eq!(held, vec![4, 9]);
+        assert_eq!(held, vec![0, 5]);
         assert_eq!(train.len(), 8);
     }
 }

@@ -46,15 +46,34 @@ fn demo_runs_on_bundled_samples_and_writes_summary_events_and_pngs() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
     let json = dir.path().join("summary.json");
-    let (_, stderr) = run_ok(saccade().args(["demo", "--out"]).arg(&out).arg("--json").arg(&json));
+    let (_, stderr) = run_ok(
+        saccade()
+            .args(["demo", "--out"])
+            .arg(&out)
+            .arg("--json")
+            .arg(&json),
+    );
     assert!(stderr.contains("frames"), "{stderr}");
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let n_samples = std::fs::read_dir(samples())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "jpg"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "jpg")
+        })
         .count() as u64;
     assert_eq!(summary["frames"].as_u64().unwrap(), n_samples);
-    for key in ["fps", "patches_per_frame", "early_exit_rate", "dropped_frames", "detections"] {
+    for key in [
+        "fps",
+        "patches_per_frame",
+        "early_exit_rate",
+        "dropped_frames",
+        "detections",
+    ] {
         assert!(summary.get(key).is_some(), "summary lacks {key}: {summary}");
     }
     for stage in ["capture", "glance", "focus", "classify"] {
@@ -65,7 +84,13 @@ fn demo_runs_on_bundled_samples_and_writes_summary_events_and_pngs() {
     assert_eq!(events.len() as u64, n_samples);
     let pngs = std::fs::read_dir(&out)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
         .count() as u64;
     assert_eq!(pngs, n_samples);
 }
@@ -84,11 +109,26 @@ fn replayed_folder_yields_the_same_detections_twice() {
     let mut runs = Vec::new();
     for i in 0..2 {
         let events = dir.path().join(format!("events{i}.jsonl"));
-        run_ok(saccade().args(["run", "--source", &source, "--events"]).arg(&events));
+        run_ok(
+            saccade()
+                .args(["run", "--source", &source, "--events"])
+                .arg(&events),
+        );
         let ev = read_events(&events);
         assert!(!ev.is_empty());
         for e in &ev {
-            for key in ["frame", "source", "file", "width", "height", "strategy", "patches", "exit", "latency_ms", "detections"] {
+            for key in [
+                "frame",
+                "source",
+                "file",
+                "width",
+                "height",
+                "strategy",
+                "patches",
+                "exit",
+                "latency_ms",
+                "detections",
+            ] {
                 assert!(e.get(key).is_some(), "event lacks {key}: {e}");
             }
         }
@@ -100,7 +140,11 @@ fn replayed_folder_yields_the_same_detections_twice() {
 fn wait_for_lines(path: &Path, n: usize, timeout: Duration) -> bool {
     let t = Instant::now();
     while t.elapsed() < timeout {
-        if std::fs::read_to_string(path).map(|s| s.lines().count()).unwrap_or(0) >= n {
+        if std::fs::read_to_string(path)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+            >= n
+        {
             return true;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -109,7 +153,10 @@ fn wait_for_lines(path: &Path, n: usize, timeout: Duration) -> bool {
 }
 
 fn interrupt(child: &Child) {
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -119,7 +166,12 @@ fn sigint_mid_run_ends_cleanly_with_every_event_flushed() {
     let events = dir.path().join("events.jsonl");
     let json = dir.path().join("summary.json");
     let mut child = saccade()
-        .args(["run", "--source", "synthetic://?width=640&height=480&seed=3", "--events"])
+        .args([
+            "run",
+            "--source",
+            "synthetic://?width=640&height=480&seed=3",
+            "--events",
+        ])
         .arg(&events)
         .arg("--json")
         .arg(&json)
@@ -127,15 +179,28 @@ fn sigint_mid_run_ends_cleanly_with_every_event_flushed() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(wait_for_lines(&events, 3, Duration::from_secs(120)), "no events appeared");
+    assert!(
+        wait_for_lines(&events, 3, Duration::from_secs(120)),
+        "no events appeared"
+    );
     interrupt(&child);
     let status = child.wait().unwrap();
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(status.success(), "exit {status}: {stderr}");
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let ev = read_events(&events);
-    assert_eq!(ev.len() as u64, summary["frames"].as_u64().unwrap(), "{stderr}");
+    assert_eq!(
+        ev.len() as u64,
+        summary["frames"].as_u64().unwrap(),
+        "{stderr}"
+    );
     // Frame indices are consecutive: nothing was lost between processing and output.
     for (i, e) in ev.iter().enumerate() {
         assert_eq!(e["frame"].as_u64().unwrap(), i as u64);
@@ -160,10 +225,20 @@ fn counter(text: &str, name: &str) -> f64 {
 
 #[test]
 fn metrics_endpoint_counters_grow_between_scrapes() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = saccade()
-        .args(["run", "--source", "synthetic://?width=640&height=480&seed=5", "--metrics-addr", &addr])
+        .args([
+            "run",
+            "--source",
+            "synthetic://?width=640&height=480&seed=5",
+            "--metrics-addr",
+            &addr,
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -177,7 +252,10 @@ fn metrics_endpoint_counters_grow_between_scrapes() {
                 break body;
             }
         }
-        assert!(t.elapsed() < Duration::from_secs(120), "metrics never showed a frame");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "metrics never showed a frame"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(scrape(&addr, "/healthz").ends_with("ok\n"));
@@ -186,7 +264,10 @@ fn metrics_endpoint_counters_grow_between_scrapes() {
     interrupt(&child);
     assert!(child.wait().unwrap().success());
     let name = "saccade_frames_captured_total";
-    assert!(counter(&second, name) > counter(&first, name), "{name} did not grow");
+    assert!(
+        counter(&second, name) > counter(&first, name),
+        "{name} did not grow"
+    );
     assert!(second.contains("saccade_stage_latency_seconds_bucket"));
 }
 
@@ -208,33 +289,57 @@ fn default_config_round_trips_and_a_two_source_config_runs_two_pipelines() {
     run_ok(saccade().args(["run", "--config"]).arg(&cfg));
     let ev = read_events(&events);
     assert_eq!(ev.len(), 7);
-    let from_second = ev.iter().filter(|e| e["source"].as_str().unwrap().contains("seed=2")).count();
+    let from_second = ev
+        .iter()
+        .filter(|e| e["source"].as_str().unwrap().contains("seed=2"))
+        .count();
     assert_eq!(from_second, 4);
 }
 
 #[test]
 fn dry_run_prints_the_memory_plan_and_a_too_small_budget_is_refused() {
-    let (stdout, _) = run_ok(saccade().args(["run", "--source", "synthetic://?seed=1", "--dry-run"]));
-    assert!(stdout.contains("frame pool") && stdout.contains("model weights"), "{stdout}");
+    let (stdout, _) =
+        run_ok(saccade().args(["run", "--source", "synthetic://?seed=1", "--dry-run"]));
+    assert!(
+        stdout.contains("frame pool") && stdout.contains("model weights"),
+        "{stdout}"
+    );
     let out = saccade()
-        .args(["run", "--source", "synthetic://?seed=1", "--memory-budget-mb", "8"])
+        .args([
+            "run",
+            "--source",
+            "synthetic://?seed=1",
+            "--memory-budget-mb",
+            "8",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("memory budget exceeded") && stderr.contains("frame pool"), "{stderr}");
+    assert!(
+        stderr.contains("memory budget exceeded") && stderr.contains("frame pool"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn bad_flags_and_files_get_clear_errors() {
-    let out = saccade().args(["run", "--source", "ftp://camera"]).output().unwrap();
+    let out = saccade()
+        .args(["run", "--source", "ftp://camera"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ftp://camera"));
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.gguf");
     std::fs::write(&bad, b"GGUFnot really").unwrap();
     let out = saccade()
-        .args(["run", "--source", "synthetic://?seed=1&frames=1", "--classifier-weights"])
+        .args([
+            "run",
+            "--source",
+            "synthetic://?seed=1&frames=1",
+            "--classifier-weights",
+        ])
         .arg(&bad)
         .output()
         .unwrap();

@@ -117,7 +117,8 @@ const HEADER: &str = "\
 impl Config {
     /// The commented default configuration.
     pub fn default_toml() -> anyhow::Result<String> {
-        let body = toml::to_string_pretty(&Config::default()).context("serialising the default config")?;
+        let body =
+            toml::to_string_pretty(&Config::default()).context("serialising the default config")?;
         Ok(format!("{HEADER}\n{body}"))
     }
 
@@ -125,7 +126,9 @@ impl Config {
     pub fn from_toml(text: &str, origin: &str) -> anyhow::Result<Self> {
         let config: Config =
             toml::from_str(text).map_err(|e| anyhow::anyhow!("config {origin}: {e}"))?;
-        config.validate().with_context(|| format!("config {origin}"))?;
+        config
+            .validate()
+            .with_context(|| format!("config {origin}"))?;
         Ok(config)
     }
 
@@ -145,10 +148,16 @@ impl Config {
             );
         }
         if !(1..=1024).contains(&self.max_patches) {
-            bail!("key `max_patches` is {}, expected 1..=1024", self.max_patches);
+            bail!(
+                "key `max_patches` is {}, expected 1..=1024",
+                self.max_patches
+            );
         }
         if !(1..=256).contains(&self.queue_depth) {
-            bail!("key `queue_depth` is {}, expected 1..=256", self.queue_depth);
+            bail!(
+                "key `queue_depth` is {}, expected 1..=256",
+                self.queue_depth
+            );
         }
         if let Some(d) = self.deadline_ms {
             if !(d.is_finite() && d >= 0.0) {
@@ -195,7 +204,10 @@ mod tests {
     fn default_config_round_trips_through_its_commented_toml() {
         let text = Config::default_toml().unwrap();
         assert!(text.starts_with("# saccade configuration"));
-        assert_eq!(Config::from_toml(&text, "default").unwrap(), Config::default());
+        assert_eq!(
+            Config::from_toml(&text, "default").unwrap(),
+            Config::default()
+        );
     }
 
     #[test]

@@ -8,9 +8,9 @@ use anyhow::Context;
 use candle_core::Device;
 use saccade_models::glancenet::{GlanceNetConfig, GlanceNetModel};
 use saccade_models::patchnet::{PatchNet, PatchNetConfig};
+use saccade_models::{GlanceNet, PatchClassifier};
 use saccade_runtime::budget::{rss_bytes, MemoryPlan, PlanInput};
 use saccade_runtime::capture::uri::SourceSpec;
-use saccade_models::{GlanceNet, PatchClassifier};
 use saccade_runtime::focus::{strategy_by_name, FocusBudget, FocusStrategy, StrategyConfigs};
 use saccade_runtime::glance::GlanceStage;
 use saccade_runtime::pipeline::FrameProcessor;
@@ -173,9 +173,7 @@ pub fn frame_size_hint(spec: &SourceSpec) -> (u32, u32) {
             .and_then(|entries| {
                 let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
                 files.sort();
-                files
-                    .iter()
-                    .find_map(|p| image::image_dimensions(p).ok())
+                files.iter().find_map(|p| image::image_dimensions(p).ok())
             })
             .unwrap_or((1920, 1080)),
     }

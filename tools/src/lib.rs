@@ -59,7 +59,11 @@ fn config_command(args: ConfigArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.check {
         let config = config::Config::load(path)?;
-        println!("{} is valid:\n{}", path.display(), toml::to_string_pretty(&config)?);
+        println!(
+            "{} is valid:\n{}",
+            path.display(),
+            toml::to_string_pretty(&config)?
+        );
     }
     if !args.print_default && args.check.is_none() {
         anyhow::bail!("saccade config: give --print-default or --check FILE");

@@ -291,21 +291,35 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
                 policy,
                 budget: sargs.budget(),
             };
-            let (stop, sink, annotate, strategy) = (stop.clone(), &sink, annotate.clone(), &config.strategy);
+            let (stop, sink, annotate, strategy) =
+                (stop.clone(), &sink, annotate.clone(), &config.strategy);
             let m = m.clone();
             handles.push(scope.spawn(move || {
                 let mut annotate_failed = false;
                 let run = run_pipeline(source, processor, options, m, stop, |done| {
-                    let event = FrameEvent::new(&uri, strategy, &done.frame, &done.outcome, done.latency_ms);
+                    let event = FrameEvent::new(
+                        &uri,
+                        strategy,
+                        &done.frame,
+                        &done.outcome,
+                        done.latency_ms,
+                    );
                     if let Ok(mut sink) = sink.lock() {
                         sink.write(&event);
                     }
                     if let (Some(dir), false) = (&annotate, annotate_failed) {
                         let stem = match &done.frame.file {
-                            Some(file) => file.rsplit_once('.').map_or(file.as_str(), |(s, _)| s).to_string(),
+                            Some(file) => file
+                                .rsplit_once('.')
+                                .map_or(file.as_str(), |(s, _)| s)
+                                .to_string(),
                             None => format!("{:06}", done.frame.index),
                         };
-                        let name = if multi { format!("source{i}-{stem}.png") } else { format!("{stem}.png") };
+                        let name = if multi {
+                            format!("source{i}-{stem}.png")
+                        } else {
+                            format!("{stem}.png")
+                        };
                         if let Err(e) = crate::annotate::write_annotated(&done, &dir.join(name)) {
                             tracing::error!("{e:#}; no more annotated frames are written");
                             annotate_failed = true;
@@ -327,13 +341,22 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
     if let Some(h) = server {
         let _ = h.join();
     }
-    let mut sink = sink.into_inner().map_err(|_| anyhow::anyhow!("events sink poisoned"))?;
+    let mut sink = sink
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("events sink poisoned"))?;
     sink.flush();
     let summaries: Vec<Summary> = runs
         .iter()
         .zip(&metrics)
         .map(|((uri, run), m)| {
-            Summary::new(uri, &config.strategy, run, m, models.glance.mflops(), sink.written())
+            Summary::new(
+                uri,
+                &config.strategy,
+                run,
+                m,
+                models.glance.mflops(),
+                sink.written(),
+            )
         })
         .collect();
     for s in &summaries {
@@ -348,7 +371,8 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
         if path == "-" {
             println!("{text}");
         } else {
-            std::fs::write(path, text + "\n").with_context(|| format!("writing summary JSON to {path}"))?;
+            std::fs::write(path, text + "\n")
+                .with_context(|| format!("writing summary JSON to {path}"))?;
         }
     }
     if let Some(err) = sink.failure() {
@@ -410,7 +434,7 @@ pub struct SynthArgs {
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, default_value_t = 16)]
-    pub count: usize,
+    pub count: u64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     #[arg(long, default_value_t = 1280)]

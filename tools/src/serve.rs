@@ -42,8 +42,8 @@ pub fn spawn(
     registry: Arc<Registry>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
-    let listener =
-        TcpListener::bind(addr).with_context(|| format!("binding the metrics endpoint on {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .with_context(|| format!("binding the metrics endpoint on {addr}"))?;
     let local = listener.local_addr()?;
     if !local.ip().is_loopback() {
         tracing::warn!("metrics endpoint on {local} is reachable from other hosts");

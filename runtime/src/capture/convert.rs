@@ -176,18 +176,19 @@ const ANNEX_K_DHT: [u8; 420] = {
     out
 };
 
-/// Where the default tables must go, if they are missing: `None` when the stream already has a DHT segment,
-/// `Some(offset)` of the first SOF or SOS marker otherwise.
+/// Where the default tables must go, if they are missing: `None` when the stream has a DHT segment before its
+/// first SOS, `Some(offset)` of the first SOF (or SOS) marker otherwise.
 fn dht_insertion_offset(jpeg: &[u8]) -> Result<Option<usize>, &'static str> {
     if jpeg.len() < 4 || jpeg[0] != 0xFF || jpeg[1] != 0xD8 {
         return Err("does not start with an SOI marker (FF D8)");
     }
+    let mut first_frame_marker = None;
     let mut at = 2;
     loop {
-        // Markers may be preceded by any number of 0xFF fill bytes.
         if at < jpeg.len() && jpeg[at] != 0xFF {
             return Err("expected a marker between header segments");
         }
+        // Markers may be preceded by any number of 0xFF fill bytes.
         while at < jpeg.len() && jpeg[at] == 0xFF {
             at += 1;
         }
@@ -198,13 +199,15 @@ fn dht_insertion_offset(jpeg: &[u8]) -> Result<Option<usize>, &'static str> {
         at += 1;
         match marker {
             0xC4 => return Ok(None),
-            // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC), then SOS.
-            0xC0..=0xCF if marker != 0xC8 && marker != 0xCC => return Ok(Some(marker_start)),
-            0xDA => return Ok(Some(marker_start)),
-            0xD9 => return Err("reaches EOI before any frame header"),
+            0xDA => return Ok(Some(first_frame_marker.unwrap_or(marker_start))),
+            0xD9 => return Err("reaches EOI before any scan"),
             // Stand-alone markers carry no length.
             0x01 | 0xD0..=0xD7 => {}
             _ => {
+                // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC): tables may still follow it.
+                if matches!(marker, 0xC0..=0xCF) && marker != 0xC8 && marker != 0xCC {
+                    first_frame_marker.get_or_insert(marker_start);
+                }
                 let len_bytes = jpeg.get(at..at + 2).ok_or("ends inside a segment length")?;
                 let len = usize::from(u16::from_be_bytes([len_bytes[0], len_bytes[1]]));
                 if len < 2 {
@@ -432,7 +435,17 @@ mod tests {
             stripped.len() < jpeg.len(),
             "the encoder wrote DHT segments"
         );
-        assert!(dht_insertion_offset(&stripped).unwrap().is_some());
+        assert_eq!(
+            dht_insertion_offset(&jpeg),
+            Ok(None),
+            "tables present: nothing inserted"
+        );
+        let at = dht_insertion_offset(&stripped).unwrap().unwrap();
+        assert_eq!(
+            &stripped[at..at + 2],
+            &[0xFF, 0xC0],
+            "inserted before the baseline SOF"
+        );
         let (mut with, mut without) = (Vec::new(), Vec::new());
         mjpeg_to_rgb(&jpeg, &mut with).unwrap();
         assert_eq!(mjpeg_to_rgb(&stripped, &mut without).unwrap(), (w, h));
@@ -462,6 +475,53 @@ mod tests {
         let err = mjpeg_to_rgb(b"not a jpeg at all", &mut out).unwrap_err();
         assert_eq!(err.kind(), "corrupt_jpeg");
         assert!(err.to_string().contains("17 bytes"), "{err}");
+    }
+
+    /// `cargo test -p saccade-runtime --release --lib capture::convert -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing, run in release"]
+    fn conversion_time_at_1280_by_960() {
+        let (w, h) = (1280u32, 960u32);
+        // Smooth gradients with a little texture: JPEG sizes like a camera's, not like noise.
+        let rgb: Vec<u8> = (0..w * h * 3)
+            .map(|i| {
+                let (px, c) = (i / 3, i % 3);
+                let (x, y) = (px % w, px / w);
+                ((x / 5 + y / 4 * (c + 1) + (x ^ y) % 9) % 256) as u8
+            })
+            .collect();
+        let yuyv = rgb_to_yuyv(&rgb, w, h).unwrap();
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
+            .encode(&rgb, w, h, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let stripped = strip_huffman_tables(&jpeg);
+        let mut out = Vec::new();
+        let median_ms = |f: &mut dyn FnMut()| {
+            f();
+            let mut times: Vec<f64> = (0..15)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            times[times.len() / 2]
+        };
+        let yuyv_ms = median_ms(&mut || yuyv_to_rgb(&yuyv, w, h, &mut out).unwrap());
+        let mjpeg_ms = median_ms(&mut || {
+            mjpeg_to_rgb(&jpeg, &mut out).unwrap();
+        });
+        let stripped_ms = median_ms(&mut || {
+            mjpeg_to_rgb(&stripped, &mut out).unwrap();
+        });
+        eprintln!(
+            "1280×960: YUYV→RGB {yuyv_ms:.2} ms, MJPEG→RGB {mjpeg_ms:.2} ms ({} bytes), \
+             MJPEG without DHT {stripped_ms:.2} ms (×{:.2})",
+            jpeg.len(),
+            stripped_ms / mjpeg_ms
+        );
     }
 
     proptest! {

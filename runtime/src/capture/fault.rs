@@ -97,6 +97,8 @@ pub struct Reconnecting<D: Device> {
     policy: ReconnectPolicy,
     backoff: Backoff,
     is_open: bool,
+    /// A capture came through since the last failure: the next failure starts a new outage.
+    healthy: bool,
     outages: u64,
     failed_opens: u64,
     down_since: Option<Instant>,
@@ -113,6 +115,7 @@ impl<D: Device> Reconnecting<D> {
             backoff: Backoff::new(policy.initial_backoff, policy.max_backoff),
             policy,
             is_open: true,
+            healthy: true,
             outages: 0,
             failed_opens: 0,
             down_since: None,
@@ -143,7 +146,8 @@ impl<D: Device> Reconnecting<D> {
         &mut self.device
     }
 
-    /// Outages so far (each vanish or stall counts once, however many reopen attempts it took).
+    /// Outages so far: each vanish or stall counts once, however many reopen attempts and failed reads it
+    /// took before a capture came through again.
     pub fn outages(&self) -> u64 {
         self.outages
     }
@@ -174,17 +178,8 @@ impl<D: Device> Reconnecting<D> {
             if !self.is_open {
                 match self.device.open() {
                     Ok(()) => {
-                        let down_ms = self
-                            .down_since
-                            .take()
-                            .map_or(0, |t| t.elapsed().as_millis());
-                        tracing::info!(
-                            down_ms,
-                            failed_opens = self.failed_opens,
-                            "capture device is back"
-                        );
+                        tracing::debug!("capture device reopened");
                         self.is_open = true;
-                        self.backoff.reset();
                     }
                     Err(e) => {
                         self.failed_opens += 1;
@@ -196,13 +191,33 @@ impl<D: Device> Reconnecting<D> {
                 }
             }
             match self.device.read(self.policy.stall_timeout) {
-                Ok(capture) => return capture,
+                Ok(capture) => {
+                    if let Some(since) = self.down_since.take() {
+                        tracing::info!(
+                            down_ms = since.elapsed().as_millis(),
+                            failed_opens = self.failed_opens,
+                            "capture device is back"
+                        );
+                    }
+                    self.healthy = true;
+                    self.backoff.reset();
+                    return capture;
+                }
                 Err(e) => {
-                    self.outages += 1;
-                    tracing::warn!(error = %e, outages = self.outages, "capture device lost, reconnecting");
                     self.device.close();
                     self.is_open = false;
-                    self.down_since = Some(Instant::now());
+                    if self.healthy {
+                        self.outages += 1;
+                        self.down_since = Some(Instant::now());
+                        tracing::warn!(error = %e, outages = self.outages, "capture device lost, reconnecting");
+                    } else {
+                        // Reopened but still no frame (a stall that persists, a device that opens and then
+                        // fails): the same outage goes on, and we back off instead of spinning.
+                        let delay = self.backoff.next_delay();
+                        tracing::debug!(error = %e, retry_in_ms = delay.as_millis(), "capture device still failing");
+                        (self.sleep)(delay);
+                    }
+                    self.healthy = false;
                 }
             }
         }
@@ -792,6 +807,23 @@ mod tests {
         assert_eq!(stats.kernel_dropped, 4, "two drops of two frames");
         // 200 inner frames: bad ones and dropped ones are consumed, outages consume nothing.
         assert_eq!(tally.frames.len() as u64, 200 - bad_expected as u64 - 4);
+    }
+
+    #[test]
+    fn stalls_in_a_row_are_one_outage_with_backoff_between_reopens() {
+        let delays = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&delays);
+        let stalls = (1..5).map(|read| (read, Fault::Stall)).collect();
+        let mut source = FaultSource::with_policy(
+            synthetic(3),
+            FaultSchedule::at(stalls),
+            ReconnectPolicy::default(),
+        )
+        .with_sleeper(move |d| recorded.lock().unwrap().push(d.as_millis()));
+        let tally = drain(&mut source);
+        assert_eq!(tally.frames.len(), 3);
+        assert_eq!(source.stats().outages, 1);
+        assert_eq!(*delays.lock().unwrap(), [100, 200, 400]);
     }
 
     #[test]

@@ -62,3 +62,9 @@ pub mod synthetic;
 pub mod uri;
 #[cfg(feature = "camera")]
 pub mod v4l;
+
+#[cfg(feature = "camera")]
+pub use self::v4l::V4lSource;
+pub use dir::{DirOptions, DirSource};
+pub use fault::{Fault, FaultSchedule, FaultSource};
+pub use uri::{open_source, parse_source_uri, PixelFormat, SourceSpec, V4lOptions};

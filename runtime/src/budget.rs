@@ -105,7 +105,7 @@ impl MemoryPlan {
             return Ok(());
         }
         let mut largest: Vec<&BudgetItem> = self.items.iter().collect();
-        largest.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+        largest.sort_by_key(|i| std::cmp::Reverse(i.bytes));
         let advice = largest
             .iter()
             .take(3)

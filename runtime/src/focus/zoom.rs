@@ -10,8 +10,8 @@
 use saccade_models::GlanceMap;
 
 use super::common::{
-    clip_to_frame, detection_from, max_objectness, nms, nothing_salient, object_box,
-    object_side_at, BudgetClock, DetectConfig, GlanceGeometry, OutcomeRecorder, PatchBatcher,
+    clip_to_frame, detection_from, max_objectness, nms, nothing_salient, object_side_at,
+    BudgetClock, DetectConfig, GlanceGeometry, OutcomeRecorder, PatchBatcher,
 };
 use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::{BoxPx, Frame};
@@ -379,25 +379,24 @@ impl FocusStrategy for Zoom {
         // Windows on the warped image, scored by the best objectness of the cells their frame box covers.
         let side = input.classifier.input_side_px().min(warped_side).max(1);
         let origins = window_origins(warped_side, side, self.config.window_stride_px);
-        let mut windows: Vec<(BoxPx, BoxPx, f32)> = Vec::new();
+        // (window on the warped image, its frame box, score, best cell under it).
+        let mut windows: Vec<(BoxPx, BoxPx, f32, usize)> = Vec::new();
         for &oy in &origins {
             for &ox in &origins {
                 let w = BoxPx::new(ox as f32, oy as f32, (ox + side) as f32, (oy + side) as f32);
                 let f = grid.frame_box_from_warped(w);
                 let (cx, cy) = f.centre();
-                let mut score = glance
-                    .objectness
-                    .get(geometry.cell_at_frame(cx, cy))
-                    .copied()
-                    .unwrap_or(0.0);
+                let mut best_cell = geometry.cell_at_frame(cx, cy);
+                let mut score = glance.objectness.get(best_cell).copied().unwrap_or(0.0);
                 for (cell, &o) in glance.objectness.iter().enumerate() {
                     let (x, y) = geometry.cell_centre_frame(cell);
                     if o > score && x >= f.xmin && x < f.xmax && y >= f.ymin && y < f.ymax {
                         score = o;
+                        best_cell = cell;
                     }
                 }
                 if score >= detect.nothing_threshold && f.area() > 0.0 {
-                    windows.push((w, f, score));
+                    windows.push((w, f, score, best_cell));
                 }
             }
         }
@@ -432,12 +431,18 @@ impl FocusStrategy for Zoom {
                 .classify_prepared("zoom", chosen.len(), side, input.classifier)?;
         let mflops = input.classifier.mflops_per_patch();
         for (&i, v) in chosen.iter().zip(&verdicts) {
-            let (_, frame_box, score) = windows[i];
+            let (_, frame_box, score, cell) = windows[i];
             recorder.visit(0, frame_box, score, mflops);
-            let (cx, cy) = frame_box.centre();
-            let object_side = object_side_at(glance, &geometry, geometry.cell_at_frame(cx, cy));
-            if let Some(d) = detection_from(v, object_box(frame_box, object_side), detect.min_score)
-            {
+            // A magnified sign spans several windows, each seeing a fragment: report the sign at the glance
+            // peak under the window with the glance's size, so the fragments agree and merge into one box.
+            let object_side = object_side_at(glance, &geometry, cell);
+            let bbox = if object_side > 0.0 {
+                let (cx, cy) = geometry.cell_centre_frame(cell);
+                geometry.square_in_frame(cx, cy, object_side)
+            } else {
+                frame_box
+            };
+            if let Some(d) = detection_from(v, bbox, detect.min_score) {
                 recorder.detect(d);
             }
         }

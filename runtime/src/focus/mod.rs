@@ -293,6 +293,44 @@ mod tests {
         }
     }
 
+    /// Prints per-frame focus times on a 1280×960 frame with the mock classifier (run with `--ignored
+    /// --nocapture`): the strategies' own overhead (cutting, warping, bookkeeping), not the backbone's.
+    #[test]
+    #[ignore]
+    fn print_focus_timings_on_a_full_frame() {
+        let frame = frame_with_squares(1280, 960, &[(600, 400, 40), (200, 700, 64)]);
+        let glance = redness_glance(&frame, (320, 240), 8, 48.0);
+        let mut small = vec![0u8; 320 * 240 * 3];
+        let t = std::time::Instant::now();
+        for _ in 0..10 {
+            crate::imageops::resize_rgb_bilinear(&frame.rgb, 1280, 960, &mut small, 320, 240)
+                .unwrap();
+        }
+        println!(
+            "resize 1280x960 -> 320x240 (area): {:.2} ms",
+            t.elapsed().as_secs_f64() * 100.0
+        );
+        for name in STRATEGY_NAMES {
+            let classifier = RednessClassifier::new(32);
+            let mut strategy = strategy_by_name(name, &StrategyConfigs::default()).unwrap();
+            let runs = if name.starts_with("full") { 1 } else { 10 };
+            let t = std::time::Instant::now();
+            let mut out = FocusOutcome::default();
+            for _ in 0..runs {
+                out = strategy
+                    .focus(&input(&frame, &glance, (320, 240), &classifier, 16))
+                    .unwrap();
+            }
+            println!(
+                "{name:12} {:8.2} ms/frame  patches {:5}  detections {}  exit {:?}",
+                t.elapsed().as_secs_f64() * 1000.0 / runs as f64,
+                out.patches.len(),
+                out.detections.len(),
+                out.exit
+            );
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(16))]
 

@@ -328,6 +328,9 @@ mod tests {
                 out.detections.len(),
                 out.exit
             );
+            for d in &out.detections {
+                println!("    {:?} {:.3}", d.bbox.to_array(), d.score);
+            }
         }
     }
 

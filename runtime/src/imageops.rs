@@ -239,7 +239,7 @@ pub fn resize_rgb_bilinear(
     let scale_x = sw as f32 / dw as f32;
     let scale_y = sh as f32 / dh as f32;
     let area = scale_x.max(scale_y) >= AREA_SCALE_THRESHOLD;
-    if area && sw % dw == 0 && sh % dh == 0 {
+    if area && sw.is_multiple_of(dw) && sh.is_multiple_of(dh) {
         // The glance's usual case (1280×960 → 320×240): whole-pixel footprints, summed in integers.
         box_shrink_integer(src, sw, dst, dw, dh, sw / dw, sh / dh);
         return Ok(());

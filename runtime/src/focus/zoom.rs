@@ -100,7 +100,14 @@ impl ZoomGrid {
         let padded = side + 2 * pad;
         let sigma = (sigma_fraction.max(1e-3) as f64 * side as f64).max(0.5);
         // g[d] for d = offset between an output node (at padded index i + pad) and a padded index.
-        let gauss = |d: f64| (-(d * d) / (2.0 * sigma * sigma)).exp();
+        // Offsets are whole cells in -padded..padded: tabulate the kernel once instead of ~350k exp() calls.
+        let table: Vec<f64> = (0..2 * padded)
+            .map(|i| {
+                let d = i as f64 - padded as f64;
+                (-(d * d) / (2.0 * sigma * sigma)).exp()
+            })
+            .collect();
+        let gauss = |d: f64| table[(d + padded as f64) as usize];
         let coord = |k: usize| (k as f64 - pad as f64) / (side - 1) as f64;
         let sal = |r: usize, c: usize| -> f64 {
             let rr = r.saturating_sub(pad).min(side - 1);

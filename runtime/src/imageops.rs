@@ -92,6 +92,10 @@ pub fn sample_bilinear_rgb(
     x_px: f32,
     y_px: f32,
 ) -> [f32; 3] {
+    // A buffer that does not hold the image it claims gives black rather than a panic.
+    if width == 0 || height == 0 || rgb.len() < width * height * 3 {
+        return [0.0; 3];
+    }
     let x = x_px.clamp(0.0, (width - 1) as f32);
     let y = y_px.clamp(0.0, (height - 1) as f32);
     let x0 = x.floor() as usize;
@@ -124,6 +128,9 @@ pub fn sample_bilinear_plane(
     x_px: f32,
     y_px: f32,
 ) -> f32 {
+    if width == 0 || height == 0 || plane.len() < width * height {
+        return 0.0;
+    }
     let x = x_px.clamp(0.0, (width - 1) as f32);
     let y = y_px.clamp(0.0, (height - 1) as f32);
     let x0 = x.floor() as usize;
@@ -149,6 +156,9 @@ pub fn area_average_rgb(
     y0: f32,
     y1: f32,
 ) -> [f32; 3] {
+    if width == 0 || height == 0 || rgb.len() < width * height * 3 {
+        return [0.0; 3];
+    }
     let mut sum = [0.0f32; 3];
     let mut total = 0.0f32;
     let i_start = x0.floor() as i64;
@@ -525,6 +535,17 @@ mod tests {
             rgb_to_chw_f32(&src, 0, 10, &mut out),
             Err(ImageOpsError::ZeroSize { .. })
         ));
+    }
+
+    #[test]
+    fn samplers_on_short_buffers_return_black_instead_of_panicking() {
+        assert_eq!(sample_bilinear_rgb(&[1, 2], 4, 4, 1.0, 1.0), [0.0; 3]);
+        assert_eq!(sample_bilinear_rgb(&[], 0, 0, 1.0, 1.0), [0.0; 3]);
+        assert_eq!(sample_bilinear_plane(&[1.0], 2, 2, 0.5, 0.5), 0.0);
+        assert_eq!(
+            area_average_rgb(&[9; 3], 2, 1, 0.0, 2.0, 0.0, 1.0),
+            [0.0; 3]
+        );
     }
 
     #[test]

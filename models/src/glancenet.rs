@@ -1,1 +1,376 @@
-//! (being written)
+//! The glance net: a small strided CNN over a downscaled copy of the whole frame (320×240 by default)
+//! that scores, per 8×8-pixel cell, whether a sign's centre lies there (`obj`) and how large it is
+//! (`size`, log2 of the side in glance pixels), plus glance-only class logits (`cls`) from the pooled
+//! feature. The runtime's glance stage calls it through [`GlanceNet`]; the trainer uses [`GlanceMaps`].
+
+use crate::flops::{conv2d_flops, conv_out_side_px, linear_flops, total_mflops, LayerCost};
+use crate::linear::QLinear;
+use crate::patchnet::normalise_unit_rgb;
+use crate::weights::{ConfigCheck, TensorRole, TensorSpec, WeightSet};
+use crate::{GlanceMap, GlanceNet, ModelError, NUM_CLASSES};
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Model kind stored in weight-file metadata.
+pub const GLANCENET_KIND: &str = "glancenet";
+
+/// Glance-image pixels per cell of the output maps (three stride-2 convolutions).
+pub const GLANCE_STRIDE_PX: usize = 8;
+
+/// Shape of the glance net.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct GlanceNetConfig {
+    pub input_width_px: usize,
+    pub input_height_px: usize,
+    /// Output channels of conv1..conv4.
+    pub channels: [usize; 4],
+    /// Outputs of the `cls` head: 43 GTSRB classes + background.
+    pub num_classes: usize,
+}
+
+impl Default for GlanceNetConfig {
+    fn default() -> Self {
+        Self {
+            input_width_px: 320,
+            input_height_px: 240,
+            channels: [16, 32, 32, 32],
+            num_classes: NUM_CLASSES,
+        }
+    }
+}
+
+/// Convolution geometry: (name, kernel, stride, padding).
+const CONV_LAYERS: [(&str, usize, usize, usize); 4] = [
+    ("conv1", 3, 2, 1),
+    ("conv2", 3, 2, 1),
+    ("conv3", 3, 2, 1),
+    ("conv4", 3, 1, 1),
+];
+
+fn conv_cfg(stride: usize, padding: usize) -> Conv2dConfig {
+    Conv2dConfig {
+        padding,
+        stride,
+        ..Default::default()
+    }
+}
+
+impl GlanceNetConfig {
+    /// `(width, height)` of the output maps.
+    pub fn map_size(&self) -> (usize, usize) {
+        let mut w = self.input_width_px;
+        let mut h = self.input_height_px;
+        for (_, k, s, p) in CONV_LAYERS {
+            w = conv_out_side_px(w, k, s, p);
+            h = conv_out_side_px(h, k, s, p);
+        }
+        (w, h)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.input_width_px < 8 || self.input_height_px < 8 {
+            return Err(format!(
+                "input {}×{} px, expected at least 8×8",
+                self.input_width_px, self.input_height_px
+            ));
+        }
+        if self.channels.contains(&0) || self.num_classes == 0 {
+            return Err(format!(
+                "channels {:?}, num_classes {}: all must be positive",
+                self.channels, self.num_classes
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn tensor_specs(&self) -> Vec<TensorSpec> {
+        let mut specs = Vec::new();
+        let mut c_in = 3;
+        for ((name, k, _, _), c_out) in CONV_LAYERS.iter().zip(self.channels) {
+            specs.push(TensorSpec::new(
+                format!("{name}.weight"),
+                vec![c_out, c_in, *k, *k],
+                TensorRole::ConvWeight,
+            ));
+            specs.push(TensorSpec::new(
+                format!("{name}.bias"),
+                vec![c_out],
+                TensorRole::Bias,
+            ));
+            c_in = c_out;
+        }
+        for head in ["obj", "size"] {
+            specs.push(TensorSpec::new(
+                format!("{head}.weight"),
+                vec![1, c_in, 1, 1],
+                TensorRole::ConvWeight,
+            ));
+            specs.push(TensorSpec::new(
+                format!("{head}.bias"),
+                vec![1],
+                TensorRole::Bias,
+            ));
+        }
+        specs.push(TensorSpec::new(
+            "cls.weight".into(),
+            vec![self.num_classes, c_in],
+            TensorRole::LinearWeight,
+        ));
+        specs.push(TensorSpec::new(
+            "cls.bias".into(),
+            vec![self.num_classes],
+            TensorRole::Bias,
+        ));
+        specs
+    }
+
+    pub fn config_checks(&self) -> Vec<ConfigCheck> {
+        vec![
+            ConfigCheck::new("channels[0]", "conv1.weight", 0, self.channels[0]),
+            ConfigCheck::new("channels[1]", "conv2.weight", 0, self.channels[1]),
+            ConfigCheck::new("channels[2]", "conv3.weight", 0, self.channels[2]),
+            ConfigCheck::new("channels[3]", "conv4.weight", 0, self.channels[3]),
+            ConfigCheck::new("num_classes", "cls.weight", 0, self.num_classes),
+        ]
+    }
+
+    pub fn layer_costs(&self) -> Vec<LayerCost> {
+        let mut costs = Vec::new();
+        let mut w = self.input_width_px;
+        let mut h = self.input_height_px;
+        let mut c_in = 3;
+        for ((name, k, s, p), c_out) in CONV_LAYERS.iter().zip(self.channels) {
+            w = conv_out_side_px(w, *k, *s, *p);
+            h = conv_out_side_px(h, *k, *s, *p);
+            costs.push(LayerCost {
+                name: (*name).into(),
+                flops: conv2d_flops(c_in, c_out, *k, h, w),
+            });
+            c_in = c_out;
+        }
+        for head in ["obj", "size"] {
+            costs.push(LayerCost {
+                name: head.into(),
+                flops: conv2d_flops(c_in, 1, 1, h, w),
+            });
+        }
+        costs.push(LayerCost {
+            name: "cls".into(),
+            flops: linear_flops(c_in, self.num_classes),
+        });
+        costs
+    }
+}
+
+/// Raw outputs of the glance net, for the trainer's losses and for [`GlanceNet::glance`].
+#[derive(Debug, Clone)]
+pub struct GlanceMaps {
+    /// `(b, 1, h, w)` logit that a sign's centre lies in each cell.
+    pub objectness_logits: Tensor,
+    /// `(b, 1, h, w)` log2 of the sign's side in glance pixels.
+    pub log2_side: Tensor,
+    /// `(b, c)` global average of the last feature map.
+    pub pooled: Tensor,
+    /// `(b, num_classes)` glance-only class logits.
+    pub class_logits: Tensor,
+}
+
+/// The glance network.
+///
+/// # Shapes
+/// input `(b, 3, H, W)` f32 RGB in 0..1 → maps `(b, 1, H/8, W/8)` (rounded up), pooled `(b, c)`.
+#[derive(Debug, Clone)]
+pub struct GlanceNetModel {
+    cfg: GlanceNetConfig,
+    convs: [Conv2d; 4],
+    obj: Conv2d,
+    size: Conv2d,
+    cls: QLinear,
+    conv_stored_dtype: DType,
+}
+
+impl GlanceNetModel {
+    pub fn new(cfg: &GlanceNetConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        if let Err(message) = cfg.validate() {
+            candle_core::bail!("glancenet config: {message}");
+        }
+        let [c0, c1, c2, c3] = cfg.channels;
+        let conv = |c_in, c_out, i: usize| {
+            let (name, k, s, p) = CONV_LAYERS[i];
+            candle_nn::conv2d(c_in, c_out, k, conv_cfg(s, p), vb.pp(name))
+        };
+        let convs = [
+            conv(3, c0, 0)?,
+            conv(c0, c1, 1)?,
+            conv(c1, c2, 2)?,
+            conv(c2, c3, 3)?,
+        ];
+        let obj = candle_nn::conv2d(c3, 1, 1, conv_cfg(1, 0), vb.pp("obj"))?;
+        let size = candle_nn::conv2d(c3, 1, 1, conv_cfg(1, 0), vb.pp("size"))?;
+        let cls = QLinear::new(c3, cfg.num_classes, vb.pp("cls"))?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            conv_stored_dtype: convs[0].weight().dtype(),
+            convs,
+            obj,
+            size,
+            cls,
+        })
+    }
+
+    pub(crate) fn from_weight_set(
+        cfg: &GlanceNetConfig,
+        set: &WeightSet,
+    ) -> Result<Self, ModelError> {
+        if let Err(message) = cfg.validate() {
+            return Err(set.bad_config("config", "a valid glancenet config", &message));
+        }
+        set.validate(&cfg.tensor_specs(), &cfg.config_checks())?;
+        let conv = |i: usize| {
+            let (name, _, s, p) = CONV_LAYERS[i];
+            set.conv(name, conv_cfg(s, p))
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            convs: [conv(0)?, conv(1)?, conv(2)?, conv(3)?],
+            obj: set.conv("obj", conv_cfg(1, 0))?,
+            size: set.conv("size", conv_cfg(1, 0))?,
+            cls: set.linear("cls")?,
+            conv_stored_dtype: set.stored_float_dtype("conv1.weight"),
+        })
+    }
+
+    /// Loads a glance net from safetensors or GGUF (chosen by the file's magic bytes).
+    pub fn load(path: &Path, device: &Device) -> Result<Self, ModelError> {
+        let set = WeightSet::read(path, device)?;
+        set.expect_kind(GLANCENET_KIND)?;
+        let cfg: GlanceNetConfig = set.parse_config()?;
+        Self::from_weight_set(&cfg, &set)
+    }
+
+    pub fn config(&self) -> &GlanceNetConfig {
+        &self.cfg
+    }
+
+    /// All heads of the glance net.
+    pub fn forward_maps(&self, x: &Tensor) -> candle_core::Result<GlanceMaps> {
+        let (_b, c, _h, _w) = x.dims4()?;
+        if c != 3 {
+            candle_core::bail!(
+                "glancenet input has shape {:?}, expected (b, 3, h, w)",
+                x.dims()
+            );
+        }
+        let mut x = normalise_unit_rgb(&x.to_dtype(self.convs[0].weight().dtype())?)?;
+        // (b, 3, H, W) -> (b, c0, H/2, W/2) -> (b, c1, H/4, W/4) -> (b, c2, H/8, W/8) -> (b, c3, H/8, W/8)
+        for conv in &self.convs {
+            x = conv.forward(&x)?.relu()?;
+        }
+        // (b, c3, h, w) -> (b, 1, h, w)
+        let objectness_logits = self.obj.forward(&x)?.to_dtype(DType::F32)?;
+        let log2_side = self.size.forward(&x)?.to_dtype(DType::F32)?;
+        // (b, c3, h, w) -> (b, c3)
+        let pooled = x.flatten_from(2)?.mean(D::Minus1)?.to_dtype(DType::F32)?;
+        // (b, c3) -> (b, num_classes)
+        let class_logits = self.cls.forward(&pooled)?;
+        Ok(GlanceMaps {
+            objectness_logits,
+            log2_side,
+            pooled,
+            class_logits,
+        })
+    }
+
+    /// Writes the (dequantised) weights as an f32 safetensors checkpoint with kind and config.
+    pub fn save_safetensors(&self, path: &Path) -> Result<(), ModelError> {
+        let tensors = self.named_tensors()?.into_iter().collect();
+        let config_json = serde_json::to_string(&self.cfg).map_err(|e| ModelError::BadConfig {
+            path: path.to_path_buf(),
+            key: crate::weights::CONFIG_KEY.into(),
+            expected: "a serialisable glancenet config".into(),
+            found: e.to_string(),
+        })?;
+        crate::weights::save_safetensors(&tensors, &config_json, GLANCENET_KIND, path)
+    }
+
+    /// Layers in file order with f32 weights, for saving and quantising.
+    pub fn named_tensors(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        let named_convs = CONV_LAYERS
+            .iter()
+            .map(|l| l.0)
+            .zip(self.convs.iter())
+            .chain([("obj", &self.obj), ("size", &self.size)]);
+        for (name, conv) in named_convs {
+            out.push((
+                format!("{name}.weight"),
+                conv.weight().to_dtype(DType::F32)?,
+            ));
+            if let Some(bias) = conv.bias() {
+                out.push((format!("{name}.bias"), bias.to_dtype(DType::F32)?));
+            }
+        }
+        out.push(("cls.weight".into(), self.cls.weight_f32()?));
+        if let Some(bias) = self.cls.bias() {
+            out.push(("cls.bias".into(), bias.to_dtype(DType::F32)?));
+        }
+        Ok(out)
+    }
+}
+
+impl GlanceNet for GlanceNetModel {
+    fn input_size_px(&self) -> (usize, usize) {
+        (self.cfg.input_width_px, self.cfg.input_height_px)
+    }
+
+    fn glance(&self, image: &Tensor) -> Result<GlanceMap, ModelError> {
+        let (w, h) = self.input_size_px();
+        if image.dims() != [1, 3, h, w] {
+            return Err(ModelError::BadInput {
+                expected: format!("(1, 3, {h}, {w})"),
+                found: image.dims().to_vec(),
+            });
+        }
+        let maps = self.forward_maps(&image.to_dtype(DType::F32)?)?;
+        let (_, _, map_height, map_width) = maps.objectness_logits.dims4()?;
+        let objectness = candle_nn::ops::sigmoid(&maps.objectness_logits)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let box_side_glance_px = (&maps.log2_side * std::f64::consts::LN_2)?
+            .exp()?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let feature = maps.pooled.flatten_all()?.to_vec1::<f32>()?;
+        let class_probs = candle_nn::ops::softmax_last_dim(&maps.class_logits)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(GlanceMap {
+            map_width,
+            map_height,
+            stride_px: GLANCE_STRIDE_PX,
+            objectness,
+            box_side_glance_px,
+            feature,
+            class_probs: Some(class_probs),
+        })
+    }
+
+    fn mflops(&self) -> f64 {
+        total_mflops(&self.cfg.layer_costs())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "glancenet {}×{} conv {:?} ({:?}) → obj/size maps at stride {} + cls ({:?}), {:.1} MFLOP",
+            self.cfg.input_width_px,
+            self.cfg.input_height_px,
+            self.cfg.channels,
+            self.conv_stored_dtype,
+            GLANCE_STRIDE_PX,
+            self.cls.weight_dtype(),
+            self.mflops(),
+        )
+    }
+}

@@ -15,6 +15,13 @@ pub mod weights;
 
 pub use classes::{class_name, BACKGROUND_CLASS, NUM_CLASSES, NUM_SIGN_CLASSES};
 pub use error::ModelError;
+pub use glancenet::{GlanceMaps, GlanceNetConfig, GlanceNetModel, GLANCENET_KIND};
+pub use linear::QLinear;
+pub use patchnet::{PatchNet, PatchNetConfig, PATCHNET_KIND};
+pub use weights::{
+    inspect_file, load_any, quantize_file, save_safetensors, Inspection, LoadedModel, QuantDtype,
+    QuantizeReport,
+};
 
 /// What the glance net saw in the downscaled frame: dense maps at `stride_px` (glance pixels per cell).
 ///

@@ -2,8 +2,14 @@
 //! classify them with a quantised backbone, exit early, and emit detections — on threads joined by bounded
 //! queues, under a fixed memory budget. It knows models only through `saccade_models`' traits.
 
+pub mod budget;
 pub mod capture;
+pub mod events;
 pub mod focus;
 pub mod frame;
+pub mod glance;
 pub mod imageops;
+pub mod metrics;
+pub mod pipeline;
+pub mod prometheus;
 pub mod synth;

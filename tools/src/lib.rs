@@ -1,7 +1,103 @@
 //! The `saccade` command line: demo, run, train, quantize, inspect, eval, bench, calibrate.
+//!
+//! The only crate that uses `anyhow`: library errors are typed in `saccade-runtime` and `saccade-models`; here
+//! they get the context a user needs (which file, which flag).
 
+pub mod annotate;
+pub mod config;
+pub mod engine;
+pub mod run;
+pub mod serve;
+pub mod summary;
 pub mod train;
 
-pub fn main() -> anyhow::Result<()> {
+use clap::{Parser, Subcommand};
+
+/// Glance at the whole frame, focus on a few full-resolution patches, classify them with a quantised net.
+#[derive(Debug, Parser)]
+#[command(name = "saccade", version, about)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole pipeline on the sample frames that ship with saccade; write annotated PNGs and a summary.
+    Demo(run::DemoArgs),
+    /// Run the pipeline on a source (camera, folder of frames, synthetic).
+    Run(run::RunArgs),
+    /// Train a model (classifier, glance, scorer).
+    #[command(subcommand)]
+    Train(train::TrainCommand),
+    /// Quantise a float safetensors model into GGUF.
+    Quantize(run::QuantizeArgs),
+    /// List the tensors, shapes, dtypes, sizes and config of a weight file.
+    Inspect(run::InspectArgs),
+    /// Write synthetic road frames with their boxes (annotations.csv) into a folder.
+    Synth(run::SynthArgs),
+    /// Configuration file: print the commented default, or check a file.
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// Print the commented default configuration.
+    #[arg(long)]
+    pub print_default: bool,
+    /// Validate this config file and print it resolved.
+    #[arg(long)]
+    pub check: Option<std::path::PathBuf>,
+}
+
+fn config_command(args: ConfigArgs) -> anyhow::Result<()> {
+    if args.print_default {
+        print!("{}", config::Config::default_toml()?);
+    }
+    if let Some(path) = &args.check {
+        let config = config::Config::load(path)?;
+        println!(
+            "{} is valid:\n{}",
+            path.display(),
+            toml::to_string_pretty(&config)?
+        );
+    }
+    if !args.print_default && args.check.is_none() {
+        anyhow::bail!("saccade config: give --print-default or --check FILE");
+    }
     Ok(())
+}
+
+/// Entry point of the `saccade` binary.
+pub fn main() -> anyhow::Result<()> {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    init_logging(cli.verbose);
+    match cli.command {
+        Command::Demo(args) => run::demo(args),
+        Command::Run(args) => run::run(args, matches.subcommand_matches("run")),
+        Command::Config(args) => config_command(args),
+        Command::Train(cmd) => train::run(cmd),
+        Command::Quantize(args) => run::quantize(args),
+        Command::Inspect(args) => run::inspect(args),
+        Command::Synth(args) => run::synth(args),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

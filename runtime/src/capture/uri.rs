@@ -1,1 +1,500 @@
-//! (being written)
+//! Source URIs: the one string a user gives to pick a camera, a folder replay or generated frames.
+//! `parse_source_uri` is pure (no file system, no device) and turns the string into a [`SourceSpec`];
+//! `open_source` opens it. Every key has a default, unknown keys and bad values are errors that name them.
+//!
+//! - `v4l:///dev/video0?width=1280&height=960&fps=30&format=yuyv|mjpeg&timeout_ms=2000` (cargo feature `camera`)
+//! - `dir://PATH?fps=N&loop=true` (a relative PATH after `dir://`, an absolute one after `dir:///`)
+//! - `synthetic://?width=1280&height=960&seed=1&frames=N&fps=F`
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use super::dir::{DirOptions, DirSource};
+use super::synthetic::{SyntheticOptions, SyntheticSource};
+use super::{FrameSource, SourceError};
+
+/// Pixel format asked of a V4L2 device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelFormat {
+    /// Packed YUV 4:2:2, `Y0 U Y1 V`.
+    Yuyv,
+    /// Motion JPEG, one JPEG per buffer.
+    Mjpeg,
+}
+
+impl PixelFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PixelFormat::Yuyv => "yuyv",
+            PixelFormat::Mjpeg => "mjpeg",
+        }
+    }
+}
+
+/// Options of a V4L2 camera, parsed from a `v4l://` URI.
+#[derive(Debug, Clone, PartialEq)]
+pub struct V4lOptions {
+    pub device: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub format: PixelFormat,
+    /// No frame for this long counts as a stall: the device is reopened.
+    pub timeout_ms: u64,
+}
+
+/// What a source URI asks for, before anything is opened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    V4l(V4lOptions),
+    Dir(DirOptions),
+    Synthetic(SyntheticOptions),
+}
+
+impl fmt::Display for SourceSpec {
+    /// The canonical URI of the spec, every key spelled out; parsing it gives the same spec back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceSpec::V4l(o) => write!(
+                f,
+                "v4l://{}?width={}&height={}&fps={}&format={}&timeout_ms={}",
+                percent_encode(&o.device.to_string_lossy()),
+                o.width,
+                o.height,
+                o.fps,
+                o.format.as_str(),
+                o.timeout_ms
+            ),
+            SourceSpec::Dir(o) => {
+                write!(f, "dir://{}", percent_encode(&o.path.to_string_lossy()))?;
+                let mut sep = '?';
+                if let Some(fps) = o.fps {
+                    write!(f, "{sep}fps={fps}")?;
+                    sep = '&';
+                }
+                write!(f, "{sep}loop={}", o.loop_forever)
+            }
+            SourceSpec::Synthetic(o) => {
+                write!(
+                    f,
+                    "synthetic://?width={}&height={}&seed={}",
+                    o.width, o.height, o.seed
+                )?;
+                if let Some(frames) = o.frames {
+                    write!(f, "&frames={frames}")?;
+                }
+                if let Some(fps) = o.fps {
+                    write!(f, "&fps={fps}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+pub const DEFAULT_WIDTH_PX: u32 = 1280;
+pub const DEFAULT_HEIGHT_PX: u32 = 960;
+pub const DEFAULT_V4L_FPS: u32 = 30;
+pub const DEFAULT_STALL_TIMEOUT_MS: u64 = 2000;
+
+/// Parses a source URI without touching the file system or devices.
+pub fn parse_source_uri(uri: &str) -> Result<SourceSpec, SourceError> {
+    let bad = |message: String| SourceError::BadUri {
+        uri: uri.to_string(),
+        message,
+    };
+    let (scheme, rest) = uri.split_once("://").ok_or_else(|| {
+        bad("expected `SCHEME://...` with scheme `v4l`, `dir` or `synthetic`".to_string())
+    })?;
+    let (location, query) = match rest.split_once('?') {
+        Some((location, query)) => (location, query),
+        None => (rest, ""),
+    };
+    let mut query = Query::parse(query).map_err(&bad)?;
+    let spec = match scheme {
+        "v4l" => {
+            let device = percent_decode(location).map_err(&bad)?;
+            if device.is_empty() {
+                return Err(bad(
+                    "v4l needs a device path, e.g. `v4l:///dev/video0`".to_string()
+                ));
+            }
+            let format = match query.take("format").as_deref() {
+                None | Some("yuyv") => PixelFormat::Yuyv,
+                Some("mjpeg") => PixelFormat::Mjpeg,
+                Some(value) => {
+                    return Err(bad(format!(
+                        "key `format` has value `{value}`, expected `yuyv` or `mjpeg`"
+                    )))
+                }
+            };
+            SourceSpec::V4l(V4lOptions {
+                device: PathBuf::from(device),
+                width: query.positive("width", DEFAULT_WIDTH_PX).map_err(&bad)?,
+                height: query.positive("height", DEFAULT_HEIGHT_PX).map_err(&bad)?,
+                fps: query.positive("fps", DEFAULT_V4L_FPS).map_err(&bad)?,
+                format,
+                timeout_ms: query
+                    .positive("timeout_ms", DEFAULT_STALL_TIMEOUT_MS)
+                    .map_err(&bad)?,
+            })
+        }
+        "dir" => {
+            let path = percent_decode(location).map_err(&bad)?;
+            if path.is_empty() {
+                return Err(bad(
+                    "dir needs a folder, e.g. `dir://frames` or `dir:///abs/frames`".to_string(),
+                ));
+            }
+            SourceSpec::Dir(DirOptions {
+                path: PathBuf::from(path),
+                fps: query.fps().map_err(&bad)?,
+                loop_forever: query.boolean("loop", false).map_err(&bad)?,
+            })
+        }
+        "synthetic" => {
+            if !location.is_empty() {
+                return Err(bad(format!(
+                    "synthetic takes no location, found `{location}`; use `synthetic://?width=...`"
+                )));
+            }
+            SyntheticSpecDefaults::apply(&mut query).map_err(&bad)?
+        }
+        other => {
+            return Err(bad(format!(
+                "unknown scheme `{other}`, expected `v4l`, `dir` or `synthetic`"
+            )))
+        }
+    };
+    query.finish().map_err(&bad)?;
+    Ok(spec)
+}
+
+struct SyntheticSpecDefaults;
+
+impl SyntheticSpecDefaults {
+    fn apply(query: &mut Query<'_>) -> Result<SourceSpec, String> {
+        Ok(SourceSpec::Synthetic(SyntheticOptions {
+            width: query.positive("width", DEFAULT_WIDTH_PX)?,
+            height: query.positive("height", DEFAULT_HEIGHT_PX)?,
+            seed: query.number("seed", 1)?,
+            frames: match query.take("frames") {
+                None => None,
+                Some(value) => Some(parse_positive::<u64>("frames", &value)?),
+            },
+            fps: query.fps()?,
+        }))
+    }
+}
+
+/// Opens the source a URI names. `v4l://` needs the cargo feature `camera`.
+pub fn open_source(uri: &str) -> Result<Box<dyn FrameSource>, SourceError> {
+    match parse_source_uri(uri)? {
+        SourceSpec::Dir(options) => Ok(Box::new(DirSource::open(uri, options)?)),
+        SourceSpec::Synthetic(options) => Ok(Box::new(SyntheticSource::open(uri, options)?)),
+        #[cfg(feature = "camera")]
+        SourceSpec::V4l(options) => Ok(Box::new(super::v4l::V4lSource::open(uri, options)?)),
+        #[cfg(not(feature = "camera"))]
+        SourceSpec::V4l(_) => Err(SourceError::BadUri {
+            uri: uri.to_string(),
+            message: "this build has no camera support: rebuild with `--features camera` \
+                      (e.g. `cargo build --release --features camera`)"
+                .to_string(),
+        }),
+    }
+}
+
+/// Query pairs in order; each key is taken once by the parser, leftovers are unknown keys.
+struct Query<'a> {
+    pairs: Vec<(&'a str, String)>,
+}
+
+impl<'a> Query<'a> {
+    fn parse(query: &'a str) -> Result<Self, String> {
+        let mut pairs: Vec<(&'a str, String)> = Vec::new();
+        for part in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("query part `{part}` is not `key=value`"))?;
+            if pairs.iter().any(|(k, _)| *k == key) {
+                return Err(format!("key `{key}` is given twice"));
+            }
+            pairs.push((key, percent_decode(value)?));
+        }
+        Ok(Self { pairs })
+    }
+
+    /// Removes a key and gives its value.
+    fn take(&mut self, key: &str) -> Option<String> {
+        let at = self.pairs.iter().position(|(k, _)| *k == key)?;
+        Some(self.pairs.remove(at).1)
+    }
+
+    fn number<T: FromStr>(&mut self, key: &str, default: T) -> Result<T, String> {
+        match self.take(key) {
+            None => Ok(default),
+            Some(value) => value
+                .parse()
+                .map_err(|_| format!("key `{key}` has value `{value}`, expected an integer")),
+        }
+    }
+
+    fn positive<T: FromStr + PartialOrd + Default>(
+        &mut self,
+        key: &str,
+        default: T,
+    ) -> Result<T, String> {
+        match self.take(key) {
+            None => Ok(default),
+            Some(value) => parse_positive(key, &value),
+        }
+    }
+
+    fn fps(&mut self) -> Result<Option<f64>, String> {
+        match self.take("fps") {
+            None => Ok(None),
+            Some(value) => match value.parse::<f64>() {
+                Ok(fps) if fps.is_finite() && fps > 0.0 => Ok(Some(fps)),
+                _ => Err(format!(
+                    "key `fps` has value `{value}`, expected a positive number of frames per second"
+                )),
+            },
+        }
+    }
+
+    fn boolean(&mut self, key: &str, default: bool) -> Result<bool, String> {
+        match self.take(key).as_deref() {
+            None => Ok(default),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(value) => Err(format!(
+                "key `{key}` has value `{value}`, expected `true` or `false`"
+            )),
+        }
+    }
+
+    fn finish(self) -> Result<(), String> {
+        match self.pairs.first() {
+            None => Ok(()),
+            Some((key, value)) => Err(format!("unknown key `{key}` (value `{value}`)")),
+        }
+    }
+}
+
+fn parse_positive<T: FromStr + PartialOrd + Default>(key: &str, value: &str) -> Result<T, String> {
+    match value.parse::<T>() {
+        Ok(n) if n > T::default() => Ok(n),
+        _ => Err(format!(
+            "key `{key}` has value `{value}`, expected a positive integer"
+        )),
+    }
+}
+
+/// Decodes `%XX` escapes (UTF-8), so paths with spaces or `?`/`&` can be written.
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent escape at byte {i} of `{s}`"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("`{s}` decodes to invalid UTF-8"))
+}
+
+/// Escapes what would end a location or a value: `%`, `?`, `&`, `=`, `#` and non-printing bytes.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_graphic() && !matches!(b, b'%' | b'?' | b'&' | b'=' | b'#') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bad_message(uri: &str) -> String {
+        match parse_source_uri(uri) {
+            Err(SourceError::BadUri { message, .. }) => message,
+            other => panic!("`{uri}` should be a bad URI, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn v4l_uri_gives_device_size_fps_and_format() {
+        let spec =
+            parse_source_uri("v4l:///dev/video2?width=640&height=480&fps=15&format=mjpeg").unwrap();
+        assert_eq!(
+            spec,
+            SourceSpec::V4l(V4lOptions {
+                device: PathBuf::from("/dev/video2"),
+                width: 640,
+                height: 480,
+                fps: 15,
+                format: PixelFormat::Mjpeg,
+                timeout_ms: DEFAULT_STALL_TIMEOUT_MS,
+            })
+        );
+    }
+
+    #[test]
+    fn synthetic_defaults_are_1280_by_960_seed_1_endless_unpaced() {
+        let spec = parse_source_uri("synthetic://").unwrap();
+        assert_eq!(
+            spec,
+            SourceSpec::Synthetic(SyntheticOptions {
+                width: 1280,
+                height: 960,
+                seed: 1,
+                frames: None,
+                fps: None
+            })
+        );
+    }
+
+    #[test]
+    fn dir_uri_accepts_relative_and_absolute_paths() {
+        let SourceSpec::Dir(rel) = parse_source_uri("dir://frames/a?fps=12.5&loop=true").unwrap()
+        else {
+            panic!("not a dir spec")
+        };
+        assert_eq!(rel.path, PathBuf::from("frames/a"));
+        assert_eq!(rel.fps, Some(12.5));
+        assert!(rel.loop_forever);
+        let SourceSpec::Dir(abs) = parse_source_uri("dir:///data/my%20frames").unwrap() else {
+            panic!("not a dir spec")
+        };
+        assert_eq!(abs.path, PathBuf::from("/data/my frames"));
+        assert!(!abs.loop_forever);
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_named_in_the_error() {
+        assert!(bad_message("http://x").contains("`http`"));
+        assert!(bad_message("synthetic://?colour=red").contains("`colour`"));
+        let m = bad_message("synthetic://?width=wide");
+        assert!(m.contains("`width`") && m.contains("`wide`"), "{m}");
+        let m = bad_message("v4l:///dev/video0?format=h264");
+        assert!(m.contains("`format`") && m.contains("`h264`"), "{m}");
+        let m = bad_message("dir://x?fps=-3");
+        assert!(m.contains("`fps`") && m.contains("`-3`"), "{m}");
+        assert!(bad_message("dir://x?loop=yes").contains("`yes`"));
+        assert!(bad_message("synthetic://?frames=0").contains("`frames`"));
+        assert!(bad_message("synthetic://?seed=1&seed=2").contains("twice"));
+        assert!(bad_message("no scheme").contains("SCHEME"));
+    }
+
+    #[cfg(not(feature = "camera"))]
+    #[test]
+    fn v4l_without_the_camera_feature_says_how_to_rebuild() {
+        let err = open_source("v4l:///dev/video0").err().unwrap();
+        assert!(err.to_string().contains("--features camera"), "{err}");
+    }
+
+    #[test]
+    fn open_source_opens_synthetic_frames() {
+        let mut source = open_source("synthetic://?width=64&height=64&frames=1").unwrap();
+        assert!(matches!(
+            source.next_frame(),
+            super::super::Capture::Frame(_)
+        ));
+        assert!(matches!(source.next_frame(), super::super::Capture::End));
+    }
+
+    fn spec_strategy() -> impl Strategy<Value = SourceSpec> {
+        let path = "[a-zA-Z0-9 _./%?&=#-]{1,24}";
+        let fps = proptest::option::of(prop_oneof![
+            (1u32..240).prop_map(f64::from),
+            0.001f64..1000.0
+        ]);
+        prop_oneof![
+            (
+                path,
+                1u32..5000,
+                1u32..5000,
+                1u32..240,
+                any::<bool>(),
+                1u64..100_000
+            )
+                .prop_map(|(p, width, height, fps, mjpeg, timeout_ms)| {
+                    SourceSpec::V4l(V4lOptions {
+                        device: PathBuf::from(p),
+                        width,
+                        height,
+                        fps,
+                        format: if mjpeg {
+                            PixelFormat::Mjpeg
+                        } else {
+                            PixelFormat::Yuyv
+                        },
+                        timeout_ms,
+                    })
+                }),
+            (path, fps.clone(), any::<bool>()).prop_map(|(p, fps, loop_forever)| {
+                SourceSpec::Dir(DirOptions {
+                    path: PathBuf::from(p),
+                    fps,
+                    loop_forever,
+                })
+            }),
+            (
+                1u32..5000,
+                1u32..5000,
+                any::<u64>(),
+                proptest::option::of(1u64..u64::MAX),
+                fps
+            )
+                .prop_map(|(width, height, seed, frames, fps)| {
+                    SourceSpec::Synthetic(SyntheticOptions {
+                        width,
+                        height,
+                        seed,
+                        frames,
+                        fps,
+                    })
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn parser_never_panics(uri in ".{0,64}") {
+            let _ = parse_source_uri(&uri);
+        }
+
+        #[test]
+        fn parser_never_panics_on_near_valid_uris(
+            scheme in prop_oneof![Just("v4l"), Just("dir"), Just("synthetic"), Just("x")],
+            rest in "[a-z/%=&?0-9.]{0,40}",
+        ) {
+            let _ = parse_source_uri(&format!("{scheme}://{rest}"));
+        }
+
+        #[test]
+        fn valid_uris_round_trip_their_values(spec in spec_strategy()) {
+            let uri = spec.to_string();
+            prop_assert_eq!(parse_source_uri(&uri).unwrap(), spec, "{}", uri);
+        }
+    }
+}

@@ -92,6 +92,10 @@ pub fn sample_bilinear_rgb(
     x_px: f32,
     y_px: f32,
 ) -> [f32; 3] {
+    // A buffer that does not hold the image it claims gives black rather than a panic.
+    if width == 0 || height == 0 || rgb.len() < width * height * 3 {
+        return [0.0; 3];
+    }
     let x = x_px.clamp(0.0, (width - 1) as f32);
     let y = y_px.clamp(0.0, (height - 1) as f32);
     let x0 = x.floor() as usize;
@@ -124,6 +128,9 @@ pub fn sample_bilinear_plane(
     x_px: f32,
     y_px: f32,
 ) -> f32 {
+    if width == 0 || height == 0 || plane.len() < width * height {
+        return 0.0;
+    }
     let x = x_px.clamp(0.0, (width - 1) as f32);
     let y = y_px.clamp(0.0, (height - 1) as f32);
     let x0 = x.floor() as usize;
@@ -149,6 +156,9 @@ pub fn area_average_rgb(
     y0: f32,
     y1: f32,
 ) -> [f32; 3] {
+    if width == 0 || height == 0 || rgb.len() < width * height * 3 {
+        return [0.0; 3];
+    }
     let mut sum = [0.0f32; 3];
     let mut total = 0.0f32;
     let i_start = x0.floor() as i64;
@@ -184,7 +194,12 @@ pub fn area_average_rgb(
             0.5 * (y0 + y1) - 0.5,
         );
     }
-    [sum[0] / total, sum[1] / total, sum[2] / total]
+    // Rounding in the weights can push a mean a hair past 255.
+    [
+        (sum[0] / total).min(255.0),
+        (sum[1] / total).min(255.0),
+        (sum[2] / total).min(255.0),
+    ]
 }
 
 /// The value of output pixel `(u, v)` of a `dw × dh` resample of the source region `[x0, x0+sx·dw) × ...`,
@@ -234,6 +249,11 @@ pub fn resize_rgb_bilinear(
     let scale_x = sw as f32 / dw as f32;
     let scale_y = sh as f32 / dh as f32;
     let area = scale_x.max(scale_y) >= AREA_SCALE_THRESHOLD;
+    if area && sw.is_multiple_of(dw) && sh.is_multiple_of(dh) {
+        // The glance's usual case (1280×960 → 320×240): whole-pixel footprints, summed in integers.
+        box_shrink_integer(src, sw, dst, dw, dh, sw / dw, sh / dh);
+        return Ok(());
+    }
     for v in 0..dh {
         for u in 0..dw {
             let p = resample_pixel(src, sw, sh, 0.0, 0.0, scale_x, scale_y, area, u, v);
@@ -244,6 +264,36 @@ pub fn resize_rgb_bilinear(
         }
     }
     Ok(())
+}
+
+/// Box filter for integer shrink factors `fx × fy`: each output pixel is the rounded mean of its block.
+fn box_shrink_integer(
+    src: &[u8],
+    sw: usize,
+    dst: &mut [u8],
+    dw: usize,
+    dh: usize,
+    fx: usize,
+    fy: usize,
+) {
+    let n = (fx * fy) as u32;
+    for v in 0..dh {
+        for u in 0..dw {
+            let mut sum = [0u32; 3];
+            for j in 0..fy {
+                let row = ((v * fy + j) * sw + u * fx) * 3;
+                for px in src[row..row + fx * 3].chunks_exact(3) {
+                    sum[0] += px[0] as u32;
+                    sum[1] += px[1] as u32;
+                    sum[2] += px[2] as u32;
+                }
+            }
+            let o = (v * dw + u) * 3;
+            for c in 0..3 {
+                dst[o + c] = ((sum[c] + n / 2) / n) as u8;
+            }
+        }
+    }
 }
 
 /// RGB8 interleaved (`w × h`) → planar CHW f32 in 0..1 (`3·w·h` floats in `out`).
@@ -488,6 +538,17 @@ mod tests {
     }
 
     #[test]
+    fn samplers_on_short_buffers_return_black_instead_of_panicking() {
+        assert_eq!(sample_bilinear_rgb(&[1, 2], 4, 4, 1.0, 1.0), [0.0; 3]);
+        assert_eq!(sample_bilinear_rgb(&[], 0, 0, 1.0, 1.0), [0.0; 3]);
+        assert_eq!(sample_bilinear_plane(&[1.0], 2, 2, 0.5, 0.5), 0.0);
+        assert_eq!(
+            area_average_rgb(&[9; 3], 2, 1, 0.0, 2.0, 0.0, 1.0),
+            [0.0; 3]
+        );
+    }
+
+    #[test]
     fn chw_planes_hold_the_channels() {
         let rgb = [255u8, 0, 51, 0, 102, 255];
         let mut out = [0.0f32; 6];
@@ -534,6 +595,20 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn integer_box_shrink_matches_the_general_area_path(
+            dw in 1usize..20, dh in 1usize..20, fx in 1usize..6, fy in 2usize..6, seed in any::<u32>(),
+        ) {
+            let (sw, sh) = (dw * fx, dh * fy);
+            let src = pattern(sw, sh, seed);
+            let mut fast = vec![0u8; dw * dh * 3];
+            box_shrink_integer(&src, sw, &mut fast, dw, dh, fx, fy);
+            let reference = naive_area(&src, sw, sh, dw, dh);
+            for (a, b) in fast.iter().zip(&reference) {
+                prop_assert!((*a as f64 - b).abs() <= 0.5 + 1e-9, "{} vs {}", a, b);
+            }
+        }
 
         #[test]
         fn resize_of_a_constant_image_stays_constant(

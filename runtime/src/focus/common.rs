@@ -313,19 +313,36 @@ pub fn detection_from(verdict: &PatchVerdict, bbox: BoxPx, min_score: f32) -> Op
     })
 }
 
-/// Whether two detection boxes are the same sign: they overlap by more than `iou_threshold`, or the centre of
-/// either lies inside the other (neighbouring patches of one sign give boxes offset by a patch stride, whose
-/// IoU is small although they plainly mark the same object).
+/// Whether two detection boxes are the same sign: they overlap by more than `iou_threshold`, the centre of
+/// either lies inside the other, or most (≥ ½) of the smaller lies inside the larger. Neighbouring patches of
+/// one sign give boxes offset by a patch stride, and dense windows inside a sign give fragments of it: their
+/// IoU is small although they plainly mark the same object.
 pub fn same_object(a: &BoxPx, b: &BoxPx, iou_threshold: f32) -> bool {
     let inside =
         |p: (f32, f32), r: &BoxPx| p.0 >= r.xmin && p.0 < r.xmax && p.1 >= r.ymin && p.1 < r.ymax;
-    a.iou(b) > iou_threshold || inside(a.centre(), b) || inside(b.centre(), a)
+    let ix = (a.xmax.min(b.xmax) - a.xmin.max(b.xmin)).max(0.0);
+    let iy = (a.ymax.min(b.ymax) - a.ymin.max(b.ymin)).max(0.0);
+    let smaller = a.area().min(b.area());
+    a.iou(b) > iou_threshold
+        || inside(a.centre(), b)
+        || inside(b.centre(), a)
+        || (smaller > 0.0 && ix * iy >= 0.5 * smaller)
 }
 
+/// Scores closer than this count as a tie when merging (saturated classifiers give many near-equal scores).
+const SCORE_TIE: f32 = 1e-3;
+
 /// Merges duplicate detections (class-agnostic: two different signs rarely overlap that much), keeping the
-/// most confident of each group; best first.
+/// most confident of each group — among near-ties the larger box, which holds the whole sign where the
+/// smaller ones hold fragments of it; best first.
 pub fn merge_detections(mut detections: Vec<Detection>, iou_threshold: f32) -> Vec<Detection> {
-    detections.sort_by(|a, b| b.score.total_cmp(&a.score));
+    // Quantised scores keep the order total (a tolerance compare would not be transitive).
+    let tier = |d: &Detection| (d.score / SCORE_TIE).round() as i64;
+    detections.sort_by(|a, b| {
+        tier(b)
+            .cmp(&tier(a))
+            .then(b.bbox.area().total_cmp(&a.bbox.area()))
+    });
     let mut kept: Vec<Detection> = Vec::with_capacity(detections.len());
     for d in detections {
         if kept

@@ -216,4 +216,145 @@ mod tests {
         assert_eq!(partial.topk.k, 3);
         assert_eq!(partial.gfnet, GfNetConfig::default());
     }
+
+    use crate::focus::testutil::*;
+    use proptest::prelude::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn every_strategy_finds_a_red_square_in_frame_pixels() {
+        let frame = frame_with_squares(640, 480, &[(404, 148, 48)]);
+        let glance = redness_glance(&frame, (160, 120), 4, 48.0);
+        let truth = BoxPx::new(404.0, 148.0, 452.0, 196.0);
+        for name in STRATEGY_NAMES {
+            let classifier = RednessClassifier::new(32);
+            let mut strategy = strategy_by_name(name, &StrategyConfigs::default()).unwrap();
+            let out = strategy
+                .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
+                .unwrap();
+            // Shrunk 4×, a 48 px sign is 12 px in a 32 px window: the downsample baseline honestly misses it.
+            if *name != "downsample" {
+                assert!(
+                    found(&out, truth, STOP_CLASS, 0.3),
+                    "{name}: {:?}",
+                    out.detections
+                );
+            }
+            // No false alarms elsewhere in the frame.
+            assert!(
+                out.detections.iter().all(|d| d.bbox.iou(&truth) > 0.0),
+                "{name}: {:?}",
+                out.detections
+            );
+            assert_eq!(
+                classifier.patches_seen.load(Ordering::SeqCst),
+                out.patches.len(),
+                "{name}"
+            );
+            let expected_mflops = out.patches.len() as f64 * classifier.mflops_per_patch();
+            assert!(
+                (out.backbone_mflops - expected_mflops).abs() < 1e-6,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_zero_deadline_exits_on_budget_after_at_most_one_batch() {
+        let frame = frame_with_squares(640, 480, &[(300, 200, 40)]);
+        let glance = redness_glance(&frame, (160, 120), 4, 40.0);
+        for name in STRATEGY_NAMES {
+            let classifier = RednessClassifier::new(32);
+            let mut strategy = strategy_by_name(name, &StrategyConfigs::default()).unwrap();
+            let mut inp = input(&frame, &glance, (160, 120), &classifier, 16);
+            inp.budget.deadline_ms = Some(0.0);
+            let out = strategy.focus(&inp).unwrap();
+            assert_eq!(out.exit, Some(ExitReason::Budget), "{name}");
+            assert!(classifier.calls.load(Ordering::SeqCst) <= 1, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_empty_glance_costs_no_patch_for_glance_driven_strategies() {
+        let frame = frame_with_squares(640, 480, &[]);
+        let glance = redness_glance(&frame, (160, 120), 4, 40.0);
+        for name in ["topk", "gfnet", "zoom", "coarse2fine"] {
+            let classifier = RednessClassifier::new(32);
+            let mut strategy = strategy_by_name(name, &StrategyConfigs::default()).unwrap();
+            let out = strategy
+                .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
+                .unwrap();
+            assert_eq!(out.exit, Some(ExitReason::NothingSalient), "{name}");
+            assert!(
+                out.patches.is_empty() && out.detections.is_empty(),
+                "{name}"
+            );
+            assert_eq!(classifier.calls.load(Ordering::SeqCst), 0, "{name}");
+        }
+    }
+
+    /// Prints per-frame focus times on a 1280×960 frame with the mock classifier (run with `--ignored
+    /// --nocapture`): the strategies' own overhead (cutting, warping, bookkeeping), not the backbone's.
+    #[test]
+    #[ignore]
+    fn print_focus_timings_on_a_full_frame() {
+        let frame = frame_with_squares(1280, 960, &[(600, 400, 40), (200, 700, 64)]);
+        let glance = redness_glance(&frame, (320, 240), 8, 48.0);
+        let mut small = vec![0u8; 320 * 240 * 3];
+        let t = std::time::Instant::now();
+        for _ in 0..10 {
+            crate::imageops::resize_rgb_bilinear(&frame.rgb, 1280, 960, &mut small, 320, 240)
+                .unwrap();
+        }
+        println!(
+            "resize 1280x960 -> 320x240 (area): {:.2} ms",
+            t.elapsed().as_secs_f64() * 100.0
+        );
+        for name in STRATEGY_NAMES {
+            let classifier = RednessClassifier::new(32);
+            let mut strategy = strategy_by_name(name, &StrategyConfigs::default()).unwrap();
+            let runs = if name.starts_with("full") { 1 } else { 10 };
+            let t = std::time::Instant::now();
+            let mut out = FocusOutcome::default();
+            for _ in 0..runs {
+                out = strategy
+                    .focus(&input(&frame, &glance, (320, 240), &classifier, 16))
+                    .unwrap();
+            }
+            println!(
+                "{name:12} {:8.2} ms/frame  patches {:5}  detections {}  exit {:?}",
+                t.elapsed().as_secs_f64() * 1000.0 / runs as f64,
+                out.patches.len(),
+                out.detections.len(),
+                out.exit
+            );
+            for d in &out.detections {
+                println!("    {:?} {:.3}", d.bbox.to_array(), d.score);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        #[test]
+        fn glance_strategies_never_exceed_max_patches_and_stay_inside_the_frame(
+            squares in proptest::collection::vec((0u32..600, 0u32..440, 12u32..100), 1..5),
+            max_patches in 0usize..8,
+        ) {
+            let frame = frame_with_squares(640, 480, &squares);
+            let glance = redness_glance(&frame, (160, 120), 8, 40.0);
+            for name in ["topk", "gfnet", "zoom", "coarse2fine"] {
+                let classifier = RednessClassifier::new(16);
+                let mut strategy = strategy_by_name(name, &StrategyConfigs::default()).unwrap();
+                let out = strategy
+                    .focus(&input(&frame, &glance, (160, 120), &classifier, max_patches))
+                    .unwrap();
+                prop_assert!(out.patches.len() <= max_patches, "{}: {}", name, out.patches.len());
+                let inside = |b: &BoxPx| b.xmin >= 0.0 && b.ymin >= 0.0 && b.xmax <= 640.0 && b.ymax <= 480.0;
+                prop_assert!(out.patches.iter().all(|p| inside(&p.bbox)), "{}", name);
+                prop_assert!(out.exit.is_some());
+            }
+        }
+    }
 }

@@ -10,8 +10,8 @@
 use saccade_models::GlanceMap;
 
 use super::common::{
-    clip_to_frame, detection_from, max_objectness, nms, nothing_salient, object_box,
-    object_side_at, BudgetClock, DetectConfig, GlanceGeometry, OutcomeRecorder, PatchBatcher,
+    clip_to_frame, detection_from, max_objectness, nms, nothing_salient, object_side_at,
+    BudgetClock, DetectConfig, GlanceGeometry, OutcomeRecorder, PatchBatcher,
 };
 use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::{BoxPx, Frame};
@@ -100,7 +100,14 @@ impl ZoomGrid {
         let padded = side + 2 * pad;
         let sigma = (sigma_fraction.max(1e-3) as f64 * side as f64).max(0.5);
         // g[d] for d = offset between an output node (at padded index i + pad) and a padded index.
-        let gauss = |d: f64| (-(d * d) / (2.0 * sigma * sigma)).exp();
+        // Offsets are whole cells in -padded..padded: tabulate the kernel once instead of ~350k exp() calls.
+        let table: Vec<f64> = (0..2 * padded)
+            .map(|i| {
+                let d = i as f64 - padded as f64;
+                (-(d * d) / (2.0 * sigma * sigma)).exp()
+            })
+            .collect();
+        let gauss = |d: f64| table[(d + padded as f64) as usize];
         let coord = |k: usize| (k as f64 - pad as f64) / (side - 1) as f64;
         let sal = |r: usize, c: usize| -> f64 {
             let rr = r.saturating_sub(pad).min(side - 1);
@@ -187,15 +194,22 @@ impl ZoomGrid {
         let tx = x_frame_px / self.frame_width_px;
         let ty = y_frame_px / self.frame_height_px;
         let n = self.side;
-        let mut best = (0usize, f64::INFINITY);
-        for i in 0..n * n {
-            let d = (self.x_norm[i] - tx).powi(2) + (self.y_norm[i] - ty).powi(2);
-            if d < best.1 {
-                best = (i, d);
+        // Coarse search on a lattice twice as fine as the grid (the grid's nodes can coincide where it is
+        // clamped, so nodes alone may point at the wrong place).
+        let lattice = 2 * (n - 1);
+        let mut best = ((0.0f64, 0.0f64), f64::INFINITY);
+        for j in 0..=lattice {
+            for i in 0..=lattice {
+                let (aa, bb) = (i as f64 / lattice as f64, j as f64 / lattice as f64);
+                let (x, y) = self.norm_from_warped_norm(aa, bb);
+                let d = (x - tx).powi(2) + (y - ty).powi(2);
+                if d < best.1 {
+                    best = ((aa, bb), d);
+                }
             }
         }
-        let cell = 1.0 / (n - 1) as f64;
-        let (a0, b0) = ((best.0 % n) as f64 * cell, (best.0 / n) as f64 * cell);
+        let cell = 1.0 / lattice as f64;
+        let ((a0, b0), _) = best;
         // Refine over the cells around that node: where the grid is clamped, several nodes share a coordinate
         // and Newton from a node would stall on a zero Jacobian.
         let (mut a, mut b, mut best_d) = (a0, b0, best.1);
@@ -379,25 +393,24 @@ impl FocusStrategy for Zoom {
         // Windows on the warped image, scored by the best objectness of the cells their frame box covers.
         let side = input.classifier.input_side_px().min(warped_side).max(1);
         let origins = window_origins(warped_side, side, self.config.window_stride_px);
-        let mut windows: Vec<(BoxPx, BoxPx, f32)> = Vec::new();
+        // (window on the warped image, its frame box, score, best cell under it).
+        let mut windows: Vec<(BoxPx, BoxPx, f32, usize)> = Vec::new();
         for &oy in &origins {
             for &ox in &origins {
                 let w = BoxPx::new(ox as f32, oy as f32, (ox + side) as f32, (oy + side) as f32);
                 let f = grid.frame_box_from_warped(w);
                 let (cx, cy) = f.centre();
-                let mut score = glance
-                    .objectness
-                    .get(geometry.cell_at_frame(cx, cy))
-                    .copied()
-                    .unwrap_or(0.0);
+                let mut best_cell = geometry.cell_at_frame(cx, cy);
+                let mut score = glance.objectness.get(best_cell).copied().unwrap_or(0.0);
                 for (cell, &o) in glance.objectness.iter().enumerate() {
                     let (x, y) = geometry.cell_centre_frame(cell);
                     if o > score && x >= f.xmin && x < f.xmax && y >= f.ymin && y < f.ymax {
                         score = o;
+                        best_cell = cell;
                     }
                 }
                 if score >= detect.nothing_threshold && f.area() > 0.0 {
-                    windows.push((w, f, score));
+                    windows.push((w, f, score, best_cell));
                 }
             }
         }
@@ -432,12 +445,18 @@ impl FocusStrategy for Zoom {
                 .classify_prepared("zoom", chosen.len(), side, input.classifier)?;
         let mflops = input.classifier.mflops_per_patch();
         for (&i, v) in chosen.iter().zip(&verdicts) {
-            let (_, frame_box, score) = windows[i];
+            let (_, frame_box, score, cell) = windows[i];
             recorder.visit(0, frame_box, score, mflops);
-            let (cx, cy) = frame_box.centre();
-            let object_side = object_side_at(glance, &geometry, geometry.cell_at_frame(cx, cy));
-            if let Some(d) = detection_from(v, object_box(frame_box, object_side), detect.min_score)
-            {
+            // A magnified sign spans several windows, each seeing a fragment: report the sign at the glance
+            // peak under the window with the glance's size, so the fragments agree and merge into one box.
+            let object_side = object_side_at(glance, &geometry, cell);
+            let bbox = if object_side > 0.0 {
+                let (cx, cy) = geometry.cell_centre_frame(cell);
+                geometry.square_in_frame(cx, cy, object_side)
+            } else {
+                frame_box
+            };
+            if let Some(d) = detection_from(v, bbox, detect.min_score) {
                 recorder.detect(d);
             }
         }
@@ -536,6 +555,8 @@ mod tests {
             }
             let grid = ZoomGrid::from_saliency(&sal, n, 0.25, 1280.0, 960.0, 192.0);
             let (x, y) = grid.frame_from_warped(a * 192.0, b * 192.0);
+            // Within a few px of the border the grid is clamped (many-to-one): no unique inverse there.
+            prop_assume!(x > 4.0 && x < 1276.0 && y > 4.0 && y < 956.0);
             let (u, v) = grid.warped_from_frame(x, y);
             let (x2, y2) = grid.frame_from_warped(u, v);
             prop_assert!((x2 - x).abs() < 1.0 && (y2 - y).abs() < 1.0, "({x},{y}) -> ({u},{v}) -> ({x2},{y2})");

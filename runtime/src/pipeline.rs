@@ -414,7 +414,11 @@ mod tests {
             32
         }
         fn classify(&self, patches: &Tensor) -> Result<Tensor, ModelError> {
-            Ok(Tensor::zeros((patches.dim(0)?, NUM_CLASSES), candle_core::DType::F32, &Device::Cpu)?)
+            Ok(Tensor::zeros(
+                (patches.dim(0)?, NUM_CLASSES),
+                candle_core::DType::F32,
+                &Device::Cpu,
+            )?)
         }
         fn mflops_per_patch(&self) -> f64 {
             1.0
@@ -511,8 +515,15 @@ mod tests {
         let dropped = PipelineMetrics::get(&m.frames_dropped_queue);
         let processed = PipelineMetrics::get(&m.frames_processed);
         assert_eq!(captured, 40);
-        assert!(dropped > 0, "a consumer 20 ms/frame behind must cause drops");
-        assert_eq!(processed + dropped, captured, "every frame is processed or counted as dropped");
+        assert!(
+            dropped > 0,
+            "a consumer 20 ms/frame behind must cause drops"
+        );
+        assert_eq!(
+            processed + dropped,
+            captured,
+            "every frame is processed or counted as dropped"
+        );
         assert_eq!(seen.len() as u64, processed);
         // Newest frames win: the last captured frame is always processed, and order is kept.
         assert_eq!(seen.last(), Some(&39));
@@ -526,10 +537,17 @@ mod tests {
         let (m, seen) = run(Box::new(source), QueuePolicy::Lossless, 0);
         let bad_kinds = Fault::ALL.iter().filter(|f| f.gives_bad_frame()).count() as u64;
         assert_eq!(PipelineMetrics::get(&m.frames_bad), bad_kinds);
-        assert!(PipelineMetrics::get(&m.source_outages) >= 2, "vanish and stall are outages");
+        assert!(
+            PipelineMetrics::get(&m.source_outages) >= 2,
+            "vanish and stall are outages"
+        );
         assert_eq!(PipelineMetrics::get(&m.frames_dropped_kernel), 2);
         assert_eq!(PipelineMetrics::get(&m.frames_processed), seen.len() as u64);
-        assert!(seen.len() >= 30, "the stream went on after the faults: {} frames", seen.len());
+        assert!(
+            seen.len() >= 30,
+            "the stream went on after the faults: {} frames",
+            seen.len()
+        );
     }
 
     #[test]

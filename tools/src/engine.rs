@@ -98,6 +98,8 @@ pub struct Models {
     pub classifier_config: PatchNetConfig,
     /// Bytes of the weight files as loaded.
     pub weight_bytes: u64,
+    /// Folder of the weights (where calibrated settings live).
+    pub weights_dir: PathBuf,
 }
 
 pub fn device() -> anyhow::Result<Device> {
@@ -139,6 +141,7 @@ pub fn load_models(args: &ModelArgs) -> anyhow::Result<Models> {
         classifier: Arc::new(classifier),
         device,
         weight_bytes,
+        weights_dir: args.weights_dir.clone().unwrap_or_else(default_weights_dir),
     })
 }
 
@@ -149,14 +152,31 @@ pub fn build_strategy(
     Ok(strategy_by_name(name, configs)?)
 }
 
+/// Strategy settings with the calibrated gfnet thresholds (`gfnet.toml` beside the weights) applied where
+/// the gfnet settings are not customised.
+pub fn effective_configs(
+    configs: &StrategyConfigs,
+    weights_dir: &Path,
+) -> anyhow::Result<StrategyConfigs> {
+    let mut configs = configs.clone();
+    if configs.gfnet == saccade_runtime::focus::GfNetConfig::default() {
+        if let Some(calibrated) = crate::calibrate::load_calibrated(weights_dir)? {
+            tracing::info!("gfnet: calibrated thresholds {:?}", calibrated.eta);
+            configs.gfnet = calibrated;
+        }
+    }
+    Ok(configs)
+}
+
 pub fn build_processor(
     models: &Models,
     strategy: &StrategyArgs,
     configs: &StrategyConfigs,
 ) -> anyhow::Result<FrameProcessor> {
+    let configs = effective_configs(configs, &models.weights_dir)?;
     Ok(FrameProcessor::new(
         GlanceStage::new(models.glance.clone(), models.device.clone()),
-        build_strategy(&strategy.strategy, configs)?,
+        build_strategy(&strategy.strategy, &configs)?,
         models.classifier.clone(),
         strategy.budget(),
     ))

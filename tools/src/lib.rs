@@ -4,6 +4,7 @@
 //! they get the context a user needs (which file, which flag).
 
 pub mod annotate;
+pub mod calibrate;
 pub mod config;
 pub mod engine;
 pub mod run;
@@ -39,6 +40,8 @@ pub enum Command {
     Inspect(run::InspectArgs),
     /// Write synthetic road frames with their boxes (annotations.csv) into a folder.
     Synth(run::SynthArgs),
+    /// Fit GFNet's exit thresholds on validation frames to a budget of patches per frame.
+    Calibrate(calibrate::CalibrateArgs),
     /// Configuration file: print the commented default, or check a file.
     Config(ConfigArgs),
 }
@@ -81,6 +84,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Demo(args) => run::demo(args),
         Command::Run(args) => run::run(args, matches.subcommand_matches("run")),
         Command::Config(args) => config_command(args),
+        Command::Calibrate(args) => calibrate::calibrate(args),
         Command::Train(cmd) => train::run(cmd),
         Command::Quantize(args) => run::quantize(args),
         Command::Inspect(args) => run::inspect(args),

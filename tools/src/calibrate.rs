@@ -1,0 +1,180 @@
+//! `saccade calibrate`: fit GFNet's exit thresholds η_t on a validation split to a compute budget, as the
+//! Glance-and-Focus paper does, and check on a second, held-out half that the budget is met.
+//!
+//! Validation frames are synthetic Eval-split scenes with seeds from 900 000 up, disjoint from the benchmark's
+//! and the demo's seeds (which start at 1). The thresholds are written as a `[gfnet]` table (`gfnet.toml`
+//! beside the weights by default), which `run`, `demo`, `eval` and `bench` use whenever the gfnet settings
+//! are not customised.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use saccade_runtime::focus::{
+    fit_thresholds, FocusBudget, FocusInput, FocusStrategy, GfNet, GfNetConfig,
+};
+use saccade_runtime::frame::Frame;
+use saccade_runtime::glance::GlanceStage;
+use saccade_runtime::pipeline::TimedClassifier;
+use saccade_runtime::synth::{SceneConfig, SceneGenerator, Split};
+
+use crate::engine::{self, ModelArgs};
+
+/// First seed of the validation scenes.
+pub const VALIDATION_FIRST_SEED: u64 = 900_000;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CalibrateArgs {
+    /// Budget: mean focus patches per frame the thresholds should give.
+    #[arg(long, default_value_t = 2.0)]
+    pub budget_patches: f64,
+    /// Validation frames (half fit the thresholds, half check them).
+    #[arg(long, default_value_t = 60)]
+    pub frames: usize,
+    /// Focus steps T (≤ 5).
+    #[arg(long, default_value_t = 5)]
+    pub max_steps: usize,
+    /// Where to write the `[gfnet]` table (default: gfnet.toml in the weights folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub models: ModelArgs,
+}
+
+/// The `[gfnet]` table as written by calibrate.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CalibratedGfNet {
+    pub gfnet: GfNetConfig,
+}
+
+/// Calibrated gfnet settings beside the weights, if there are any.
+pub fn load_calibrated(weights_dir: &Path) -> anyhow::Result<Option<GfNetConfig>> {
+    let path = weights_dir.join("gfnet.toml");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let table: CalibratedGfNet = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("calibrated thresholds {}: {e}", path.display()))?;
+    Ok(Some(table.gfnet))
+}
+
+fn record_confidences(
+    frames: &[Frame],
+    glance: &mut GlanceStage,
+    classifier: &Arc<TimedClassifier>,
+    config: &GfNetConfig,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let mut strategy = GfNet::new(config.clone().never_exit());
+    let mut out = Vec::with_capacity(frames.len());
+    for frame in frames {
+        let map = glance.glance(frame)?;
+        let input = FocusInput {
+            frame,
+            glance: &map,
+            glance_size_px: glance.input_size_px(),
+            classifier: classifier.as_ref(),
+            budget: FocusBudget {
+                max_patches: config.max_steps,
+                deadline_ms: None,
+            },
+            started: Instant::now(),
+        };
+        strategy.focus(&input)?;
+        out.push(strategy.last_confidences().to_vec());
+    }
+    Ok(out)
+}
+
+fn mean_patches(
+    frames: &[Frame],
+    glance: &mut GlanceStage,
+    classifier: &Arc<TimedClassifier>,
+    config: &GfNetConfig,
+) -> anyhow::Result<f64> {
+    let mut strategy = GfNet::new(config.clone());
+    let mut patches = 0usize;
+    for frame in frames {
+        let map = glance.glance(frame)?;
+        let input = FocusInput {
+            frame,
+            glance: &map,
+            glance_size_px: glance.input_size_px(),
+            classifier: classifier.as_ref(),
+            budget: FocusBudget {
+                max_patches: config.max_steps,
+                deadline_ms: None,
+            },
+            started: Instant::now(),
+        };
+        patches += strategy.focus(&input)?.patches.len();
+    }
+    Ok(patches as f64 / frames.len().max(1) as f64)
+}
+
+pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
+    let models = engine::load_models(&args.models)?;
+    let generator = SceneGenerator::new(SceneConfig {
+        split: Split::Eval,
+        ..SceneConfig::default()
+    })?;
+    let frames: Vec<Frame> = (0..args.frames.max(2) as u64)
+        .map(|i| {
+            let scene = generator.generate(VALIDATION_FIRST_SEED + i);
+            let mut frame = Frame::from_rgb(i, scene.width, scene.height, scene.rgb)?;
+            frame.truth = scene.truth;
+            Ok(frame)
+        })
+        .collect::<Result<_, saccade_runtime::frame::FrameError>>()?;
+    let (fit, check) = frames.split_at(frames.len() / 2);
+    let mut glance = GlanceStage::new(models.glance.clone(), models.device.clone());
+    let classifier = Arc::new(TimedClassifier::new(models.classifier.clone()));
+    let base = GfNetConfig {
+        max_steps: args.max_steps.clamp(1, 5),
+        ..GfNetConfig::default()
+    };
+    let confidences = record_confidences(fit, &mut glance, &classifier, &base)?;
+    let eta = fit_thresholds(&confidences, args.budget_patches, base.max_steps);
+    let fitted = GfNetConfig {
+        eta: eta.clone(),
+        ..base
+    };
+    let on_fit = mean_patches(fit, &mut glance, &classifier, &fitted)?;
+    let on_check = mean_patches(check, &mut glance, &classifier, &fitted)?;
+    let error_pct = if args.budget_patches > 0.0 {
+        100.0 * (on_check - args.budget_patches).abs() / args.budget_patches
+    } else {
+        0.0
+    };
+    let out = args.out.clone().unwrap_or_else(|| {
+        args.models
+            .weights_dir
+            .clone()
+            .unwrap_or_else(engine::default_weights_dir)
+            .join("gfnet.toml")
+    });
+    let header = format!(
+        "# GFNet exit thresholds fitted by `saccade calibrate --budget-patches {} --frames {}`\n\
+         # on {} synthetic Eval-split frames (seeds {}..), checked on {} more: mean patches {:.3} (fit) / {:.3} (check),\n\
+         # {:.1} % from the budget.\n",
+        args.budget_patches,
+        args.frames,
+        fit.len(),
+        VALIDATION_FIRST_SEED,
+        check.len(),
+        on_fit,
+        on_check,
+        error_pct
+    );
+    let body = toml::to_string_pretty(&CalibratedGfNet { gfnet: fitted })?;
+    std::fs::write(&out, format!("{header}{body}"))
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "eta = {eta:?}\nbudget {:.2} patches/frame: fit half {on_fit:.3}, held-out half {on_check:.3} ({error_pct:.1} % off)\nwrote {}",
+        args.budget_patches,
+        out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! Allocation counts on the hot path, with a counting global allocator that counts per thread.
+//!
+//! The image operations of capture → glance → focus (resize, CHW conversion, patch cut) allocate nothing per
+//! frame: they write into buffers sized once. candle allocates a fresh tensor for every op output, so a
+//! forward pass allocates; what we require there is a constant count per frame (no growth), not zero.
+#![allow(clippy::unwrap_used)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Arc;
+
+use candle_core::Device;
+use saccade_models::glancenet::GlanceNetModel;
+use saccade_models::patchnet::PatchNet;
+use saccade_runtime::focus::{strategy_by_name, FocusBudget, StrategyConfigs};
+use saccade_runtime::frame::{BoxPx, Frame};
+use saccade_runtime::glance::GlanceStage;
+use saccade_runtime::imageops::{crop_resize_chw, resize_rgb_bilinear, rgb_to_chw_f32};
+use saccade_runtime::metrics::PipelineMetrics;
+use saccade_runtime::pipeline::FrameProcessor;
+use saccade_runtime::synth::{SceneConfig, SceneGenerator};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(|c| c.get())
+}
+
+fn frames(n: u64) -> Vec<Frame> {
+    let generator = SceneGenerator::new(SceneConfig {
+        width: 640,
+        height: 480,
+        ..SceneConfig::default()
+    })
+    .unwrap();
+    (0..n)
+        .map(|i| {
+            let s = generator.generate(77 + i);
+            Frame::from_rgb(i, s.width, s.height, s.rgb).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn image_operations_of_the_hot_path_allocate_nothing_per_frame() {
+    let frames = frames(3);
+    let (gw, gh) = (320, 240);
+    let mut small = vec![0u8; gw * gh * 3];
+    let mut chw = vec![0f32; gw * gh * 3];
+    let mut patch = vec![0f32; 3 * 32 * 32];
+    for f in &frames {
+        let before = allocations();
+        resize_rgb_bilinear(&f.rgb, f.width as usize, f.height as usize, &mut small, gw, gh).unwrap();
+        rgb_to_chw_f32(&small, gw, gh, &mut chw).unwrap();
+        for k in 0..8 {
+            let x = 40.0 * k as f32;
+            crop_resize_chw(f, BoxPx::new(x, 10.0, x + 60.0, 70.0), 32, &mut patch).unwrap();
+        }
+        assert_eq!(allocations() - before, 0, "image ops allocated on frame {}", f.index);
+    }
+}
+
+fn weights() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models").join("weights")
+}
+
+#[test]
+fn allocations_per_frame_stay_constant_in_steady_state() {
+    let device = Device::Cpu;
+    let glance = GlanceNetModel::load(&weights().join("glancenet.q8_0.gguf"), &device).unwrap();
+    let classifier = PatchNet::load(&weights().join("patchnet.q8_0.gguf"), &device).unwrap();
+    let mut processor = FrameProcessor::new(
+        GlanceStage::new(Arc::new(glance), device),
+        strategy_by_name("topk", &StrategyConfigs::default()).unwrap(),
+        Arc::new(classifier),
+        FocusBudget {
+            max_patches: 8,
+            deadline_ms: None,
+        },
+    );
+    let metrics = PipelineMetrics::default();
+    let frames = frames(3);
+    let mut per_frame = Vec::new();
+    for round in 0..6 {
+        for f in &frames {
+            let before = allocations();
+            let done = processor.process(f.clone(), &metrics).unwrap();
+            let n = allocations() - before;
+            drop(done);
+            if round > 0 {
+                per_frame.push(n);
+            }
+        }
+    }
+    // The same three frames repeat: each frame's count must be the same in every round (no growth, no leak
+    // of work), within a small slack for candle's internal caches.
+    for (i, n) in per_frame.iter().enumerate().skip(3) {
+        let first = per_frame[i % 3];
+        let slack = first / 50 + 2;
+        assert!(n.abs_diff(first) <= slack, "frame {} allocated {n} vs {first} earlier: {per_frame:?}", i % 3);
+    }
+    eprintln!("allocations per frame (topk, steady state): {per_frame:?}");
+}

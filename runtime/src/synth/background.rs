@@ -322,7 +322,8 @@ pub(crate) fn procedural(
                     let lane_pos = ((lateral_m - centre_line_m) / lane_m).rem_euclid(1.0);
                     let track = band(lane_pos - 0.25, 0.08, footprint_m / lane_m)
                         + band(lane_pos - 0.75, 0.08, footprint_m / lane_m);
-                    let g = grain * 20.0 + patch * 16.0 + grit * 14.0 - track * 9.0;
+                    let speck = (hash01((y as i64) << 32 | x as i64, 0xA5) - 0.5) * 18.0 * fade;
+                    let g = grain * 20.0 + patch * 16.0 + grit * 10.0 + speck - track * 5.0;
                     c = [asphalt[0] + g, asphalt[1] + g, asphalt[2] + g];
                     let mut mark = band(lateral_m - (layout.road_left_m + 0.3), 0.08, footprint_m)
                         + band(lateral_m - (layout.road_right_m - 0.3), 0.08, footprint_m);

@@ -275,6 +275,33 @@ fn write_demo_samples() {
         .unwrap();
 }
 
+/// Writes the three examples of `docs/synthetic/` (demo seeds 1001, 1004, 1007 at 640×480) and, when
+/// `$SYNTH_PREVIEW_DIR` is set, full-size PNGs of the eight demo scenes there:
+/// `cargo test -p saccade-runtime --lib synth::tests::write_docs_examples -- --ignored`
+#[test]
+#[ignore]
+fn write_docs_examples() {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/synthetic");
+    std::fs::create_dir_all(&docs).unwrap();
+    let generator = SceneGenerator::new(SceneConfig::default()).unwrap();
+    let preview = std::env::var("SYNTH_PREVIEW_DIR").ok();
+    for k in 0..8u64 {
+        let seed = DEMO_FIRST_SEED + k;
+        let s = generator.generate(seed);
+        let img = image::RgbImage::from_raw(s.width, s.height, s.rgb).unwrap();
+        if let Some(dir) = &preview {
+            img.save(Path::new(dir).join(format!("demo_{seed}.png")))
+                .unwrap();
+        }
+        if k % 3 == 0 {
+            let small =
+                image::imageops::resize(&img, 640, 480, image::imageops::FilterType::Triangle);
+            let jpeg = encode_jpeg(small.as_raw(), 640, 480, 88).unwrap();
+            std::fs::write(docs.join(format!("example_{seed}.jpg")), jpeg).unwrap();
+        }
+    }
+}
+
 /// Writes PNGs of a few scenes to `$SYNTH_PREVIEW_DIR` for looking at them.
 #[test]
 #[ignore]

@@ -322,7 +322,8 @@ pub(crate) fn procedural(
                     let lane_pos = ((lateral_m - centre_line_m) / lane_m).rem_euclid(1.0);
                     let track = band(lane_pos - 0.25, 0.08, footprint_m / lane_m)
                         + band(lane_pos - 0.75, 0.08, footprint_m / lane_m);
-                    let g = grain * 20.0 + patch * 16.0 + grit * 14.0 - track * 9.0;
+                    let speck = (hash01((y as i64) << 32 | x as i64, 0xA5) - 0.5) * 18.0 * fade;
+                    let g = grain * 20.0 + patch * 16.0 + grit * 10.0 + speck - track * 5.0;
                     c = [asphalt[0] + g, asphalt[1] + g, asphalt[2] + g];
                     let mut mark = band(lateral_m - (layout.road_left_m + 0.3), 0.08, footprint_m)
                         + band(lateral_m - (layout.road_right_m - 0.3), 0.08, footprint_m);
@@ -499,17 +500,25 @@ fn structure_colour(
     }
 }
 
-/// A filled vertical bar with anti-aliased sides and cylinder shading, from `top_y` down to `bottom_y`.
-pub(crate) fn draw_pole(
-    rgb: &mut [u8],
-    width: u32,
-    height: u32,
-    centre_x_px: f32,
-    width_px: f32,
-    top_y_px: f32,
-    bottom_y_px: f32,
-    colour: [f32; 3],
-) {
+/// A vertical bar in frame pixels: a sign post or lamp post.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pole {
+    pub centre_x_px: f32,
+    pub width_px: f32,
+    pub top_y_px: f32,
+    pub bottom_y_px: f32,
+    pub colour: [f32; 3],
+}
+
+/// Fills a pole with anti-aliased sides and cylinder shading.
+pub(crate) fn draw_pole(rgb: &mut [u8], width: u32, height: u32, pole: &Pole) {
+    let Pole {
+        centre_x_px,
+        width_px,
+        top_y_px,
+        bottom_y_px,
+        colour,
+    } = *pole;
     let half = (width_px * 0.5).max(0.5);
     let x0 = (centre_x_px - half).floor().max(0.0) as u32;
     let x1 = ((centre_x_px + half).ceil().max(0.0) as u32).min(width);
@@ -555,7 +564,14 @@ fn draw_lamp_posts(rng: &mut ChaCha8Rng, layout: &Layout, width: u32, height: u3
         let (x, foot_y) = layout.project(lateral_m, 0.0, depth_m);
         let (_, top_y) = layout.project(lateral_m, post_height_m, depth_m);
         let width_px = layout.focal_px * 0.16 / depth_m;
-        draw_pole(rgb, width, height, x, width_px, top_y, foot_y, colour);
+        let pole = Pole {
+            centre_x_px: x,
+            width_px,
+            top_y_px: top_y,
+            bottom_y_px: foot_y,
+            colour,
+        };
+        draw_pole(rgb, width, height, &pole);
     }
 }
 

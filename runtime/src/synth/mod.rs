@@ -155,9 +155,13 @@ const SIGN_SIDE_M: (f32, f32) = (0.6, 0.9);
 /// Everything a scene is made of before camera effects: used by `generate` and by tests that check where
 /// sign pixels went.
 struct Composition {
+    /// Background with poles, before any sign (tests compare it with `with_signs`).
+    #[cfg_attr(not(test), allow(dead_code))]
     background: Vec<u8>,
     with_signs: Vec<u8>,
     truth: Vec<TruthBox>,
+    /// Boxes of hard negatives, drawn but not truth.
+    #[cfg_attr(not(test), allow(dead_code))]
     negatives: Vec<BoxPx>,
 }
 
@@ -369,11 +373,13 @@ impl SceneGenerator {
                 &mut rgb,
                 width,
                 height,
-                p.pole_x_px,
-                p.pole_width_px,
-                p.pole_top_y_px,
-                p.pole_foot_y_px,
-                p.pole_colour,
+                &background::Pole {
+                    centre_x_px: p.pole_x_px,
+                    width_px: p.pole_width_px,
+                    top_y_px: p.pole_top_y_px,
+                    bottom_y_px: p.pole_foot_y_px,
+                    colour: p.pole_colour,
+                },
             );
         }
         let with_poles = rgb.clone();
@@ -684,7 +690,7 @@ fn finish(
         for x in 0..width as usize {
             let dx = x as f32 + 0.5 - cx;
             let fall = 1.0 - vignette * (dx * dx + dy2) * inv_r2;
-            for k in 0..3 {
+            for (k, table) in lut.iter().enumerate() {
                 // xorshift64*: per-pixel noise from one cheap stream, seeded by the scene RNG.
                 state ^= state >> 12;
                 state ^= state << 25;
@@ -695,7 +701,7 @@ fn finish(
                 // Sum of two uniforms: a cheap bell-shaped noise with unit-ish spread.
                 let n = (u1 + u2 - 1.0) * 2.45 * noise_sigma;
                 let o = x * 3 + k;
-                let v = lut[k][row[o] as usize] as f32 * fall + n;
+                let v = table[row[o] as usize] as f32 * fall + n;
                 row[o] = v.round().clamp(0.0, 255.0) as u8;
             }
         }

@@ -120,7 +120,7 @@ impl CropSet {
         labels: &[u8],
         keep: impl Fn(usize) -> bool,
     ) -> Result<Self, SynthError> {
-        if images.len() % CROP_BYTES != 0 || images.len() / CROP_BYTES != labels.len() {
+        if !images.len().is_multiple_of(CROP_BYTES) || images.len() / CROP_BYTES != labels.len() {
             return Err(SynthError::GtsrbLayout {
                 what: what.to_string(),
                 image_bytes: images.len(),
@@ -200,6 +200,8 @@ impl CropSet {
 /// A drawing rendered once at start.
 #[derive(Debug, Clone)]
 pub(crate) struct Pictogram {
+    /// Bundled file name, for test failures and debugging.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub file: &'static str,
     pub class_id: Option<usize>,
     pub sprite: Sprite,

@@ -41,6 +41,9 @@ impl Default for GlanceNetConfig {
     }
 }
 
+/// Largest accepted input side: bounds every size computed from a (possibly corrupt) config.
+pub const MAX_INPUT_SIDE_PX: usize = 8192;
+
 /// Convolution geometry: (name, kernel, stride, padding).
 const CONV_LAYERS: [(&str, usize, usize, usize); 4] = [
     ("conv1", 3, 2, 1),
@@ -70,9 +73,10 @@ impl GlanceNetConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if self.input_width_px < 8 || self.input_height_px < 8 {
+        let side_ok = |side: usize| (8..=MAX_INPUT_SIDE_PX).contains(&side);
+        if !side_ok(self.input_width_px) || !side_ok(self.input_height_px) {
             return Err(format!(
-                "input {}×{} px, expected at least 8×8",
+                "input {}×{} px, expected 8..={MAX_INPUT_SIDE_PX} px per side",
                 self.input_width_px, self.input_height_px
             ));
         }

@@ -47,14 +47,17 @@ impl PatchNetConfig {
 
     /// Length of the flattened feature fed to fc1.
     pub fn flat_dim(&self) -> usize {
-        self.channels[2] * self.feature_side_px() * self.feature_side_px()
+        // Saturating: a corrupt config must become a shape mismatch, not an overflow panic.
+        self.channels[2]
+            .saturating_mul(self.feature_side_px())
+            .saturating_mul(self.feature_side_px())
     }
 
     /// Rejects configs the architecture cannot run.
     pub fn validate(&self) -> Result<(), String> {
-        if self.input_side_px < 8 || !self.input_side_px.is_multiple_of(8) {
+        if !(8..=1024).contains(&self.input_side_px) || !self.input_side_px.is_multiple_of(8) {
             return Err(format!(
-                "input_side_px is {}, expected a positive multiple of 8",
+                "input_side_px is {}, expected a multiple of 8 in 8..=1024",
                 self.input_side_px
             ));
         }

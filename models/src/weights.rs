@@ -1102,7 +1102,7 @@ mod tests {
         assert_eq!(inspection.kind.as_deref(), Some(PATCHNET_KIND));
         let text = inspection.to_string();
         assert!(
-            text.contains("fc1.weight") && text.contains("[32, 128]") && text.contains("total"),
+            text.contains("fc1.weight") && text.contains("[32, 32]") && text.contains("total"),
             "{text}"
         );
     }

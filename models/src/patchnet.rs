@@ -558,3 +558,50 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod timing {
+    use super::*;
+    use crate::testutil::{random_tensor, varmap_builder};
+    use crate::weights::QuantDtype;
+
+    /// Rough latency check without a release build (candle itself is built at opt-level 3 in dev):
+    /// `cargo test -p saccade-models --lib timing -- --ignored --nocapture`. The criterion bench
+    /// `benches/backbone.rs` is the reference measurement.
+    #[test]
+    #[ignore]
+    fn print_patchnet_latency_per_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_vm, vb) = varmap_builder();
+        let net = PatchNet::new(&PatchNetConfig::default(), vb).unwrap();
+        let float_path = dir.path().join("f32.safetensors");
+        net.save_safetensors(&float_path).unwrap();
+        let mut nets = vec![("f32", net)];
+        for dtype in [QuantDtype::Q8_0, QuantDtype::Q4_0] {
+            let path = dir.path().join(format!("{dtype}.gguf"));
+            crate::weights::quantize_file(&float_path, &path, dtype).unwrap();
+            nets.push((
+                if dtype == QuantDtype::Q8_0 {
+                    "q8_0"
+                } else {
+                    "q4_0"
+                },
+                PatchNet::load(&path, &Device::Cpu).unwrap(),
+            ));
+        }
+        for batch in [1usize, 8, 32] {
+            let x = random_tensor(&[batch, 3, 32, 32], 0.0, 1.0, 31);
+            for (label, net) in &nets {
+                net.classify(&x).unwrap();
+                let reps = 20;
+                let start = std::time::Instant::now();
+                for _ in 0..reps {
+                    net.classify(&x).unwrap();
+                }
+                let ms = start.elapsed().as_secs_f64() * 1e3 / reps as f64;
+                eprintln!("batch {batch:>2} {label}: {ms:.3} ms");
+            }
+        }
+    }
+}

@@ -11,10 +11,11 @@ pub struct LayerCost {
 
 /// Output side of a convolution along one axis.
 pub fn conv_out_side_px(in_side_px: usize, kernel: usize, stride: usize, padding: usize) -> usize {
-    if stride == 0 || in_side_px + 2 * padding < kernel {
+    let padded = in_side_px.saturating_add(padding.saturating_mul(2));
+    if stride == 0 || padded < kernel {
         return 0;
     }
-    (in_side_px + 2 * padding - kernel) / stride + 1
+    (padded - kernel) / stride + 1
 }
 
 /// FLOPs of a dense 2-D convolution producing an `out_height × out_width` map.

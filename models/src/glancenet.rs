@@ -41,6 +41,9 @@ impl Default for GlanceNetConfig {
     }
 }
 
+/// Largest accepted input side: bounds every size computed from a (possibly corrupt) config.
+pub const MAX_INPUT_SIDE_PX: usize = 8192;
+
 /// Convolution geometry: (name, kernel, stride, padding).
 const CONV_LAYERS: [(&str, usize, usize, usize); 4] = [
     ("conv1", 3, 2, 1),
@@ -70,9 +73,10 @@ impl GlanceNetConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if self.input_width_px < 8 || self.input_height_px < 8 {
+        let side_ok = |side: usize| (8..=MAX_INPUT_SIDE_PX).contains(&side);
+        if !side_ok(self.input_width_px) || !side_ok(self.input_height_px) {
             return Err(format!(
-                "input {}×{} px, expected at least 8×8",
+                "input {}×{} px, expected 8..={MAX_INPUT_SIDE_PX} px per side",
                 self.input_width_px, self.input_height_px
             ));
         }
@@ -372,5 +376,158 @@ impl GlanceNet for GlanceNetModel {
             self.cls.weight_dtype(),
             self.mflops(),
         )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::testutil::{flat, max_abs_diff, naive_conv2d, random_tensor, relu, varmap_builder};
+    use crate::weights::QuantDtype;
+
+    fn small_cfg() -> GlanceNetConfig {
+        GlanceNetConfig {
+            input_width_px: 40,
+            input_height_px: 24,
+            channels: [4, 6, 6, 5],
+            num_classes: NUM_CLASSES,
+        }
+    }
+
+    #[test]
+    fn maps_match_naive_loops() {
+        let (_vm, vb) = varmap_builder();
+        let cfg = small_cfg();
+        let net = GlanceNetModel::new(&cfg, vb).unwrap();
+        let x = random_tensor(&[2, 3, 24, 40], 0.0, 1.0, 21);
+        let maps = net.forward_maps(&x).unwrap();
+        let t: std::collections::HashMap<String, Vec<f32>> = net
+            .named_tensors()
+            .unwrap()
+            .into_iter()
+            .map(|(n, t)| (n, flat(&t)))
+            .collect();
+        let mut v: Vec<f32> = flat(&x).iter().map(|p| (p - 0.5) / 0.25).collect();
+        let mut dims = (2, 3, 24, 40);
+        for ((name, k, s, p), c_out) in CONV_LAYERS.iter().zip(cfg.channels) {
+            let w = &t[&format!("{name}.weight")];
+            let b = &t[&format!("{name}.bias")];
+            let (mut y, d) = naive_conv2d(&v, dims, w, b, c_out, *k, *s, *p);
+            relu(&mut y);
+            (v, dims) = (y, d);
+        }
+        assert_eq!((dims.2, dims.3), (3, 5));
+        assert_eq!(cfg.map_size(), (5, 3));
+        let c = cfg.channels[3];
+        let (obj, _) = naive_conv2d(&v, dims, &t["obj.weight"], &t["obj.bias"], 1, 1, 1, 0);
+        let (size, _) = naive_conv2d(&v, dims, &t["size.weight"], &t["size.bias"], 1, 1, 1, 0);
+        assert_eq!(maps.objectness_logits.dims(), [2, 1, 3, 5]);
+        assert!(max_abs_diff(&flat(&maps.objectness_logits), &obj) <= 1e-4);
+        assert!(max_abs_diff(&flat(&maps.log2_side), &size) <= 1e-4);
+        let cells = 15;
+        let pooled: Vec<f32> = (0..2 * c)
+            .map(|i| v[i * cells..(i + 1) * cells].iter().sum::<f32>() / cells as f32)
+            .collect();
+        assert!(max_abs_diff(&flat(&maps.pooled), &pooled) <= 1e-4);
+        let cls = crate::testutil::naive_linear(
+            &pooled,
+            2,
+            &t["cls.weight"],
+            &t["cls.bias"],
+            NUM_CLASSES,
+        );
+        assert!(max_abs_diff(&flat(&maps.class_logits), &cls) <= 1e-4);
+    }
+
+    #[test]
+    fn glance_fills_the_map_for_a_full_size_input() {
+        let (_vm, vb) = varmap_builder();
+        let net = GlanceNetModel::new(&GlanceNetConfig::default(), vb).unwrap();
+        let x = random_tensor(&[1, 3, 240, 320], 0.0, 1.0, 22);
+        let maps = net.forward_maps(&x).unwrap();
+        let map = net.glance(&x).unwrap();
+        assert_eq!((map.map_width, map.map_height, map.stride_px), (40, 30, 8));
+        assert_eq!(map.objectness.len(), 1200);
+        assert!(map.objectness.iter().all(|p| (0.0..=1.0).contains(p)));
+        let log2 = flat(&maps.log2_side);
+        for (side, l) in map.box_side_glance_px.iter().zip(&log2) {
+            assert!((side - l.exp2()).abs() <= 1e-4 * side.max(1.0));
+        }
+        assert_eq!(map.feature.len(), 32);
+        let probs = map.class_probs.unwrap();
+        assert_eq!(probs.len(), NUM_CLASSES);
+        assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn glance_rejects_wrong_input_size() {
+        let (_vm, vb) = varmap_builder();
+        let net = GlanceNetModel::new(&GlanceNetConfig::default(), vb).unwrap();
+        for bad in [
+            vec![1, 3, 240, 321],
+            vec![2, 3, 240, 320],
+            vec![3, 240, 320],
+        ] {
+            let err = net
+                .glance(&Tensor::zeros(bad.as_slice(), DType::F32, &Device::Cpu).unwrap())
+                .unwrap_err();
+            assert!(matches!(err, ModelError::BadInput { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn mflops_match_hand_count() {
+        let (_vm, vb) = varmap_builder();
+        let net = GlanceNetModel::new(&GlanceNetConfig::default(), vb).unwrap();
+        // 160×120, 80×60, 40×30, 40×30 outputs; 1×1 heads on 40×30; cls 32→44.
+        let hand = 2 * 27 * 16 * 19_200
+            + 2 * 144 * 32 * 4_800
+            + 2 * 288 * 32 * 1_200
+            + 2 * 288 * 32 * 1_200
+            + 2 * (2 * 32 * 1_200)
+            + 2 * 32 * 44;
+        assert_eq!(hand, 105_218_816);
+        assert!((net.mflops() - hand as f64 / 1e6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn round_trip_and_q4k_fallback_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let float_path = dir.path().join("glance.safetensors");
+        let (_vm, vb) = varmap_builder();
+        let net = GlanceNetModel::new(&GlanceNetConfig::default(), vb).unwrap();
+        net.save_safetensors(&float_path).unwrap();
+        let x = random_tensor(&[1, 3, 240, 320], 0.0, 1.0, 23);
+        let want = net.forward_maps(&x).unwrap();
+        let loaded = GlanceNetModel::load(&float_path, &Device::Cpu).unwrap();
+        let got = loaded.forward_maps(&x).unwrap();
+        assert_eq!(flat(&want.objectness_logits), flat(&got.objectness_logits));
+        assert_eq!(flat(&want.class_logits), flat(&got.class_logits));
+
+        let q_path = dir.path().join("glance-q4k.gguf");
+        let report = crate::weights::quantize_file(&float_path, &q_path, QuantDtype::Q4K).unwrap();
+        // cls has inner dim 32: Q4K needs 256, so it falls back to Q8_0 and says so.
+        assert_eq!(report.fallbacks.len(), 1, "{report}");
+        assert!(report.fallbacks[0].contains("cls.weight"));
+        let q = GlanceNetModel::load(&q_path, &Device::Cpu).unwrap();
+        assert_eq!(
+            q.cls.weight_dtype(),
+            candle_core::quantized::GgmlDType::Q8_0
+        );
+        let inspection = crate::weights::inspect_file(&q_path).unwrap().to_string();
+        assert!(
+            inspection.contains("cls.weight") && inspection.contains("q8_0"),
+            "{inspection}"
+        );
+        assert!(inspection.contains("not possible"), "{inspection}");
+        let got = q.forward_maps(&x).unwrap();
+        // Conv kernels are stored f16 in GGUF: maps move by f16 rounding only.
+        assert!(
+            max_abs_diff(
+                &flat(&want.objectness_logits),
+                &flat(&got.objectness_logits)
+            ) < 0.01
+        );
     }
 }

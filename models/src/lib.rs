@@ -13,6 +13,9 @@ pub mod linear;
 pub mod patchnet;
 pub mod weights;
 
+#[cfg(test)]
+mod testutil;
+
 pub use classes::{class_name, BACKGROUND_CLASS, NUM_CLASSES, NUM_SIGN_CLASSES};
 pub use error::ModelError;
 pub use glancenet::{GlanceMaps, GlanceNetConfig, GlanceNetModel, GLANCENET_KIND};

@@ -146,3 +146,116 @@ impl Module for QLinear {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::testutil::{flat, max_abs_diff, naive_linear, random_tensor, varmap_builder};
+    use candle_core::Device;
+
+    #[test]
+    fn float_linear_matches_naive_reference() {
+        let (rows, in_dim, out_dim) = (5, 96, 17);
+        let w = random_tensor(&[out_dim, in_dim], -1.0, 1.0, 1);
+        let b = random_tensor(&[out_dim], -1.0, 1.0, 2);
+        let x = random_tensor(&[rows, in_dim], -1.0, 1.0, 3);
+        let layer = QLinear::from_tensor(w.clone(), Some(b.clone())).unwrap();
+        let got = flat(&layer.forward(&x).unwrap());
+        let want = naive_linear(&flat(&x), rows, &flat(&w), &flat(&b), out_dim);
+        assert!(max_abs_diff(&got, &want) <= 1e-4);
+    }
+
+    /// Q8_0 rounds each weight and (inside candle's kernel) each activation to 1/254 of its 32-block's
+    /// max magnitude, and stores the block scale as f16 (relative error ≤ 2⁻¹¹). Summing those roundings
+    /// over the inner dimension gives a hard bound per output, which this test checks exactly.
+    #[test]
+    fn q8_0_linear_stays_within_the_rounding_bound() {
+        let (rows, in_dim, out_dim) = (4, 256, 44);
+        let w = random_tensor(&[out_dim, in_dim], -1.0, 1.0, 4);
+        let b = random_tensor(&[out_dim], -1.0, 1.0, 5);
+        let x = random_tensor(&[rows, in_dim], -1.0, 1.0, 6);
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        let layer = QLinear::from_qtensor(Arc::new(q), Some(b.clone())).unwrap();
+        assert_eq!(layer.weight_dtype(), GgmlDType::Q8_0);
+        let got = flat(&layer.forward(&x).unwrap());
+        let (xs, ws) = (flat(&x), flat(&w));
+        let want = naive_linear(&xs, rows, &ws, &flat(&b), out_dim);
+        let block_max = |v: &[f32], i: usize| {
+            let start = i / 32 * 32;
+            v[start..start + 32]
+                .iter()
+                .fold(0f32, |m, a| m.max(a.abs()))
+        };
+        for r in 0..rows {
+            for o in 0..out_dim {
+                let mut bound = 0f32;
+                for i in 0..in_dim {
+                    let xv = xs[r * in_dim + i];
+                    let wv = ws[o * in_dim + i];
+                    let dx = block_max(&xs[r * in_dim..(r + 1) * in_dim], i) / 254.0;
+                    let dw = block_max(&ws[o * in_dim..(o + 1) * in_dim], i) / 254.0;
+                    bound += xv.abs() * dw + wv.abs() * dx + dx * dw + 2e-3 * (xv * wv).abs();
+                }
+                let err = (got[r * out_dim + o] - want[r * out_dim + o]).abs();
+                assert!(
+                    err <= bound + 1e-5,
+                    "row {r} out {o}: error {err} > bound {bound}"
+                );
+            }
+        }
+        // Random errors cancel: the typical error is far below the worst case.
+        assert!(max_abs_diff(&got, &want) < 0.1);
+    }
+
+    #[test]
+    fn f16_qtensor_becomes_a_float_matmul() {
+        let w = random_tensor(&[8, 64], -1.0, 1.0, 7);
+        let x = random_tensor(&[3, 64], -1.0, 1.0, 8);
+        let q = QTensor::quantize(&w, GgmlDType::F16).unwrap();
+        let layer = QLinear::from_qtensor(Arc::new(q), None).unwrap();
+        assert_eq!(layer.weight_dtype(), GgmlDType::F16);
+        let got = flat(&layer.forward(&x).unwrap());
+        let want = naive_linear(&flat(&x), 3, &flat(&w), &[0.0; 8], 8);
+        // f16 keeps 11 significant bits: |Δw| ≤ 2⁻¹¹ per weight, 64 terms of |x| ≤ 1.
+        assert!(max_abs_diff(&got, &want) <= 64.0 * 2f32.powi(-11));
+    }
+
+    #[test]
+    fn varmap_linear_is_trainable() {
+        let (varmap, vb) = varmap_builder();
+        let layer = QLinear::new(16, 4, vb.pp("fc")).unwrap();
+        assert_eq!(varmap.all_vars().len(), 2);
+        let x = random_tensor(&[8, 16], -1.0, 1.0, 9);
+        let before = flat(&layer.weight_f32().unwrap());
+        let mut sgd =
+            <candle_nn::optim::SGD as candle_nn::Optimizer>::new(varmap.all_vars(), 0.1).unwrap();
+        let loss = layer
+            .forward(&x)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap();
+        candle_nn::Optimizer::backward_step(&mut sgd, &loss).unwrap();
+        let after = flat(&layer.weight_f32().unwrap());
+        assert!(
+            max_abs_diff(&before, &after) > 0.0,
+            "SGD did not move the weight"
+        );
+    }
+
+    #[test]
+    fn wrong_input_width_is_an_error_not_a_panic() {
+        let layer = QLinear::from_tensor(
+            Tensor::zeros((4, 8), DType::F32, &Device::Cpu).unwrap(),
+            None,
+        )
+        .unwrap();
+        let x = Tensor::zeros((2, 7), DType::F32, &Device::Cpu).unwrap();
+        assert!(layer.forward(&x).is_err());
+        let bias = Tensor::zeros(5, DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((4, 8), DType::F32, &Device::Cpu).unwrap();
+        assert!(QLinear::from_tensor(w, Some(bias)).is_err());
+    }
+}

@@ -47,14 +47,17 @@ impl PatchNetConfig {
 
     /// Length of the flattened feature fed to fc1.
     pub fn flat_dim(&self) -> usize {
-        self.channels[2] * self.feature_side_px() * self.feature_side_px()
+        // Saturating: a corrupt config must become a shape mismatch, not an overflow panic.
+        self.channels[2]
+            .saturating_mul(self.feature_side_px())
+            .saturating_mul(self.feature_side_px())
     }
 
     /// Rejects configs the architecture cannot run.
     pub fn validate(&self) -> Result<(), String> {
-        if self.input_side_px < 8 || !self.input_side_px.is_multiple_of(8) {
+        if !(8..=1024).contains(&self.input_side_px) || !self.input_side_px.is_multiple_of(8) {
             return Err(format!(
-                "input_side_px is {}, expected a positive multiple of 8",
+                "input_side_px is {}, expected a multiple of 8 in 8..=1024",
                 self.input_side_px
             ));
         }
@@ -333,5 +336,272 @@ impl PatchClassifier for PatchNet {
             self.mflops_per_patch(),
             s = self.cfg.input_side_px,
         )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::testutil::{
+        flat, max_abs_diff, naive_conv2d, naive_linear, naive_maxpool2, random_tensor, relu,
+        varmap_builder,
+    };
+    use crate::weights::QuantDtype;
+
+    fn small_cfg() -> PatchNetConfig {
+        PatchNetConfig {
+            input_side_px: 16,
+            channels: [4, 8, 8],
+            hidden: 32,
+            num_classes: NUM_CLASSES,
+        }
+    }
+
+    /// Runs the whole net with the naive loops, from the tensors of `net`.
+    fn naive_logits(net: &PatchNet, x: &Tensor) -> Vec<f32> {
+        let cfg = net.config();
+        let tensors: std::collections::HashMap<String, Vec<f32>> = net
+            .named_tensors()
+            .unwrap()
+            .into_iter()
+            .map(|(n, t)| (n, flat(&t)))
+            .collect();
+        let (b, _, s, _) = x.dims4().unwrap();
+        let mut v: Vec<f32> = flat(x).iter().map(|p| (p - 0.5) / 0.25).collect();
+        let mut dims = (b, 3, s, s);
+        for (name, c_out) in ["conv1", "conv2", "conv3"].iter().zip(cfg.channels) {
+            let (mut y, d) = naive_conv2d(
+                &v,
+                dims,
+                &tensors[&format!("{name}.weight")],
+                &tensors[&format!("{name}.bias")],
+                c_out,
+                3,
+                1,
+                1,
+            );
+            relu(&mut y);
+            (v, dims) = naive_maxpool2(&y, d);
+        }
+        let mut h = naive_linear(
+            &v,
+            b,
+            &tensors["fc1.weight"],
+            &tensors["fc1.bias"],
+            cfg.hidden,
+        );
+        relu(&mut h);
+        naive_linear(
+            &h,
+            b,
+            &tensors["fc2.weight"],
+            &tensors["fc2.bias"],
+            cfg.num_classes,
+        )
+    }
+
+    #[test]
+    fn conv_layer_matches_naive_loops() {
+        let (_vm, vb) = varmap_builder();
+        let conv = candle_nn::conv2d(3, 5, 3, same_padding(), vb.pp("c")).unwrap();
+        let x = random_tensor(&[2, 3, 7, 6], -1.0, 1.0, 11);
+        let got = flat(&conv.forward(&x).unwrap());
+        let (want, _) = naive_conv2d(
+            &flat(&x),
+            (2, 3, 7, 6),
+            &flat(conv.weight()),
+            &flat(conv.bias().unwrap()),
+            5,
+            3,
+            1,
+            1,
+        );
+        assert!(max_abs_diff(&got, &want) <= 1e-4);
+    }
+
+    #[test]
+    fn maxpool_matches_naive_loops() {
+        let x = random_tensor(&[2, 3, 6, 8], -1.0, 1.0, 12);
+        let got = flat(&x.max_pool2d(2).unwrap());
+        let (want, _) = naive_maxpool2(&flat(&x), (2, 3, 6, 8));
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn whole_net_matches_naive_loops() {
+        let (_vm, vb) = varmap_builder();
+        let net = PatchNet::new(&small_cfg(), vb).unwrap();
+        let x = random_tensor(&[3, 3, 16, 16], 0.0, 1.0, 13);
+        let got = flat(&net.logits(&x).unwrap());
+        assert_eq!(got.len(), 3 * NUM_CLASSES);
+        assert!(max_abs_diff(&got, &naive_logits(&net, &x)) <= 1e-4);
+    }
+
+    #[test]
+    fn classify_returns_probabilities_and_rejects_bad_shapes() {
+        let (_vm, vb) = varmap_builder();
+        let net = PatchNet::new(&PatchNetConfig::default(), vb).unwrap();
+        let probs = net
+            .classify(&random_tensor(&[4, 3, 32, 32], 0.0, 1.0, 14))
+            .unwrap();
+        assert_eq!(probs.dims(), [4, NUM_CLASSES]);
+        for row in probs.to_vec2::<f32>().unwrap() {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+        for bad in [
+            vec![4, 3, 32, 31],
+            vec![4, 1, 32, 32],
+            vec![3, 32, 32],
+            vec![1, 3, 16, 16],
+        ] {
+            let err = net
+                .classify(&Tensor::zeros(bad.as_slice(), DType::F32, &Device::Cpu).unwrap())
+                .unwrap_err();
+            assert!(
+                matches!(err, ModelError::BadInput { ref found, .. } if *found == bad),
+                "{err}"
+            );
+        }
+        let empty = net
+            .classify(&Tensor::zeros((0, 3, 32, 32), DType::F32, &Device::Cpu).unwrap())
+            .unwrap();
+        assert_eq!(empty.dims(), [0, NUM_CLASSES]);
+    }
+
+    #[test]
+    fn mflops_per_patch_matches_hand_count() {
+        let (_vm, vb) = varmap_builder();
+        let net = PatchNet::new(&PatchNetConfig::default(), vb).unwrap();
+        // conv1 2·27·32·32·32 + conv2 2·288·64·16·16 + conv3 2·576·64·8·8 + fc1 2·1024·256 + fc2 2·256·44
+        let hand = 1_769_472 + 9_437_184 + 4_718_592 + 524_288 + 22_528;
+        assert!((net.mflops_per_patch() - hand as f64 / 1e6).abs() < 1e-9);
+        assert!(net.describe().contains("16.47 MFLOP"), "{}", net.describe());
+    }
+
+    #[test]
+    fn invalid_config_is_rejected() {
+        let (_vm, vb) = varmap_builder();
+        let cfg = PatchNetConfig {
+            input_side_px: 30,
+            ..PatchNetConfig::default()
+        };
+        assert!(PatchNet::new(&cfg, vb).is_err());
+    }
+
+    fn softmax_rows(logits: &Tensor) -> Vec<f32> {
+        flat(&candle_nn::ops::softmax_last_dim(logits).unwrap())
+    }
+
+    #[test]
+    fn safetensors_round_trip_gives_identical_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("patch.safetensors");
+        let (varmap, vb) = varmap_builder();
+        let cfg = PatchNetConfig::default();
+        let net = PatchNet::new(&cfg, vb).unwrap();
+        // The trainer's path: the VarMap's tensors plus the config JSON.
+        let tensors = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        crate::weights::save_safetensors(
+            &tensors,
+            &serde_json::to_string(&cfg).unwrap(),
+            PATCHNET_KIND,
+            &path,
+        )
+        .unwrap();
+        let loaded = PatchNet::load(&path, &Device::Cpu).unwrap();
+        assert_eq!(loaded.config(), &cfg);
+        let x = random_tensor(&[5, 3, 32, 32], 0.0, 1.0, 15);
+        assert_eq!(
+            flat(&net.logits(&x).unwrap()),
+            flat(&loaded.logits(&x).unwrap())
+        );
+    }
+
+    /// Float vs quantised on random weights: max |Δ softmax| over a batch. A probability moves by at most
+    /// ~¼ of a logit error; Q8_0's logit error is ~1 % of the logit scale (see linear.rs). The VarMap's
+    /// random init is unseeded and kaiming-init logits spread several units, so measured Q8_0 diffs range
+    /// 0.01–0.022: the bound is 0.04. 4-bit types have 16× coarser steps (measured ~0.16): 0.3. f16 weights: 0.002.
+    #[test]
+    fn quantised_files_stay_close_to_float() {
+        let dir = tempfile::tempdir().unwrap();
+        let float_path = dir.path().join("patch.safetensors");
+        let (_vm, vb) = varmap_builder();
+        let net = PatchNet::new(&PatchNetConfig::default(), vb).unwrap();
+        net.save_safetensors(&float_path).unwrap();
+        let x = random_tensor(&[16, 3, 32, 32], 0.0, 1.0, 16);
+        let want = softmax_rows(&net.logits(&x).unwrap());
+        for (dtype, tolerance) in [
+            (QuantDtype::F16, 0.002),
+            (QuantDtype::Q8_0, 0.04),
+            (QuantDtype::Q4_0, 0.3),
+            (QuantDtype::Q4K, 0.3),
+        ] {
+            let path = dir.path().join(format!("patch-{dtype}.gguf"));
+            let report = crate::weights::quantize_file(&float_path, &path, dtype).unwrap();
+            assert!(report.fallbacks.is_empty(), "{report}");
+            let q = PatchNet::load(&path, &Device::Cpu).unwrap();
+            assert_eq!(q.fc1.weight_dtype(), dtype.ggml());
+            let got = softmax_rows(&q.logits(&x).unwrap());
+            let diff = max_abs_diff(&got, &want);
+            eprintln!(
+                "{dtype}: max |Δ softmax| = {diff:.5}, file {} B",
+                report.output_file_bytes
+            );
+            assert!(diff <= tolerance, "{dtype}: {diff} > {tolerance}");
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod timing {
+    use super::*;
+    use crate::testutil::{random_tensor, varmap_builder};
+    use crate::weights::QuantDtype;
+
+    /// Rough latency check without a release build (candle itself is built at opt-level 3 in dev):
+    /// `cargo test -p saccade-models --lib timing -- --ignored --nocapture`. The criterion bench
+    /// `benches/backbone.rs` is the reference measurement.
+    #[test]
+    #[ignore]
+    fn print_patchnet_latency_per_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_vm, vb) = varmap_builder();
+        let net = PatchNet::new(&PatchNetConfig::default(), vb).unwrap();
+        let float_path = dir.path().join("f32.safetensors");
+        net.save_safetensors(&float_path).unwrap();
+        let mut nets = vec![("f32", net)];
+        for dtype in [QuantDtype::Q8_0, QuantDtype::Q4_0] {
+            let path = dir.path().join(format!("{dtype}.gguf"));
+            crate::weights::quantize_file(&float_path, &path, dtype).unwrap();
+            nets.push((
+                if dtype == QuantDtype::Q8_0 {
+                    "q8_0"
+                } else {
+                    "q4_0"
+                },
+                PatchNet::load(&path, &Device::Cpu).unwrap(),
+            ));
+        }
+        for batch in [1usize, 8, 32] {
+            let x = random_tensor(&[batch, 3, 32, 32], 0.0, 1.0, 31);
+            for (label, net) in &nets {
+                net.classify(&x).unwrap();
+                let reps = 20;
+                let start = std::time::Instant::now();
+                for _ in 0..reps {
+                    net.classify(&x).unwrap();
+                }
+                let ms = start.elapsed().as_secs_f64() * 1e3 / reps as f64;
+                eprintln!("batch {batch:>2} {label}: {ms:.3} ms");
+            }
+        }
     }
 }

@@ -1,0 +1,56 @@
+//! PatchNet latency per batch size and weight format (f32, Q8_0, Q4_0 on random weights), with file sizes,
+//! so a change to the backbone or to quantisation shows its speed and size ratios against f32 in one run.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use saccade_models::{quantize_file, PatchClassifier, PatchNet, PatchNetConfig, QuantDtype};
+use std::hint::black_box;
+use std::path::PathBuf;
+
+/// Writes a random-weight PatchNet as f32 safetensors and as GGUF in each dtype; returns (label, path).
+#[allow(clippy::unwrap_used)]
+fn model_files(dir: &std::path::Path) -> Vec<(&'static str, PathBuf)> {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let net = PatchNet::new(&PatchNetConfig::default(), vb).unwrap();
+    let float_path = dir.join("patch-f32.safetensors");
+    net.save_safetensors(&float_path).unwrap();
+    let mut files = vec![("f32", float_path.clone())];
+    for (label, dtype) in [("q8_0", QuantDtype::Q8_0), ("q4_0", QuantDtype::Q4_0)] {
+        let path = dir.join(format!("patch-{label}.gguf"));
+        quantize_file(&float_path, &path, dtype).unwrap();
+        files.push((label, path));
+    }
+    files
+}
+
+#[allow(clippy::unwrap_used)]
+fn backbone(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("saccade-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = model_files(&dir);
+    let f32_bytes = std::fs::metadata(&files[0].1).unwrap().len();
+    for (label, path) in &files {
+        let bytes = std::fs::metadata(path).unwrap().len();
+        println!(
+            "file {label}: {bytes} B ({:.2}× smaller than f32)",
+            f32_bytes as f64 / bytes as f64
+        );
+    }
+    let mut group = c.benchmark_group("patchnet");
+    for batch in [1usize, 8, 32] {
+        let x = Tensor::rand(0f32, 1f32, (batch, 3, 32, 32), &Device::Cpu).unwrap();
+        for (label, path) in &files {
+            let net = PatchNet::load(path, &Device::Cpu).unwrap();
+            group.bench_with_input(BenchmarkId::new(*label, batch), &x, |b, x| {
+                b.iter(|| black_box(net.classify(x).unwrap()))
+            });
+        }
+    }
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, backbone);
+criterion_main!(benches);

@@ -71,18 +71,33 @@ fn image_operations_of_the_hot_path_allocate_nothing_per_frame() {
     let mut patch = vec![0f32; 3 * 32 * 32];
     for f in &frames {
         let before = allocations();
-        resize_rgb_bilinear(&f.rgb, f.width as usize, f.height as usize, &mut small, gw, gh).unwrap();
+        resize_rgb_bilinear(
+            &f.rgb,
+            f.width as usize,
+            f.height as usize,
+            &mut small,
+            gw,
+            gh,
+        )
+        .unwrap();
         rgb_to_chw_f32(&small, gw, gh, &mut chw).unwrap();
         for k in 0..8 {
             let x = 40.0 * k as f32;
             crop_resize_chw(f, BoxPx::new(x, 10.0, x + 60.0, 70.0), 32, &mut patch).unwrap();
         }
-        assert_eq!(allocations() - before, 0, "image ops allocated on frame {}", f.index);
+        assert_eq!(
+            allocations() - before,
+            0,
+            "image ops allocated on frame {}",
+            f.index
+        );
     }
 }
 
 fn weights() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models").join("weights")
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join("weights")
 }
 
 #[test]
@@ -118,7 +133,11 @@ fn allocations_per_frame_stay_constant_in_steady_state() {
     for (i, n) in per_frame.iter().enumerate().skip(3) {
         let first = per_frame[i % 3];
         let slack = first / 50 + 2;
-        assert!(n.abs_diff(first) <= slack, "frame {} allocated {n} vs {first} earlier: {per_frame:?}", i % 3);
+        assert!(
+            n.abs_diff(first) <= slack,
+            "frame {} allocated {n} vs {first} earlier: {per_frame:?}",
+            i % 3
+        );
     }
     eprintln!("allocations per frame (topk, steady state): {per_frame:?}");
 }

@@ -1,0 +1,14 @@
+//! Runs the trainers before the `saccade train` subcommand is wired into the CLI:
+//! `cargo run -p saccade-tools --example train -- classifier --data ../shared/data`.
+
+use clap::Parser;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: saccade_tools::train::TrainCommand,
+}
+
+fn main() -> anyhow::Result<()> {
+    saccade_tools::train::run(Cli::parse().command)
+}

@@ -1,0 +1,105 @@
+//! Pieces every trainer shares: seeded RNGs, the learning-rate schedule, batches of CHW images as tensors,
+//! progress bars, and saving a model's tensors with its config.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::Context;
+use candle_core::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// A deterministic RNG for one purpose of one run: the same `(seed, stream)` always gives the same numbers,
+/// and different streams do not share numbers.
+pub fn rng_for(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+
+/// Cosine decay from `peak_lr` to 5 % of it, after a linear warm-up over the first 3 % of steps.
+pub fn cosine_lr(peak_lr: f64, step: usize, total_steps: usize) -> f64 {
+    let total = total_steps.max(1) as f64;
+    let warmup = (total * 0.03).max(1.0);
+    let s = step as f64;
+    if s < warmup {
+        return peak_lr * (s + 1.0) / warmup;
+    }
+    let progress = ((s - warmup) / (total - warmup).max(1.0)).clamp(0.0, 1.0);
+    let floor = 0.05 * peak_lr;
+    floor + (peak_lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// Stacks CHW f32 images of one shape into a `(b, c, h, w)` tensor.
+pub fn batch_tensor(
+    images: &[Vec<f32>],
+    channels: usize,
+    height: usize,
+    width: usize,
+    device: &Device,
+) -> anyhow::Result<Tensor> {
+    let per = channels * height * width;
+    let mut flat = Vec::with_capacity(images.len() * per);
+    for (i, img) in images.iter().enumerate() {
+        anyhow::ensure!(
+            img.len() == per,
+            "image {i} of the batch has {} values, expected {per} ({channels}×{height}×{width})",
+            img.len()
+        );
+        flat.extend_from_slice(img);
+    }
+    Ok(Tensor::from_vec(
+        flat,
+        (images.len(), channels, height, width),
+        device,
+    )?)
+}
+
+/// A progress bar over `len` steps with a message slot for the running loss.
+pub fn progress(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} ({eta}) {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+/// Saves `(name, tensor)` pairs with the model kind and config through the models crate's writer.
+pub fn save_named(
+    tensors: Vec<(String, Tensor)>,
+    config_json: &str,
+    kind: &str,
+    path: &Path,
+) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let map: HashMap<String, Tensor> = tensors.into_iter().collect();
+    saccade_models::weights::save_safetensors(&map, config_json, kind, path)
+        .with_context(|| format!("saving {}", path.display()))
+}
+
+/// Size of a file in bytes (0 when it cannot be read), for reports.
+pub fn file_bytes(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_lr_warms_up_peaks_and_decays_to_floor() {
+        let total = 1000;
+        assert!(cosine_lr(1.0, 0, total) < 0.1);
+        let peak = (0..total)
+            .map(|s| cosine_lr(1.0, s, total))
+            .fold(0.0, f64::max);
+        assert!((peak - 1.0).abs() < 1e-3);
+        assert!((cosine_lr(1.0, total - 1, total) - 0.05).abs() < 1e-3);
+    }
+}

@@ -1,0 +1,393 @@
+//! `saccade train scorer`: differentiable patch selection (Cordonnier et al. 2021) on a frame-level task,
+//! "which speed limit is in this frame" (synthetic scenes with exactly one speed-limit sign). The frozen
+//! glance net proposes `C` candidate cells (highest objectness); a small scorer head on the glance outputs
+//! of each candidate scores them; the perturbed top-K ([`super::topk`]) turns the scores into soft
+//! selection weights of `K` patches; the frozen patch classifier's probabilities of the candidates are
+//! averaged with those weights and a linear head maps them to the frame label. Cross-entropy on the frame
+//! label trains the scorer through the top-K's perturbation gradient. Glance and patch outputs are frozen,
+//! so they are computed once per frame and the training loop itself is cheap.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use rand::seq::SliceRandom;
+use saccade_models::glancenet::{GlanceNetModel, GLANCE_STRIDE_PX};
+use saccade_models::patchnet::PatchNet;
+use saccade_models::PatchClassifier;
+use saccade_runtime::synth::{Scene, Split};
+
+use super::augment::{area_downscale, crop_square};
+use super::common::{batch_tensor, progress, rng_for};
+use super::scenes::generator;
+use super::topk::{perturbed_topk, PerturbedTopK};
+
+/// GTSRB ids of the speed-limit signs (20, 30, 50, 60, 70, 80, 100, 120 km/h): the frame labels.
+pub const SPEED_LIMIT_CLASSES: [usize; 8] = [0, 1, 2, 3, 4, 5, 7, 8];
+
+/// Inputs per candidate of the scorer head: objectness logit, log2 side, x and y (0..1), mean RGB of the cell.
+const SCORER_INPUTS: usize = 7;
+
+/// Knobs of `saccade train scorer`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScorerArgs {
+    #[arg(long, default_value = "../shared/data")]
+    pub data: PathBuf,
+    /// Holds glancenet.safetensors and patchnet.safetensors; scorer.safetensors is written here.
+    #[arg(long, default_value = "models/weights")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 20261126)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 40)]
+    pub epochs: usize,
+    /// Scenes generated per split; those with exactly one speed-limit sign are kept.
+    #[arg(long, default_value_t = 1500)]
+    pub scenes: usize,
+    #[arg(long, default_value_t = 300)]
+    pub eval_scenes: usize,
+    /// Candidate cells proposed by the frozen glance net.
+    #[arg(long, default_value_t = 12)]
+    pub candidates: usize,
+    /// Patches selected per frame.
+    #[arg(long, default_value_t = 4)]
+    pub k: usize,
+    /// Standard deviation of the top-K perturbation.
+    #[arg(long, default_value_t = 0.05)]
+    pub sigma: f32,
+    /// Monte-Carlo samples of the perturbed top-K.
+    #[arg(long, default_value_t = 500)]
+    pub samples: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 3e-3)]
+    pub lr: f64,
+}
+
+/// Everything the scorer needs of one frame, computed once with the frozen nets.
+#[derive(Debug, Clone)]
+struct FrameCandidates {
+    /// `C × SCORER_INPUTS`.
+    scorer_inputs: Vec<f32>,
+    /// `C × NUM_CLASSES` patch classifier probabilities.
+    patch_probs: Vec<f32>,
+    /// Index into [`SPEED_LIMIT_CLASSES`].
+    label: usize,
+}
+
+/// Frames of `split` with exactly one speed-limit sign, with their candidates.
+#[allow(clippy::too_many_arguments)]
+fn candidate_frames(
+    args: &ScorerArgs,
+    split: Split,
+    count: usize,
+    first_seed: u64,
+    glance: &GlanceNetModel,
+    patch: &PatchNet,
+) -> anyhow::Result<Vec<FrameCandidates>> {
+    let generator = generator(&args.data, split)?;
+    let cfg = glance.config().clone();
+    let (map_w, map_h) = cfg.map_size();
+    let factor = 1280 / cfg.input_width_px;
+    let side = patch.input_side_px();
+    let bar = progress(count, &format!("{split:?} scorer frames"));
+    let mut out = Vec::new();
+    for i in 0..count {
+        bar.inc(1);
+        let scene: Scene = generator.generate(first_seed.wrapping_add(i as u64));
+        let limits: Vec<usize> = scene
+            .truth
+            .iter()
+            .filter_map(|t| t.class_id)
+            .filter_map(|c| SPEED_LIMIT_CLASSES.iter().position(|&s| s == c))
+            .collect();
+        if limits.len() != 1 {
+            continue;
+        }
+        let (w, h) = (scene.width as usize, scene.height as usize);
+        let chw = area_downscale(&scene.rgb, w, h, factor);
+        let x = batch_tensor(std::slice::from_ref(&chw), 3, cfg.input_height_px, cfg.input_width_px, &Device::Cpu)?;
+        let maps = glance.forward_maps(&x)?;
+        let obj = maps.objectness_logits.flatten_all()?.to_vec1::<f32>()?;
+        let sides = maps.log2_side.flatten_all()?.to_vec1::<f32>()?;
+        let mut order: Vec<usize> = (0..obj.len()).collect();
+        order.sort_by(|&a, &b| obj[b].total_cmp(&obj[a]));
+        order.truncate(args.candidates);
+        let plane = cfg.input_width_px * cfg.input_height_px;
+        let mut scorer_inputs = Vec::with_capacity(order.len() * SCORER_INPUTS);
+        let mut patches = Vec::with_capacity(order.len());
+        for &cell in &order {
+            let (cx, cy) = (cell % map_w, cell / map_w);
+            let mut rgb = [0f32; 3];
+            for (c, v) in rgb.iter_mut().enumerate() {
+                let mut acc = 0.0;
+                for y in cy * GLANCE_STRIDE_PX..(cy + 1) * GLANCE_STRIDE_PX {
+                    for x in cx * GLANCE_STRIDE_PX..(cx + 1) * GLANCE_STRIDE_PX {
+                        acc += chw[c * plane + y.min(cfg.input_height_px - 1) * cfg.input_width_px + x.min(cfg.input_width_px - 1)];
+                    }
+                }
+                *v = acc / (GLANCE_STRIDE_PX * GLANCE_STRIDE_PX) as f32;
+            }
+            scorer_inputs.extend([
+                obj[cell],
+                sides[cell],
+                (cx as f32 + 0.5) / map_w as f32,
+                (cy as f32 + 0.5) / map_h as f32,
+                rgb[0],
+                rgb[1],
+                rgb[2],
+            ]);
+            // The patch the runtime would cut: centred on the cell, the predicted sign filling ~70 %.
+            let centre_x = (cx as f32 + 0.5) * (GLANCE_STRIDE_PX * factor) as f32;
+            let centre_y = (cy as f32 + 0.5) * (GLANCE_STRIDE_PX * factor) as f32;
+            let sign_px = sides[cell].clamp(1.0, 8.0).exp2() * factor as f32;
+            let region = (sign_px / 0.7).max(side as f32);
+            patches.push(crop_square(&scene.rgb, w, h, centre_x - region / 2.0, centre_y - region / 2.0, region, side));
+        }
+        let probs = patch.classify(&batch_tensor(&patches, 3, side, side, &Device::Cpu)?)?;
+        out.push(FrameCandidates {
+            scorer_inputs,
+            patch_probs: probs.flatten_all()?.to_vec1::<f32>()?,
+            label: limits[0],
+        });
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// Scorer head (per candidate MLP) and the frame head over aggregated patch probabilities.
+struct ScorerModel {
+    score1: candle_nn::Linear,
+    score2: candle_nn::Linear,
+    head: candle_nn::Linear,
+}
+
+impl ScorerModel {
+    fn new(vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(Self {
+            score1: candle_nn::linear(SCORER_INPUTS, 16, vb.pp("scorer.fc1"))?,
+            score2: candle_nn::linear(16, 1, vb.pp("scorer.fc2"))?,
+            head: candle_nn::linear(saccade_models::NUM_CLASSES, SPEED_LIMIT_CLASSES.len(), vb.pp("head"))?,
+        })
+    }
+
+    /// Candidate scores.
+    ///
+    /// # Shapes
+    /// `(b, C, SCORER_INPUTS)` → `(b, C)`.
+    fn scores(&self, inputs: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, c, f) = inputs.dims3()?;
+        // (b, C, F) -> (b·C, F) -> (b·C, 16) -> (b·C, 1) -> (b, C)
+        let x = inputs.reshape((b * c, f))?;
+        let x = self.score1.forward(&x)?.relu()?;
+        self.score2.forward(&x)?.reshape((b, c))
+    }
+
+    /// Frame logits from selection weights and candidate probabilities.
+    ///
+    /// # Shapes
+    /// `weights (b, C)`, `probs (b, C, classes)` → `(b, 8)`.
+    fn frame_logits(&self, weights: &Tensor, probs: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+        // (b, 1, C) × (b, C, classes) -> (b, 1, classes) -> (b, classes)
+        let pooled = weights.unsqueeze(1)?.matmul(probs)?.squeeze(1)?.affine(1.0 / k as f64, 0.0)?;
+        // Log of the averaged probabilities: the head then reads evidence on a log scale.
+        let pooled = (pooled + 1e-4)?.log()?;
+        self.head.forward(&pooled)
+    }
+}
+
+fn batch_inputs(frames: &[&FrameCandidates], c: usize, device: &Device) -> anyhow::Result<(Tensor, Tensor, Tensor)> {
+    let b = frames.len();
+    let inputs: Vec<f32> = frames.iter().flat_map(|f| f.scorer_inputs.iter().copied()).collect();
+    let probs: Vec<f32> = frames.iter().flat_map(|f| f.patch_probs.iter().copied()).collect();
+    let labels: Vec<u32> = frames.iter().map(|f| f.label as u32).collect();
+    Ok((
+        Tensor::from_vec(inputs, (b, c, SCORER_INPUTS), device)?,
+        Tensor::from_vec(probs, (b, c, saccade_models::NUM_CLASSES), device)?,
+        Tensor::new(labels.as_slice(), device)?,
+    ))
+}
+
+/// Hard top-K selection weights (1 for the K best, 0 else), the inference-time form of the perturbed top-K.
+fn hard_topk(scores: &Tensor, k: usize) -> anyhow::Result<Tensor> {
+    let rows = scores.to_vec2::<f32>()?;
+    let mut out = Vec::new();
+    for row in &rows {
+        let mut order: Vec<usize> = (0..row.len()).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        let mut w = vec![0f32; row.len()];
+        for &i in order.iter().take(k) {
+            w[i] = 1.0;
+        }
+        out.extend(w);
+    }
+    Ok(Tensor::from_vec(out, (rows.len(), rows.first().map_or(0, Vec::len)), scores.device())?)
+}
+
+/// Frame accuracy with hard top-K on the scorer's scores (`use_scorer`) or on the glance objectness alone.
+fn frame_accuracy(model: &ScorerModel, frames: &[FrameCandidates], args: &ScorerArgs, use_scorer: bool) -> anyhow::Result<f64> {
+    let device = Device::Cpu;
+    let mut hits = 0;
+    for chunk in frames.chunks(64) {
+        let refs: Vec<&FrameCandidates> = chunk.iter().collect();
+        let (inputs, probs, labels) = batch_inputs(&refs, args.candidates, &device)?;
+        let scores = if use_scorer {
+            model.scores(&inputs)?
+        } else {
+            inputs.narrow(2, 0, 1)?.squeeze(2)?
+        };
+        let weights = hard_topk(&scores, args.k)?;
+        let predicted = model.frame_logits(&weights, &probs, args.k)?.argmax(D::Minus1)?;
+        hits += predicted.eq(&labels)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()? as usize;
+    }
+    Ok(hits as f64 / frames.len().max(1) as f64)
+}
+
+/// Trains and saves the scorer; see the module docs.
+pub fn train_scorer(args: &ScorerArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let device = Device::Cpu;
+    if args.k == 0 || args.k > args.candidates {
+        bail!("--k is {}, expected 1..={} (--candidates)", args.k, args.candidates);
+    }
+    let glance_path = args.out.join("glancenet.safetensors");
+    let patch_path = args.out.join("patchnet.safetensors");
+    let glance = GlanceNetModel::load(&glance_path, &device).with_context(|| format!("loading {}", glance_path.display()))?;
+    let patch = PatchNet::load(&patch_path, &device).with_context(|| format!("loading {}", patch_path.display()))?;
+    let train = candidate_frames(args, Split::Train, args.scenes, args.seed.wrapping_mul(7919), &glance, &patch)?;
+    let eval = candidate_frames(args, Split::Eval, args.eval_scenes, 500_000, &glance, &patch)?;
+    if train.len() < args.batch {
+        bail!("only {} training frames with exactly one speed-limit sign; raise --scenes", train.len());
+    }
+    println!(
+        "scorer data: {} Train frames, {} Eval frames with one speed-limit sign ({:.0} s)",
+        train.len(),
+        eval.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let varmap = VarMap::new();
+    let model = ScorerModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    let mut opt = AdamW::new(varmap.all_vars(), ParamsAdamW { lr: args.lr, weight_decay: 1e-4, ..Default::default() })?;
+    let mut rng = rng_for(args.seed, 11);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut step = 0u64;
+    let mut log = Vec::new();
+    for epoch in 0..args.epochs {
+        order.shuffle(&mut rng);
+        let (mut loss_sum, mut n) = (0.0f64, 0usize);
+        for idx in order.chunks_exact(args.batch) {
+            let refs: Vec<&FrameCandidates> = idx.iter().map(|&i| &train[i]).collect();
+            let (inputs, probs, labels) = batch_inputs(&refs, args.candidates, &device)?;
+            let scores = model.scores(&inputs)?;
+            let op = PerturbedTopK { k: args.k, sigma: args.sigma, samples: args.samples, seed: args.seed ^ step };
+            let weights = perturbed_topk(&scores, op)?;
+            let logits = model.frame_logits(&weights, &probs, args.k)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
+            opt.backward_step(&loss)?;
+            loss_sum += loss.to_scalar::<f32>()? as f64;
+            n += 1;
+            step += 1;
+        }
+        if epoch % 5 == 4 || epoch + 1 == args.epochs {
+            let line = format!(
+                "epoch {}/{}: loss {:.4}, train frame acc {:.1} %, eval frame acc {:.1} % (scorer top-{}) vs {:.1} % (glance objectness top-{})",
+                epoch + 1,
+                args.epochs,
+                loss_sum / n.max(1) as f64,
+                100.0 * frame_accuracy(&model, &train, args, true)?,
+                100.0 * frame_accuracy(&model, &eval, args, true)?,
+                args.k,
+                100.0 * frame_accuracy(&model, &eval, args, false)?,
+                args.k
+            );
+            println!("{line}");
+            log.push(line);
+        }
+    }
+    let scorer_acc = frame_accuracy(&model, &eval, args, true)?;
+    let glance_acc = frame_accuracy(&model, &eval, args, false)?;
+    let path = args.out.join("scorer.safetensors");
+    let tensors: HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("scorer VarMap lock poisoned"))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    candle_core::safetensors::save(&tensors, &path).with_context(|| format!("writing {}", path.display()))?;
+    let report = serde_json::json!({
+        "eval_frames": eval.len(),
+        "train_frames": train.len(),
+        "eval_frame_accuracy_scorer": scorer_acc,
+        "eval_frame_accuracy_glance_objectness": glance_acc,
+        "train_seconds": started.elapsed().as_secs_f64(),
+        "epochs": log,
+        "args": format!("{args:?}"),
+    });
+    std::fs::write(args.out.join("scorer.metrics.json"), serde_json::to_string_pretty(&report)?)?;
+    println!(
+        "scorer done in {:.0} s: eval frame accuracy {:.1} % with the scorer vs {:.1} % with glance objectness; wrote {}",
+        started.elapsed().as_secs_f64(),
+        100.0 * scorer_acc,
+        100.0 * glance_acc,
+        path.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The scorer learns, through the perturbed top-K alone, to select the one candidate whose patch
+    /// carries the label: candidate features mark it (input 0 high), other candidates carry noise classes.
+    #[test]
+    fn scorer_learns_to_select_the_informative_candidate() {
+        let device = Device::Cpu;
+        let c = 6;
+        let mut rng = rng_for(3, 0);
+        let mut frames = Vec::new();
+        for i in 0..64 {
+            let label = i % 8;
+            let good = rand::Rng::random_range(&mut rng, 0..c);
+            let mut inputs = vec![0f32; c * SCORER_INPUTS];
+            let mut probs = vec![0f32; c * saccade_models::NUM_CLASSES];
+            for j in 0..c {
+                inputs[j * SCORER_INPUTS + 4] = if j == good { 1.0 } else { -1.0 };
+                let class = if j == good { SPEED_LIMIT_CLASSES[label] } else { SPEED_LIMIT_CLASSES[(label + 1 + j) % 8] };
+                probs[j * saccade_models::NUM_CLASSES + class] = 1.0;
+            }
+            frames.push(FrameCandidates { scorer_inputs: inputs, patch_probs: probs, label });
+        }
+        let args = ScorerArgs {
+            data: PathBuf::new(),
+            out: PathBuf::new(),
+            seed: 1,
+            epochs: 0,
+            scenes: 0,
+            eval_scenes: 0,
+            candidates: c,
+            k: 1,
+            sigma: 0.3,
+            samples: 200,
+            batch: 16,
+            lr: 2e-2,
+        };
+        let varmap = VarMap::new();
+        let model = ScorerModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &device)).unwrap();
+        let mut opt = AdamW::new(varmap.all_vars(), ParamsAdamW { lr: args.lr, ..Default::default() }).unwrap();
+        for step in 0..150u64 {
+            let refs: Vec<&FrameCandidates> = frames.iter().skip((step as usize * 16) % 64).take(16).collect();
+            let (inputs, probs, labels) = batch_inputs(&refs, c, &device).unwrap();
+            let op = PerturbedTopK { k: 1, sigma: args.sigma, samples: args.samples, seed: step };
+            let w = perturbed_topk(&model.scores(&inputs).unwrap(), op).unwrap();
+            let loss = candle_nn::loss::cross_entropy(&model.frame_logits(&w, &probs, 1).unwrap(), &labels).unwrap();
+            opt.backward_step(&loss).unwrap();
+        }
+        let acc = frame_accuracy(&model, &frames, &args, true).unwrap();
+        assert!(acc > 0.9, "frame accuracy {acc}");
+    }
+}

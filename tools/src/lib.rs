@@ -4,7 +4,10 @@
 //! they get the context a user needs (which file, which flag).
 
 pub mod annotate;
+pub mod bench;
 pub mod engine;
+pub mod eval;
+pub mod matching;
 pub mod run;
 pub mod summary;
 pub mod train;
@@ -37,6 +40,12 @@ pub enum Command {
     Inspect(run::InspectArgs),
     /// Write synthetic road frames with their boxes (annotations.csv) into a folder.
     Synth(run::SynthArgs),
+    /// Detection quality and cost of a strategy on annotated frames (a folder and its CSV).
+    Eval(eval::EvalArgs),
+    /// Accuracy and latency of the patch classifier on GTSRB crops.
+    EvalClassifier(eval::EvalClassifierArgs),
+    /// Every strategy on the same frames: ratios vs full resolution, Q8_0 vs f32, single vs pipelined.
+    Bench(bench::BenchArgs),
 }
 
 /// Entry point of the `saccade` binary.
@@ -50,6 +59,9 @@ pub fn main() -> anyhow::Result<()> {
         Command::Quantize(args) => run::quantize(args),
         Command::Inspect(args) => run::inspect(args),
         Command::Synth(args) => run::synth(args),
+        Command::Eval(args) => eval::eval(args),
+        Command::EvalClassifier(args) => eval::eval_classifier(args),
+        Command::Bench(args) => bench::bench(args),
     }
 }
 

@@ -260,9 +260,15 @@ mod tests {
         ];
         let v = match_detections(&t, &d, &none(), IOU_MATCH_THRESHOLD);
         // The higher score wins the box even though the other fits better.
-        assert_eq!(v, vec![Verdict::FalsePositive, Verdict::TruePositive { truth: 0 }]);
+        assert_eq!(
+            v,
+            vec![Verdict::FalsePositive, Verdict::TruePositive { truth: 0 }]
+        );
         let tally = tally_frame(&t, &d, &none());
-        assert_eq!((tally.overall.tp, tally.overall.fp, tally.overall.fn_), (1, 1, 0));
+        assert_eq!(
+            (tally.overall.tp, tally.overall.fp, tally.overall.fn_),
+            (1, 1, 0)
+        );
         assert_eq!(tally.overall.precision(), 0.5);
         assert_eq!(tally.overall.recall(), 1.0);
     }
@@ -283,7 +289,10 @@ mod tests {
         assert_eq!(tally.overall, Counts::default());
         // Without --ignore-classes the same frame has one TP and one FN.
         let tally = tally_frame(&t, &d, &none());
-        assert_eq!((tally.overall.tp, tally.overall.fp, tally.overall.fn_), (1, 0, 1));
+        assert_eq!(
+            (tally.overall.tp, tally.overall.fp, tally.overall.fn_),
+            (1, 0, 1)
+        );
     }
 
     #[test]
@@ -310,7 +319,10 @@ mod tests {
         let t = [truth([0.0, 0.0, 10.0, 10.0], "c1", Some(1))];
         let d = [det([6.0, 0.0, 16.0, 10.0], 0.9, 5)];
         let tally = tally_frame(&t, &d, &none());
-        assert_eq!((tally.overall.tp, tally.overall.fp, tally.overall.fn_), (0, 1, 1));
+        assert_eq!(
+            (tally.overall.tp, tally.overall.fp, tally.overall.fn_),
+            (0, 1, 1)
+        );
         assert_eq!(tally.per_class["c5"].fp, 1);
         assert_eq!(tally.per_class["c1"].fn_, 1);
         assert_eq!(tally.overall.f1(), 0.0);

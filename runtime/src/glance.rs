@@ -9,6 +9,16 @@ use candle_core::{Device, Tensor};
 use saccade_models::{GlanceMap, GlanceNet, ModelError};
 
 use crate::frame::Frame;
+use crate::imageops::ImageOpsError;
+
+/// Why the glance failed on a frame.
+#[derive(Debug, thiserror::Error)]
+pub enum GlanceError {
+    #[error("glance input: {0}")]
+    Image(#[from] ImageOpsError),
+    #[error("glance net: {0}")]
+    Model(#[from] ModelError),
+}
 
 /// Glance net plus its preallocated input buffers.
 pub struct GlanceStage {
@@ -39,7 +49,7 @@ impl GlanceStage {
     }
 
     /// Shrink `frame` to the glance size and run the glance net on it.
-    pub fn glance(&mut self, frame: &Frame) -> Result<GlanceMap, ModelError> {
+    pub fn glance(&mut self, frame: &Frame) -> Result<GlanceMap, GlanceError> {
         let (w, h) = self.net.input_size_px();
         crate::imageops::resize_rgb_bilinear(
             &frame.rgb,
@@ -48,10 +58,11 @@ impl GlanceStage {
             &mut self.small_rgb,
             w,
             h,
-        );
-        crate::imageops::rgb_to_chw_f32(&self.small_rgb, w, h, &mut self.chw);
-        let input = Tensor::from_slice(&self.chw, (1, 3, h, w), &self.device)?;
-        self.net.glance(&input)
+        )?;
+        crate::imageops::rgb_to_chw_f32(&self.small_rgb, w, h, &mut self.chw)?;
+        let input =
+            Tensor::from_slice(&self.chw, (1, 3, h, w), &self.device).map_err(ModelError::from)?;
+        Ok(self.net.glance(&input)?)
     }
 
     /// The shrunk RGB image of the last frame (for overlays).

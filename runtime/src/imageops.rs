@@ -1,37 +1,670 @@
-//! Image operations shared by the stages (placeholder until the focus branch lands: box-average resize and CHW).
+//! Image operations shared by the stages: the glance input (whole frame shrunk with area averaging so small
+//! signs do not alias away), crop-and-resize of frame regions into CHW f32 patches for the backbone, and the
+//! bilinear sampling the zoom warp uses. These run on the hot path, so every function writes into a buffer the
+//! caller owns and allocates nothing.
+//!
+//! Coordinates: pixel `i` covers `[i, i + 1)`; its centre is `i + 0.5`. A region `[x0, x1)` resized to `n`
+//! pixels gives output pixel `k` the footprint `[x0 + k·s, x0 + (k + 1)·s)` with `s = (x1 − x0) / n`. Reads
+//! past the image edge repeat the edge pixel (clamp), so regions may extend past the frame.
 
-/// Resize RGB8 `src` (sw×sh) into `dst` (dw×dh) by averaging the source pixels under each target pixel.
-pub fn resize_rgb_bilinear(src: &[u8], sw: usize, sh: usize, dst: &mut [u8], dw: usize, dh: usize) {
-    for y in 0..dh {
-        let y0 = y * sh / dh;
-        let y1 = ((y + 1) * sh / dh).max(y0 + 1).min(sh);
-        for x in 0..dw {
-            let x0 = x * sw / dw;
-            let x1 = ((x + 1) * sw / dw).max(x0 + 1).min(sw);
-            let mut acc = [0u32; 3];
-            for yy in y0..y1 {
-                for xx in x0..x1 {
-                    let i = (yy * sw + xx) * 3;
-                    acc[0] += src[i] as u32;
-                    acc[1] += src[i + 1] as u32;
-                    acc[2] += src[i + 2] as u32;
+use crate::frame::{BoxPx, Frame};
+
+/// Shrinking by at least this factor (on either axis) averages the footprint instead of sampling bilinearly:
+/// bilinear reads 2×2 source pixels per output, so beyond 2× it skips pixels and a 6 px sign can vanish.
+pub const AREA_SCALE_THRESHOLD: f32 = 2.0;
+
+/// Why an image operation refused its buffers.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ImageOpsError {
+    #[error("{what} is {width}×{height}: zero-sized images are not allowed")]
+    ZeroSize {
+        what: &'static str,
+        width: usize,
+        height: usize,
+    },
+    #[error("{what} buffer for {width}×{height} has {found} elements, expected {expected}")]
+    WrongLength {
+        what: &'static str,
+        width: usize,
+        height: usize,
+        found: usize,
+        expected: usize,
+    },
+    #[error("crop region [{xmin}, {ymin}, {xmax}, {ymax}) is empty or not finite")]
+    BadRegion {
+        xmin: f32,
+        ymin: f32,
+        xmax: f32,
+        ymax: f32,
+    },
+}
+
+fn check_image(
+    what: &'static str,
+    len: usize,
+    width: usize,
+    height: usize,
+    channels: usize,
+) -> Result<(), ImageOpsError> {
+    if width == 0 || height == 0 {
+        return Err(ImageOpsError::ZeroSize {
+            what,
+            width,
+            height,
+        });
+    }
+    let expected = width * height * channels;
+    if len != expected {
+        return Err(ImageOpsError::WrongLength {
+            what,
+            width,
+            height,
+            found: len,
+            expected,
+        });
+    }
+    Ok(())
+}
+
+fn check_region(region: &BoxPx) -> Result<(), ImageOpsError> {
+    let finite = region.xmin.is_finite()
+        && region.ymin.is_finite()
+        && region.xmax.is_finite()
+        && region.ymax.is_finite();
+    if !finite || region.width() <= 0.0 || region.height() <= 0.0 {
+        return Err(ImageOpsError::BadRegion {
+            xmin: region.xmin,
+            ymin: region.ymin,
+            xmax: region.xmax,
+            ymax: region.ymax,
+        });
+    }
+    Ok(())
+}
+
+/// Bilinear sample of an RGB8 image at `(x_px, y_px)` in pixel-centre coordinates (`(0, 0)` is the centre of
+/// the top-left pixel), clamped to the edge. Returns channels in 0..255 as f32.
+#[inline]
+pub fn sample_bilinear_rgb(
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    x_px: f32,
+    y_px: f32,
+) -> [f32; 3] {
+    // A buffer that does not hold the image it claims gives black rather than a panic.
+    if width == 0 || height == 0 || rgb.len() < width * height * 3 {
+        return [0.0; 3];
+    }
+    let x = x_px.clamp(0.0, (width - 1) as f32);
+    let y = y_px.clamp(0.0, (height - 1) as f32);
+    let x0 = x.floor() as usize;
+    let y0 = y.floor() as usize;
+    let x1 = (x0 + 1).min(width - 1);
+    let y1 = (y0 + 1).min(height - 1);
+    let fx = x - x0 as f32;
+    let fy = y - y0 as f32;
+    let row0 = y0 * width;
+    let row1 = y1 * width;
+    let mut out = [0.0f32; 3];
+    for (c, o) in out.iter_mut().enumerate() {
+        let p00 = rgb[(row0 + x0) * 3 + c] as f32;
+        let p01 = rgb[(row0 + x1) * 3 + c] as f32;
+        let p10 = rgb[(row1 + x0) * 3 + c] as f32;
+        let p11 = rgb[(row1 + x1) * 3 + c] as f32;
+        let top = p00 + (p01 - p00) * fx;
+        let bottom = p10 + (p11 - p10) * fx;
+        *o = top + (bottom - top) * fy;
+    }
+    out
+}
+
+/// Bilinear sample of one plane of a CHW f32 image at `(x_px, y_px)` (pixel-centre coordinates, clamped).
+#[inline]
+pub fn sample_bilinear_plane(
+    plane: &[f32],
+    width: usize,
+    height: usize,
+    x_px: f32,
+    y_px: f32,
+) -> f32 {
+    if width == 0 || height == 0 || plane.len() < width * height {
+        return 0.0;
+    }
+    let x = x_px.clamp(0.0, (width - 1) as f32);
+    let y = y_px.clamp(0.0, (height - 1) as f32);
+    let x0 = x.floor() as usize;
+    let y0 = y.floor() as usize;
+    let x1 = (x0 + 1).min(width - 1);
+    let y1 = (y0 + 1).min(height - 1);
+    let fx = x - x0 as f32;
+    let fy = y - y0 as f32;
+    let top = plane[y0 * width + x0] + (plane[y0 * width + x1] - plane[y0 * width + x0]) * fx;
+    let bottom = plane[y1 * width + x0] + (plane[y1 * width + x1] - plane[y1 * width + x0]) * fx;
+    top + (bottom - top) * fy
+}
+
+/// Mean of an RGB8 image over the footprint `[x0, x1) × [y0, y1)` (pixel-edge coordinates), weighting partly
+/// covered pixels by their covered area; pixels outside the image repeat the edge. Channels in 0..255.
+#[inline]
+pub fn area_average_rgb(
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    x0: f32,
+    x1: f32,
+    y0: f32,
+    y1: f32,
+) -> [f32; 3] {
+    if width == 0 || height == 0 || rgb.len() < width * height * 3 {
+        return [0.0; 3];
+    }
+    let mut sum = [0.0f32; 3];
+    let mut total = 0.0f32;
+    let i_start = x0.floor() as i64;
+    let i_end = x1.ceil() as i64;
+    let j_start = y0.floor() as i64;
+    let j_end = y1.ceil() as i64;
+    for j in j_start..j_end {
+        let wy = ((j + 1) as f32).min(y1) - (j as f32).max(y0);
+        if wy <= 0.0 {
+            continue;
+        }
+        let row = j.clamp(0, height as i64 - 1) as usize * width;
+        for i in i_start..i_end {
+            let wx = ((i + 1) as f32).min(x1) - (i as f32).max(x0);
+            if wx <= 0.0 {
+                continue;
+            }
+            let w = wx * wy;
+            let p = (row + i.clamp(0, width as i64 - 1) as usize) * 3;
+            sum[0] += w * rgb[p] as f32;
+            sum[1] += w * rgb[p + 1] as f32;
+            sum[2] += w * rgb[p + 2] as f32;
+            total += w;
+        }
+    }
+    if total <= 0.0 {
+        // A footprint thinner than float resolution: fall back to the pixel under its centre.
+        return sample_bilinear_rgb(
+            rgb,
+            width,
+            height,
+            0.5 * (x0 + x1) - 0.5,
+            0.5 * (y0 + y1) - 0.5,
+        );
+    }
+    // Rounding in the weights can push a mean a hair past 255.
+    [
+        (sum[0] / total).min(255.0),
+        (sum[1] / total).min(255.0),
+        (sum[2] / total).min(255.0),
+    ]
+}
+
+/// The value of output pixel `(u, v)` of a `dw × dh` resample of the source region `[x0, x0+sx·dw) × ...`,
+/// by area averaging when shrinking ≥ [`AREA_SCALE_THRESHOLD`], else bilinear. Shared by resize and crop so
+/// that cropping the whole frame equals resizing it.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn resample_pixel(
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    x0: f32,
+    y0: f32,
+    scale_x: f32,
+    scale_y: f32,
+    area: bool,
+    u: usize,
+    v: usize,
+) -> [f32; 3] {
+    let fx0 = x0 + u as f32 * scale_x;
+    let fy0 = y0 + v as f32 * scale_y;
+    if area {
+        area_average_rgb(rgb, width, height, fx0, fx0 + scale_x, fy0, fy0 + scale_y)
+    } else {
+        sample_bilinear_rgb(
+            rgb,
+            width,
+            height,
+            fx0 + 0.5 * scale_x - 0.5,
+            fy0 + 0.5 * scale_y - 0.5,
+        )
+    }
+}
+
+/// Resizes RGB8 `src` (`sw × sh`) into `dst` (`dw × dh`): bilinear, or area averaging when shrinking by ≥ 2×
+/// on either axis (the glance input: a sign of 20 frame px must still tint the 5 px it becomes).
+pub fn resize_rgb_bilinear(
+    src: &[u8],
+    sw: usize,
+    sh: usize,
+    dst: &mut [u8],
+    dw: usize,
+    dh: usize,
+) -> Result<(), ImageOpsError> {
+    check_image("resize source", src.len(), sw, sh, 3)?;
+    check_image("resize destination", dst.len(), dw, dh, 3)?;
+    let scale_x = sw as f32 / dw as f32;
+    let scale_y = sh as f32 / dh as f32;
+    let area = scale_x.max(scale_y) >= AREA_SCALE_THRESHOLD;
+    if area && sw.is_multiple_of(dw) && sh.is_multiple_of(dh) {
+        // The glance's usual case (1280×960 → 320×240): whole-pixel footprints, summed in integers.
+        box_shrink_integer(src, sw, dst, dw, dh, sw / dw, sh / dh);
+        return Ok(());
+    }
+    for v in 0..dh {
+        for u in 0..dw {
+            let p = resample_pixel(src, sw, sh, 0.0, 0.0, scale_x, scale_y, area, u, v);
+            let o = (v * dw + u) * 3;
+            for c in 0..3 {
+                dst[o + c] = p[c].round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Box filter for integer shrink factors `fx × fy`: each output pixel is the rounded mean of its block.
+fn box_shrink_integer(
+    src: &[u8],
+    sw: usize,
+    dst: &mut [u8],
+    dw: usize,
+    dh: usize,
+    fx: usize,
+    fy: usize,
+) {
+    let n = (fx * fy) as u32;
+    for v in 0..dh {
+        for u in 0..dw {
+            let mut sum = [0u32; 3];
+            for j in 0..fy {
+                let row = ((v * fy + j) * sw + u * fx) * 3;
+                for px in src[row..row + fx * 3].chunks_exact(3) {
+                    sum[0] += px[0] as u32;
+                    sum[1] += px[1] as u32;
+                    sum[2] += px[2] as u32;
                 }
             }
-            let n = ((y1 - y0) * (x1 - x0)) as u32;
-            let o = (y * dw + x) * 3;
+            let o = (v * dw + u) * 3;
             for c in 0..3 {
-                dst[o + c] = ((acc[c] + n / 2) / n) as u8;
+                dst[o + c] = ((sum[c] + n / 2) / n) as u8;
             }
         }
     }
 }
 
-/// RGB8 interleaved → planar CHW f32 in 0..1.
-pub fn rgb_to_chw_f32(rgb: &[u8], w: usize, h: usize, out: &mut [f32]) {
+/// RGB8 interleaved (`w × h`) → planar CHW f32 in 0..1 (`3·w·h` floats in `out`).
+pub fn rgb_to_chw_f32(
+    rgb: &[u8],
+    w: usize,
+    h: usize,
+    out: &mut [f32],
+) -> Result<(), ImageOpsError> {
+    check_image("RGB source", rgb.len(), w, h, 3)?;
+    check_image("CHW destination", out.len(), w, h, 3)?;
     let plane = w * h;
-    for i in 0..plane {
-        for c in 0..3 {
-            out[c * plane + i] = rgb[i * 3 + c] as f32 / 255.0;
+    let (r_plane, rest) = out.split_at_mut(plane);
+    let (g_plane, b_plane) = rest.split_at_mut(plane);
+    for (i, px) in rgb.chunks_exact(3).enumerate() {
+        r_plane[i] = px[0] as f32 / 255.0;
+        g_plane[i] = px[1] as f32 / 255.0;
+        b_plane[i] = px[2] as f32 / 255.0;
+    }
+    Ok(())
+}
+
+/// Cuts `region` (frame px, may extend past the frame: edge pixels repeat) out of an RGB8 image and resizes it
+/// to `side_px × side_px`, writing `3·side²` floats in CHW order, 0..1, into `out`.
+pub fn crop_resize_rgb_chw(
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    region: BoxPx,
+    side_px: usize,
+    out: &mut [f32],
+) -> Result<(), ImageOpsError> {
+    check_image("crop source", rgb.len(), width, height, 3)?;
+    check_image("crop destination", out.len(), side_px, side_px, 3)?;
+    check_region(&region)?;
+    let scale_x = region.width() / side_px as f32;
+    let scale_y = region.height() / side_px as f32;
+    let area = scale_x.max(scale_y) >= AREA_SCALE_THRESHOLD;
+    let plane = side_px * side_px;
+    for v in 0..side_px {
+        for u in 0..side_px {
+            let p = resample_pixel(
+                rgb,
+                width,
+                height,
+                region.xmin,
+                region.ymin,
+                scale_x,
+                scale_y,
+                area,
+                u,
+                v,
+            );
+            let o = v * side_px + u;
+            out[o] = p[0] / 255.0;
+            out[plane + o] = p[1] / 255.0;
+            out[2 * plane + o] = p[2] / 255.0;
+        }
+    }
+    Ok(())
+}
+
+/// [`crop_resize_rgb_chw`] on a frame: the patch cutter every focus strategy uses.
+pub fn crop_resize_chw(
+    frame: &Frame,
+    region: BoxPx,
+    side_px: usize,
+    out: &mut [f32],
+) -> Result<(), ImageOpsError> {
+    crop_resize_rgb_chw(
+        &frame.rgb,
+        frame.width as usize,
+        frame.height as usize,
+        region,
+        side_px,
+        out,
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pattern(w: usize, h: usize, seed: u32) -> Vec<u8> {
+        (0..w * h * 3)
+            .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 13) as u8)
+            .collect()
+    }
+
+    /// Naive reference: per-pixel exact box filter with f64 and explicit loops over every source pixel.
+    fn naive_area(src: &[u8], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<f64> {
+        let sx = sw as f64 / dw as f64;
+        let sy = sh as f64 / dh as f64;
+        let mut out = vec![0.0; dw * dh * 3];
+        for v in 0..dh {
+            for u in 0..dw {
+                let (x0, x1) = (u as f64 * sx, (u + 1) as f64 * sx);
+                let (y0, y1) = (v as f64 * sy, (v + 1) as f64 * sy);
+                let mut acc = [0.0f64; 3];
+                let mut tot = 0.0;
+                for j in 0..sh {
+                    let wy = ((j + 1) as f64).min(y1) - (j as f64).max(y0);
+                    if wy <= 0.0 {
+                        continue;
+                    }
+                    for i in 0..sw {
+                        let wx = ((i + 1) as f64).min(x1) - (i as f64).max(x0);
+                        if wx <= 0.0 {
+                            continue;
+                        }
+                        for c in 0..3 {
+                            acc[c] += wx * wy * src[(j * sw + i) * 3 + c] as f64;
+                        }
+                        tot += wx * wy;
+                    }
+                }
+                for c in 0..3 {
+                    out[(v * dw + u) * 3 + c] = acc[c] / tot;
+                }
+            }
+        }
+        out
+    }
+
+    /// Naive reference bilinear with half-pixel centres.
+    fn naive_bilinear(src: &[u8], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<f64> {
+        let mut out = vec![0.0; dw * dh * 3];
+        for v in 0..dh {
+            for u in 0..dw {
+                let x =
+                    ((u as f64 + 0.5) * sw as f64 / dw as f64 - 0.5).clamp(0.0, (sw - 1) as f64);
+                let y =
+                    ((v as f64 + 0.5) * sh as f64 / dh as f64 - 0.5).clamp(0.0, (sh - 1) as f64);
+                let (xi, yi) = (x.floor() as usize, y.floor() as usize);
+                let (xj, yj) = ((xi + 1).min(sw - 1), (yi + 1).min(sh - 1));
+                let (fx, fy) = (x - xi as f64, y - yi as f64);
+                for c in 0..3 {
+                    let p = |xx: usize, yy: usize| src[(yy * sw + xx) * 3 + c] as f64;
+                    out[(v * dw + u) * 3 + c] = p(xi, yi) * (1.0 - fx) * (1.0 - fy)
+                        + p(xj, yi) * fx * (1.0 - fy)
+                        + p(xi, yj) * (1.0 - fx) * fy
+                        + p(xj, yj) * fx * fy;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn shrinking_4x_matches_naive_box_filter() {
+        let (sw, sh, dw, dh) = (64, 48, 16, 12);
+        let src = pattern(sw, sh, 7);
+        let mut dst = vec![0u8; dw * dh * 3];
+        resize_rgb_bilinear(&src, sw, sh, &mut dst, dw, dh).unwrap();
+        let reference = naive_area(&src, sw, sh, dw, dh);
+        for (a, b) in dst.iter().zip(&reference) {
+            assert!((*a as f64 - b).abs() <= 0.51, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn non_integer_shrink_matches_naive_box_filter() {
+        let (sw, sh, dw, dh) = (50, 37, 11, 9);
+        let src = pattern(sw, sh, 3);
+        let mut dst = vec![0u8; dw * dh * 3];
+        resize_rgb_bilinear(&src, sw, sh, &mut dst, dw, dh).unwrap();
+        let reference = naive_area(&src, sw, sh, dw, dh);
+        for (a, b) in dst.iter().zip(&reference) {
+            assert!((*a as f64 - b).abs() <= 0.51, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn mild_resize_matches_naive_bilinear() {
+        for (sw, sh, dw, dh) in [(20, 15, 31, 22), (40, 30, 25, 20), (9, 9, 9, 9)] {
+            let src = pattern(sw, sh, 11);
+            let mut dst = vec![0u8; dw * dh * 3];
+            resize_rgb_bilinear(&src, sw, sh, &mut dst, dw, dh).unwrap();
+            let reference = naive_bilinear(&src, sw, sh, dw, dh);
+            for (a, b) in dst.iter().zip(&reference) {
+                assert!((*a as f64 - b).abs() <= 0.51, "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_small_sign_survives_a_4x_shrink() {
+        // A 6 px red square on grey: bilinear at 4× could skip it; area averaging keeps its mass.
+        let (sw, sh) = (80, 80);
+        let mut src = vec![100u8; sw * sh * 3];
+        for y in 37..43 {
+            for x in 41..47 {
+                let p = (y * sw + x) * 3;
+                src[p..p + 3].copy_from_slice(&[255, 0, 0]);
+            }
+        }
+        let mut dst = vec![0u8; 20 * 20 * 3];
+        resize_rgb_bilinear(&src, sw, sh, &mut dst, 20, 20).unwrap();
+        let red_mass: f64 = dst
+            .chunks_exact(3)
+            .map(|p| (p[0] as f64 - p[1] as f64).max(0.0))
+            .sum::<f64>()
+            * 16.0;
+        let expected = 36.0 * 255.0;
+        assert!(
+            (red_mass - expected).abs() < 0.05 * expected,
+            "{red_mass} vs {expected}"
+        );
+    }
+
+    #[test]
+    fn wrong_buffer_sizes_are_errors_not_panics() {
+        let src = vec![0u8; 10 * 10 * 3];
+        let mut dst = vec![0u8; 5 * 5 * 3 - 1];
+        let err = resize_rgb_bilinear(&src, 10, 10, &mut dst, 5, 5).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "resize destination buffer for 5×5 has 74 elements, expected 75"
+        );
+        let mut out = vec![0.0f32; 3 * 4 * 4];
+        assert!(matches!(
+            crop_resize_rgb_chw(&src, 10, 10, BoxPx::new(3.0, 3.0, 3.0, 8.0), 4, &mut out),
+            Err(ImageOpsError::BadRegion { .. })
+        ));
+        assert!(matches!(
+            crop_resize_rgb_chw(
+                &src,
+                10,
+                10,
+                BoxPx::new(f32::NAN, 3.0, 5.0, 8.0),
+                4,
+                &mut out
+            ),
+            Err(ImageOpsError::BadRegion { .. })
+        ));
+        assert!(matches!(
+            rgb_to_chw_f32(&src, 0, 10, &mut out),
+            Err(ImageOpsError::ZeroSize { .. })
+        ));
+    }
+
+    #[test]
+    fn samplers_on_short_buffers_return_black_instead_of_panicking() {
+        assert_eq!(sample_bilinear_rgb(&[1, 2], 4, 4, 1.0, 1.0), [0.0; 3]);
+        assert_eq!(sample_bilinear_rgb(&[], 0, 0, 1.0, 1.0), [0.0; 3]);
+        assert_eq!(sample_bilinear_plane(&[1.0], 2, 2, 0.5, 0.5), 0.0);
+        assert_eq!(
+            area_average_rgb(&[9; 3], 2, 1, 0.0, 2.0, 0.0, 1.0),
+            [0.0; 3]
+        );
+    }
+
+    #[test]
+    fn chw_planes_hold_the_channels() {
+        let rgb = [255u8, 0, 51, 0, 102, 255];
+        let mut out = [0.0f32; 6];
+        rgb_to_chw_f32(&rgb, 2, 1, &mut out).unwrap();
+        let expected = [1.0, 0.0, 0.0, 0.4, 0.2, 1.0];
+        for (a, b) in out.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn crop_past_the_edge_repeats_edge_pixels() {
+        // Left half black, right half white; a crop entirely right of the frame is all white.
+        let (w, h) = (8, 4);
+        let mut rgb = vec![0u8; w * h * 3];
+        for y in 0..h {
+            for x in 4..w {
+                let p = (y * w + x) * 3;
+                rgb[p..p + 3].copy_from_slice(&[255, 255, 255]);
+            }
+        }
+        let mut out = vec![0.0f32; 3 * 4 * 4];
+        crop_resize_rgb_chw(&rgb, w, h, BoxPx::new(10.0, -5.0, 30.0, 15.0), 4, &mut out).unwrap();
+        assert!(out.iter().all(|v| (*v - 1.0).abs() < 1e-6));
+        crop_resize_rgb_chw(&rgb, w, h, BoxPx::new(-20.0, -5.0, -2.0, 15.0), 4, &mut out).unwrap();
+        assert!(out.iter().all(|v| v.abs() < 1e-6));
+    }
+
+    #[test]
+    fn identity_crop_copies_pixels() {
+        let (w, h) = (12, 10);
+        let rgb = pattern(w, h, 5);
+        let mut out = vec![0.0f32; 3 * 6 * 6];
+        crop_resize_rgb_chw(&rgb, w, h, BoxPx::new(3.0, 2.0, 9.0, 8.0), 6, &mut out).unwrap();
+        for v in 0..6 {
+            for u in 0..6 {
+                for c in 0..3 {
+                    let expected = rgb[((v + 2) * w + u + 3) * 3 + c] as f32 / 255.0;
+                    assert!((out[c * 36 + v * 6 + u] - expected).abs() < 1e-5);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn integer_box_shrink_matches_the_general_area_path(
+            dw in 1usize..20, dh in 1usize..20, fx in 1usize..6, fy in 2usize..6, seed in any::<u32>(),
+        ) {
+            let (sw, sh) = (dw * fx, dh * fy);
+            let src = pattern(sw, sh, seed);
+            let mut fast = vec![0u8; dw * dh * 3];
+            box_shrink_integer(&src, sw, &mut fast, dw, dh, fx, fy);
+            let reference = naive_area(&src, sw, sh, dw, dh);
+            for (a, b) in fast.iter().zip(&reference) {
+                prop_assert!((*a as f64 - b).abs() <= 0.5 + 1e-9, "{} vs {}", a, b);
+            }
+        }
+
+        #[test]
+        fn resize_of_a_constant_image_stays_constant(
+            sw in 1usize..40, sh in 1usize..40, dw in 1usize..40, dh in 1usize..40,
+            r in any::<u8>(), g in any::<u8>(), b in any::<u8>(),
+        ) {
+            let src: Vec<u8> = (0..sw * sh).flat_map(|_| [r, g, b]).collect();
+            let mut dst = vec![0u8; dw * dh * 3];
+            resize_rgb_bilinear(&src, sw, sh, &mut dst, dw, dh).unwrap();
+            for px in dst.chunks_exact(3) {
+                prop_assert_eq!(px, &[r, g, b][..]);
+            }
+        }
+
+        #[test]
+        fn crop_writes_exactly_three_side_squared_floats_in_range(
+            w in 1usize..30, h in 1usize..30, side in 1usize..20,
+            x0 in -40.0f32..40.0, y0 in -40.0f32..40.0, bw in 0.5f32..60.0, bh in 0.5f32..60.0,
+        ) {
+            let rgb = pattern(w, h, 1);
+            // One guard float after the patch must stay untouched.
+            let mut out = vec![-1.0f32; 3 * side * side + 1];
+            let n = 3 * side * side;
+            crop_resize_rgb_chw(&rgb, w, h, BoxPx::new(x0, y0, x0 + bw, y0 + bh), side, &mut out[..n]).unwrap();
+            prop_assert!(out[..n].iter().all(|v| (0.0..=1.0).contains(v)));
+            prop_assert_eq!(out[n], -1.0);
+        }
+
+        #[test]
+        fn crop_of_the_whole_frame_equals_resize(
+            w in 1usize..48, h in 1usize..48, side in 1usize..32, seed in any::<u32>(),
+        ) {
+            let rgb = pattern(w, h, seed);
+            let frame = Frame::from_rgb(0, w as u32, h as u32, rgb.clone()).unwrap();
+            let mut crop = vec![0.0f32; 3 * side * side];
+            crop_resize_chw(&frame, BoxPx::new(0.0, 0.0, w as f32, h as f32), side, &mut crop).unwrap();
+            let mut small = vec![0u8; side * side * 3];
+            resize_rgb_bilinear(&rgb, w, h, &mut small, side, side).unwrap();
+            let mut chw = vec![0.0f32; 3 * side * side];
+            rgb_to_chw_f32(&small, side, side, &mut chw).unwrap();
+            for (a, b) in crop.iter().zip(&chw) {
+                // The resize rounds to u8: half a level of difference at most.
+                prop_assert!((a - b).abs() <= 0.5 / 255.0 + 1e-5, "{} vs {}", a, b);
+            }
+        }
+
+        #[test]
+        fn bilinear_sample_stays_within_neighbour_range(
+            w in 1usize..20, h in 1usize..20, x in -5.0f32..25.0, y in -5.0f32..25.0, seed in any::<u32>(),
+        ) {
+            let rgb = pattern(w, h, seed);
+            let s = sample_bilinear_rgb(&rgb, w, h, x, y);
+            prop_assert!(s.iter().all(|v| (0.0..=255.0).contains(v)));
+            let plane: Vec<f32> = rgb.iter().step_by(3).map(|v| *v as f32).collect();
+            let p = sample_bilinear_plane(&plane, w, h, x, y);
+            prop_assert!((p - s[0]).abs() < 1e-3);
         }
     }
 }

@@ -1,1 +1,4 @@
-//! Integration tests of saccade: one binary, one module per area.
+//! Integration tests of saccade: one binary, one module per area. They run the real `saccade` binary on the
+//! sample frames and weights that ship in the repository.
+
+mod cli;

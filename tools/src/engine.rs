@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use candle_core::Device;
-use saccade_models::glancenet::GlanceNetModel;
-use saccade_models::patchnet::PatchNet;
+use saccade_models::glancenet::{GlanceNetConfig, GlanceNetModel};
+use saccade_models::patchnet::{PatchNet, PatchNetConfig};
 use saccade_models::{GlanceNet, PatchClassifier};
+use saccade_runtime::budget::{rss_bytes, MemoryPlan, PlanInput};
+use saccade_runtime::capture::uri::SourceSpec;
 use saccade_runtime::focus::{strategy_by_name, FocusBudget, FocusStrategy, StrategyConfigs};
 use saccade_runtime::glance::GlanceStage;
 use saccade_runtime::pipeline::FrameProcessor;
@@ -92,6 +94,10 @@ pub struct Models {
     pub glance: Arc<dyn GlanceNet>,
     pub classifier: Arc<dyn PatchClassifier>,
     pub device: Device,
+    pub glance_config: GlanceNetConfig,
+    pub classifier_config: PatchNetConfig,
+    /// Bytes of the weight files as loaded.
+    pub weight_bytes: u64,
 }
 
 pub fn device() -> anyhow::Result<Device> {
@@ -122,10 +128,17 @@ pub fn load_models(args: &ModelArgs) -> anyhow::Result<Models> {
         classifier.describe(),
         classifier_path.display()
     );
+    let weight_bytes = [&glance_path, &classifier_path]
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
     Ok(Models {
+        glance_config: glance.config().clone(),
+        classifier_config: classifier.config().clone(),
         glance: Arc::new(glance),
         classifier: Arc::new(classifier),
         device,
+        weight_bytes,
     })
 }
 
@@ -147,4 +160,85 @@ pub fn build_processor(
         models.classifier.clone(),
         strategy.budget(),
     ))
+}
+
+/// Frame size a source will deliver, for the memory plan: what the URI asks for, or the first image of a
+/// replayed folder (1920×1080 when it cannot be read).
+pub fn frame_size_hint(spec: &SourceSpec) -> (u32, u32) {
+    match spec {
+        SourceSpec::V4l(o) => (o.width, o.height),
+        SourceSpec::Synthetic(o) => (o.width, o.height),
+        SourceSpec::Dir(o) => std::fs::read_dir(&o.path)
+            .ok()
+            .and_then(|entries| {
+                let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+                files.sort();
+                files.iter().find_map(|p| image::image_dimensions(p).ok())
+            })
+            .unwrap_or((1920, 1080)),
+    }
+}
+
+/// Activation bytes of one forward pass: conv outputs and their im2col buffers, f32.
+fn patchnet_activation_bytes(cfg: &PatchNetConfig, batch: usize) -> u64 {
+    let s = cfg.input_side_px;
+    let [c0, c1, c2] = cfg.channels;
+    let convs = [(3, c0, s), (c0, c1, s / 2), (c1, c2, s / 4)];
+    let per_patch: usize = 3 * s * s
+        + convs
+            .iter()
+            .map(|&(cin, cout, side)| side * side * (9 * cin + 2 * cout))
+            .sum::<usize>()
+        + 2 * (cfg.hidden + cfg.num_classes);
+    (per_patch * batch * 4) as u64
+}
+
+fn glance_activation_bytes(cfg: &GlanceNetConfig) -> u64 {
+    let (mut w, mut h) = (cfg.input_width_px, cfg.input_height_px);
+    let mut cin = 3;
+    let mut total = 3 * w * h;
+    for (i, &cout) in cfg.channels.iter().enumerate() {
+        if i < 3 {
+            w = w.div_ceil(2);
+            h = h.div_ceil(2);
+        }
+        total += w * h * (9 * cin + 2 * cout);
+        cin = cout;
+    }
+    (total * 4) as u64
+}
+
+/// The memory plan of a run with these models and settings.
+pub fn memory_plan(
+    models: &Models,
+    margs: &ModelArgs,
+    config: &crate::config::Config,
+    frame_sizes: &[(u32, u32)],
+) -> MemoryPlan {
+    let _ = margs;
+    let (w, h) = frame_sizes
+        .iter()
+        .copied()
+        .max_by_key(|(w, h)| *w as u64 * *h as u64)
+        .unwrap_or((1280, 960));
+    let (gw, gh) = models.glance.input_size_px();
+    // fullres/downsample batch 256 windows at a time regardless of max_patches.
+    let batch = match config.strategy.as_str() {
+        "fullres" | "downsample" => 256.max(config.max_patches),
+        _ => config.max_patches,
+    };
+    MemoryPlan::new(&PlanInput {
+        frame_width_px: w,
+        frame_height_px: h,
+        sources: frame_sizes.len().max(1),
+        queue_depth: config.queue_depth,
+        glance_width_px: gw,
+        glance_height_px: gh,
+        max_patches: batch,
+        patch_side_px: models.classifier.input_side_px(),
+        weight_bytes: models.weight_bytes,
+        activation_bytes: patchnet_activation_bytes(&models.classifier_config, batch)
+            + glance_activation_bytes(&models.glance_config),
+        baseline_bytes: rss_bytes().map(|(rss, _)| rss).unwrap_or(0),
+    })
 }

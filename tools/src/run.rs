@@ -2,17 +2,21 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use clap::parser::ValueSource;
+use clap::ArgMatches;
 
 use anyhow::{bail, Context};
-use saccade_runtime::capture::uri::open_source;
+use saccade_runtime::capture::uri::{open_source, parse_source_uri};
 use saccade_runtime::capture::QueuePolicy;
 use saccade_runtime::events::{EventSink, EventTarget, FrameEvent};
-use saccade_runtime::focus::StrategyConfigs;
 use saccade_runtime::metrics::PipelineMetrics;
 use saccade_runtime::pipeline::{run_pipeline, PipelineOptions};
 
+use crate::config::{Config, SourceConfig};
 use crate::engine::{self, ModelArgs, StrategyArgs};
+use crate::serve::{self, Registry};
 use crate::summary::Summary;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -35,9 +39,12 @@ pub struct DemoArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// Source URI: v4l:///dev/video0?width=1280&height=960&fps=30&format=yuyv|mjpeg, dir://PATH[?fps=N&loop=true],
-    /// synthetic://?width=1280&height=960&seed=1[&frames=N].
+    /// synthetic://?width=1280&height=960&seed=1[&frames=N]. Required unless --config names sources.
     #[arg(long)]
-    pub source: String,
+    pub source: Option<String>,
+    /// TOML config file (see `saccade config --print-default`); flags given here override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// JSON-lines events: a path, or `-` for stdout.
     #[arg(long)]
     pub events: Option<String>,
@@ -50,9 +57,18 @@ pub struct RunArgs {
     /// Queue policy: latest (drop the oldest when behind) or lossless (block); default by source kind.
     #[arg(long)]
     pub policy: Option<String>,
-    /// Capacity of each queue between stages.
-    #[arg(long, default_value_t = 2)]
-    pub queue_depth: usize,
+    /// Capacity of each queue between stages (default 2).
+    #[arg(long)]
+    pub queue_depth: Option<usize>,
+    /// Refuse to start if the memory plan exceeds this many MiB.
+    #[arg(long)]
+    pub memory_budget_mb: Option<f64>,
+    /// Print the memory plan and the resolved settings, then exit without running.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
     #[command(flatten)]
     pub strategy: StrategyArgs,
     #[command(flatten)]
@@ -69,105 +85,289 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating output folder {}", args.out.display()))?;
-    let run_args = RunArgs {
-        source: format!("dir://{}", samples.display()),
-        events: Some(args.out.join("events.jsonl").display().to_string()),
-        annotate: Some(args.out.clone()),
-        json: args.json,
-        policy: Some("lossless".into()),
-        queue_depth: 2,
-        strategy: args.strategy,
-        models: args.models,
+    let mut config = Config {
+        strategy: args.strategy.strategy.clone(),
+        max_patches: args.strategy.max_patches,
+        deadline_ms: args.strategy.deadline_ms,
+        ..Config::default()
     };
-    let summary = execute(&run_args)?;
+    config.sources = vec![SourceConfig {
+        uri: format!("dir://{}", samples.display()),
+        policy: Some("lossless".into()),
+    }];
+    config.output.events = Some(args.out.join("events.jsonl").display().to_string());
+    config.output.annotate = Some(args.out.clone());
+    apply_model_args(&mut config, &args.models, None);
+    config.validate()?;
+    let summaries = execute(&config, args.json.as_deref(), false)?;
     println!(
         "annotated frames and events.jsonl written to {}",
         args.out.display()
     );
-    if summary.frames == 0 {
+    if summaries.iter().all(|s| s.frames == 0) {
         bail!("the demo processed no frames from {}", samples.display());
     }
     Ok(())
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    execute(&args).map(|_| ())
+fn given(matches: Option<&ArgMatches>, id: &str) -> bool {
+    matches.is_none_or(|m| m.value_source(id) == Some(ValueSource::CommandLine))
+}
+
+fn apply_model_args(config: &mut Config, models: &ModelArgs, matches: Option<&ArgMatches>) {
+    if models.weights_dir.is_some() {
+        config.models.weights_dir = models.weights_dir.clone();
+    }
+    if models.glance_weights.is_some() {
+        config.models.glance_weights = models.glance_weights.clone();
+    }
+    if models.classifier_weights.is_some() {
+        config.models.classifier_weights = models.classifier_weights.clone();
+    }
+    if given(matches, "dtype") {
+        config.models.dtype = models.dtype.clone();
+    }
+}
+
+/// The settings of `saccade run`: the config file (or defaults), then the flags given on the command line.
+pub fn resolve_run_config(args: &RunArgs, matches: Option<&ArgMatches>) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(source) = &args.source {
+        config.sources = vec![SourceConfig {
+            uri: source.clone(),
+            policy: None,
+        }];
+    } else if args.config.is_none() {
+        bail!("give a source with --source URI, or a config file with [[sources]] via --config");
+    }
+    if let Some(policy) = &args.policy {
+        for s in &mut config.sources {
+            s.policy = Some(policy.clone());
+        }
+    }
+    if given(matches, "strategy") {
+        config.strategy = args.strategy.strategy.clone();
+    }
+    if given(matches, "max_patches") {
+        config.max_patches = args.strategy.max_patches;
+    }
+    if args.strategy.deadline_ms.is_some() {
+        config.deadline_ms = args.strategy.deadline_ms;
+    }
+    if let Some(q) = args.queue_depth {
+        config.queue_depth = q;
+    }
+    if args.memory_budget_mb.is_some() {
+        config.memory_budget_mb = args.memory_budget_mb;
+    }
+    if args.events.is_some() {
+        config.output.events = args.events.clone();
+    }
+    if args.annotate.is_some() {
+        config.output.annotate = args.annotate.clone();
+    }
+    if args.metrics_addr.is_some() {
+        config.metrics.addr = args.metrics_addr.clone();
+    }
+    apply_model_args(&mut config, &args.models, matches);
+    config.validate()?;
+    Ok(config)
+}
+
+pub fn run(args: RunArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()> {
+    let config = resolve_run_config(&args, matches)?;
+    execute(&config, args.json.as_deref(), args.dry_run).map(|_| ())
 }
 
 fn parse_policy(s: &str) -> anyhow::Result<QueuePolicy> {
     match s {
         "latest" => Ok(QueuePolicy::Latest),
         "lossless" => Ok(QueuePolicy::Lossless),
-        other => bail!("--policy `{other}`: expected `latest` or `lossless`"),
+        other => bail!("policy `{other}`: expected `latest` or `lossless`"),
     }
 }
 
-/// Open the source, run the pipeline until it ends or a signal stops it, print and return the summary.
-pub fn execute(args: &RunArgs) -> anyhow::Result<Summary> {
-    let source = open_source(&args.source).with_context(|| format!("opening {}", args.source))?;
-    let policy = match &args.policy {
-        Some(p) => parse_policy(p)?,
-        None => source.default_policy(),
-    };
-    let models = engine::load_models(&args.models)?;
-    let configs = StrategyConfigs::default();
-    let processor = engine::build_processor(&models, &args.strategy, &configs)?;
-    let target = match args.events.as_deref() {
+fn model_args(config: &Config) -> ModelArgs {
+    ModelArgs {
+        weights_dir: config.models.weights_dir.clone(),
+        glance_weights: config.models.glance_weights.clone(),
+        classifier_weights: config.models.classifier_weights.clone(),
+        dtype: config.models.dtype.clone(),
+    }
+}
+
+fn strategy_args(config: &Config) -> StrategyArgs {
+    StrategyArgs {
+        strategy: config.strategy.clone(),
+        max_patches: config.max_patches,
+        deadline_ms: config.deadline_ms.filter(|d| *d > 0.0),
+    }
+}
+
+/// Open every source, load the models once, check the memory plan, run one pipeline per source until they
+/// end or a signal stops them; print and return the summaries.
+pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Result<Vec<Summary>> {
+    let margs = model_args(config);
+    let sargs = strategy_args(config);
+    let models = engine::load_models(&margs)?;
+    let mut sources = Vec::new();
+    let mut frame_sizes = Vec::new();
+    for s in &config.sources {
+        let spec = parse_source_uri(&s.uri).with_context(|| format!("source {}", s.uri))?;
+        frame_sizes.push(engine::frame_size_hint(&spec));
+        if !dry_run {
+            let source = open_source(&s.uri).with_context(|| format!("opening {}", s.uri))?;
+            let policy = match &s.policy {
+                Some(p) => parse_policy(p)?,
+                None => source.default_policy(),
+            };
+            sources.push((s.uri.clone(), source, policy));
+        }
+    }
+    let plan = engine::memory_plan(&models, &margs, config, &frame_sizes);
+    tracing::info!("{plan}");
+    if dry_run {
+        println!("{plan}");
+        println!("{}", toml::to_string_pretty(config)?);
+    }
+    if let Some(budget_mb) = config.memory_budget_mb {
+        plan.check(budget_mb)?;
+        if dry_run {
+            println!("fits memory_budget_mb = {budget_mb}");
+        }
+    }
+    if dry_run {
+        return Ok(Vec::new());
+    }
+
+    let target = match config.output.events.as_deref() {
         None => EventTarget::Discard,
         Some("-") => EventTarget::Stdout,
         Some(path) => EventTarget::File(PathBuf::from(path)),
     };
-    let mut sink = EventSink::open(&target).context("opening the events output")?;
-    if let Some(dir) = &args.annotate {
+    let sink = Mutex::new(EventSink::open(&target).context("opening the events output")?);
+    if let Some(dir) = &config.output.annotate {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating annotation folder {}", dir.display()))?;
     }
     let stop = install_signal_handlers()?;
-    let metrics = Arc::new(PipelineMetrics::default());
-    let options = PipelineOptions {
-        queue_depth: args.queue_depth,
-        policy,
-        budget: args.strategy.budget(),
+    let metrics: Vec<Arc<PipelineMetrics>> = sources
+        .iter()
+        .map(|_| Arc::new(PipelineMetrics::default()))
+        .collect();
+    let registry = Arc::new(Registry {
+        sources: sources
+            .iter()
+            .zip(&metrics)
+            .map(|((uri, _, _), m)| (uri.clone(), m.clone()))
+            .collect(),
+        started: std::time::Instant::now(),
+        memory_budget_bytes: config
+            .memory_budget_mb
+            .map(|mb| (mb * 1024.0 * 1024.0) as u64)
+            .unwrap_or(0),
+    });
+    let server_stop = Arc::new(AtomicBool::new(false));
+    let server = match &config.metrics.addr {
+        Some(addr) => {
+            let (local, handle) = serve::spawn(addr, registry.clone(), server_stop.clone())?;
+            eprintln!("saccade: metrics on http://{local}/metrics");
+            Some(handle)
+        }
+        None => None,
     };
-    let source_uri = args.source.clone();
-    let strategy = args.strategy.strategy.clone();
-    let annotate = args.annotate.clone();
-    let mut annotate_failed = false;
-    let run = run_pipeline(source, processor, options, metrics.clone(), stop, |done| {
-        let event = FrameEvent::new(
-            &source_uri,
-            &strategy,
-            &done.frame,
-            &done.outcome,
-            done.latency_ms,
-        );
-        sink.write(&event);
-        if let (Some(dir), false) = (&annotate, annotate_failed) {
-            let name = match &done.frame.file {
-                Some(file) => format!(
-                    "{}.png",
-                    file.rsplit_once('.').map_or(file.as_str(), |(s, _)| s)
-                ),
-                None => format!("{:06}.png", done.frame.index),
+    let multi = sources.len() > 1;
+    let annotate = config.output.annotate.clone();
+    let mut runs = Vec::new();
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let mut handles = Vec::new();
+        for (i, ((uri, source, policy), m)) in sources.into_iter().zip(&metrics).enumerate() {
+            let processor = engine::build_processor(&models, &sargs, &config.strategies)?;
+            let options = PipelineOptions {
+                queue_depth: config.queue_depth,
+                policy,
+                budget: sargs.budget(),
             };
-            if let Err(e) = crate::annotate::write_annotated(&done, &dir.join(name)) {
-                tracing::error!("{e:#}; no more annotated frames are written");
-                annotate_failed = true;
+            let (stop, sink, annotate, strategy) =
+                (stop.clone(), &sink, annotate.clone(), &config.strategy);
+            let m = m.clone();
+            handles.push(scope.spawn(move || {
+                let mut annotate_failed = false;
+                let run = run_pipeline(source, processor, options, m, stop, |done| {
+                    let event = FrameEvent::new(
+                        &uri,
+                        strategy,
+                        &done.frame,
+                        &done.outcome,
+                        done.latency_ms,
+                    );
+                    if let Ok(mut sink) = sink.lock() {
+                        sink.write(&event);
+                    }
+                    if let (Some(dir), false) = (&annotate, annotate_failed) {
+                        let stem = match &done.frame.file {
+                            Some(file) => file
+                                .rsplit_once('.')
+                                .map_or(file.as_str(), |(s, _)| s)
+                                .to_string(),
+                            None => format!("{:06}", done.frame.index),
+                        };
+                        let name = if multi {
+                            format!("source{i}-{stem}.png")
+                        } else {
+                            format!("{stem}.png")
+                        };
+                        if let Err(e) = crate::annotate::write_annotated(&done, &dir.join(name)) {
+                            tracing::error!("{e:#}; no more annotated frames are written");
+                            annotate_failed = true;
+                        }
+                    }
+                });
+                (uri, run)
+            }));
+        }
+        for h in handles {
+            match h.join() {
+                Ok(r) => runs.push(r),
+                Err(_) => bail!("a pipeline thread panicked"),
             }
         }
-    });
+        Ok(())
+    })?;
+    server_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(h) = server {
+        let _ = h.join();
+    }
+    let mut sink = sink
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("events sink poisoned"))?;
     sink.flush();
-    let summary = Summary::new(
-        &args.source,
-        &args.strategy.strategy,
-        &run,
-        &metrics,
-        models.glance.mflops(),
-        sink.written(),
-    );
-    eprint!("{}", summary.human());
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&summary)?;
+    let summaries: Vec<Summary> = runs
+        .iter()
+        .zip(&metrics)
+        .map(|((uri, run), m)| {
+            Summary::new(
+                uri,
+                &config.strategy,
+                run,
+                m,
+                models.glance.mflops(),
+                sink.written(),
+            )
+        })
+        .collect();
+    for s in &summaries {
+        eprint!("{}", s.human());
+    }
+    if let Some(path) = json {
+        let text = if summaries.len() == 1 {
+            serde_json::to_string_pretty(&summaries[0])?
+        } else {
+            serde_json::to_string_pretty(&summaries)?
+        };
         if path == "-" {
             println!("{text}");
         } else {
@@ -178,7 +378,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<Summary> {
     if let Some(err) = sink.failure() {
         bail!("events output failed: {err}");
     }
-    Ok(summary)
+    Ok(summaries)
 }
 
 /// SIGINT/SIGTERM: the first stops capture and lets the queues drain; a second exits at once.
@@ -234,7 +434,7 @@ pub struct SynthArgs {
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, default_value_t = 16)]
-    pub count: usize,
+    pub count: u64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     #[arg(long, default_value_t = 1280)]

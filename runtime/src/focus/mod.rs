@@ -4,11 +4,31 @@
 //! benchmark compares like with like. A strategy returns a [`FocusOutcome`]: the detections (boxes in frame
 //! pixels), every patch it examined in order, and why it stopped.
 
+// `FocusError::Model` carries `ModelError` by value: that is the agreed interface, and a strategy returns an
+// error at most once per frame, so the size of the `Err` variant costs nothing measurable.
+#![allow(clippy::result_large_err)]
+
 use std::time::Instant;
 
 use saccade_models::{GlanceMap, ModelError, PatchClassifier};
 
 use crate::frame::{BoxPx, Frame};
+
+pub mod baselines;
+pub mod coarse2fine;
+pub mod common;
+pub mod gfnet;
+#[cfg(test)]
+mod testutil;
+pub mod topk;
+pub mod zoom;
+
+pub use baselines::{Downsample, DownsampleConfig, FullRes, FullResConfig};
+pub use coarse2fine::{Coarse2Fine, Coarse2FineConfig};
+pub use common::{nms, DetectConfig};
+pub use gfnet::{fit_thresholds, GfNet, GfNetConfig};
+pub use topk::{ObjectnessScorer, PatchScorer, TopK, TopKConfig};
+pub use zoom::{Zoom, ZoomConfig, ZoomGrid};
 
 /// One detected sign.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -120,4 +140,221 @@ pub trait FocusStrategy: Send {
     /// The name used by `--strategy` and in events (`topk`, `gfnet`, `zoom`, `coarse2fine`, `fullres`, `downsample`).
     fn name(&self) -> &'static str;
     fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError>;
+}
+
+/// The names `strategy_by_name` knows, in the order benchmarks list them.
+pub const STRATEGY_NAMES: &[&str] = &[
+    "topk",
+    "gfnet",
+    "zoom",
+    "coarse2fine",
+    "fullres",
+    "downsample",
+];
+
+/// The configuration of every strategy, as one table (`[topk]`, `[gfnet]`, ... in a TOML config).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct StrategyConfigs {
+    pub topk: TopKConfig,
+    pub gfnet: GfNetConfig,
+    pub zoom: ZoomConfig,
+    pub coarse2fine: Coarse2FineConfig,
+    pub fullres: FullResConfig,
+    pub downsample: DownsampleConfig,
+}
+
+/// A strategy name that is not one of [`STRATEGY_NAMES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown focus strategy `{name}`, expected one of: topk, gfnet, zoom, coarse2fine, fullres, downsample")]
+pub struct UnknownStrategy {
+    pub name: String,
+}
+
+/// Builds the strategy called `name` from its section of `config`.
+pub fn strategy_by_name(
+    name: &str,
+    config: &StrategyConfigs,
+) -> Result<Box<dyn FocusStrategy>, UnknownStrategy> {
+    Ok(match name {
+        "topk" => Box::new(TopK::new(config.topk.clone())),
+        "gfnet" => Box::new(GfNet::new(config.gfnet.clone())),
+        "zoom" => Box::new(Zoom::new(config.zoom.clone())),
+        "coarse2fine" => Box::new(Coarse2Fine::new(config.coarse2fine.clone())),
+        "fullres" => Box::new(FullRes::new(config.fullres.clone())),
+        "downsample" => Box::new(Downsample::new(config.downsample.clone())),
+        _ => {
+            return Err(UnknownStrategy {
+                name: name.to_string(),
+            })
+        }
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_name_builds_a_strategy_of_that_name() {
+        let configs = StrategyConfigs::default();
+        for name in STRATEGY_NAMES {
+            assert_eq!(strategy_by_name(name, &configs).unwrap().name(), *name);
+        }
+        let err = strategy_by_name("saliency", &configs).err().unwrap();
+        assert!(err.to_string().contains("`saliency`"));
+    }
+
+    #[test]
+    fn configs_round_trip_through_json_and_fill_defaults() {
+        let configs = StrategyConfigs::default();
+        let text = serde_json::to_string(&configs).unwrap();
+        let back: StrategyConfigs = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, configs);
+        let partial: StrategyConfigs = serde_json::from_str(r#"{"topk": {"k": 3}}"#).unwrap();
+        assert_eq!(partial.topk.k, 3);
+        assert_eq!(partial.gfnet, GfNetConfig::default());
+    }
+
+    use crate::focus::testutil::*;
+    use proptest::prelude::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn every_strategy_finds_a_red_square_in_frame_pixels() {
+        let frame = frame_with_squares(640, 480, &[(404, 148, 48)]);
+        let glance = redness_glance(&frame, (160, 120), 4, 48.0);
+        let truth = BoxPx::new(404.0, 148.0, 452.0, 196.0);
+        for name in STRATEGY_NAMES {
+            let classifier = RednessClassifier::new(32);
+            let mut strategy = strategy_by_name(name, &StrategyConfigs::default()).unwrap();
+            let out = strategy
+                .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
+                .unwrap();
+            // Shrunk 4×, a 48 px sign is 12 px in a 32 px window: the downsample baseline honestly misses it.
+            if *name != "downsample" {
+                assert!(
+                    found(&out, truth, STOP_CLASS, 0.3),
+                    "{name}: {:?}",
+                    out.detections
+                );
+            }
+            // No false alarms elsewhere in the frame.
+            assert!(
+                out.detections.iter().all(|d| d.bbox.iou(&truth) > 0.0),
+                "{name}: {:?}",
+                out.detections
+            );
+            assert_eq!(
+                classifier.patches_seen.load(Ordering::SeqCst),
+                out.patches.len(),
+                "{name}"
+            );
+            let expected_mflops = out.patches.len() as f64 * classifier.mflops_per_patch();
+            assert!(
+                (out.backbone_mflops - expected_mflops).abs() < 1e-6,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_zero_deadline_exits_on_budget_after_at_most_one_batch() {
+        let frame = frame_with_squares(640, 480, &[(300, 200, 40)]);
+        let glance = redness_glance(&frame, (160, 120), 4, 40.0);
+        for name in STRATEGY_NAMES {
+            let classifier = RednessClassifier::new(32);
+            let mut strategy = strategy_by_name(name, &StrategyConfigs::default()).unwrap();
+            let mut inp = input(&frame, &glance, (160, 120), &classifier, 16);
+            inp.budget.deadline_ms = Some(0.0);
+            let out = strategy.focus(&inp).unwrap();
+            assert_eq!(out.exit, Some(ExitReason::Budget), "{name}");
+            assert!(classifier.calls.load(Ordering::SeqCst) <= 1, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_empty_glance_costs_no_patch_for_glance_driven_strategies() {
+        let frame = frame_with_squares(640, 480, &[]);
+        let glance = redness_glance(&frame, (160, 120), 4, 40.0);
+        for name in ["topk", "gfnet", "zoom", "coarse2fine"] {
+            let classifier = RednessClassifier::new(32);
+            let mut strategy = strategy_by_name(name, &StrategyConfigs::default()).unwrap();
+            let out = strategy
+                .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
+                .unwrap();
+            assert_eq!(out.exit, Some(ExitReason::NothingSalient), "{name}");
+            assert!(
+                out.patches.is_empty() && out.detections.is_empty(),
+                "{name}"
+            );
+            assert_eq!(classifier.calls.load(Ordering::SeqCst), 0, "{name}");
+        }
+    }
+
+    /// Prints per-frame focus times on a 1280×960 frame with the mock classifier (run with `--ignored
+    /// --nocapture`): the strategies' own overhead (cutting, warping, bookkeeping), not the backbone's.
+    #[test]
+    #[ignore]
+    fn print_focus_timings_on_a_full_frame() {
+        let frame = frame_with_squares(1280, 960, &[(600, 400, 40), (200, 700, 64)]);
+        let glance = redness_glance(&frame, (320, 240), 8, 48.0);
+        let mut small = vec![0u8; 320 * 240 * 3];
+        let t = std::time::Instant::now();
+        for _ in 0..10 {
+            crate::imageops::resize_rgb_bilinear(&frame.rgb, 1280, 960, &mut small, 320, 240)
+                .unwrap();
+        }
+        println!(
+            "resize 1280x960 -> 320x240 (area): {:.2} ms",
+            t.elapsed().as_secs_f64() * 100.0
+        );
+        for name in STRATEGY_NAMES {
+            let classifier = RednessClassifier::new(32);
+            let mut strategy = strategy_by_name(name, &StrategyConfigs::default()).unwrap();
+            let runs = if name.starts_with("full") { 1 } else { 10 };
+            let t = std::time::Instant::now();
+            let mut out = FocusOutcome::default();
+            for _ in 0..runs {
+                out = strategy
+                    .focus(&input(&frame, &glance, (320, 240), &classifier, 16))
+                    .unwrap();
+            }
+            println!(
+                "{name:12} {:8.2} ms/frame  patches {:5}  detections {}  exit {:?}",
+                t.elapsed().as_secs_f64() * 1000.0 / runs as f64,
+                out.patches.len(),
+                out.detections.len(),
+                out.exit
+            );
+            for d in &out.detections {
+                println!("    {:?} {:.3}", d.bbox.to_array(), d.score);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        #[test]
+        fn glance_strategies_never_exceed_max_patches_and_stay_inside_the_frame(
+            squares in proptest::collection::vec((0u32..600, 0u32..440, 12u32..100), 1..5),
+            max_patches in 0usize..8,
+        ) {
+            let frame = frame_with_squares(640, 480, &squares);
+            let glance = redness_glance(&frame, (160, 120), 8, 40.0);
+            for name in ["topk", "gfnet", "zoom", "coarse2fine"] {
+                let classifier = RednessClassifier::new(16);
+                let mut strategy = strategy_by_name(name, &StrategyConfigs::default()).unwrap();
+                let out = strategy
+                    .focus(&input(&frame, &glance, (160, 120), &classifier, max_patches))
+                    .unwrap();
+                prop_assert!(out.patches.len() <= max_patches, "{}: {}", name, out.patches.len());
+                let inside = |b: &BoxPx| b.xmin >= 0.0 && b.ymin >= 0.0 && b.xmax <= 640.0 && b.ymax <= 480.0;
+                prop_assert!(out.patches.iter().all(|p| inside(&p.bbox)), "{}", name);
+                prop_assert!(out.exit.is_some());
+            }
+        }
+    }
 }

@@ -33,21 +33,31 @@ pub struct ClassifierArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 20261126)]
     pub seed: u64,
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 2)]
     pub epochs: usize,
     /// Steps per epoch cap (0 = a full pass over the epoch's samples).
     #[arg(long, default_value_t = 0)]
     pub steps: usize,
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 3e-3)]
     pub lr: f64,
-    /// Background patches per epoch (procedural, photos, synthetic scenes).
-    #[arg(long, default_value_t = 5000)]
+    /// Output channels of the three convolutions.
+    #[arg(long, value_delimiter = ',', default_values_t = [16usize, 32, 32])]
+    pub channels: Vec<usize>,
+    /// Width of the hidden fully-connected layer.
+    #[arg(long, default_value_t = 128)]
+    pub hidden: usize,
+    /// Background patches per epoch (procedural and real photos away from their boxes).
+    #[arg(long, default_value_t = 3000)]
     pub backgrounds_per_epoch: usize,
     /// Drawing composites per epoch (positives and hard negatives).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 1500)]
     pub pictograms_per_epoch: usize,
+    /// GTSRB test images scored after each epoch (a fixed evenly spaced subset; 0 = all 12,630). The
+    /// final f32/Q8_0/Q4_0 numbers always use the whole test set.
+    #[arg(long, default_value_t = 2000)]
+    pub epoch_eval_images: usize,
     /// Synthetic training scenes to cut sign and background crops from (0 = none).
     #[arg(long, default_value_t = 300)]
     pub scenes: usize,
@@ -69,18 +79,30 @@ enum Sample {
 /// Share of a patch's side by which a background crop must stay away from every annotated box.
 const BOX_MARGIN: f32 = 0.15;
 
+/// A decoded training photo: width, height, packed RGB and its annotated boxes `[xmin, ymin, xmax, ymax)`.
+type TrainPhoto = (usize, usize, Vec<u8>, Vec<[f32; 4]>);
+
 /// Sources of background and drawing samples held in memory for one run.
 struct Pools {
-    photos: Vec<(usize, usize, Vec<u8>, Vec<[f32; 4]>)>,
+    photos: Vec<TrainPhoto>,
     pictograms: Vec<Pictogram>,
     scene: SceneCrops,
 }
 
 impl Pools {
     /// Label and pixels of one sample.
-    fn make<R: Rng>(&self, gtsrb: &GtsrbSet, sample: Sample, side: usize, rng: &mut R) -> (Vec<f32>, u32) {
+    fn make<R: Rng>(
+        &self,
+        gtsrb: &GtsrbSet,
+        sample: Sample,
+        side: usize,
+        rng: &mut R,
+    ) -> (Vec<f32>, u32) {
         match sample {
-            Sample::Gtsrb(i) => (augment_gtsrb(gtsrb.image(i), side, rng), gtsrb.labels[i] as u32),
+            Sample::Gtsrb(i) => (
+                augment_gtsrb(gtsrb.image(i), side, rng),
+                gtsrb.labels[i] as u32,
+            ),
             Sample::SceneCrop(i) => {
                 let (pixels, label) = &self.scene.crops[i];
                 let mut out = pixels.clone();
@@ -120,7 +142,10 @@ impl Pools {
                 let y0 = rng.random_range(0.0..(*h as f32 - region).max(1.0));
                 let m = region * BOX_MARGIN;
                 let clear = boxes.iter().all(|b| {
-                    b[2] < x0 - m || b[0] > x0 + region + m || b[3] < y0 - m || b[1] > y0 + region + m
+                    b[2] < x0 - m
+                        || b[0] > x0 + region + m
+                        || b[3] < y0 - m
+                        || b[1] > y0 + region + m
                 });
                 if clear {
                     let chw = crop_square(rgb, *w, *h, x0, y0, region, side);
@@ -145,7 +170,7 @@ fn chw_to_rgb(chw: &[f32], side: usize) -> Vec<u8> {
 }
 
 /// Loads the training photos (the generator's train split) with their boxes in photo pixels.
-fn load_train_photos(data_dir: &Path) -> anyhow::Result<Vec<(usize, usize, Vec<u8>, Vec<[f32; 4]>)>> {
+fn load_train_photos(data_dir: &Path) -> anyhow::Result<Vec<TrainPhoto>> {
     let photos: Vec<Photo> = load_photo_annotations(data_dir)?;
     let (train, _held_out) = split_every(&photos, 5);
     let mut out = Vec::with_capacity(train.len());
@@ -182,7 +207,15 @@ pub fn gtsrb_accuracy(
                 if side == GTSRB_SIDE_PX {
                     chw
                 } else {
-                    crop_square(set.image(i), GTSRB_SIDE_PX, GTSRB_SIDE_PX, 0.0, 0.0, GTSRB_SIDE_PX as f32, side)
+                    crop_square(
+                        set.image(i),
+                        GTSRB_SIDE_PX,
+                        GTSRB_SIDE_PX,
+                        0.0,
+                        0.0,
+                        GTSRB_SIDE_PX as f32,
+                        side,
+                    )
                 }
             })
             .collect();
@@ -202,7 +235,13 @@ pub fn gtsrb_accuracy(
     let per_class = correct
         .iter()
         .zip(&total)
-        .map(|(&c, &t)| if t == 0 { f64::NAN } else { c as f64 / t as f64 })
+        .map(|(&c, &t)| {
+            if t == 0 {
+                f64::NAN
+            } else {
+                c as f64 / t as f64
+            }
+        })
         .collect();
     Ok((all_correct as f64 / all_total.max(1) as f64, per_class))
 }
@@ -214,22 +253,36 @@ fn background_accuracy(model: &PatchNet, patches: &[Vec<f32>]) -> anyhow::Result
     for chunk in patches.chunks(256) {
         let x = batch_tensor(chunk, 3, side, side, &Device::Cpu)?;
         let predicted = model.logits(&x)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
-        correct += predicted.iter().filter(|&&p| p as usize == BACKGROUND_CLASS).count();
+        correct += predicted
+            .iter()
+            .filter(|&&p| p as usize == BACKGROUND_CLASS)
+            .count();
     }
     Ok(correct as f64 / patches.len().max(1) as f64)
 }
 
 /// One epoch's sample list, shuffled.
-fn epoch_samples<R: Rng>(args: &ClassifierArgs, gtsrb_len: usize, pools: &Pools, rng: &mut R) -> Vec<Sample> {
+fn epoch_samples<R: Rng>(
+    args: &ClassifierArgs,
+    gtsrb_len: usize,
+    pools: &Pools,
+    rng: &mut R,
+) -> Vec<Sample> {
     let mut samples: Vec<Sample> = (0..gtsrb_len).map(Sample::Gtsrb).collect();
     samples.extend((0..pools.scene.crops.len()).map(Sample::SceneCrop));
     if !pools.pictograms.is_empty() {
         for _ in 0..args.pictograms_per_epoch {
-            samples.push(Sample::Pictogram(rng.random_range(0..pools.pictograms.len())));
+            samples.push(Sample::Pictogram(
+                rng.random_range(0..pools.pictograms.len()),
+            ));
         }
     }
     for i in 0..args.backgrounds_per_epoch {
-        samples.push(if i % 2 == 0 { Sample::Procedural } else { Sample::PhotoBackground });
+        samples.push(if i % 2 == 0 {
+            Sample::Procedural
+        } else {
+            Sample::PhotoBackground
+        });
     }
     samples.shuffle(rng);
     samples
@@ -261,7 +314,8 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
     let photos = load_train_photos(&args.data).context("loading training photos")?;
     let pictograms = load_pictograms(&args.data).context("rendering pictograms")?;
     let scene = if args.scenes > 0 {
-        scene_crops(&args.data, args.scenes, args.seed, GTSRB_SIDE_PX).context("cutting synthetic scene crops")?
+        scene_crops(&args.data, args.scenes, args.seed, GTSRB_SIDE_PX)
+            .context("cutting synthetic scene crops")?
     } else {
         SceneCrops::default()
     };
@@ -276,18 +330,50 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
         args.scenes,
         started.elapsed().as_secs_f64()
     );
-    let pools = Pools { photos, pictograms, scene };
+    let pools = Pools {
+        photos,
+        pictograms,
+        scene,
+    };
 
     // Held-out backgrounds from a stream no training sample uses.
     let mut held_rng = rng_for(args.seed, 99);
     let held_backgrounds: Vec<Vec<f32>> = (0..1000)
         .map(|i| {
-            let kind = if i % 2 == 0 { Sample::Procedural } else { Sample::PhotoBackground };
+            let kind = if i % 2 == 0 {
+                Sample::Procedural
+            } else {
+                Sample::PhotoBackground
+            };
             pools.make(&gtsrb, kind, GTSRB_SIDE_PX, &mut held_rng).0
         })
         .collect();
 
-    let cfg = PatchNetConfig::default();
+    let [c0, c1, c2] = match args.channels.as_slice() {
+        &[a, b, c] => [a, b, c],
+        other => anyhow::bail!(
+            "--channels has {} values, expected 3 (e.g. 16,32,32)",
+            other.len()
+        ),
+    };
+    let cfg = PatchNetConfig {
+        channels: [c0, c1, c2],
+        hidden: args.hidden,
+        ..PatchNetConfig::default()
+    };
+    let epoch_test = if args.epoch_eval_images == 0 || args.epoch_eval_images >= test.len() {
+        test.clone()
+    } else {
+        let stride = test.len() / args.epoch_eval_images;
+        let picked: Vec<usize> = (0..args.epoch_eval_images).map(|i| i * stride).collect();
+        GtsrbSet {
+            images: picked
+                .iter()
+                .flat_map(|&i| test.image(i).iter().copied())
+                .collect(),
+            labels: picked.iter().map(|&i| test.labels[i]).collect(),
+        }
+    };
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let model = PatchNet::new(&cfg, vb)?;
@@ -301,14 +387,21 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
     )?;
     let mut sample_rng = rng_for(args.seed, 1);
     let probe = epoch_samples(args, gtsrb.len(), &pools, &mut rng_for(args.seed, 2)).len();
-    let steps_per_epoch = if args.steps > 0 { args.steps.min(probe / args.batch) } else { probe / args.batch };
+    let steps_per_epoch = if args.steps > 0 {
+        args.steps.min(probe / args.batch)
+    } else {
+        probe / args.batch
+    };
     let total_steps = steps_per_epoch * args.epochs;
     let mut step = 0usize;
     let mut log = Vec::new();
     for epoch in 0..args.epochs {
         let epoch_started = Instant::now();
         let samples = epoch_samples(args, gtsrb.len(), &pools, &mut sample_rng);
-        let bar = progress(steps_per_epoch, &format!("classifier epoch {}/{}", epoch + 1, args.epochs));
+        let bar = progress(
+            steps_per_epoch,
+            &format!("classifier epoch {}/{}", epoch + 1, args.epochs),
+        );
         let (mut loss_sum, mut hits, mut seen) = (0.0f64, 0usize, 0usize);
         for batch in samples.chunks_exact(args.batch).take(steps_per_epoch) {
             let (imgs, labels): (Vec<Vec<f32>>, Vec<u32>) = batch
@@ -325,20 +418,21 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
             seen += batch.len();
             step += 1;
             bar.inc(1);
-            if step % 20 == 0 {
+            if step.is_multiple_of(20) {
                 bar.set_message(format!("loss {:.3}", loss_sum / seen as f64));
             }
         }
         bar.finish_and_clear();
-        let (test_acc, _) = gtsrb_accuracy(&model, &test.images, &test.labels)?;
+        let (test_acc, _) = gtsrb_accuracy(&model, &epoch_test.images, &epoch_test.labels)?;
         let bg_acc = background_accuracy(&model, &held_backgrounds)?;
         let line = format!(
-            "epoch {}/{}: train loss {:.4}, train acc {:.2} %, GTSRB test acc {:.2} %, held-out background acc {:.2} %, {:.0} s",
+            "epoch {}/{}: train loss {:.4}, train acc {:.2} %, GTSRB test acc {:.2} % ({} images), held-out background acc {:.2} %, {:.0} s",
             epoch + 1,
             args.epochs,
             loss_sum / seen.max(1) as f64,
             100.0 * hits as f64 / seen.max(1) as f64,
             100.0 * test_acc,
+            epoch_test.len(),
             100.0 * bg_acc,
             epoch_started.elapsed().as_secs_f64()
         );
@@ -347,17 +441,25 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
     }
     let train_secs = started.elapsed().as_secs_f64();
 
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let f32_path = args.out.join("patchnet.safetensors");
     let q8_path = args.out.join("patchnet.q8_0.gguf");
-    let q4_path = std::env::temp_dir().join(format!("saccade-patchnet-{}.q4_0.gguf", std::process::id()));
-    save_named(model.named_tensors()?, &serde_json::to_string(&cfg)?, PATCHNET_KIND, &f32_path)?;
+    let q4_path =
+        std::env::temp_dir().join(format!("saccade-patchnet-{}.q4_0.gguf", std::process::id()));
+    save_named(
+        model.named_tensors()?,
+        &serde_json::to_string(&cfg)?,
+        PATCHNET_KIND,
+        &f32_path,
+    )?;
     quantize_file(&f32_path, &q8_path, QuantDtype::Q8_0).context("quantising to Q8_0")?;
     quantize_file(&f32_path, &q4_path, QuantDtype::Q4_0).context("quantising to Q4_0")?;
 
     let mut report = serde_json::Map::new();
     for (name, path) in [("f32", &f32_path), ("q8_0", &q8_path), ("q4_0", &q4_path)] {
-        let loaded = PatchNet::load(path, &device).with_context(|| format!("reloading {}", path.display()))?;
+        let loaded = PatchNet::load(path, &device)
+            .with_context(|| format!("reloading {}", path.display()))?;
         let (acc, per_class) = gtsrb_accuracy(&loaded, &test.images, &test.labels)?;
         let bg = background_accuracy(&loaded, &held_backgrounds)?;
         let worst = per_class
@@ -393,7 +495,13 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
     let report_path = args.out.join("patchnet.metrics.json");
     std::fs::write(&report_path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("writing {}", report_path.display()))?;
-    println!("classifier done in {:.0} s; wrote {}, {}, {}", started.elapsed().as_secs_f64(), f32_path.display(), q8_path.display(), report_path.display());
+    println!(
+        "classifier done in {:.0} s; wrote {}, {}, {}",
+        started.elapsed().as_secs_f64(),
+        f32_path.display(),
+        q8_path.display(),
+        report_path.display()
+    );
     Ok(())
 }
 
@@ -415,8 +523,16 @@ mod tests {
             num_classes: NUM_CLASSES,
         };
         let varmap = VarMap::new();
-        let model = PatchNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device)).unwrap();
-        let mut opt = AdamW::new(varmap.all_vars(), ParamsAdamW { lr: 1e-2, ..Default::default() }).unwrap();
+        let model =
+            PatchNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device)).unwrap();
+        let mut opt = AdamW::new(
+            varmap.all_vars(),
+            ParamsAdamW {
+                lr: 1e-2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let imgs: Vec<Vec<f32>> = (0..16)
             .map(|_| {
                 let rgb = procedural_background(16, &mut rng);
@@ -426,12 +542,20 @@ mod tests {
         let labels: Vec<u32> = (0..16).map(|i| (i % 4) as u32 * 10).collect();
         let x = batch_tensor(&imgs, 3, 16, 16, &device).unwrap();
         let y = Tensor::new(labels.as_slice(), &device).unwrap();
-        let first = loss_and_hits(&model, &x, &y).unwrap().0.to_scalar::<f32>().unwrap();
+        let first = loss_and_hits(&model, &x, &y)
+            .unwrap()
+            .0
+            .to_scalar::<f32>()
+            .unwrap();
         for _ in 0..30 {
             let (loss, _) = loss_and_hits(&model, &x, &y).unwrap();
             opt.backward_step(&loss).unwrap();
         }
-        let last = loss_and_hits(&model, &x, &y).unwrap().0.to_scalar::<f32>().unwrap();
+        let last = loss_and_hits(&model, &x, &y)
+            .unwrap()
+            .0
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(last < 0.5 * first, "loss went from {first} to {last}");
     }
 

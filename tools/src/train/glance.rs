@@ -13,7 +13,9 @@ use anyhow::Context;
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use rand::seq::SliceRandom;
-use saccade_models::glancenet::{GlanceNetConfig, GlanceNetModel, GLANCENET_KIND, GLANCE_STRIDE_PX};
+use saccade_models::glancenet::{
+    GlanceNetConfig, GlanceNetModel, GLANCENET_KIND, GLANCE_STRIDE_PX,
+};
 use saccade_models::weights::{quantize_file, QuantDtype};
 use saccade_models::BACKGROUND_CLASS;
 use saccade_runtime::synth::Split;
@@ -73,7 +75,10 @@ pub struct GlanceSample {
 impl GlanceSample {
     fn from_chw_f32(chw: &[f32], boxes: Vec<GlanceBox>) -> Self {
         Self {
-            chw_u8: chw.iter().map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect(),
+            chw_u8: chw
+                .iter()
+                .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+                .collect(),
             boxes,
         }
     }
@@ -121,7 +126,12 @@ pub fn glance_targets(boxes: &[GlanceBox], map_w: usize, map_h: usize) -> Glance
     let signs: Vec<&GlanceBox> = boxes.iter().filter(|b| !b.ignore).collect();
     // Neighbours first, so a centre that is also another sign's neighbour keeps its positive weight.
     for b in &signs {
-        let (cx, cy) = cell_of((b.xmin + b.xmax) / 2.0, (b.ymin + b.ymax) / 2.0, map_w, map_h);
+        let (cx, cy) = cell_of(
+            (b.xmin + b.xmax) / 2.0,
+            (b.ymin + b.ymax) / 2.0,
+            map_w,
+            map_h,
+        );
         for y in cy.saturating_sub(1)..=(cy + 1).min(map_h - 1) {
             for x in cx.saturating_sub(1)..=(cx + 1).min(map_w - 1) {
                 if objectness[y * map_w + x] == 0.0 {
@@ -131,7 +141,12 @@ pub fn glance_targets(boxes: &[GlanceBox], map_w: usize, map_h: usize) -> Glance
         }
     }
     for b in &signs {
-        let (cx, cy) = cell_of((b.xmin + b.xmax) / 2.0, (b.ymin + b.ymax) / 2.0, map_w, map_h);
+        let (cx, cy) = cell_of(
+            (b.xmin + b.xmax) / 2.0,
+            (b.ymin + b.ymax) / 2.0,
+            map_w,
+            map_h,
+        );
         let i = cy * map_w + cx;
         let side = (b.xmax - b.xmin).max(b.ymax - b.ymin).max(1.0);
         // Two signs in one cell: the larger one sets the size (it is the one a patch should frame).
@@ -170,7 +185,12 @@ pub fn synthetic_glance_samples(
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
         let scene = generator.generate(first_seed.wrapping_add(i as u64));
-        let chw = area_downscale(&scene.rgb, scene.width as usize, scene.height as usize, factor);
+        let chw = area_downscale(
+            &scene.rgb,
+            scene.width as usize,
+            scene.height as usize,
+            factor,
+        );
         let f = factor as f32;
         let boxes = scene
             .truth
@@ -216,8 +236,14 @@ pub fn photo_glance_samples(
         Ok(GlanceSample::from_chw_f32(&chw, boxes))
     };
     let (train, held) = split_every(&photos, 5);
-    let train = train.iter().map(convert).collect::<anyhow::Result<Vec<_>>>()?;
-    let held = held.iter().map(convert).collect::<anyhow::Result<Vec<_>>>()?;
+    let train = train
+        .iter()
+        .map(convert)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let held = held
+        .iter()
+        .map(convert)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok((train, held))
 }
 
@@ -256,20 +282,31 @@ pub fn glance_loss(
     // Positives: −ln p = softplus(−x). Negatives: −p² ln(1 − p) = p² softplus(x) (focal, γ = 2).
     let pos_term = (softplus(&x.neg()?)? * &t)?;
     let neg_term = ((p.sqr()? * softplus(&x)?)? * (1.0 - &t)?)?;
-    let obj_loss = ((pos_term + neg_term)? * &wgt)?.sum_all()?.affine(1.0 / (num_pos + 1.0), 0.0)?;
+    let obj_loss = ((pos_term + neg_term)? * &wgt)?
+        .sum_all()?
+        .affine(1.0 / (num_pos + 1.0), 0.0)?;
     let side_pred = log2_side.reshape((b, cells))?;
     let size_loss = ((side_pred - &side_t)?.abs()? * &t)?
         .sum_all()?
         .affine(1.0 / (num_pos + 1.0), 0.0)?;
     // Class head: CE on images whose largest sign has a GTSRB class (or none at all).
-    let labels: Vec<u32> = targets.iter().map(|t| t.class_id.unwrap_or(0) as u32).collect();
-    let mask: Vec<f32> = targets.iter().map(|t| if t.class_id.is_some() { 1.0 } else { 0.0 }).collect();
+    let labels: Vec<u32> = targets
+        .iter()
+        .map(|t| t.class_id.unwrap_or(0) as u32)
+        .collect();
+    let mask: Vec<f32> = targets
+        .iter()
+        .map(|t| if t.class_id.is_some() { 1.0 } else { 0.0 })
+        .collect();
     let n_cls = mask.iter().sum::<f32>().max(1.0);
     let labels = Tensor::new(labels.as_slice(), device)?.unsqueeze(1)?;
     let mask = Tensor::new(mask.as_slice(), device)?;
     let log_probs = candle_nn::ops::log_softmax(class_logits, D::Minus1)?;
     let picked = log_probs.gather(&labels, 1)?.squeeze(1)?;
-    let cls_loss = (picked * mask)?.sum_all()?.neg()?.affine(1.0 / n_cls as f64, 0.0)?;
+    let cls_loss = (picked * mask)?
+        .sum_all()?
+        .neg()?
+        .affine(1.0 / n_cls as f64, 0.0)?;
     let total = ((&obj_loss + &size_loss)? + cls_loss.affine(0.3, 0.0)?)?;
     let parts = [
         obj_loss.to_scalar::<f32>()?,
@@ -298,7 +335,10 @@ pub struct GlanceReport {
 }
 
 /// Evaluates `model` on `samples` (recall at objectness ≥ 0.5 within ±1 cell).
-pub fn evaluate_glance(model: &GlanceNetModel, samples: &[GlanceSample]) -> anyhow::Result<GlanceReport> {
+pub fn evaluate_glance(
+    model: &GlanceNetModel,
+    samples: &[GlanceSample],
+) -> anyhow::Result<GlanceReport> {
     let cfg = model.config();
     let (map_w, map_h) = cfg.map_size();
     let (in_w, in_h) = (cfg.input_width_px, cfg.input_height_px);
@@ -312,7 +352,9 @@ pub fn evaluate_glance(model: &GlanceNetModel, samples: &[GlanceSample]) -> anyh
         let imgs: Vec<Vec<f32>> = chunk.iter().map(GlanceSample::chw_f32).collect();
         let x = batch_tensor(&imgs, 3, in_h, in_w, &device)?;
         let maps = model.forward_maps(&x)?;
-        let obj = candle_nn::ops::sigmoid(&maps.objectness_logits)?.flatten_from(1)?.to_vec2::<f32>()?;
+        let obj = candle_nn::ops::sigmoid(&maps.objectness_logits)?
+            .flatten_from(1)?
+            .to_vec2::<f32>()?;
         let sides = maps.log2_side.flatten_from(1)?.to_vec2::<f32>()?;
         let classes = maps.class_logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
         for (k, sample) in chunk.iter().enumerate() {
@@ -324,9 +366,20 @@ pub fn evaluate_glance(model: &GlanceNetModel, samples: &[GlanceSample]) -> anyh
             }
             for b in sample.boxes.iter().filter(|b| !b.ignore) {
                 let side = (b.xmax - b.xmin).max(b.ymax - b.ymin);
-                let bucket = if side < 8.0 { 0 } else if side < 16.0 { 1 } else { 2 };
+                let bucket = if side < 8.0 {
+                    0
+                } else if side < 16.0 {
+                    1
+                } else {
+                    2
+                };
                 total[bucket] += 1;
-                let (cx, cy) = cell_of((b.xmin + b.xmax) / 2.0, (b.ymin + b.ymax) / 2.0, map_w, map_h);
+                let (cx, cy) = cell_of(
+                    (b.xmin + b.xmax) / 2.0,
+                    (b.ymin + b.ymax) / 2.0,
+                    map_w,
+                    map_h,
+                );
                 let mut best = (0f32, 0usize);
                 for y in cy.saturating_sub(1)..=(cy + 1).min(map_h - 1) {
                     for x in cx.saturating_sub(1)..=(cx + 1).min(map_w - 1) {
@@ -345,15 +398,28 @@ pub fn evaluate_glance(model: &GlanceNetModel, samples: &[GlanceSample]) -> anyh
     }
     side_errors.sort_by(f32::total_cmp);
     let signs: usize = total.iter().sum();
-    let ratio = |a: usize, b: usize| if b == 0 { f64::NAN } else { a as f64 / b as f64 };
+    let ratio = |a: usize, b: usize| {
+        if b == 0 {
+            f64::NAN
+        } else {
+            a as f64 / b as f64
+        }
+    };
     Ok(GlanceReport {
         frames: samples.len(),
         signs,
         recall: ratio(found.iter().sum(), signs),
-        recall_by_side: [ratio(found[0], total[0]), ratio(found[1], total[1]), ratio(found[2], total[2])],
+        recall_by_side: [
+            ratio(found[0], total[0]),
+            ratio(found[1], total[1]),
+            ratio(found[2], total[2]),
+        ],
         signs_by_side: total,
         cells_above_half_per_frame: cells_above as f64 / samples.len().max(1) as f64,
-        median_abs_log2_side_error: side_errors.get(side_errors.len() / 2).copied().unwrap_or(f32::NAN) as f64,
+        median_abs_log2_side_error: side_errors
+            .get(side_errors.len() / 2)
+            .copied()
+            .unwrap_or(f32::NAN) as f64,
         class_accuracy: ratio(cls_hits, cls_total),
     })
 }
@@ -384,11 +450,18 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
     let (map_w, map_h) = cfg.map_size();
     let (in_w, in_h) = (cfg.input_width_px, cfg.input_height_px);
     let factor = 1280 / in_w;
-    let mut train = synthetic_glance_samples(&args.data, Split::Train, args.scenes, args.seed.wrapping_mul(1000), factor)
-        .context("generating Train scenes")?;
+    let mut train = synthetic_glance_samples(
+        &args.data,
+        Split::Train,
+        args.scenes,
+        args.seed.wrapping_mul(1000),
+        factor,
+    )
+    .context("generating Train scenes")?;
     let eval_synth = synthetic_glance_samples(&args.data, Split::Eval, args.eval_scenes, 1, factor)
         .context("generating Eval scenes")?;
-    let (mut train_photos, held_photos) = photo_glance_samples(&args.data, in_w, in_h).context("loading photos")?;
+    let (mut train_photos, held_photos) =
+        photo_glance_samples(&args.data, in_w, in_h).context("loading photos")?;
     if args.photos > 0 {
         train_photos.truncate(args.photos);
     }
@@ -414,7 +487,11 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
     )?;
     let mut rng = rng_for(args.seed, 7);
     let full = train.len() / args.batch;
-    let steps_per_epoch = if args.steps > 0 { args.steps.min(full) } else { full };
+    let steps_per_epoch = if args.steps > 0 {
+        args.steps.min(full)
+    } else {
+        full
+    };
     let total_steps = steps_per_epoch * args.epochs;
     let mut step = 0;
     let mut log = Vec::new();
@@ -422,7 +499,10 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
     for epoch in 0..args.epochs {
         let epoch_started = Instant::now();
         order.shuffle(&mut rng);
-        let bar = progress(steps_per_epoch, &format!("glance epoch {}/{}", epoch + 1, args.epochs));
+        let bar = progress(
+            steps_per_epoch,
+            &format!("glance epoch {}/{}", epoch + 1, args.epochs),
+        );
         let mut sums = [0f64; 3];
         let mut batches = 0usize;
         for idx in order.chunks_exact(args.batch).take(steps_per_epoch) {
@@ -434,10 +514,18 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
                     chw
                 })
                 .collect();
-            let targets: Vec<GlanceTargets> = idx.iter().map(|&i| glance_targets(&train[i].boxes, map_w, map_h)).collect();
+            let targets: Vec<GlanceTargets> = idx
+                .iter()
+                .map(|&i| glance_targets(&train[i].boxes, map_w, map_h))
+                .collect();
             let x = batch_tensor(&imgs, 3, in_h, in_w, &device)?;
             let maps = model.forward_maps(&x)?;
-            let (loss, parts) = glance_loss(&maps.objectness_logits, &maps.log2_side, &maps.class_logits, &targets)?;
+            let (loss, parts) = glance_loss(
+                &maps.objectness_logits,
+                &maps.log2_side,
+                &maps.class_logits,
+                &targets,
+            )?;
             opt.set_learning_rate(cosine_lr(args.lr, step, total_steps));
             opt.backward_step(&loss)?;
             for (s, p) in sums.iter_mut().zip(parts) {
@@ -446,7 +534,12 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
             batches += 1;
             step += 1;
             bar.inc(1);
-            bar.set_message(format!("obj {:.3} size {:.3} cls {:.3}", sums[0] / batches as f64, sums[1] / batches as f64, sums[2] / batches as f64));
+            bar.set_message(format!(
+                "obj {:.3} size {:.3} cls {:.3}",
+                sums[0] / batches as f64,
+                sums[1] / batches as f64,
+                sums[2] / batches as f64
+            ));
         }
         bar.finish_and_clear();
         let synth_report = evaluate_glance(&model, &eval_synth)?;
@@ -468,17 +561,29 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
     }
     let train_secs = started.elapsed().as_secs_f64();
 
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let f32_path = args.out.join("glancenet.safetensors");
     let q8_path = args.out.join("glancenet.q8_0.gguf");
-    save_named(model.named_tensors()?, &serde_json::to_string(&cfg)?, GLANCENET_KIND, &f32_path)?;
+    save_named(
+        model.named_tensors()?,
+        &serde_json::to_string(&cfg)?,
+        GLANCENET_KIND,
+        &f32_path,
+    )?;
     quantize_file(&f32_path, &q8_path, QuantDtype::Q8_0).context("quantising to Q8_0")?;
     let mut report = serde_json::Map::new();
     for (name, path) in [("f32", &f32_path), ("q8_0", &q8_path)] {
-        let loaded = GlanceNetModel::load(path, &device).with_context(|| format!("reloading {}", path.display()))?;
+        let loaded = GlanceNetModel::load(path, &device)
+            .with_context(|| format!("reloading {}", path.display()))?;
         let synth_report = evaluate_glance(&loaded, &eval_synth)?;
         let photo_report = evaluate_glance(&loaded, &held_photos)?;
-        println!("{name} ({} bytes):\n  {}\n  {}", file_bytes(path), describe_report("Eval scenes", &synth_report), describe_report("held-out photos", &photo_report));
+        println!(
+            "{name} ({} bytes):\n  {}\n  {}",
+            file_bytes(path),
+            describe_report("Eval scenes", &synth_report),
+            describe_report("held-out photos", &photo_report)
+        );
         report.insert(
             name.to_string(),
             serde_json::json!({ "eval_scenes": synth_report, "heldout_photos": photo_report, "file_bytes": file_bytes(path) }),
@@ -488,8 +593,14 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
     report.insert("epochs".into(), serde_json::json!(log));
     report.insert("args".into(), serde_json::json!(format!("{args:?}")));
     let report_path = args.out.join("glancenet.metrics.json");
-    std::fs::write(&report_path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", report_path.display()))?;
-    println!("glance done in {:.0} s; wrote {}, {}", started.elapsed().as_secs_f64(), f32_path.display(), q8_path.display());
+    std::fs::write(&report_path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", report_path.display()))?;
+    println!(
+        "glance done in {:.0} s; wrote {}, {}",
+        started.elapsed().as_secs_f64(),
+        f32_path.display(),
+        q8_path.display()
+    );
     Ok(())
 }
 
@@ -511,7 +622,10 @@ mod tests {
 
     #[test]
     fn targets_mark_centre_cell_ignore_neighbours_and_pick_largest_class() {
-        let boxes = [sign(20.0, 20.0, 8.0, Some(3)), sign(100.0, 60.0, 32.0, Some(14))];
+        let boxes = [
+            sign(20.0, 20.0, 8.0, Some(3)),
+            sign(100.0, 60.0, 32.0, Some(14)),
+        ];
         let t = glance_targets(&boxes, 40, 30);
         assert_eq!(t.objectness.iter().filter(|&&o| o == 1.0).count(), 2);
         assert_eq!(t.objectness[2 * 40 + 2], 1.0);
@@ -545,8 +659,17 @@ mod tests {
         };
         let (mw, mh) = cfg.map_size();
         let varmap = VarMap::new();
-        let model = GlanceNetModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device)).unwrap();
-        let mut opt = AdamW::new(varmap.all_vars(), ParamsAdamW { lr: 1e-2, ..Default::default() }).unwrap();
+        let model =
+            GlanceNetModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))
+                .unwrap();
+        let mut opt = AdamW::new(
+            varmap.all_vars(),
+            ParamsAdamW {
+                lr: 1e-2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let mut imgs = Vec::new();
         let mut targets = Vec::new();
         for k in 0..4 {
@@ -564,7 +687,13 @@ mod tests {
         let x = batch_tensor(&imgs, 3, 48, 64, &device).unwrap();
         let eval = |m: &GlanceNetModel| {
             let maps = m.forward_maps(&x).unwrap();
-            glance_loss(&maps.objectness_logits, &maps.log2_side, &maps.class_logits, &targets).unwrap()
+            glance_loss(
+                &maps.objectness_logits,
+                &maps.log2_side,
+                &maps.class_logits,
+                &targets,
+            )
+            .unwrap()
         };
         let first = eval(&model).0.to_scalar::<f32>().unwrap();
         for _ in 0..40 {

@@ -57,13 +57,15 @@ pub fn load_pictograms(data_dir: &Path) -> anyhow::Result<Vec<Pictogram>> {
             Some(id)
         };
         let svg_path = dir.join(fields[0]);
-        let svg = std::fs::read(&svg_path).with_context(|| format!("reading {}", svg_path.display()))?;
+        let svg =
+            std::fs::read(&svg_path).with_context(|| format!("reading {}", svg_path.display()))?;
         let tree = resvg::usvg::Tree::from_data(&svg, &options)
             .with_context(|| format!("parsing {}", svg_path.display()))?;
         let size = tree.size();
         let scale = RENDER_SIDE_PX as f32 / size.width().max(size.height());
-        let mut pixmap = resvg::tiny_skia::Pixmap::new(RENDER_SIDE_PX as u32, RENDER_SIDE_PX as u32)
-            .context("allocating a pictogram canvas")?;
+        let mut pixmap =
+            resvg::tiny_skia::Pixmap::new(RENDER_SIDE_PX as u32, RENDER_SIDE_PX as u32)
+                .context("allocating a pictogram canvas")?;
         // Centre the drawing in the square canvas.
         let dx = (RENDER_SIDE_PX as f32 - size.width() * scale) / 2.0;
         let dy = (RENDER_SIDE_PX as f32 - size.height() * scale) / 2.0;
@@ -119,7 +121,15 @@ pub fn composite_patch<R: Rng>(
             }
         }
     }
-    let mut out = crop_square(&canvas, bg_side, bg_side, 0.0, 0.0, bg_side as f32, out_side);
+    let mut out = crop_square(
+        &canvas,
+        bg_side,
+        bg_side,
+        0.0,
+        0.0,
+        bg_side as f32,
+        out_side,
+    );
     photometric(&mut out, rng);
     out
 }
@@ -144,7 +154,11 @@ mod tests {
         let patch = composite_patch(&picto, &background, 64, 32, &mut rng);
         let centre = 16 * 32 + 16;
         // Red dominates green at the centre whatever the photometric change did.
-        assert!(patch[centre] > 0.3 && patch[32 * 32 + centre] < 0.05, "{}", patch[centre]);
+        assert!(
+            patch[centre] > 0.3 && patch[32 * 32 + centre] < 0.05,
+            "{}",
+            patch[centre]
+        );
         // A corner stays background.
         assert!(patch[0] < 0.05);
     }

@@ -47,12 +47,25 @@ pub fn generator(data_dir: &Path, split: Split) -> anyhow::Result<SceneGenerator
 
 /// The square region (top-left x, y and side, scene pixels) the runtime would cut around `truth`, with the
 /// sign filling `fill` of the side and the centre shifted by up to `jitter` of the side.
-pub fn patch_region<R: Rng>(truth: &TruthBox, fill: f32, jitter: f32, rng: &mut R) -> (f32, f32, f32) {
+pub fn patch_region<R: Rng>(
+    truth: &TruthBox,
+    fill: f32,
+    jitter: f32,
+    rng: &mut R,
+) -> (f32, f32, f32) {
     let sign_side = truth.bbox.width().max(truth.bbox.height()).max(1.0);
     let side = sign_side / fill;
     let (cx, cy) = truth.bbox.centre();
-    let dx = if jitter > 0.0 { rng.random_range(-jitter..jitter) * side } else { 0.0 };
-    let dy = if jitter > 0.0 { rng.random_range(-jitter..jitter) * side } else { 0.0 };
+    let dx = if jitter > 0.0 {
+        rng.random_range(-jitter..jitter) * side
+    } else {
+        0.0
+    };
+    let dy = if jitter > 0.0 {
+        rng.random_range(-jitter..jitter) * side
+    } else {
+        0.0
+    };
     (cx + dx - side / 2.0, cy + dy - side / 2.0, side)
 }
 
@@ -66,8 +79,14 @@ fn clear_of_signs(scene: &Scene, x0: f32, y0: f32, side: f32, margin: f32) -> bo
 }
 
 /// Cuts sign and background patches from `count` Train scenes (seeds `seed·1000 + i`).
-pub fn scene_crops(data_dir: &Path, count: usize, seed: u64, out_side: usize) -> anyhow::Result<SceneCrops> {
-    let generator = generator(data_dir, Split::Train).context("building the Train scene generator")?;
+pub fn scene_crops(
+    data_dir: &Path,
+    count: usize,
+    seed: u64,
+    out_side: usize,
+) -> anyhow::Result<SceneCrops> {
+    let generator =
+        generator(data_dir, Split::Train).context("building the Train scene generator")?;
     let mut rng = rng_for(seed, 40);
     let mut out = SceneCrops::default();
     let bar = super::common::progress(count, "cutting scene crops");
@@ -75,11 +94,16 @@ pub fn scene_crops(data_dir: &Path, count: usize, seed: u64, out_side: usize) ->
         let scene = generator.generate(seed.wrapping_mul(1000).wrapping_add(i as u64));
         let (w, h) = (scene.width as usize, scene.height as usize);
         for truth in &scene.truth {
-            let Some(class_id) = truth.class_id else { continue };
+            let Some(class_id) = truth.class_id else {
+                continue;
+            };
             for _ in 0..CROPS_PER_SIGN {
                 let fill = rng.random_range(0.5f32..0.9);
                 let (x0, y0, side) = patch_region(truth, fill, 0.08, &mut rng);
-                out.crops.push((crop_square(&scene.rgb, w, h, x0, y0, side, out_side), class_id));
+                out.crops.push((
+                    crop_square(&scene.rgb, w, h, x0, y0, side, out_side),
+                    class_id,
+                ));
                 out.sign_crops += 1;
             }
         }

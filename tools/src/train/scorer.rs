@@ -108,7 +108,13 @@ fn candidate_frames(
         }
         let (w, h) = (scene.width as usize, scene.height as usize);
         let chw = area_downscale(&scene.rgb, w, h, factor);
-        let x = batch_tensor(std::slice::from_ref(&chw), 3, cfg.input_height_px, cfg.input_width_px, &Device::Cpu)?;
+        let x = batch_tensor(
+            std::slice::from_ref(&chw),
+            3,
+            cfg.input_height_px,
+            cfg.input_width_px,
+            &Device::Cpu,
+        )?;
         let maps = glance.forward_maps(&x)?;
         let obj = maps.objectness_logits.flatten_all()?.to_vec1::<f32>()?;
         let sides = maps.log2_side.flatten_all()?.to_vec1::<f32>()?;
@@ -125,7 +131,9 @@ fn candidate_frames(
                 let mut acc = 0.0;
                 for y in cy * GLANCE_STRIDE_PX..(cy + 1) * GLANCE_STRIDE_PX {
                     for x in cx * GLANCE_STRIDE_PX..(cx + 1) * GLANCE_STRIDE_PX {
-                        acc += chw[c * plane + y.min(cfg.input_height_px - 1) * cfg.input_width_px + x.min(cfg.input_width_px - 1)];
+                        acc += chw[c * plane
+                            + y.min(cfg.input_height_px - 1) * cfg.input_width_px
+                            + x.min(cfg.input_width_px - 1)];
                     }
                 }
                 *v = acc / (GLANCE_STRIDE_PX * GLANCE_STRIDE_PX) as f32;
@@ -144,7 +152,15 @@ fn candidate_frames(
             let centre_y = (cy as f32 + 0.5) * (GLANCE_STRIDE_PX * factor) as f32;
             let sign_px = sides[cell].clamp(1.0, 8.0).exp2() * factor as f32;
             let region = (sign_px / 0.7).max(side as f32);
-            patches.push(crop_square(&scene.rgb, w, h, centre_x - region / 2.0, centre_y - region / 2.0, region, side));
+            patches.push(crop_square(
+                &scene.rgb,
+                w,
+                h,
+                centre_x - region / 2.0,
+                centre_y - region / 2.0,
+                region,
+                side,
+            ));
         }
         let probs = patch.classify(&batch_tensor(&patches, 3, side, side, &Device::Cpu)?)?;
         out.push(FrameCandidates {
@@ -169,7 +185,11 @@ impl ScorerModel {
         Ok(Self {
             score1: candle_nn::linear(SCORER_INPUTS, 16, vb.pp("scorer.fc1"))?,
             score2: candle_nn::linear(16, 1, vb.pp("scorer.fc2"))?,
-            head: candle_nn::linear(saccade_models::NUM_CLASSES, SPEED_LIMIT_CLASSES.len(), vb.pp("head"))?,
+            head: candle_nn::linear(
+                saccade_models::NUM_CLASSES,
+                SPEED_LIMIT_CLASSES.len(),
+                vb.pp("head"),
+            )?,
         })
     }
 
@@ -189,19 +209,38 @@ impl ScorerModel {
     ///
     /// # Shapes
     /// `weights (b, C)`, `probs (b, C, classes)` → `(b, 8)`.
-    fn frame_logits(&self, weights: &Tensor, probs: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+    fn frame_logits(
+        &self,
+        weights: &Tensor,
+        probs: &Tensor,
+        k: usize,
+    ) -> candle_core::Result<Tensor> {
         // (b, 1, C) × (b, C, classes) -> (b, 1, classes) -> (b, classes)
-        let pooled = weights.unsqueeze(1)?.matmul(probs)?.squeeze(1)?.affine(1.0 / k as f64, 0.0)?;
+        let pooled = weights
+            .unsqueeze(1)?
+            .matmul(probs)?
+            .squeeze(1)?
+            .affine(1.0 / k as f64, 0.0)?;
         // Log of the averaged probabilities: the head then reads evidence on a log scale.
         let pooled = (pooled + 1e-4)?.log()?;
         self.head.forward(&pooled)
     }
 }
 
-fn batch_inputs(frames: &[&FrameCandidates], c: usize, device: &Device) -> anyhow::Result<(Tensor, Tensor, Tensor)> {
+fn batch_inputs(
+    frames: &[&FrameCandidates],
+    c: usize,
+    device: &Device,
+) -> anyhow::Result<(Tensor, Tensor, Tensor)> {
     let b = frames.len();
-    let inputs: Vec<f32> = frames.iter().flat_map(|f| f.scorer_inputs.iter().copied()).collect();
-    let probs: Vec<f32> = frames.iter().flat_map(|f| f.patch_probs.iter().copied()).collect();
+    let inputs: Vec<f32> = frames
+        .iter()
+        .flat_map(|f| f.scorer_inputs.iter().copied())
+        .collect();
+    let probs: Vec<f32> = frames
+        .iter()
+        .flat_map(|f| f.patch_probs.iter().copied())
+        .collect();
     let labels: Vec<u32> = frames.iter().map(|f| f.label as u32).collect();
     Ok((
         Tensor::from_vec(inputs, (b, c, SCORER_INPUTS), device)?,
@@ -223,11 +262,20 @@ fn hard_topk(scores: &Tensor, k: usize) -> anyhow::Result<Tensor> {
         }
         out.extend(w);
     }
-    Ok(Tensor::from_vec(out, (rows.len(), rows.first().map_or(0, Vec::len)), scores.device())?)
+    Ok(Tensor::from_vec(
+        out,
+        (rows.len(), rows.first().map_or(0, Vec::len)),
+        scores.device(),
+    )?)
 }
 
 /// Frame accuracy with hard top-K on the scorer's scores (`use_scorer`) or on the glance objectness alone.
-fn frame_accuracy(model: &ScorerModel, frames: &[FrameCandidates], args: &ScorerArgs, use_scorer: bool) -> anyhow::Result<f64> {
+fn frame_accuracy(
+    model: &ScorerModel,
+    frames: &[FrameCandidates],
+    args: &ScorerArgs,
+    use_scorer: bool,
+) -> anyhow::Result<f64> {
     let device = Device::Cpu;
     let mut hits = 0;
     for chunk in frames.chunks(64) {
@@ -239,8 +287,14 @@ fn frame_accuracy(model: &ScorerModel, frames: &[FrameCandidates], args: &Scorer
             inputs.narrow(2, 0, 1)?.squeeze(2)?
         };
         let weights = hard_topk(&scores, args.k)?;
-        let predicted = model.frame_logits(&weights, &probs, args.k)?.argmax(D::Minus1)?;
-        hits += predicted.eq(&labels)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()? as usize;
+        let predicted = model
+            .frame_logits(&weights, &probs, args.k)?
+            .argmax(D::Minus1)?;
+        hits += predicted
+            .eq(&labels)?
+            .to_dtype(DType::U32)?
+            .sum_all()?
+            .to_scalar::<u32>()? as usize;
     }
     Ok(hits as f64 / frames.len().max(1) as f64)
 }
@@ -250,16 +304,39 @@ pub fn train_scorer(args: &ScorerArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let device = Device::Cpu;
     if args.k == 0 || args.k > args.candidates {
-        bail!("--k is {}, expected 1..={} (--candidates)", args.k, args.candidates);
+        bail!(
+            "--k is {}, expected 1..={} (--candidates)",
+            args.k,
+            args.candidates
+        );
     }
     let glance_path = args.out.join("glancenet.safetensors");
     let patch_path = args.out.join("patchnet.safetensors");
-    let glance = GlanceNetModel::load(&glance_path, &device).with_context(|| format!("loading {}", glance_path.display()))?;
-    let patch = PatchNet::load(&patch_path, &device).with_context(|| format!("loading {}", patch_path.display()))?;
-    let train = candidate_frames(args, Split::Train, args.scenes, args.seed.wrapping_mul(7919), &glance, &patch)?;
-    let eval = candidate_frames(args, Split::Eval, args.eval_scenes, 500_000, &glance, &patch)?;
+    let glance = GlanceNetModel::load(&glance_path, &device)
+        .with_context(|| format!("loading {}", glance_path.display()))?;
+    let patch = PatchNet::load(&patch_path, &device)
+        .with_context(|| format!("loading {}", patch_path.display()))?;
+    let train = candidate_frames(
+        args,
+        Split::Train,
+        args.scenes,
+        args.seed.wrapping_mul(7919),
+        &glance,
+        &patch,
+    )?;
+    let eval = candidate_frames(
+        args,
+        Split::Eval,
+        args.eval_scenes,
+        500_000,
+        &glance,
+        &patch,
+    )?;
     if train.len() < args.batch {
-        bail!("only {} training frames with exactly one speed-limit sign; raise --scenes", train.len());
+        bail!(
+            "only {} training frames with exactly one speed-limit sign; raise --scenes",
+            train.len()
+        );
     }
     println!(
         "scorer data: {} Train frames, {} Eval frames with one speed-limit sign ({:.0} s)",
@@ -269,7 +346,14 @@ pub fn train_scorer(args: &ScorerArgs) -> anyhow::Result<()> {
     );
     let varmap = VarMap::new();
     let model = ScorerModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
-    let mut opt = AdamW::new(varmap.all_vars(), ParamsAdamW { lr: args.lr, weight_decay: 1e-4, ..Default::default() })?;
+    let mut opt = AdamW::new(
+        varmap.all_vars(),
+        ParamsAdamW {
+            lr: args.lr,
+            weight_decay: 1e-4,
+            ..Default::default()
+        },
+    )?;
     let mut rng = rng_for(args.seed, 11);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut step = 0u64;
@@ -281,7 +365,12 @@ pub fn train_scorer(args: &ScorerArgs) -> anyhow::Result<()> {
             let refs: Vec<&FrameCandidates> = idx.iter().map(|&i| &train[i]).collect();
             let (inputs, probs, labels) = batch_inputs(&refs, args.candidates, &device)?;
             let scores = model.scores(&inputs)?;
-            let op = PerturbedTopK { k: args.k, sigma: args.sigma, samples: args.samples, seed: args.seed ^ step };
+            let op = PerturbedTopK {
+                k: args.k,
+                sigma: args.sigma,
+                samples: args.samples,
+                seed: args.seed ^ step,
+            };
             let weights = perturbed_topk(&scores, op)?;
             let logits = model.frame_logits(&weights, &probs, args.k)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
@@ -316,7 +405,8 @@ pub fn train_scorer(args: &ScorerArgs) -> anyhow::Result<()> {
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
         .collect();
-    candle_core::safetensors::save(&tensors, &path).with_context(|| format!("writing {}", path.display()))?;
+    candle_core::safetensors::save(&tensors, &path)
+        .with_context(|| format!("writing {}", path.display()))?;
     let report = serde_json::json!({
         "eval_frames": eval.len(),
         "train_frames": train.len(),
@@ -326,7 +416,10 @@ pub fn train_scorer(args: &ScorerArgs) -> anyhow::Result<()> {
         "epochs": log,
         "args": format!("{args:?}"),
     });
-    std::fs::write(args.out.join("scorer.metrics.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(
+        args.out.join("scorer.metrics.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
     println!(
         "scorer done in {:.0} s: eval frame accuracy {:.1} % with the scorer vs {:.1} % with glance objectness; wrote {}",
         started.elapsed().as_secs_f64(),
@@ -357,10 +450,18 @@ mod tests {
             let mut probs = vec![0f32; c * saccade_models::NUM_CLASSES];
             for j in 0..c {
                 inputs[j * SCORER_INPUTS + 4] = if j == good { 1.0 } else { -1.0 };
-                let class = if j == good { SPEED_LIMIT_CLASSES[label] } else { SPEED_LIMIT_CLASSES[(label + 1 + j) % 8] };
+                let class = if j == good {
+                    SPEED_LIMIT_CLASSES[label]
+                } else {
+                    SPEED_LIMIT_CLASSES[(label + 1 + j) % 8]
+                };
                 probs[j * saccade_models::NUM_CLASSES + class] = 1.0;
             }
-            frames.push(FrameCandidates { scorer_inputs: inputs, patch_probs: probs, label });
+            frames.push(FrameCandidates {
+                scorer_inputs: inputs,
+                patch_probs: probs,
+                label,
+            });
         }
         let args = ScorerArgs {
             data: PathBuf::new(),
@@ -377,14 +478,35 @@ mod tests {
             lr: 2e-2,
         };
         let varmap = VarMap::new();
-        let model = ScorerModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &device)).unwrap();
-        let mut opt = AdamW::new(varmap.all_vars(), ParamsAdamW { lr: args.lr, ..Default::default() }).unwrap();
+        let model =
+            ScorerModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &device)).unwrap();
+        let mut opt = AdamW::new(
+            varmap.all_vars(),
+            ParamsAdamW {
+                lr: args.lr,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         for step in 0..150u64 {
-            let refs: Vec<&FrameCandidates> = frames.iter().skip((step as usize * 16) % 64).take(16).collect();
+            let refs: Vec<&FrameCandidates> = frames
+                .iter()
+                .skip((step as usize * 16) % 64)
+                .take(16)
+                .collect();
             let (inputs, probs, labels) = batch_inputs(&refs, c, &device).unwrap();
-            let op = PerturbedTopK { k: 1, sigma: args.sigma, samples: args.samples, seed: step };
+            let op = PerturbedTopK {
+                k: 1,
+                sigma: args.sigma,
+                samples: args.samples,
+                seed: step,
+            };
             let w = perturbed_topk(&model.scores(&inputs).unwrap(), op).unwrap();
-            let loss = candle_nn::loss::cross_entropy(&model.frame_logits(&w, &probs, 1).unwrap(), &labels).unwrap();
+            let loss = candle_nn::loss::cross_entropy(
+                &model.frame_logits(&w, &probs, 1).unwrap(),
+                &labels,
+            )
+            .unwrap();
             opt.backward_step(&loss).unwrap();
         }
         let acc = frame_accuracy(&model, &frames, &args, true).unwrap();

@@ -105,7 +105,7 @@ impl PerturbedTopK {
         if self.k == 0 || self.k > n {
             candle_core::bail!("perturbed top-K: k = {} must be in 1..={n}", self.k)
         }
-        if self.samples == 0 || !(self.sigma > 0.0) {
+        if self.samples == 0 || self.sigma.is_nan() || self.sigma <= 0.0 {
             candle_core::bail!(
                 "perturbed top-K: needs samples > 0 and sigma > 0, got {} samples and sigma {}",
                 self.samples,

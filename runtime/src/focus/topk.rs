@@ -1,0 +1,221 @@
+//! `topk`: Differentiable Patch Selection (Cordonnier et al., 2021) at inference time. Every glance cell is a
+//! candidate region (a square sized from the glance size estimate, centred on the cell); a [`PatchScorer`]
+//! scores them (glance objectness by default, a learned scorer later), hard top-K with NMS picks K of them,
+//! and the backbone classifies all K in one batch. At inference the paper's perturbed top-K is exactly a hard
+//! top-K, so nothing differentiable is needed here.
+
+use saccade_models::GlanceMap;
+
+use super::common::{
+    cell_candidates, detection_from, max_objectness, nothing_salient, object_box, top_k,
+    BudgetClock, DetectConfig, GlanceGeometry, OutcomeRecorder, PatchBatcher,
+};
+use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
+use crate::frame::BoxPx;
+
+/// Scores a candidate region centred on a glance cell; higher is more worth a look.
+pub trait PatchScorer: Send {
+    fn score(&self, glance: &GlanceMap, cell: usize, region_frame: &BoxPx) -> f32;
+}
+
+/// The default scorer: the glance objectness of the cell.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ObjectnessScorer;
+
+impl PatchScorer for ObjectnessScorer {
+    fn score(&self, glance: &GlanceMap, cell: usize, _region_frame: &BoxPx) -> f32 {
+        glance.objectness.get(cell).copied().unwrap_or(0.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct TopKConfig {
+    /// Patches per frame (before the budget's `max_patches` cap).
+    pub k: usize,
+    /// Candidates overlapping an already chosen one by more than this IoU are skipped.
+    pub nms_iou: f32,
+    #[serde(flatten)]
+    pub detect: DetectConfig,
+}
+
+impl Default for TopKConfig {
+    fn default() -> Self {
+        Self {
+            k: 6,
+            nms_iou: 0.3,
+            detect: DetectConfig::default(),
+        }
+    }
+}
+
+pub struct TopK {
+    config: TopKConfig,
+    scorer: Box<dyn PatchScorer>,
+    batcher: PatchBatcher,
+}
+
+impl TopK {
+    pub fn new(config: TopKConfig) -> Self {
+        Self::with_scorer(config, Box::new(ObjectnessScorer))
+    }
+
+    /// A top-K strategy ranking candidates with a custom (e.g. learned) scorer.
+    pub fn with_scorer(config: TopKConfig, scorer: Box<dyn PatchScorer>) -> Self {
+        Self {
+            config,
+            scorer,
+            batcher: PatchBatcher::new(),
+        }
+    }
+}
+
+impl FocusStrategy for TopK {
+    fn name(&self) -> &'static str {
+        "topk"
+    }
+
+    fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
+        let detect = &self.config.detect;
+        if max_objectness(input.glance) < detect.nothing_threshold {
+            return Ok(nothing_salient());
+        }
+        let clock = BudgetClock::new(input);
+        let geometry = GlanceGeometry::from_input(input);
+        let scorer = &self.scorer;
+        let mut candidates = cell_candidates(input.glance, &geometry, detect, |_| 0.0);
+        for (cell, c) in candidates.iter_mut().enumerate() {
+            let s = scorer.score(input.glance, cell, &c.region);
+            c.score = if s.is_finite() { s } else { 0.0 };
+        }
+        let k = self.config.k.min(input.budget.max_patches);
+        let chosen = top_k(&candidates, k, self.config.nms_iou);
+        // The budget cut the plan short when the configured K would have found more regions.
+        let budget_cut =
+            k < self.config.k && top_k(&candidates, k + 1, self.config.nms_iou).len() > k;
+        let mut recorder = OutcomeRecorder::new();
+        if clock.expired() {
+            return Ok(recorder.finish(ExitReason::Budget, detect.merge_iou));
+        }
+        let regions: Vec<BoxPx> = chosen.iter().map(|c| c.region).collect();
+        let verdicts =
+            self.batcher
+                .classify_regions(self.name(), input.frame, &regions, input.classifier)?;
+        let mflops = input.classifier.mflops_per_patch();
+        for (c, v) in chosen.iter().zip(&verdicts) {
+            recorder.visit(0, c.region, c.score, mflops);
+            if let Some(d) = detection_from(
+                v,
+                object_box(c.region, c.object_side_frame_px),
+                detect.min_score,
+            ) {
+                recorder.detect(d);
+            }
+        }
+        let exit = if budget_cut {
+            ExitReason::Budget
+        } else {
+            ExitReason::MaxSteps
+        };
+        Ok(recorder.finish(exit, detect.merge_iou))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::focus::testutil::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn topk_finds_a_red_square() {
+        let frame = frame_with_squares(640, 480, &[(300, 200, 40)]);
+        let glance = redness_glance(&frame, (160, 120), 4, 40.0);
+        let classifier = RednessClassifier::new(32);
+        let mut s = TopK::new(TopKConfig::default());
+        let out = s
+            .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
+            .unwrap();
+        assert!(
+            found(
+                &out,
+                BoxPx::new(300.0, 200.0, 340.0, 240.0),
+                STOP_CLASS,
+                0.5
+            ),
+            "{out:?}"
+        );
+        assert_eq!(out.patches.len(), 6);
+        assert_eq!(out.exit, Some(ExitReason::MaxSteps));
+        assert_eq!(
+            classifier.calls.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+        assert!((out.backbone_mflops - 6.0 * 1.5).abs() < 1e-9);
+        assert!(out.pixels_examined > 0);
+    }
+
+    #[test]
+    fn an_empty_frame_exits_before_any_patch() {
+        let frame = frame_with_squares(640, 480, &[]);
+        let glance = redness_glance(&frame, (160, 120), 4, 40.0);
+        let classifier = RednessClassifier::new(32);
+        let out = TopK::new(TopKConfig::default())
+            .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
+            .unwrap();
+        assert_eq!(out.exit, Some(ExitReason::NothingSalient));
+        assert!(out.patches.is_empty());
+        assert_eq!(
+            classifier.calls.load(std::sync::atomic::Ordering::SeqCst),
+            0
+        );
+    }
+
+    #[test]
+    fn a_learned_scorer_replaces_objectness() {
+        struct Fixed(usize);
+        impl PatchScorer for Fixed {
+            fn score(&self, _: &GlanceMap, cell: usize, _: &BoxPx) -> f32 {
+                if cell == self.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+        }
+        let frame = frame_with_squares(640, 480, &[(300, 200, 40)]);
+        let glance = redness_glance(&frame, (160, 120), 4, 40.0);
+        let classifier = RednessClassifier::new(32);
+        let config = TopKConfig {
+            k: 1,
+            ..TopKConfig::default()
+        };
+        let mut s = TopK::with_scorer(config, Box::new(Fixed(0)));
+        let out = s
+            .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
+            .unwrap();
+        assert_eq!(out.patches.len(), 1);
+        assert_eq!(out.patches[0].bbox.xmin, 0.0);
+        assert!(out.detections.is_empty());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn topk_never_selects_more_than_budget_patches_and_stays_inside_the_frame(
+            x in 0u32..600, y in 0u32..440, side in 8u32..120, max_patches in 0usize..10, k in 1usize..12,
+        ) {
+            let frame = frame_with_squares(640, 480, &[(x, y, side)]);
+            let glance = redness_glance(&frame, (160, 120), 8, side as f32 * 1.5);
+            let classifier = RednessClassifier::new(16);
+            let mut s = TopK::new(TopKConfig { k, ..TopKConfig::default() });
+            let out = s.focus(&input(&frame, &glance, (160, 120), &classifier, max_patches)).unwrap();
+            prop_assert!(out.patches.len() <= max_patches);
+            for p in &out.patches {
+                prop_assert!(p.bbox.xmin >= 0.0 && p.bbox.ymin >= 0.0 && p.bbox.xmax <= 640.0 && p.bbox.ymax <= 480.0);
+            }
+        }
+    }
+}

@@ -1,0 +1,601 @@
+//! `zoom`: Learning to Zoom (Recasens et al., 2018). The glance objectness, pooled to a small square saliency
+//! map (31×31) plus a constant floor, drives a sampling grid: each grid node's frame coordinate is the
+//! Gaussian-weighted average of the coordinates around it, weighted by saliency, so salient places attract
+//! samples and are magnified. As in the paper, the saliency map is padded by replication and the average runs
+//! over the padded domain (whose coordinates continue past 0 and 1), so a uniform map gives the identity and
+//! the borders are not squeezed inward. The full-resolution frame is warped through the grid into one small
+//! square image (bilinear), cut into backbone-sized windows that are classified as one batch, and every
+//! window's detections are mapped back through the grid to frame pixels.
+
+use saccade_models::GlanceMap;
+
+use super::common::{
+    clip_to_frame, detection_from, max_objectness, nms, nothing_salient, object_side_at,
+    BudgetClock, DetectConfig, GlanceGeometry, OutcomeRecorder, PatchBatcher,
+};
+use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
+use crate::frame::{BoxPx, Frame};
+use crate::imageops::sample_bilinear_rgb;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ZoomConfig {
+    /// Side of the square saliency map and sampling grid (the paper's 31).
+    pub grid_side: usize,
+    /// Added to the max-normalised saliency so empty regions still get samples and the warp stays smooth.
+    pub saliency_floor: f32,
+    /// Gaussian σ as a fraction of the grid side.
+    pub sigma_fraction: f32,
+    /// Side of the warped image in px.
+    pub warped_side_px: usize,
+    /// Stride of the classifier-sized windows on the warped image, px.
+    pub window_stride_px: usize,
+    /// Most windows classified per frame (before the budget's `max_patches` cap).
+    pub max_windows: usize,
+    #[serde(flatten)]
+    pub detect: DetectConfig,
+}
+
+impl Default for ZoomConfig {
+    fn default() -> Self {
+        Self {
+            grid_side: 31,
+            saliency_floor: 0.002,
+            sigma_fraction: 0.25,
+            warped_side_px: 192,
+            window_stride_px: 16,
+            max_windows: 12,
+            detect: DetectConfig::default(),
+        }
+    }
+}
+
+/// The sampling grid: for each of `side × side` nodes spread evenly over the warped image (node 0 on its left
+/// edge, node `side − 1` on its right), the normalised frame coordinate (0..1) it samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoomGrid {
+    pub side: usize,
+    /// Normalised frame x of each node, row-major.
+    pub x_norm: Vec<f64>,
+    /// Normalised frame y of each node, row-major.
+    pub y_norm: Vec<f64>,
+    pub frame_width_px: f64,
+    pub frame_height_px: f64,
+    pub warped_side_px: f64,
+}
+
+impl ZoomGrid {
+    /// The identity grid (uniform saliency).
+    pub fn identity(
+        side: usize,
+        frame_width_px: f64,
+        frame_height_px: f64,
+        warped_side_px: f64,
+    ) -> Self {
+        let uniform = vec![1.0f32; side * side];
+        Self::from_saliency(
+            &uniform,
+            side,
+            0.25,
+            frame_width_px,
+            frame_height_px,
+            warped_side_px,
+        )
+    }
+
+    /// The paper's grid from a square saliency map (row-major, `side × side`, positive).
+    ///
+    /// # Shapes
+    /// `saliency`: `side × side`; the padded domain is `3·side` per axis (replication padding of `side`).
+    pub fn from_saliency(
+        saliency: &[f32],
+        side: usize,
+        sigma_fraction: f32,
+        frame_width_px: f64,
+        frame_height_px: f64,
+        warped_side_px: f64,
+    ) -> Self {
+        let side = side.max(2);
+        let pad = side;
+        let padded = side + 2 * pad;
+        let sigma = (sigma_fraction.max(1e-3) as f64 * side as f64).max(0.5);
+        // g[d] for d = offset between an output node (at padded index i + pad) and a padded index.
+        // Offsets are whole cells in -padded..padded: tabulate the kernel once instead of ~350k exp() calls.
+        let table: Vec<f64> = (0..2 * padded)
+            .map(|i| {
+                let d = i as f64 - padded as f64;
+                (-(d * d) / (2.0 * sigma * sigma)).exp()
+            })
+            .collect();
+        let gauss = |d: f64| table[(d + padded as f64) as usize];
+        let coord = |k: usize| (k as f64 - pad as f64) / (side - 1) as f64;
+        let sal = |r: usize, c: usize| -> f64 {
+            let rr = r.saturating_sub(pad).min(side - 1);
+            let cc = c.saturating_sub(pad).min(side - 1);
+            let v = saliency.get(rr * side + cc).copied().unwrap_or(1.0) as f64;
+            if v.is_finite() {
+                v.max(1e-6)
+            } else {
+                1e-6
+            }
+        };
+        // Separable pass 1 along columns: (padded rows) × (output cols).
+        let mut t_den = vec![0.0f64; padded * side];
+        let mut t_x = vec![0.0f64; padded * side];
+        for r in 0..padded {
+            for c in 0..side {
+                let (mut den, mut num_x) = (0.0, 0.0);
+                for cp in 0..padded {
+                    let w = sal(r, cp) * gauss((c + pad) as f64 - cp as f64);
+                    den += w;
+                    num_x += w * coord(cp);
+                }
+                t_den[r * side + c] = den;
+                t_x[r * side + c] = num_x;
+            }
+        }
+        // Pass 2 along rows: (output rows) × (output cols).
+        let mut x_norm = vec![0.0f64; side * side];
+        let mut y_norm = vec![0.0f64; side * side];
+        for r in 0..side {
+            for c in 0..side {
+                let (mut den, mut num_x, mut num_y) = (0.0, 0.0, 0.0);
+                for rp in 0..padded {
+                    let g = gauss((r + pad) as f64 - rp as f64);
+                    den += g * t_den[rp * side + c];
+                    num_x += g * t_x[rp * side + c];
+                    num_y += g * coord(rp) * t_den[rp * side + c];
+                }
+                let den = den.max(f64::MIN_POSITIVE);
+                x_norm[r * side + c] = (num_x / den).clamp(0.0, 1.0);
+                y_norm[r * side + c] = (num_y / den).clamp(0.0, 1.0);
+            }
+        }
+        Self {
+            side,
+            x_norm,
+            y_norm,
+            frame_width_px,
+            frame_height_px,
+            warped_side_px,
+        }
+    }
+
+    /// Normalised frame point of a normalised warped point (bilinear between grid nodes).
+    fn norm_from_warped_norm(&self, a: f64, b: f64) -> (f64, f64) {
+        let n = self.side;
+        let gx = a.clamp(0.0, 1.0) * (n - 1) as f64;
+        let gy = b.clamp(0.0, 1.0) * (n - 1) as f64;
+        let x0 = (gx.floor() as usize).min(n - 2);
+        let y0 = (gy.floor() as usize).min(n - 2);
+        let fx = gx - x0 as f64;
+        let fy = gy - y0 as f64;
+        let lerp = |v: &[f64]| {
+            let top = v[y0 * n + x0] * (1.0 - fx) + v[y0 * n + x0 + 1] * fx;
+            let bottom = v[(y0 + 1) * n + x0] * (1.0 - fx) + v[(y0 + 1) * n + x0 + 1] * fx;
+            top * (1.0 - fy) + bottom * fy
+        };
+        (lerp(&self.x_norm), lerp(&self.y_norm))
+    }
+
+    /// The frame point (px, edge coordinates) a warped-image point (px) samples.
+    pub fn frame_from_warped(&self, u_warped_px: f64, v_warped_px: f64) -> (f64, f64) {
+        let (x, y) = self.norm_from_warped_norm(
+            u_warped_px / self.warped_side_px,
+            v_warped_px / self.warped_side_px,
+        );
+        (x * self.frame_width_px, y * self.frame_height_px)
+    }
+
+    /// The warped-image point (px) whose sample lands on the frame point (px): the inverse map, by Newton
+    /// steps on the piecewise-bilinear grid from the nearest node. The Gaussian-average grid has no folds
+    /// (its Jacobian is a covariance over σ²), so the inverse is unique where the grid is not clamped.
+    pub fn warped_from_frame(&self, x_frame_px: f64, y_frame_px: f64) -> (f64, f64) {
+        let tx = x_frame_px / self.frame_width_px;
+        let ty = y_frame_px / self.frame_height_px;
+        let n = self.side;
+        // Coarse search on a lattice twice as fine as the grid (the grid's nodes can coincide where it is
+        // clamped, so nodes alone may point at the wrong place).
+        let lattice = 2 * (n - 1);
+        let mut best = ((0.0f64, 0.0f64), f64::INFINITY);
+        for j in 0..=lattice {
+            for i in 0..=lattice {
+                let (aa, bb) = (i as f64 / lattice as f64, j as f64 / lattice as f64);
+                let (x, y) = self.norm_from_warped_norm(aa, bb);
+                let d = (x - tx).powi(2) + (y - ty).powi(2);
+                if d < best.1 {
+                    best = ((aa, bb), d);
+                }
+            }
+        }
+        let cell = 1.0 / lattice as f64;
+        let ((a0, b0), _) = best;
+        // Refine over the cells around that node: where the grid is clamped, several nodes share a coordinate
+        // and Newton from a node would stall on a zero Jacobian.
+        let (mut a, mut b, mut best_d) = (a0, b0, best.1);
+        let sub = 8;
+        for j in -sub..=sub {
+            for i in -sub..=sub {
+                let aa = (a0 + i as f64 * cell / sub as f64).clamp(0.0, 1.0);
+                let bb = (b0 + j as f64 * cell / sub as f64).clamp(0.0, 1.0);
+                let (x, y) = self.norm_from_warped_norm(aa, bb);
+                let d = (x - tx).powi(2) + (y - ty).powi(2);
+                if d < best_d {
+                    (a, b, best_d) = (aa, bb, d);
+                }
+            }
+        }
+        let h = 1e-6;
+        for _ in 0..40 {
+            let (fx, fy) = self.norm_from_warped_norm(a, b);
+            let (ex, ey) = (fx - tx, fy - ty);
+            if ex.abs() < 1e-9 && ey.abs() < 1e-9 {
+                break;
+            }
+            // One-sided differences pointing into the unit square.
+            let da = if a + h <= 1.0 { h } else { -h };
+            let db = if b + h <= 1.0 { h } else { -h };
+            let (ax, ay) = self.norm_from_warped_norm(a + da, b);
+            let (bx, by) = self.norm_from_warped_norm(a, b + db);
+            let (j11, j21) = ((ax - fx) / da, (ay - fy) / da);
+            let (j12, j22) = ((bx - fx) / db, (by - fy) / db);
+            let det = j11 * j22 - j12 * j21;
+            if det.abs() < 1e-12 {
+                break;
+            }
+            let step_a = (j22 * ex - j12 * ey) / det;
+            let step_b = (-j21 * ex + j11 * ey) / det;
+            a = (a - step_a).clamp(0.0, 1.0);
+            b = (b - step_b).clamp(0.0, 1.0);
+        }
+        (a * self.warped_side_px, b * self.warped_side_px)
+    }
+
+    /// The frame box (px, clipped to the frame) covered by a warped-image box: the bounding box of its mapped
+    /// edges, sampled at 8 points per edge because the warp bends straight lines.
+    pub fn frame_box_from_warped(&self, b: BoxPx) -> BoxPx {
+        let mut out = BoxPx::new(f32::MAX, f32::MAX, f32::MIN, f32::MIN);
+        let steps = 8;
+        for k in 0..=steps {
+            let t = k as f32 / steps as f32;
+            let xs = b.xmin + t * b.width();
+            let ys = b.ymin + t * b.height();
+            for (u, v) in [(xs, b.ymin), (xs, b.ymax), (b.xmin, ys), (b.xmax, ys)] {
+                let (x, y) = self.frame_from_warped(u as f64, v as f64);
+                out.xmin = out.xmin.min(x as f32);
+                out.ymin = out.ymin.min(y as f32);
+                out.xmax = out.xmax.max(x as f32);
+                out.ymax = out.ymax.max(y as f32);
+            }
+        }
+        clip_to_frame(out, self.frame_width_px as f32, self.frame_height_px as f32)
+    }
+}
+
+/// Area-pools the glance objectness onto a `side × side` square over the whole frame, max-normalised, plus
+/// `floor`. Writes into `out` (resized to `side²`).
+pub fn saliency_from_glance(glance: &GlanceMap, side: usize, floor: f32, out: &mut Vec<f32>) {
+    out.clear();
+    out.resize(side * side, floor.max(1e-6));
+    let (mw, mh) = (glance.map_width, glance.map_height);
+    if mw == 0 || mh == 0 || glance.objectness.len() < mw * mh {
+        return;
+    }
+    let peak = max_objectness(glance).max(1e-6);
+    let sx = mw as f32 / side as f32;
+    let sy = mh as f32 / side as f32;
+    for r in 0..side {
+        let (y0, y1) = (r as f32 * sy, (r + 1) as f32 * sy);
+        for c in 0..side {
+            let (x0, x1) = (c as f32 * sx, (c + 1) as f32 * sx);
+            let (mut sum, mut total) = (0.0f32, 0.0f32);
+            for j in (y0.floor() as usize)..(y1.ceil() as usize).min(mh) {
+                let wy = ((j + 1) as f32).min(y1) - (j as f32).max(y0);
+                for i in (x0.floor() as usize)..(x1.ceil() as usize).min(mw) {
+                    let wx = ((i + 1) as f32).min(x1) - (i as f32).max(x0);
+                    let v = glance.objectness[j * mw + i];
+                    if wx > 0.0 && wy > 0.0 && v.is_finite() {
+                        sum += wx * wy * v;
+                        total += wx * wy;
+                    }
+                }
+            }
+            if total > 0.0 {
+                out[r * side + c] = sum / total / peak + floor.max(1e-6);
+            }
+        }
+    }
+}
+
+pub struct Zoom {
+    config: ZoomConfig,
+    batcher: PatchBatcher,
+    saliency: Vec<f32>,
+    warped: Vec<f32>,
+    last_grid: Option<ZoomGrid>,
+}
+
+impl Zoom {
+    pub fn new(config: ZoomConfig) -> Self {
+        Self {
+            config,
+            batcher: PatchBatcher::new(),
+            saliency: Vec::new(),
+            warped: Vec::new(),
+            last_grid: None,
+        }
+    }
+
+    /// The grid used for the last frame (for visualisation and tests).
+    pub fn last_grid(&self) -> Option<&ZoomGrid> {
+        self.last_grid.as_ref()
+    }
+
+    /// Warps the frame through the grid into `self.warped` (CHW, 0..1, `warped_side²` per plane).
+    fn warp(&mut self, frame: &Frame, grid: &ZoomGrid) {
+        let side = self.config.warped_side_px;
+        let plane = side * side;
+        self.warped.clear();
+        self.warped.resize(3 * plane, 0.0);
+        let (w, h) = (frame.width as usize, frame.height as usize);
+        for v in 0..side {
+            for u in 0..side {
+                let (x, y) = grid.frame_from_warped(u as f64 + 0.5, v as f64 + 0.5);
+                let p = sample_bilinear_rgb(&frame.rgb, w, h, x as f32 - 0.5, y as f32 - 0.5);
+                let o = v * side + u;
+                self.warped[o] = p[0] / 255.0;
+                self.warped[plane + o] = p[1] / 255.0;
+                self.warped[2 * plane + o] = p[2] / 255.0;
+            }
+        }
+    }
+}
+
+/// Window origins along one axis: every `stride` from 0, plus one flush with the far edge.
+fn window_origins(length: usize, window: usize, stride: usize) -> Vec<usize> {
+    if window >= length {
+        return vec![0];
+    }
+    let mut v: Vec<usize> = (0..=length - window).step_by(stride.max(1)).collect();
+    if v.last() != Some(&(length - window)) {
+        v.push(length - window);
+    }
+    v
+}
+
+impl FocusStrategy for Zoom {
+    fn name(&self) -> &'static str {
+        "zoom"
+    }
+
+    fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
+        let detect = self.config.detect.clone();
+        let glance = input.glance;
+        if max_objectness(glance) < detect.nothing_threshold {
+            return Ok(nothing_salient());
+        }
+        let clock = BudgetClock::new(input);
+        let geometry = GlanceGeometry::from_input(input);
+        let n = self.config.grid_side.max(2);
+        let mut saliency = std::mem::take(&mut self.saliency);
+        saliency_from_glance(glance, n, self.config.saliency_floor, &mut saliency);
+        let warped_side = self.config.warped_side_px.max(1);
+        let grid = ZoomGrid::from_saliency(
+            &saliency,
+            n,
+            self.config.sigma_fraction,
+            input.frame.width as f64,
+            input.frame.height as f64,
+            warped_side as f64,
+        );
+        self.saliency = saliency;
+
+        // Windows on the warped image, scored by the best objectness of the cells their frame box covers.
+        let side = input.classifier.input_side_px().min(warped_side).max(1);
+        let origins = window_origins(warped_side, side, self.config.window_stride_px);
+        // (window on the warped image, its frame box, score, best cell under it).
+        let mut windows: Vec<(BoxPx, BoxPx, f32, usize)> = Vec::new();
+        for &oy in &origins {
+            for &ox in &origins {
+                let w = BoxPx::new(ox as f32, oy as f32, (ox + side) as f32, (oy + side) as f32);
+                let f = grid.frame_box_from_warped(w);
+                let (cx, cy) = f.centre();
+                let mut best_cell = geometry.cell_at_frame(cx, cy);
+                let mut score = glance.objectness.get(best_cell).copied().unwrap_or(0.0);
+                for (cell, &o) in glance.objectness.iter().enumerate() {
+                    let (x, y) = geometry.cell_centre_frame(cell);
+                    if o > score && x >= f.xmin && x < f.xmax && y >= f.ymin && y < f.ymax {
+                        score = o;
+                        best_cell = cell;
+                    }
+                }
+                if score >= detect.nothing_threshold && f.area() > 0.0 {
+                    windows.push((w, f, score, best_cell));
+                }
+            }
+        }
+        // Overlapping windows on the same spot are redundant: keep the best of those sharing most of their area.
+        let scored: Vec<(BoxPx, f32)> = windows.iter().map(|w| (w.0, w.2)).collect();
+        let ranked = nms(&scored, 0.5);
+        let limit = self.config.max_windows.min(input.budget.max_patches);
+        let budget_cut = ranked.len() > limit && limit < self.config.max_windows;
+        let chosen: Vec<usize> = ranked.into_iter().take(limit).collect();
+
+        let mut recorder = OutcomeRecorder::new();
+        if clock.expired() {
+            self.last_grid = Some(grid);
+            return Ok(recorder.finish(ExitReason::Budget, detect.merge_iou));
+        }
+        self.warp(input.frame, &grid);
+        let per_patch = 3 * side * side;
+        let plane = warped_side * warped_side;
+        let buffer = self.batcher.prepare(chosen.len(), side);
+        for (&i, out) in chosen.iter().zip(buffer.chunks_exact_mut(per_patch)) {
+            let (ox, oy) = (windows[i].0.xmin as usize, windows[i].0.ymin as usize);
+            for c in 0..3 {
+                for y in 0..side {
+                    let src = c * plane + (oy + y) * warped_side + ox;
+                    let dst = c * side * side + y * side;
+                    out[dst..dst + side].copy_from_slice(&self.warped[src..src + side]);
+                }
+            }
+        }
+        let verdicts =
+            self.batcher
+                .classify_prepared("zoom", chosen.len(), side, input.classifier)?;
+        let mflops = input.classifier.mflops_per_patch();
+        for (&i, v) in chosen.iter().zip(&verdicts) {
+            let (_, frame_box, score, cell) = windows[i];
+            recorder.visit(0, frame_box, score, mflops);
+            // A magnified sign spans several windows, each seeing a fragment: report the sign at the glance
+            // peak under the window with the glance's size, so the fragments agree and merge into one box.
+            let object_side = object_side_at(glance, &geometry, cell);
+            let bbox = if object_side > 0.0 {
+                let (cx, cy) = geometry.cell_centre_frame(cell);
+                geometry.square_in_frame(cx, cy, object_side)
+            } else {
+                frame_box
+            };
+            if let Some(d) = detection_from(v, bbox, detect.min_score) {
+                recorder.detect(d);
+            }
+        }
+        self.last_grid = Some(grid);
+        let exit = if budget_cut {
+            ExitReason::Budget
+        } else {
+            ExitReason::MaxSteps
+        };
+        Ok(recorder.finish(exit, detect.merge_iou))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::focus::testutil::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn uniform_saliency_gives_the_identity_warp() {
+        let grid = ZoomGrid::identity(31, 1280.0, 960.0, 192.0);
+        for (u, v) in [(0.0, 0.0), (96.0, 50.0), (191.0, 192.0), (10.5, 180.25)] {
+            let (x, y) = grid.frame_from_warped(u, v);
+            // The Gaussian is cut at the padding (4σ): a few hundredths of a pixel of bias remain.
+            assert!((x - u * 1280.0 / 192.0).abs() < 0.1, "{u} -> {x}");
+            assert!((y - v * 960.0 / 192.0).abs() < 0.1, "{v} -> {y}");
+        }
+    }
+
+    #[test]
+    fn a_salient_spot_is_magnified() {
+        let n = 31;
+        // What `saliency_from_glance` makes of one sign: one cell at 1 over the default floor.
+        let mut sal = vec![ZoomConfig::default().saliency_floor; n * n];
+        sal[15 * n + 15] += 1.0;
+        let grid = ZoomGrid::from_saliency(&sal, n, 0.25, 1280.0, 960.0, 192.0);
+        // Warped px per frame px around the spot exceeds the uniform 192/1280.
+        let (u0, _) = grid.warped_from_frame(630.0, 480.0);
+        let (u1, _) = grid.warped_from_frame(650.0, 480.0);
+        let gain = (u1 - u0) / 20.0 / (192.0 / 1280.0);
+        assert!(gain > 1.5, "magnification {gain}");
+    }
+
+    #[test]
+    fn zoom_finds_a_red_square() {
+        let frame = frame_with_squares(640, 480, &[(300, 200, 40)]);
+        let glance = redness_glance(&frame, (160, 120), 4, 40.0);
+        let classifier = RednessClassifier::new(32);
+        let mut s = Zoom::new(ZoomConfig::default());
+        let out = s
+            .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
+            .unwrap();
+        assert!(
+            found(
+                &out,
+                BoxPx::new(300.0, 200.0, 340.0, 240.0),
+                STOP_CLASS,
+                0.3
+            ),
+            "{out:?}"
+        );
+        assert!(out.patches.len() <= 12);
+        assert_eq!(
+            classifier.calls.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+    }
+
+    #[test]
+    fn zoom_respects_max_patches() {
+        let frame = frame_with_squares(640, 480, &[(300, 200, 40), (40, 40, 60), (500, 380, 50)]);
+        let glance = redness_glance(&frame, (160, 120), 4, 40.0);
+        let classifier = RednessClassifier::new(32);
+        let out = Zoom::new(ZoomConfig::default())
+            .focus(&input(&frame, &glance, (160, 120), &classifier, 2))
+            .unwrap();
+        assert!(out.patches.len() <= 2);
+        assert_eq!(out.exit, Some(ExitReason::Budget));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn zoom_warp_round_trip_lands_within_a_pixel(
+            peaks in proptest::collection::vec((0usize..31, 0usize..31, 0.5f32..5.0), 1..4),
+            a in 0.1f64..0.9, b in 0.1f64..0.9,
+        ) {
+            // Strong warps (default floor): a frame point the interior of the warped image samples.
+            let n = 31;
+            let mut sal = vec![0.002f32; n * n];
+            for (r, c, v) in peaks {
+                sal[r * n + c] += v;
+            }
+            let grid = ZoomGrid::from_saliency(&sal, n, 0.25, 1280.0, 960.0, 192.0);
+            let (x, y) = grid.frame_from_warped(a * 192.0, b * 192.0);
+            // Within a few px of the border the grid is clamped (many-to-one): no unique inverse there.
+            prop_assume!(x > 4.0 && x < 1276.0 && y > 4.0 && y < 956.0);
+            let (u, v) = grid.warped_from_frame(x, y);
+            let (x2, y2) = grid.frame_from_warped(u, v);
+            prop_assert!((x2 - x).abs() < 1.0 && (y2 - y).abs() < 1.0, "({x},{y}) -> ({u},{v}) -> ({x2},{y2})");
+        }
+
+        #[test]
+        fn mild_zoom_round_trip_covers_the_frame_interior(
+            peaks in proptest::collection::vec((0usize..31, 0usize..31, 0.5f32..2.0), 1..4),
+            fx in 0.1f64..0.9, fy in 0.1f64..0.9,
+        ) {
+            // Mild warps (floor 0.1): every interior frame point is sampled and found again.
+            let n = 31;
+            let mut sal = vec![0.1f32; n * n];
+            for (r, c, v) in peaks {
+                sal[r * n + c] += v;
+            }
+            let grid = ZoomGrid::from_saliency(&sal, n, 0.25, 1280.0, 960.0, 192.0);
+            let (x, y) = (fx * 1280.0, fy * 960.0);
+            let (u, v) = grid.warped_from_frame(x, y);
+            let (x2, y2) = grid.frame_from_warped(u, v);
+            prop_assert!((x2 - x).abs() < 1.0 && (y2 - y).abs() < 1.0, "({x},{y}) -> ({u},{v}) -> ({x2},{y2})");
+        }
+
+        #[test]
+        fn zoom_grid_is_monotone_along_rows_and_columns(
+            peaks in proptest::collection::vec((0usize..31, 0usize..31, 0.5f32..5.0), 1..4),
+        ) {
+            let n = 31;
+            let mut sal = vec![0.002f32; n * n];
+            for (r, c, v) in peaks {
+                sal[r * n + c] += v;
+            }
+            let grid = ZoomGrid::from_saliency(&sal, n, 0.25, 1280.0, 960.0, 192.0);
+            for r in 0..n {
+                for c in 1..n {
+                    prop_assert!(grid.x_norm[r * n + c] >= grid.x_norm[r * n + c - 1] - 1e-12);
+                    prop_assert!(grid.y_norm[c * n + r] >= grid.y_norm[(c - 1) * n + r] - 1e-12);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! The `saccade` binary end to end: demo, replay, signals, metrics, config.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn saccade() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_saccade"));
+    c.env("RAYON_NUM_THREADS", "1");
+    c
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn samples() -> PathBuf {
+    repo().join("tools").join("samples")
+}
+
+fn run_ok(cmd: &mut Command) -> (String, String) {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    (stdout, stderr)
+}
+
+fn read_events(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l}: {e}")))
+        .collect()
+}
+
+#[test]
+fn demo_runs_on_bundled_samples_and_writes_summary_events_and_pngs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let json = dir.path().join("summary.json");
+    let (_, stderr) = run_ok(
+        saccade()
+            .args(["demo", "--out"])
+            .arg(&out)
+            .arg("--json")
+            .arg(&json),
+    );
+    assert!(stderr.contains("frames"), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let n_samples = std::fs::read_dir(samples())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "jpg")
+        })
+        .count() as u64;
+    assert_eq!(summary["frames"].as_u64().unwrap(), n_samples);
+    for key in [
+        "fps",
+        "patches_per_frame",
+        "early_exit_rate",
+        "dropped_frames",
+        "detections",
+    ] {
+        assert!(summary.get(key).is_some(), "summary lacks {key}: {summary}");
+    }
+    for stage in ["capture", "glance", "focus", "classify"] {
+        assert!(summary["stages"][stage]["p50_ms"].is_number(), "{summary}");
+        assert!(summary["stages"][stage]["p99_ms"].is_number(), "{summary}");
+    }
+    let events = read_events(&out.join("events.jsonl"));
+    assert_eq!(events.len() as u64, n_samples);
+    let pngs = std::fs::read_dir(&out)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
+        .count() as u64;
+    assert_eq!(pngs, n_samples);
+}
+
+fn detections_of(events: &[serde_json::Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .map(|e| (e["file"].to_string(), e["detections"].to_string()))
+        .collect()
+}
+
+#[test]
+fn replayed_folder_yields_the_same_detections_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!("dir://{}", samples().display());
+    let mut runs = Vec::new();
+    for i in 0..2 {
+        let events = dir.path().join(format!("events{i}.jsonl"));
+        run_ok(
+            saccade()
+                .args(["run", "--source", &source, "--events"])
+                .arg(&events),
+        );
+        let ev = read_events(&events);
+        assert!(!ev.is_empty());
+        for e in &ev {
+            for key in [
+                "frame",
+                "source",
+                "file",
+                "width",
+                "height",
+                "strategy",
+                "patches",
+                "exit",
+                "latency_ms",
+                "detections",
+            ] {
+                assert!(e.get(key).is_some(), "event lacks {key}: {e}");
+            }
+        }
+        runs.push(detections_of(&ev));
+    }
+    assert_eq!(runs[0], runs[1]);
+}
+
+fn wait_for_lines(path: &Path, n: usize, timeout: Duration) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if std::fs::read_to_string(path)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+            >= n
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn interrupt(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sigint_mid_run_ends_cleanly_with_every_event_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let json = dir.path().join("summary.json");
+    let mut child = saccade()
+        .args([
+            "run",
+            "--source",
+            "synthetic://?width=640&height=480&seed=3",
+            "--events",
+        ])
+        .arg(&events)
+        .arg("--json")
+        .arg(&json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for_lines(&events, 3, Duration::from_secs(120)),
+        "no events appeared"
+    );
+    interrupt(&child);
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "exit {status}: {stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let ev = read_events(&events);
+    assert_eq!(
+        ev.len() as u64,
+        summary["frames"].as_u64().unwrap(),
+        "{stderr}"
+    );
+    // Frame indices are consecutive: nothing was lost between processing and output.
+    for (i, e) in ev.iter().enumerate() {
+        assert_eq!(e["frame"].as_u64().unwrap(), i as u64);
+    }
+}
+
+fn scrape(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[test]
+fn metrics_endpoint_counters_grow_between_scrapes() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = saccade()
+        .args([
+            "run",
+            "--source",
+            "synthetic://?width=640&height=480&seed=5",
+            "--metrics-addr",
+            &addr,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let first = loop {
+        if let Ok(mut s) = TcpStream::connect(&addr) {
+            drop(s.write_all(b""));
+            let body = scrape(&addr, "/metrics");
+            if counter(&body, "saccade_frames_processed_total") >= 1.0 {
+                break body;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "metrics never showed a frame"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(scrape(&addr, "/healthz").ends_with("ok\n"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = scrape(&addr, "/metrics");
+    interrupt(&child);
+    assert!(child.wait().unwrap().success());
+    let name = "saccade_frames_captured_total";
+    assert!(
+        counter(&second, name) > counter(&first, name),
+        "{name} did not grow"
+    );
+    assert!(second.contains("saccade_stage_latency_seconds_bucket"));
+}
+
+#[test]
+fn default_config_round_trips_and_a_two_source_config_runs_two_pipelines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (default_toml, _) = run_ok(saccade().args(["config", "--print-default"]));
+    let path = dir.path().join("default.toml");
+    std::fs::write(&path, &default_toml).unwrap();
+    run_ok(saccade().args(["config", "--check"]).arg(&path));
+
+    let events = dir.path().join("events.jsonl");
+    let config = format!(
+        "strategy = \"topk\"\n[output]\nevents = \"{}\"\n[[sources]]\nuri = \"synthetic://?width=640&height=480&seed=1&frames=3\"\n[[sources]]\nuri = \"synthetic://?width=320&height=240&seed=2&frames=4\"\n",
+        events.display()
+    );
+    let cfg = dir.path().join("two.toml");
+    std::fs::write(&cfg, config).unwrap();
+    run_ok(saccade().args(["run", "--config"]).arg(&cfg));
+    let ev = read_events(&events);
+    assert_eq!(ev.len(), 7);
+    let from_second = ev
+        .iter()
+        .filter(|e| e["source"].as_str().unwrap().contains("seed=2"))
+        .count();
+    assert_eq!(from_second, 4);
+}
+
+#[test]
+fn dry_run_prints_the_memory_plan_and_a_too_small_budget_is_refused() {
+    let (stdout, _) =
+        run_ok(saccade().args(["run", "--source", "synthetic://?seed=1", "--dry-run"]));
+    assert!(
+        stdout.contains("frame pool") && stdout.contains("model weights"),
+        "{stdout}"
+    );
+    let out = saccade()
+        .args([
+            "run",
+            "--source",
+            "synthetic://?seed=1",
+            "--memory-budget-mb",
+            "8",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("memory budget exceeded") && stderr.contains("frame pool"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_flags_and_files_get_clear_errors() {
+    let out = saccade()
+        .args(["run", "--source", "ftp://camera"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ftp://camera"));
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.gguf");
+    std::fs::write(&bad, b"GGUFnot really").unwrap();
+    let out = saccade()
+        .args([
+            "run",
+            "--source",
+            "synthetic://?seed=1&frames=1",
+            "--classifier-weights",
+        ])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.gguf"));
+}

@@ -1,0 +1,243 @@
+//! The TOML configuration: every setting the CLI has, validated on load, with a commented default
+//! (`saccade config --print-default`). Several `[[sources]]` run as several pipelines in one process,
+//! sharing one loaded model.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use saccade_runtime::capture::uri::parse_source_uri;
+use saccade_runtime::focus::{StrategyConfigs, STRATEGY_NAMES};
+
+/// Everything a run can be told.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Focus strategy of every source: topk, gfnet, zoom, coarse2fine, fullres, downsample.
+    pub strategy: String,
+    /// Hard limit of patches per frame (the patch pool size).
+    pub max_patches: usize,
+    /// Per-frame deadline in ms (0 or absent: none).
+    pub deadline_ms: Option<f64>,
+    /// Capacity of each queue between stages.
+    pub queue_depth: usize,
+    /// The run refuses to start if its memory plan exceeds this (absent: no limit).
+    pub memory_budget_mb: Option<f64>,
+    pub models: ModelsConfig,
+    pub output: OutputConfig,
+    pub metrics: MetricsConfig,
+    pub sources: Vec<SourceConfig>,
+    pub strategies: StrategyConfigs,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Folder with the weight files (absent: models/weights of the source tree).
+    pub weights_dir: Option<PathBuf>,
+    pub glance_weights: Option<PathBuf>,
+    pub classifier_weights: Option<PathBuf>,
+    /// q8_0, q4_0 or f32.
+    pub dtype: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputConfig {
+    /// JSON-lines events: a path or `-` for stdout (absent: none).
+    pub events: Option<String>,
+    /// Folder for annotated PNGs (absent: none).
+    pub annotate: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Prometheus `/metrics` and `/healthz` on this address, e.g. `127.0.0.1:9464` (absent: off).
+    pub addr: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub uri: String,
+    /// latest or lossless (absent: the source's default: latest for cameras, lossless for replays).
+    #[serde(default)]
+    pub policy: Option<String>,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            weights_dir: None,
+            glance_weights: None,
+            classifier_weights: None,
+            dtype: "q8_0".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            strategy: "topk".into(),
+            max_patches: 8,
+            deadline_ms: None,
+            queue_depth: 2,
+            memory_budget_mb: None,
+            models: ModelsConfig::default(),
+            output: OutputConfig::default(),
+            metrics: MetricsConfig::default(),
+            sources: vec![SourceConfig {
+                uri: "synthetic://?width=1280&height=960&seed=1".into(),
+                policy: None,
+            }],
+            strategies: StrategyConfigs::default(),
+        }
+    }
+}
+
+const HEADER: &str = "\
+# saccade configuration (TOML). Every key is optional; absent keys take the values shown here.
+# Flags given on the command line override the file.
+#
+# strategy: topk | gfnet | zoom | coarse2fine | fullres | downsample
+# max_patches: hard limit of full-resolution patches per frame (the patch pool size)
+# deadline_ms: per-frame budget in milliseconds (omit for none)
+# queue_depth: capacity of each queue between the stages
+# memory_budget_mb: refuse to start when the memory plan exceeds this (omit for no limit)
+# [models] weights_dir / glance_weights / classifier_weights: weight files; dtype: q8_0 | q4_0 | f32
+# [output] events: JSON-lines path or \"-\" for stdout; annotate: folder for annotated PNGs
+# [metrics] addr: Prometheus endpoint, e.g. \"127.0.0.1:9464\" (omit to turn off)
+# [[sources]] uri: v4l:///dev/video0?width=1280&height=960&fps=30&format=yuyv | dir://PATH | synthetic://?seed=1
+#             policy: latest (drop the oldest frame when behind) | lossless (block); omit for the source's default
+# [strategies.NAME]: the settings of each focus strategy
+";
+
+impl Config {
+    /// The commented default configuration.
+    pub fn default_toml() -> anyhow::Result<String> {
+        let body =
+            toml::to_string_pretty(&Config::default()).context("serialising the default config")?;
+        Ok(format!("{HEADER}\n{body}"))
+    }
+
+    /// Parse and validate a config text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> anyhow::Result<Self> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("config {origin}: {e}"))?;
+        config
+            .validate()
+            .with_context(|| format!("config {origin}"))?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Check every value against what it must be; errors name the key, the value and what was expected.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !STRATEGY_NAMES.contains(&self.strategy.as_str()) {
+            bail!(
+                "key `strategy` is `{}`, expected one of {}",
+                self.strategy,
+                STRATEGY_NAMES.join(", ")
+            );
+        }
+        if !(1..=1024).contains(&self.max_patches) {
+            bail!(
+                "key `max_patches` is {}, expected 1..=1024",
+                self.max_patches
+            );
+        }
+        if !(1..=256).contains(&self.queue_depth) {
+            bail!(
+                "key `queue_depth` is {}, expected 1..=256",
+                self.queue_depth
+            );
+        }
+        if let Some(d) = self.deadline_ms {
+            if !(d.is_finite() && d >= 0.0) {
+                bail!("key `deadline_ms` is {d}, expected a number ≥ 0");
+            }
+        }
+        if let Some(m) = self.memory_budget_mb {
+            if !(m.is_finite() && m > 0.0) {
+                bail!("key `memory_budget_mb` is {m}, expected a number > 0");
+            }
+        }
+        if !["q8_0", "q4_0", "f32"].contains(&self.models.dtype.as_str()) {
+            bail!(
+                "key `models.dtype` is `{}`, expected q8_0, q4_0 or f32",
+                self.models.dtype
+            );
+        }
+        if let Some(addr) = &self.metrics.addr {
+            addr.parse::<SocketAddr>().map_err(|e| {
+                anyhow::anyhow!("key `metrics.addr` is `{addr}`, expected HOST:PORT ({e})")
+            })?;
+        }
+        if self.sources.is_empty() {
+            bail!("key `sources` is empty, expected at least one [[sources]] entry");
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            parse_source_uri(&s.uri).with_context(|| format!("key `sources[{i}].uri`"))?;
+            if let Some(p) = &s.policy {
+                if p != "latest" && p != "lossless" {
+                    bail!("key `sources[{i}].policy` is `{p}`, expected latest or lossless");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_round_trips_through_its_commented_toml() {
+        let text = Config::default_toml().unwrap();
+        assert!(text.starts_with("# saccade configuration"));
+        assert_eq!(
+            Config::from_toml(&text, "default").unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_value() {
+        let err = Config::from_toml("strategy = \"stare\"", "t.toml").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("strategy") && msg.contains("stare"), "{msg}");
+        let err = Config::from_toml("queue_depth = 0", "t.toml").unwrap_err();
+        assert!(format!("{err:#}").contains("queue_depth"));
+        let err = Config::from_toml("[metrics]\naddr = \"nowhere\"", "t.toml").unwrap_err();
+        assert!(format!("{err:#}").contains("metrics.addr"));
+        let err = Config::from_toml("[[sources]]\nuri = \"ftp://x\"", "t.toml").unwrap_err();
+        assert!(format!("{err:#}").contains("sources[0].uri"), "{err:#}");
+    }
+
+    #[test]
+    fn unknown_keys_and_syntax_errors_are_rejected() {
+        assert!(Config::from_toml("strategyy = \"topk\"", "t.toml").is_err());
+        let err = Config::from_toml("max_patches = \"eight\"", "t.toml").unwrap_err();
+        assert!(format!("{err:#}").contains("max_patches"), "{err:#}");
+        assert!(Config::from_toml("[[sources]\n", "t.toml").is_err());
+    }
+
+    #[test]
+    fn two_sources_parse() {
+        let c = Config::from_toml(
+            "[[sources]]\nuri = \"synthetic://?seed=1\"\n[[sources]]\nuri = \"synthetic://?seed=2\"\npolicy = \"latest\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.sources.len(), 2);
+    }
+}

@@ -61,6 +61,11 @@ pub struct ClassifierArgs {
     /// Synthetic training scenes to cut sign and background crops from (0 = none).
     #[arg(long, default_value_t = 300)]
     pub scenes: usize,
+    /// Wall-clock budget of the training loop in minutes (0 = none). When set, the learning rate decays
+    /// by elapsed time as well as by step and training stops at the budget, so a run's length no longer
+    /// depends on its step count alone (the result then depends on the machine's speed).
+    #[arg(long, default_value_t = 0.0)]
+    pub max_train_minutes: f64,
     /// Use only the first N GTSRB train images (0 = all), for quick runs.
     #[arg(long, default_value_t = 0)]
     pub limit: usize,
@@ -395,7 +400,13 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
     let total_steps = steps_per_epoch * args.epochs;
     let mut step = 0usize;
     let mut log = Vec::new();
+    let train_started = Instant::now();
+    let budget_secs = args.max_train_minutes * 60.0;
+    let over_budget = || budget_secs > 0.0 && train_started.elapsed().as_secs_f64() >= budget_secs;
     for epoch in 0..args.epochs {
+        if over_budget() {
+            break;
+        }
         let epoch_started = Instant::now();
         let samples = epoch_samples(args, gtsrb.len(), &pools, &mut sample_rng);
         let bar = progress(
@@ -404,13 +415,21 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
         );
         let (mut loss_sum, mut hits, mut seen) = (0.0f64, 0usize, 0usize);
         for batch in samples.chunks_exact(args.batch).take(steps_per_epoch) {
+            if over_budget() {
+                break;
+            }
             let (imgs, labels): (Vec<Vec<f32>>, Vec<u32>) = batch
                 .iter()
                 .map(|&s| pools.make(&gtsrb, s, GTSRB_SIDE_PX, &mut sample_rng))
                 .unzip();
             let x = batch_tensor(&imgs, 3, GTSRB_SIDE_PX, GTSRB_SIDE_PX, &device)?;
             let y = Tensor::new(labels.as_slice(), &device)?;
-            opt.set_learning_rate(cosine_lr(args.lr, step, total_steps));
+            let mut lr_step = step;
+            if budget_secs > 0.0 {
+                let time_fraction = train_started.elapsed().as_secs_f64() / budget_secs;
+                lr_step = lr_step.max((time_fraction * total_steps as f64) as usize);
+            }
+            opt.set_learning_rate(cosine_lr(args.lr, lr_step, total_steps));
             let (loss, batch_hits) = loss_and_hits(&model, &x, &y)?;
             opt.backward_step(&loss)?;
             loss_sum += loss.to_scalar::<f32>()? as f64 * batch.len() as f64;
@@ -426,7 +445,7 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
         let (test_acc, _) = gtsrb_accuracy(&model, &epoch_test.images, &epoch_test.labels)?;
         let bg_acc = background_accuracy(&model, &held_backgrounds)?;
         let line = format!(
-            "epoch {}/{}: train loss {:.4}, train acc {:.2} %, GTSRB test acc {:.2} % ({} images), held-out background acc {:.2} %, {:.0} s",
+            "epoch {}/{} ({seen} samples, {step} steps so far): train loss {:.4}, train acc {:.2} %, GTSRB test acc {:.2} % ({} images), held-out background acc {:.2} %, {:.0} s",
             epoch + 1,
             args.epochs,
             loss_sum / seen.max(1) as f64,

@@ -574,7 +574,7 @@ impl GtsrbTest {
     pub fn from_bytes(images: Vec<u8>, labels: Vec<u8>) -> anyhow::Result<Self> {
         let per_image = GTSRB_SIDE_PX * GTSRB_SIDE_PX * 3;
         ensure!(
-            images.len() % per_image == 0,
+            images.len().is_multiple_of(per_image),
             "images hold {} bytes, expected a multiple of {per_image} (32×32×3)",
             images.len()
         );

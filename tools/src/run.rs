@@ -450,7 +450,7 @@ pub fn synth(args: SynthArgs) -> anyhow::Result<()> {
         height: args.height,
         ..SceneConfig::default()
     })?;
-    generator.write_annotated_set(&args.out, args.count as u64, args.seed)?;
+    generator.write_annotated_set(&args.out, args.count, args.seed)?;
     println!("wrote {} frames to {}", args.count, args.out.display());
     Ok(())
 }

@@ -1063,4 +1063,23 @@ pub(crate) mod tests {
         assert_eq!(v["per_class_accuracy"].as_object().unwrap().len(), 5);
         assert!(v["ms_per_patch"].as_f64().unwrap() > 0.0);
     }
+
+    #[test]
+    fn classifier_accuracy_agrees_with_the_trainers_gtsrb_accuracy() {
+        let dir = tempfile::tempdir().unwrap();
+        write_random_models(dir.path());
+        let model = PatchNet::load(&dir.path().join("patchnet.safetensors"), &Device::Cpu).unwrap();
+        let n = 40;
+        let images: Vec<u8> = (0..n * 3072).map(|i| (i * 13 % 256) as u8).collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 43) as u8).collect();
+        let set = GtsrbTest::from_bytes(images.clone(), labels.clone()).unwrap();
+        let (predicted, _, _) = evaluate_classifier(&model, &set, 7, &Device::Cpu).unwrap();
+        let report = classifier_report(&model, Path::new("w"), &set, &predicted, 7, 0.0, 0.0);
+        let (accuracy, _) = crate::train::gtsrb_accuracy(&model, &images, &labels).unwrap();
+        assert!(
+            (report.accuracy - round3(accuracy)).abs() < 1e-9,
+            "{} vs {accuracy}",
+            report.accuracy
+        );
+    }
 }

@@ -4,9 +4,12 @@
 //! they get the context a user needs (which file, which flag).
 
 pub mod annotate;
+pub mod bench;
 pub mod calibrate;
 pub mod config;
 pub mod engine;
+pub mod eval;
+pub mod matching;
 pub mod run;
 pub mod serve;
 pub mod summary;
@@ -42,6 +45,12 @@ pub enum Command {
     Synth(run::SynthArgs),
     /// Fit GFNet's exit thresholds on validation frames to a budget of patches per frame.
     Calibrate(calibrate::CalibrateArgs),
+    /// Detection quality and cost of a strategy on annotated frames (a folder and its CSV).
+    Eval(eval::EvalArgs),
+    /// Accuracy and latency of the patch classifier on GTSRB crops.
+    EvalClassifier(eval::EvalClassifierArgs),
+    /// Every strategy on the same frames: ratios vs full resolution, Q8_0 vs f32, single vs pipelined.
+    Bench(bench::BenchArgs),
     /// Configuration file: print the commented default, or check a file.
     Config(ConfigArgs),
 }
@@ -89,6 +98,9 @@ pub fn main() -> anyhow::Result<()> {
         Command::Quantize(args) => run::quantize(args),
         Command::Inspect(args) => run::inspect(args),
         Command::Synth(args) => run::synth(args),
+        Command::Eval(args) => eval::eval(args),
+        Command::EvalClassifier(args) => eval::eval_classifier(args),
+        Command::Bench(args) => bench::bench(args),
     }
 }
 

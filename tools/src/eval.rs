@@ -1,0 +1,1085 @@
+//! `saccade eval` and `saccade eval-classifier`: accuracy and cost of a strategy on annotated frames, and of
+//! the patch classifier on GTSRB crops.
+//!
+//! `eval` runs every frame losslessly through the single-threaded [`FrameProcessor::process`] path, matches
+//! detections to the annotations (`crate::matching`) and reports detection quality next to what it cost
+//! (latency per stage, patches, full-resolution pixels, MFLOPs, early exits, peak RSS). `saccade bench` reuses
+//! [`evaluate`] for every strategy on the same frames. The JSON keys are documented in `docs/EVAL.md`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context};
+use candle_core::{Device, Tensor, D};
+use saccade_models::patchnet::PatchNet;
+use saccade_models::{class_name, PatchClassifier, NUM_SIGN_CLASSES};
+use saccade_runtime::budget::{mib, rss_bytes};
+use saccade_runtime::capture::dir::natural_cmp;
+use saccade_runtime::focus::{FocusOutcome, StrategyConfigs};
+use saccade_runtime::frame::{BoxPx, Frame, TruthBox};
+use saccade_runtime::metrics::{PipelineMetrics, Stage};
+use saccade_runtime::pipeline::FrameProcessor;
+
+use crate::engine::{self, ModelArgs, StrategyArgs};
+use crate::matching::{tally_frame, DetectionEntry, Tally, TruthEntry};
+use crate::summary::{round3, StageJson};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// Folder of frames (JPEG/PNG); frames without a row in the CSV count as frames with no sign.
+    #[arg(long)]
+    pub images: PathBuf,
+    /// Annotations: `file,width,height,class,gtsrb_class_id,xmin,ymin,xmax,ymax` (inclusive corners).
+    #[arg(long)]
+    pub annotations: PathBuf,
+    /// Write the report as JSON to this path (`-` for stdout).
+    #[arg(long)]
+    pub json: Option<String>,
+    /// Comma-separated `class` values whose boxes are neutral (a detection of them is neither TP nor FP).
+    #[arg(long, value_delimiter = ',')]
+    pub ignore_classes: Vec<String>,
+    #[command(flatten)]
+    pub strategy: StrategyArgs,
+    #[command(flatten)]
+    pub models: ModelArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalClassifierArgs {
+    /// Folder in the GTSRB layout: `test_images.u8` (N×32×32×3 RGB) and `test_labels.u8` (N class ids).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Classifier weights (safetensors or GGUF; default: models/weights/patchnet.q8_0.gguf).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Patches per classifier call.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Evaluate only the first N images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Write the report as JSON to this path (`-` for stdout).
+    #[arg(long)]
+    pub json: Option<String>,
+}
+
+/// One row of an annotations CSV.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnnotationRow {
+    pub file: String,
+    pub width_px: u32,
+    pub height_px: u32,
+    pub class: String,
+    pub gtsrb_class_id: Option<usize>,
+    /// Box in frame pixels, exclusive right/bottom edge (the CSV's inclusive corners + 1).
+    pub bbox: BoxPx,
+}
+
+const CSV_COLUMNS: [&str; 9] = [
+    "file",
+    "width",
+    "height",
+    "class",
+    "gtsrb_class_id",
+    "xmin",
+    "ymin",
+    "xmax",
+    "ymax",
+];
+
+/// Parses an annotations CSV (columns by header name, any order, extra columns ignored). Errors name the file,
+/// the 1-based line, the column and the value.
+pub fn parse_annotations(text: &str, path: &Path) -> anyhow::Result<Vec<AnnotationRow>> {
+    let shown = path.display();
+    let mut lines = text.lines().enumerate();
+    let Some((_, header)) = lines.next() else {
+        bail!(
+            "{shown}: empty file, expected a header `{}`",
+            CSV_COLUMNS.join(",")
+        );
+    };
+    let names: Vec<&str> = header.split(',').map(str::trim).collect();
+    let mut index = [0usize; 9];
+    for (slot, column) in index.iter_mut().zip(CSV_COLUMNS) {
+        *slot = names.iter().position(|n| *n == column).with_context(|| {
+            format!(
+                "{shown} line 1: no column `{column}` in header `{header}`, expected `{}`",
+                CSV_COLUMNS.join(",")
+            )
+        })?;
+    }
+    let mut rows = Vec::new();
+    for (i, line) in lines {
+        let line_no = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        ensure!(
+            fields.len() == names.len(),
+            "{shown} line {line_no}: {} fields, expected {} like the header",
+            fields.len(),
+            names.len()
+        );
+        let field = |k: usize| fields[index[k]];
+        let bad = |k: usize, expected: &str| {
+            anyhow::anyhow!(
+                "{shown} line {line_no}, column `{}`: `{}` is not {expected}",
+                CSV_COLUMNS[k],
+                field(k)
+            )
+        };
+        let size = |k: usize| -> anyhow::Result<u32> {
+            field(k)
+                .parse::<u32>()
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| bad(k, "a positive integer"))
+        };
+        let coord = |k: usize| -> anyhow::Result<f32> {
+            field(k)
+                .parse::<f32>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| bad(k, "a number"))
+        };
+        let file = field(0).to_string();
+        ensure!(
+            !file.is_empty(),
+            "{shown} line {line_no}, column `file`: empty"
+        );
+        let (width_px, height_px) = (size(1)?, size(2)?);
+        let gtsrb_class_id = match field(4) {
+            "" => None,
+            s => Some(
+                s.parse::<usize>()
+                    .ok()
+                    .filter(|id| *id < NUM_SIGN_CLASSES)
+                    .ok_or_else(|| bad(4, "empty or a GTSRB class id 0–42"))?,
+            ),
+        };
+        let (xmin, ymin, xmax, ymax) = (coord(5)?, coord(6)?, coord(7)?, coord(8)?);
+        ensure!(
+            xmin <= xmax && ymin <= ymax,
+            "{shown} line {line_no}: box ({xmin}, {ymin})–({xmax}, {ymax}) has its max corner before its min corner"
+        );
+        rows.push(AnnotationRow {
+            file,
+            width_px,
+            height_px,
+            class: field(3).to_string(),
+            gtsrb_class_id,
+            bbox: BoxPx::new(xmin, ymin, xmax + 1.0, ymax + 1.0),
+        });
+    }
+    Ok(rows)
+}
+
+/// A frame to evaluate: where it comes from and its truth.
+#[derive(Debug, Clone)]
+pub struct EvalItem {
+    pub name: String,
+    pub source: FrameData,
+    /// Size the annotations expect, checked against the decoded image.
+    pub expected_size_px: Option<(u32, u32)>,
+    pub truth: Vec<TruthEntry>,
+}
+
+/// Pixels in memory (synthetic scenes) or a file decoded when its turn comes (keeps RSS to one frame).
+#[derive(Debug, Clone)]
+pub enum FrameData {
+    File(PathBuf),
+    Rgb {
+        width: u32,
+        height: u32,
+        rgb: Vec<u8>,
+    },
+}
+
+fn is_image_file(path: &Path) -> bool {
+    path.is_file()
+        && path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+            ["jpg", "jpeg", "png"]
+                .iter()
+                .any(|x| e.eq_ignore_ascii_case(x))
+        })
+}
+
+/// The frames of `images` in natural order with their boxes from `rows`; a file named in the CSV but missing
+/// from the folder is an error.
+pub fn items_from_folder(images: &Path, rows: &[AnnotationRow]) -> anyhow::Result<Vec<EvalItem>> {
+    let entries = std::fs::read_dir(images)
+        .with_context(|| format!("listing frames folder {}", images.display()))?;
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| is_image_file(p))
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    let mut by_file: BTreeMap<&str, Vec<&AnnotationRow>> = BTreeMap::new();
+    for row in rows {
+        by_file.entry(row.file.as_str()).or_default().push(row);
+    }
+    for file in by_file.keys() {
+        if !names.iter().any(|n| n == file) {
+            bail!(
+                "annotations name `{file}`, which is not a .jpg/.jpeg/.png file in {}",
+                images.display()
+            );
+        }
+    }
+    ensure!(
+        !names.is_empty(),
+        "{} has no .jpg, .jpeg or .png file",
+        images.display()
+    );
+    names.sort_by(|a, b| natural_cmp(a, b));
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            let rows = by_file.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            EvalItem {
+                source: FrameData::File(images.join(&name)),
+                expected_size_px: rows.first().map(|r| (r.width_px, r.height_px)),
+                truth: rows
+                    .iter()
+                    .map(|r| TruthEntry {
+                        bbox: r.bbox,
+                        class_name: r.class.clone(),
+                        class_id: r.gtsrb_class_id,
+                    })
+                    .collect(),
+                name,
+            }
+        })
+        .collect())
+}
+
+/// Truth boxes of a synthetic scene, named by their GTSRB class.
+pub fn truth_from_boxes(boxes: &[TruthBox]) -> Vec<TruthEntry> {
+    boxes
+        .iter()
+        .map(|t| TruthEntry {
+            bbox: t.bbox,
+            class_name: t.class_id.map_or("unknown", class_name).to_string(),
+            class_id: t.class_id,
+        })
+        .collect()
+}
+
+/// Decodes (or copies) the frame; its capture clock starts now, so latency is that of glance + focus.
+fn load_frame(index: u64, item: &EvalItem) -> anyhow::Result<Frame> {
+    let frame = match &item.source {
+        FrameData::File(path) => {
+            let image = image::open(path)
+                .with_context(|| format!("decoding frame {}", path.display()))?
+                .into_rgb8();
+            let (w, h) = image.dimensions();
+            if let Some((ew, eh)) = item.expected_size_px {
+                ensure!(
+                    (w, h) == (ew, eh),
+                    "frame {} is {w}×{h}, but its annotations say {ew}×{eh}",
+                    path.display()
+                );
+            }
+            Frame::from_rgb(index, w, h, image.into_raw())
+                .with_context(|| format!("frame {}", path.display()))?
+        }
+        FrameData::Rgb { width, height, rgb } => {
+            Frame::from_rgb(index, *width, *height, rgb.clone())
+                .with_context(|| format!("frame {}", item.name))?
+        }
+    };
+    let mut frame = frame;
+    frame.file = Some(item.name.clone());
+    Ok(frame)
+}
+
+/// Per-class metrics in the report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClassReport {
+    pub tp: u64,
+    pub fp: u64,
+    #[serde(rename = "fn")]
+    pub fn_: u64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    /// `null` where no matched box of the class has a class id.
+    pub class_accuracy: Option<f64>,
+}
+
+/// What `saccade eval` reports (and `saccade bench` per strategy): keys documented in `docs/EVAL.md`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvalReport {
+    pub strategy: String,
+    pub frames: u64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub class_accuracy: Option<f64>,
+    pub tp: u64,
+    pub fp: u64,
+    #[serde(rename = "fn")]
+    pub fn_: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub patches_per_frame: f64,
+    pub pixel_fraction: f64,
+    pub mflops_per_frame: f64,
+    pub backbone_mflops_per_frame: f64,
+    pub glance_mflops: f64,
+    pub early_exit_rate: f64,
+    pub peak_rss_mb: f64,
+    pub wall_s: f64,
+    pub stages: BTreeMap<&'static str, StageJson>,
+    pub per_class: BTreeMap<String, ClassReport>,
+}
+
+/// An evaluation: the report and the tally of every frame (so a caller can re-score a prefix of the frames).
+pub struct Evaluation {
+    pub report: EvalReport,
+    pub frame_tallies: Vec<Tally>,
+}
+
+fn class_report(c: &crate::matching::Counts) -> ClassReport {
+    ClassReport {
+        tp: c.tp,
+        fp: c.fp,
+        fn_: c.fn_,
+        precision: round3(c.precision()),
+        recall: round3(c.recall()),
+        f1: round3(c.f1()),
+        class_accuracy: (c.classified > 0).then(|| round3(c.class_accuracy())),
+    }
+}
+
+/// Detections of an outcome as matching sees them.
+pub fn detections_of(outcome: &FocusOutcome) -> Vec<DetectionEntry> {
+    outcome
+        .detections
+        .iter()
+        .map(|d| DetectionEntry {
+            bbox: d.bbox,
+            score: d.score,
+            class_id: d.class_id,
+            class_name: d.class_name.to_string(),
+        })
+        .collect()
+}
+
+/// Runs every item through `processor` (single-threaded, lossless) and scores it.
+pub fn evaluate(
+    processor: &mut FrameProcessor,
+    strategy: &str,
+    items: &[EvalItem],
+    ignored: &HashSet<String>,
+) -> anyhow::Result<Evaluation> {
+    let metrics = PipelineMetrics::default();
+    let mut total = Tally::default();
+    let mut frame_tallies = Vec::with_capacity(items.len());
+    let started = Instant::now();
+    for (i, item) in items.iter().enumerate() {
+        let load_start = Instant::now();
+        let frame = load_frame(i as u64, item)?;
+        metrics.record(Stage::Capture, load_start.elapsed());
+        let done = processor
+            .process(frame, &metrics)
+            .map_err(|e| anyhow::anyhow!("{e} ({})", item.name))?;
+        let tally = tally_frame(&item.truth, &detections_of(&done.outcome), ignored);
+        total.add(&tally);
+        frame_tallies.push(tally);
+    }
+    let wall_s = started.elapsed().as_secs_f64();
+    let glance_mflops = processor.glance.net().mflops();
+    let report = build_report(strategy, &metrics, &total, glance_mflops, wall_s);
+    Ok(Evaluation {
+        report,
+        frame_tallies,
+    })
+}
+
+fn build_report(
+    strategy: &str,
+    metrics: &PipelineMetrics,
+    tally: &Tally,
+    glance_mflops: f64,
+    wall_s: f64,
+) -> EvalReport {
+    let get = PipelineMetrics::get;
+    let frames = get(&metrics.frames_processed);
+    let per_frame = |x: f64| if frames > 0 { x / frames as f64 } else { 0.0 };
+    let pixels_total = get(&metrics.pixels_total);
+    let backbone = per_frame(get(&metrics.backbone_kflops_total) as f64 / 1000.0);
+    let total_latency = metrics.histogram(Stage::Total).summary();
+    let c = &tally.overall;
+    EvalReport {
+        strategy: strategy.to_string(),
+        frames,
+        precision: round3(c.precision()),
+        recall: round3(c.recall()),
+        f1: round3(c.f1()),
+        class_accuracy: (c.classified > 0).then(|| round3(c.class_accuracy())),
+        tp: c.tp,
+        fp: c.fp,
+        fn_: c.fn_,
+        p50_ms: round3(total_latency.p50_ms),
+        p99_ms: round3(total_latency.p99_ms),
+        patches_per_frame: round3(per_frame(get(&metrics.patches_total) as f64)),
+        pixel_fraction: if pixels_total > 0 {
+            round3(get(&metrics.pixels_examined_total) as f64 / pixels_total as f64)
+        } else {
+            0.0
+        },
+        mflops_per_frame: round3(glance_mflops + backbone),
+        backbone_mflops_per_frame: round3(backbone),
+        glance_mflops: round3(glance_mflops),
+        early_exit_rate: round3(per_frame(get(&metrics.early_exits) as f64)),
+        peak_rss_mb: round3(rss_bytes().map_or(0.0, |(_, peak)| mib(peak))),
+        wall_s: round3(wall_s),
+        stages: Stage::ALL
+            .iter()
+            .map(|s| (s.name(), StageJson::from(metrics.histogram(*s).summary())))
+            .collect(),
+        per_class: tally
+            .per_class
+            .iter()
+            .map(|(name, counts)| (name.clone(), class_report(counts)))
+            .collect(),
+    }
+}
+
+impl EvalReport {
+    /// The human report.
+    pub fn human(&self) -> String {
+        let mut s = String::new();
+        let pct = |x: f64| x * 100.0;
+        let _ = writeln!(
+            s,
+            "saccade eval: strategy `{}`, {} frames in {:.1} s",
+            self.strategy, self.frames, self.wall_s
+        );
+        let _ = writeln!(
+            s,
+            "  detection: precision {:.1} %, recall {:.1} %, F1 {:.3} (TP {}, FP {}, FN {}); class accuracy of matched boxes {}",
+            pct(self.precision),
+            pct(self.recall),
+            self.f1,
+            self.tp,
+            self.fp,
+            self.fn_,
+            self.class_accuracy
+                .map_or("n/a (no class ids)".to_string(), |a| format!("{:.1} %", pct(a)))
+        );
+        let _ = writeln!(s, "  stage      p50 ms   p99 ms   max ms");
+        for name in ["capture", "glance", "focus", "classify", "total"] {
+            if let Some(st) = self.stages.get(name) {
+                let label = if name == "capture" { "decode" } else { name };
+                let _ = writeln!(
+                    s,
+                    "  {label:<9} {:>7.2}  {:>7.2}  {:>7.2}",
+                    st.p50_ms, st.p99_ms, st.max_ms
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  patches/frame {:.2}, full-res pixels seen {:.2} %, {:.2} MFLOPs/frame (backbone {:.2} + glance {:.2}), early-exit rate {:.0} %, peak RSS {:.0} MB",
+            self.patches_per_frame,
+            pct(self.pixel_fraction),
+            self.mflops_per_frame,
+            self.backbone_mflops_per_frame,
+            self.glance_mflops,
+            pct(self.early_exit_rate),
+            self.peak_rss_mb
+        );
+        if !self.per_class.is_empty() {
+            let _ = writeln!(
+                s,
+                "  {:<40} {:>4} {:>4} {:>4} {:>6} {:>6} {:>6} {:>7}",
+                "class", "TP", "FP", "FN", "prec", "recall", "F1", "cls acc"
+            );
+            for (name, c) in &self.per_class {
+                let _ = writeln!(
+                    s,
+                    "  {:<40} {:>4} {:>4} {:>4} {:>6.3} {:>6.3} {:>6.3} {:>7}",
+                    name,
+                    c.tp,
+                    c.fp,
+                    c.fn_,
+                    c.precision,
+                    c.recall,
+                    c.f1,
+                    c.class_accuracy
+                        .map_or("-".to_string(), |a| format!("{a:.3}"))
+                );
+            }
+        }
+        s
+    }
+}
+
+/// Writes `value` as pretty JSON to `path` (`-`: stdout).
+pub fn write_json<T: serde::Serialize>(value: &T, path: &str) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    if path == "-" {
+        println!("{text}");
+        Ok(())
+    } else {
+        std::fs::write(path, text + "\n").with_context(|| format!("writing JSON to {path}"))
+    }
+}
+
+pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.annotations)
+        .with_context(|| format!("reading annotations {}", args.annotations.display()))?;
+    let rows = parse_annotations(&text, &args.annotations)?;
+    let items = items_from_folder(&args.images, &rows)?;
+    let models = engine::load_models(&args.models)?;
+    let mut processor =
+        engine::build_processor(&models, &args.strategy, &StrategyConfigs::default())?;
+    let ignored: HashSet<String> = args
+        .ignore_classes
+        .iter()
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect();
+    let evaluation = evaluate(&mut processor, &args.strategy.strategy, &items, &ignored)?;
+    eprint!("{}", evaluation.report.human());
+    if let Some(path) = &args.json {
+        write_json(&evaluation.report, path)?;
+    }
+    Ok(())
+}
+
+/// GTSRB crops in memory: N×32×32×3 RGB and N labels.
+pub struct GtsrbTest {
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+}
+
+pub const GTSRB_SIDE_PX: usize = 32;
+
+impl std::fmt::Debug for GtsrbTest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GtsrbTest")
+            .field("images", &self.len())
+            .finish()
+    }
+}
+
+impl GtsrbTest {
+    pub fn from_bytes(images: Vec<u8>, labels: Vec<u8>) -> anyhow::Result<Self> {
+        let per_image = GTSRB_SIDE_PX * GTSRB_SIDE_PX * 3;
+        ensure!(
+            images.len().is_multiple_of(per_image),
+            "images hold {} bytes, expected a multiple of {per_image} (32×32×3)",
+            images.len()
+        );
+        let n = images.len() / per_image;
+        ensure!(
+            labels.len() == n,
+            "{} labels for {n} images, expected one label per image",
+            labels.len()
+        );
+        if let Some((i, l)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, l)| **l as usize >= NUM_SIGN_CLASSES)
+        {
+            bail!("label {i} is {l}, expected a GTSRB class id 0–42");
+        }
+        Ok(Self { images, labels })
+    }
+
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+        };
+        Self::from_bytes(read("test_images.u8")?, read("test_labels.u8")?)
+            .with_context(|| format!("GTSRB test set in {}", dir.display()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// Image `i` of `set` as CHW f32 in 0..1 at `side` px (bilinear when the net's input is not 32 px).
+fn gtsrb_chw(set: &GtsrbTest, i: usize, side: usize, out: &mut Vec<f32>) {
+    let per_image = GTSRB_SIDE_PX * GTSRB_SIDE_PX * 3;
+    let image = &set.images[i * per_image..(i + 1) * per_image];
+    let plane = side * side;
+    let start = out.len();
+    out.resize(start + 3 * plane, 0.0);
+    let scale = GTSRB_SIDE_PX as f32 / side as f32;
+    let max = (GTSRB_SIDE_PX - 1) as f32;
+    for y in 0..side {
+        let sy = ((y as f32 + 0.5) * scale - 0.5).clamp(0.0, max);
+        let (y0, fy) = (sy.floor() as usize, sy.fract());
+        let y1 = (y0 + 1).min(GTSRB_SIDE_PX - 1);
+        for x in 0..side {
+            let sx = ((x as f32 + 0.5) * scale - 0.5).clamp(0.0, max);
+            let (x0, fx) = (sx.floor() as usize, sx.fract());
+            let x1 = (x0 + 1).min(GTSRB_SIDE_PX - 1);
+            for c in 0..3 {
+                let px = |xx: usize, yy: usize| image[(yy * GTSRB_SIDE_PX + xx) * 3 + c] as f32;
+                let top = px(x0, y0) * (1.0 - fx) + px(x1, y0) * fx;
+                let bottom = px(x0, y1) * (1.0 - fx) + px(x1, y1) * fx;
+                out[start + c * plane + y * side + x] = (top * (1.0 - fy) + bottom * fy) / 255.0;
+            }
+        }
+    }
+}
+
+/// What `saccade eval-classifier` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClassifierReport {
+    pub weights: String,
+    pub model: String,
+    pub images: usize,
+    pub accuracy: f64,
+    /// Accuracy per GTSRB class name (classes without an image are left out).
+    pub per_class_accuracy: BTreeMap<String, f64>,
+    /// Images classified as background (always wrong on GTSRB crops).
+    pub background_predictions: usize,
+    pub batch: usize,
+    pub ms_per_patch: f64,
+    pub p50_ms_per_batch: f64,
+    pub mflops_per_patch: f64,
+}
+
+/// Accuracy of `model` on `set` (background counts as wrong), batched by `batch`.
+pub fn evaluate_classifier(
+    model: &dyn PatchClassifier,
+    set: &GtsrbTest,
+    batch: usize,
+    device: &Device,
+) -> anyhow::Result<(Vec<usize>, f64, f64)> {
+    ensure!(batch > 0, "--batch is 0, expected at least 1");
+    let side = model.input_side_px();
+    let mut predicted = Vec::with_capacity(set.len());
+    let mut batch_ms = Vec::new();
+    let mut total_s = 0.0;
+    let mut buffer = Vec::with_capacity(batch * 3 * side * side);
+    for start in (0..set.len()).step_by(batch) {
+        let end = (start + batch).min(set.len());
+        buffer.clear();
+        for i in start..end {
+            gtsrb_chw(set, i, side, &mut buffer);
+        }
+        let x = Tensor::from_slice(&buffer, (end - start, 3, side, side), device)?;
+        let t = Instant::now();
+        let probs = model.classify(&x)?;
+        let classes = probs.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let elapsed = t.elapsed().as_secs_f64();
+        total_s += elapsed;
+        batch_ms.push(elapsed * 1000.0);
+        predicted.extend(classes.into_iter().map(|c| c as usize));
+    }
+    batch_ms.sort_by(f64::total_cmp);
+    let p50 = batch_ms.get(batch_ms.len() / 2).copied().unwrap_or(0.0);
+    let ms_per_patch = if set.is_empty() {
+        0.0
+    } else {
+        total_s * 1000.0 / set.len() as f64
+    };
+    Ok((predicted, ms_per_patch, p50))
+}
+
+pub fn eval_classifier(args: EvalClassifierArgs) -> anyhow::Result<()> {
+    let mut set = GtsrbTest::load(&args.data)?;
+    if let Some(limit) = args.limit {
+        let n = limit.min(set.len());
+        set.images.truncate(n * GTSRB_SIDE_PX * GTSRB_SIDE_PX * 3);
+        set.labels.truncate(n);
+    }
+    let weights = args
+        .weights
+        .clone()
+        .unwrap_or_else(|| engine::default_weights_dir().join("patchnet.q8_0.gguf"));
+    let device = engine::device()?;
+    let model = PatchNet::load(&weights, &device)
+        .with_context(|| format!("loading the patch classifier from {}", weights.display()))?;
+    let (predicted, ms_per_patch, p50_ms_per_batch) =
+        evaluate_classifier(&model, &set, args.batch, &device)?;
+    let report = classifier_report(
+        &model,
+        &weights,
+        &set,
+        &predicted,
+        args.batch,
+        ms_per_patch,
+        p50_ms_per_batch,
+    );
+    eprint!("{}", report.human());
+    if let Some(path) = &args.json {
+        write_json(&report, path)?;
+    }
+    Ok(())
+}
+
+fn classifier_report(
+    model: &dyn PatchClassifier,
+    weights: &Path,
+    set: &GtsrbTest,
+    predicted: &[usize],
+    batch: usize,
+    ms_per_patch: f64,
+    p50_ms_per_batch: f64,
+) -> ClassifierReport {
+    let mut correct = vec![0usize; NUM_SIGN_CLASSES];
+    let mut total = vec![0usize; NUM_SIGN_CLASSES];
+    for (&label, &p) in set.labels.iter().zip(predicted) {
+        let label = label as usize;
+        total[label] += 1;
+        correct[label] += usize::from(p == label);
+    }
+    let all: usize = total.iter().sum();
+    ClassifierReport {
+        weights: weights.display().to_string(),
+        model: model.describe(),
+        images: all,
+        accuracy: if all == 0 {
+            0.0
+        } else {
+            round3(correct.iter().sum::<usize>() as f64 / all as f64)
+        },
+        per_class_accuracy: (0..NUM_SIGN_CLASSES)
+            .filter(|&c| total[c] > 0)
+            .map(|c| {
+                (
+                    format!("{c:02} {}", class_name(c)),
+                    round3(correct[c] as f64 / total[c] as f64),
+                )
+            })
+            .collect(),
+        background_predictions: predicted
+            .iter()
+            .filter(|&&p| p == saccade_models::BACKGROUND_CLASS)
+            .count(),
+        batch,
+        ms_per_patch: (ms_per_patch * 10_000.0).round() / 10_000.0,
+        p50_ms_per_batch: round3(p50_ms_per_batch),
+        mflops_per_patch: round3(model.mflops_per_patch()),
+    }
+}
+
+impl ClassifierReport {
+    pub fn human(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "saccade eval-classifier: {} ({}) on {} GTSRB images",
+            self.weights, self.model, self.images
+        );
+        let _ = writeln!(
+            s,
+            "  accuracy {:.2} % ({} predicted background); {:.4} ms/patch at batch {} (p50 {:.2} ms/batch), {:.2} MFLOPs/patch",
+            self.accuracy * 100.0,
+            self.background_predictions,
+            self.ms_per_patch,
+            self.batch,
+            self.p50_ms_per_batch,
+            self.mflops_per_patch
+        );
+        let mut worst: Vec<(&String, &f64)> = self.per_class_accuracy.iter().collect();
+        worst.sort_by(|a, b| a.1.total_cmp(b.1));
+        let _ = writeln!(s, "  worst classes:");
+        for (name, acc) in worst.iter().take(5) {
+            let _ = writeln!(s, "    {name:<48} {:.1} %", *acc * 100.0);
+        }
+        s
+    }
+}
+
+/// Random-init models saved as `glancenet`/`patchnet` `.safetensors` and `.q8_0.gguf` in `dir`, for tests
+/// that need real nets but not trained ones.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn write_random_models(dir: &Path) -> ModelArgs {
+    use candle_nn::{VarBuilder, VarMap};
+    use saccade_models::{GlanceNetConfig, GlanceNetModel, PatchNetConfig, QuantDtype};
+    let device = Device::Cpu;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &device);
+    let glance = GlanceNetModel::new(&GlanceNetConfig::default(), vb.pp("g")).unwrap();
+    let patch = PatchNet::new(&PatchNetConfig::default(), vb.pp("p")).unwrap();
+    glance
+        .save_safetensors(&dir.join("glancenet.safetensors"))
+        .unwrap();
+    patch
+        .save_safetensors(&dir.join("patchnet.safetensors"))
+        .unwrap();
+    for stem in ["glancenet", "patchnet"] {
+        saccade_models::quantize_file(
+            &dir.join(format!("{stem}.safetensors")),
+            &dir.join(format!("{stem}.q8_0.gguf")),
+            QuantDtype::Q8_0,
+        )
+        .unwrap();
+    }
+    ModelArgs {
+        weights_dir: Some(dir.to_path_buf()),
+        glance_weights: None,
+        classifier_weights: None,
+        dtype: "q8_0".to_string(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
+    use super::*;
+
+    const HEADER: &str = "file,width,height,class,gtsrb_class_id,xmin,ymin,xmax,ymax\n";
+
+    #[test]
+    fn annotations_parse_with_inclusive_corners_and_empty_class_id() {
+        let text = format!(
+            "{HEADER}a.jpg,400,300,speedlimit,,10,20,29,39\nb.jpg,400,300,stop,14,0,0,0,0\n"
+        );
+        let rows = parse_annotations(&text, Path::new("ann.csv")).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].gtsrb_class_id, None);
+        assert_eq!(rows[0].bbox, BoxPx::new(10.0, 20.0, 30.0, 40.0));
+        assert_eq!(rows[1].gtsrb_class_id, Some(14));
+        assert_eq!(rows[1].bbox.area(), 1.0);
+    }
+
+    #[test]
+    fn annotation_errors_name_file_line_column_and_value() {
+        let text =
+            format!("{HEADER}a.jpg,400,300,stop,14,0,0,5,5\na.jpg,400,300,stop,14,x1,0,5,5\n");
+        let err = parse_annotations(&text, Path::new("ann.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ann.csv line 3, column `xmin`: `x1`"), "{err}");
+        let err = parse_annotations(
+            &format!("{HEADER}a.jpg,400,300,stop,99,0,0,5,5\n"),
+            Path::new("ann.csv"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("column `gtsrb_class_id`: `99`"), "{err}");
+        let err = parse_annotations("file,width\n", Path::new("ann.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no column `height`"), "{err}");
+        let err = parse_annotations(
+            &format!("{HEADER}a.jpg,400,300,stop\n"),
+            Path::new("ann.csv"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 2: 4 fields, expected 9"), "{err}");
+    }
+
+    #[test]
+    fn folder_items_include_frames_without_boxes_and_reject_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["f10.png", "f2.png"] {
+            image::RgbImage::new(8, 6)
+                .save(dir.path().join(name))
+                .unwrap();
+        }
+        let text = format!("{HEADER}f10.png,8,6,stop,14,0,0,3,3\n");
+        let rows = parse_annotations(&text, Path::new("a.csv")).unwrap();
+        let items = items_from_folder(dir.path(), &rows).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].name, "f2.png");
+        assert!(items[0].truth.is_empty());
+        assert_eq!(items[1].truth.len(), 1);
+        let text = format!("{HEADER}missing.png,8,6,stop,14,0,0,3,3\n");
+        let rows = parse_annotations(&text, Path::new("a.csv")).unwrap();
+        let err = items_from_folder(dir.path(), &rows)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing.png"), "{err}");
+    }
+
+    #[test]
+    fn frame_size_must_match_its_annotations() {
+        let dir = tempfile::tempdir().unwrap();
+        image::RgbImage::new(8, 6)
+            .save(dir.path().join("a.png"))
+            .unwrap();
+        let text = format!("{HEADER}a.png,16,6,stop,14,0,0,3,3\n");
+        let rows = parse_annotations(&text, Path::new("a.csv")).unwrap();
+        let items = items_from_folder(dir.path(), &rows).unwrap();
+        let err = load_frame(0, &items[0]).unwrap_err().to_string();
+        assert!(
+            err.contains("is 8×6, but its annotations say 16×6"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn gtsrb_set_rejects_bad_sizes_and_labels() {
+        assert!(GtsrbTest::from_bytes(vec![0; 3072 * 2], vec![1, 2]).is_ok());
+        let err = GtsrbTest::from_bytes(vec![0; 3071], vec![1])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("3071 bytes"), "{err}");
+        let err = GtsrbTest::from_bytes(vec![0; 3072], vec![1, 2])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("2 labels for 1 images"), "{err}");
+        let err = GtsrbTest::from_bytes(vec![0; 3072], vec![43])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("label 0 is 43"), "{err}");
+    }
+
+    #[test]
+    fn gtsrb_chw_keeps_pixels_at_native_side_and_resamples_otherwise() {
+        let mut images = vec![0u8; 3072];
+        images[0] = 255; // red of pixel (0, 0)
+        images[3071] = 51; // blue of pixel (31, 31)
+        let set = GtsrbTest::from_bytes(images, vec![0]).unwrap();
+        let mut out = Vec::new();
+        gtsrb_chw(&set, 0, 32, &mut out);
+        assert_eq!(out.len(), 3 * 1024);
+        assert_eq!(out[0], 1.0);
+        assert!((out[2 * 1024 + 1023] - 0.2).abs() < 1e-6);
+        let mut out = Vec::new();
+        gtsrb_chw(&set, 0, 16, &mut out);
+        assert_eq!(out.len(), 3 * 256);
+        assert!(out.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+
+    /// Two small frames of different sizes, one annotated, one not.
+    pub(crate) fn small_annotated_folder(dir: &Path) -> (PathBuf, PathBuf) {
+        let images = dir.join("frames");
+        std::fs::create_dir_all(&images).unwrap();
+        let mut a = image::RgbImage::from_pixel(96, 64, image::Rgb([90, 120, 90]));
+        for y in 10..26 {
+            for x in 30..46 {
+                a.put_pixel(x, y, image::Rgb([220, 20, 20]));
+            }
+        }
+        a.save(images.join("a.png")).unwrap();
+        image::RgbImage::from_pixel(80, 80, image::Rgb([40, 40, 40]))
+            .save(images.join("b.png"))
+            .unwrap();
+        let csv = dir.join("ann.csv");
+        std::fs::write(
+            &csv,
+            format!("{HEADER}a.png,96,64,stop,14,30,10,45,25\na.png,96,64,trafficlight,,0,0,5,5\n"),
+        )
+        .unwrap();
+        (images, csv)
+    }
+
+    #[test]
+    fn eval_runs_real_nets_on_frames_of_any_size_and_writes_stable_json_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = write_random_models(dir.path());
+        let (images, annotations) = small_annotated_folder(dir.path());
+        let json = dir.path().join("eval.json");
+        eval(EvalArgs {
+            images,
+            annotations,
+            json: Some(json.display().to_string()),
+            ignore_classes: vec!["trafficlight".to_string()],
+            strategy: StrategyArgs {
+                strategy: "topk".to_string(),
+                max_patches: 8,
+                deadline_ms: None,
+            },
+            models,
+        })
+        .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+        for key in [
+            "strategy",
+            "frames",
+            "precision",
+            "recall",
+            "f1",
+            "class_accuracy",
+            "p50_ms",
+            "p99_ms",
+            "patches_per_frame",
+            "pixel_fraction",
+            "mflops_per_frame",
+            "early_exit_rate",
+            "peak_rss_mb",
+            "stages",
+            "per_class",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        assert_eq!(v["frames"], 2);
+        assert_eq!(v["strategy"], "topk");
+        // The ignored traffic light is neither found nor missed: only the stop sign can be a FN.
+        assert!(v["fn"].as_u64().unwrap() <= 1);
+        for key in [
+            "precision",
+            "recall",
+            "f1",
+            "pixel_fraction",
+            "early_exit_rate",
+        ] {
+            let x = v[key].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&x), "{key} = {x}");
+        }
+        assert!(v["mflops_per_frame"].as_f64().unwrap() > 0.0);
+        assert!(v["stages"]["total"]["p50_ms"].as_f64().unwrap() > 0.0);
+    }
+
+    #[test]
+    fn eval_classifier_reports_accuracy_in_unit_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        write_random_models(dir.path());
+        let mut images = vec![0u8; 3072 * 5];
+        for (i, b) in images.iter_mut().enumerate() {
+            *b = (i * 7 % 251) as u8;
+        }
+        std::fs::write(dir.path().join("test_images.u8"), images).unwrap();
+        std::fs::write(dir.path().join("test_labels.u8"), [0u8, 1, 2, 14, 42]).unwrap();
+        let json = dir.path().join("cls.json");
+        eval_classifier(EvalClassifierArgs {
+            data: dir.path().to_path_buf(),
+            weights: Some(dir.path().join("patchnet.safetensors")),
+            batch: 2,
+            limit: None,
+            json: Some(json.display().to_string()),
+        })
+        .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+        assert_eq!(v["images"], 5);
+        let acc = v["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc));
+        assert_eq!(v["per_class_accuracy"].as_object().unwrap().len(), 5);
+        assert!(v["ms_per_patch"].as_f64().unwrap() > 0.0);
+    }
+
+    #[test]
+    fn classifier_accuracy_agrees_with_the_trainers_gtsrb_accuracy() {
+        let dir = tempfile::tempdir().unwrap();
+        write_random_models(dir.path());
+        let model = PatchNet::load(&dir.path().join("patchnet.safetensors"), &Device::Cpu).unwrap();
+        let n = 40;
+        let images: Vec<u8> = (0..n * 3072).map(|i| (i * 13 % 256) as u8).collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 43) as u8).collect();
+        let set = GtsrbTest::from_bytes(images.clone(), labels.clone()).unwrap();
+        let (predicted, _, _) = evaluate_classifier(&model, &set, 7, &Device::Cpu).unwrap();
+        let report = classifier_report(&model, Path::new("w"), &set, &predicted, 7, 0.0, 0.0);
+        let (accuracy, _) = crate::train::gtsrb_accuracy(&model, &images, &labels).unwrap();
+        assert!(
+            (report.accuracy - round3(accuracy)).abs() < 1e-9,
+            "{} vs {accuracy}",
+            report.accuracy
+        );
+    }
+}

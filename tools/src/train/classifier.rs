@@ -380,8 +380,9 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
         }
     };
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-    let model = PatchNet::new(&cfg, vb)?;
+    PatchNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    super::common::seed_varmap(&varmap, args.seed)?;
+    let model = PatchNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
     let mut opt = AdamW::new(
         varmap.all_vars(),
         ParamsAdamW {

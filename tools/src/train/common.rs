@@ -103,3 +103,33 @@ mod tests {
         assert!((cosine_lr(1.0, total - 1, total) - 0.05).abs() < 1e-3);
     }
 }
+
+/// Replace every variable of `varmap` by seeded values, so training starts from the same weights on every run
+/// (candle's CPU initialisers cannot be seeded). Weights: uniform ±1/sqrt(fan_in) as candle-nn's `linear`
+/// initialises them; biases: uniform ±0.1. Build the model once to create the variables, call this, then build the model
+/// again from the same `VarMap`: the second build picks up the seeded variables.
+pub fn seed_varmap(varmap: &candle_nn::VarMap, seed: u64) -> anyhow::Result<()> {
+    use rand::Rng;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("variable map lock poisoned"))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for (i, name) in names.into_iter().enumerate() {
+        let var = &data[name];
+        let dims = var.as_tensor().dims().to_vec();
+        let n: usize = dims.iter().product();
+        let bound = if dims.len() > 1 {
+            let fan_in: usize = dims.iter().skip(1).product();
+            1.0 / (fan_in.max(1) as f32).sqrt()
+        } else {
+            0.1
+        };
+        let mut rng = rng_for(seed, 0x5eed_0000 + i as u64);
+        let values: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
+        let t = Tensor::from_vec(values, dims, var.as_tensor().device())?;
+        var.set(&t)?;
+    }
+    Ok(())
+}

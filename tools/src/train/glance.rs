@@ -476,6 +476,8 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
     train.extend(train_photos);
 
     let varmap = VarMap::new();
+    GlanceNetModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    super::common::seed_varmap(&varmap, args.seed)?;
     let model = GlanceNetModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
     let mut opt = AdamW::new(
         varmap.all_vars(),

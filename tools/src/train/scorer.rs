@@ -345,6 +345,8 @@ pub fn train_scorer(args: &ScorerArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     let varmap = VarMap::new();
+    ScorerModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    super::common::seed_varmap(&varmap, args.seed)?;
     let model = ScorerModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
     let mut opt = AdamW::new(
         varmap.all_vars(),
@@ -478,6 +480,8 @@ mod tests {
             lr: 2e-2,
         };
         let varmap = VarMap::new();
+        ScorerModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &device)).unwrap();
+        crate::train::common::seed_varmap(&varmap, 7).unwrap();
         let model =
             ScorerModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &device)).unwrap();
         let mut opt = AdamW::new(

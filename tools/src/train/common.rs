@@ -88,22 +88,6 @@ pub fn file_bytes(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cosine_lr_warms_up_peaks_and_decays_to_floor() {
-        let total = 1000;
-        assert!(cosine_lr(1.0, 0, total) < 0.1);
-        let peak = (0..total)
-            .map(|s| cosine_lr(1.0, s, total))
-            .fold(0.0, f64::max);
-        assert!((peak - 1.0).abs() < 1e-3);
-        assert!((cosine_lr(1.0, total - 1, total) - 0.05).abs() < 1e-3);
-    }
-}
-
 /// Replace every variable of `varmap` by seeded values, so training starts from the same weights on every run
 /// (candle's CPU initialisers cannot be seeded). Weights: uniform ±1/sqrt(fan_in) as candle-nn's `linear`
 /// initialises them; biases: uniform ±0.1. Build the model once to create the variables, call this, then build the model
@@ -132,4 +116,20 @@ pub fn seed_varmap(varmap: &candle_nn::VarMap, seed: u64) -> anyhow::Result<()> 
         var.set(&t)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_lr_warms_up_peaks_and_decays_to_floor() {
+        let total = 1000;
+        assert!(cosine_lr(1.0, 0, total) < 0.1);
+        let peak = (0..total)
+            .map(|s| cosine_lr(1.0, s, total))
+            .fold(0.0, f64::max);
+        assert!((peak - 1.0).abs() < 1e-3);
+        assert!((cosine_lr(1.0, total - 1, total) - 0.05).abs() < 1e-3);
+    }
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use saccade_runtime::focus::{
-    fit_thresholds, FocusBudget, FocusInput, FocusStrategy, GfNet, GfNetConfig,
+    fit_thresholds, FocusBudget, FocusInput, FocusOutcome, FocusStrategy, GfNet, GfNetConfig,
 };
 use saccade_runtime::frame::Frame;
 use saccade_runtime::glance::GlanceStage;
@@ -61,14 +61,15 @@ pub fn load_calibrated(weights_dir: &Path) -> anyhow::Result<Option<GfNetConfig>
     Ok(Some(table.gfnet))
 }
 
-fn record_confidences(
+/// Run `strategy` over `frames` (glance first), calling `each` after every frame with the strategy and what it did.
+fn run_gfnet(
     frames: &[Frame],
     glance: &mut GlanceStage,
     classifier: &Arc<TimedClassifier>,
     config: &GfNetConfig,
-) -> anyhow::Result<Vec<Vec<f32>>> {
-    let mut strategy = GfNet::new(config.clone().never_exit());
-    let mut out = Vec::with_capacity(frames.len());
+    mut each: impl FnMut(&GfNet, &FocusOutcome),
+) -> anyhow::Result<()> {
+    let mut strategy = GfNet::new(config.clone());
     for frame in frames {
         let map = glance.glance(frame)?;
         let input = FocusInput {
@@ -82,9 +83,26 @@ fn record_confidences(
             },
             started: Instant::now(),
         };
-        strategy.focus(&input)?;
-        out.push(strategy.last_confidences().to_vec());
+        let outcome = strategy.focus(&input)?;
+        each(&strategy, &outcome);
     }
+    Ok(())
+}
+
+fn record_confidences(
+    frames: &[Frame],
+    glance: &mut GlanceStage,
+    classifier: &Arc<TimedClassifier>,
+    config: &GfNetConfig,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(frames.len());
+    run_gfnet(
+        frames,
+        glance,
+        classifier,
+        &config.clone().never_exit(),
+        |s, _| out.push(s.last_confidences().to_vec()),
+    )?;
     Ok(out)
 }
 
@@ -94,23 +112,10 @@ fn mean_patches(
     classifier: &Arc<TimedClassifier>,
     config: &GfNetConfig,
 ) -> anyhow::Result<f64> {
-    let mut strategy = GfNet::new(config.clone());
     let mut patches = 0usize;
-    for frame in frames {
-        let map = glance.glance(frame)?;
-        let input = FocusInput {
-            frame,
-            glance: &map,
-            glance_size_px: glance.input_size_px(),
-            classifier: classifier.as_ref(),
-            budget: FocusBudget {
-                max_patches: config.max_steps,
-                deadline_ms: None,
-            },
-            started: Instant::now(),
-        };
-        patches += strategy.focus(&input)?.patches.len();
-    }
+    run_gfnet(frames, glance, classifier, config, |_, o| {
+        patches += o.patches.len()
+    })?;
     Ok(patches as f64 / frames.len().max(1) as f64)
 }
 

@@ -355,7 +355,9 @@ impl WeightSet {
                     ),
                 ));
             }
-            let needed = (elems / block) as u64 * info.ggml_dtype.type_size() as u64;
+            // Saturating: a corrupt header can claim any element count.
+            let needed =
+                ((elems / block) as u64).saturating_mul(info.ggml_dtype.type_size() as u64);
             let start = content.tensor_data_offset.saturating_add(info.offset);
             let end = start.saturating_add(needed);
             if end > bytes.len() as u64 {

@@ -345,6 +345,16 @@ impl WeightSet {
                 ));
             };
             let block = info.ggml_dtype.block_size();
+            // An empty tensor would reach candle as a dangling, misaligned slice: refuse it here.
+            if elems == 0 {
+                return Err(bad_file(
+                    path,
+                    format!(
+                        "tensor `{name}` has shape {:?}: no elements",
+                        info.shape.dims()
+                    ),
+                ));
+            }
             if block == 0 || !elems.is_multiple_of(block) {
                 return Err(bad_file(
                     path,

@@ -555,8 +555,9 @@ mod tests {
             }
             let grid = ZoomGrid::from_saliency(&sal, n, 0.25, 1280.0, 960.0, 192.0);
             let (x, y) = grid.frame_from_warped(a * 192.0, b * 192.0);
-            // Within a few px of the border the grid is clamped (many-to-one): no unique inverse there.
-            prop_assume!(x > 4.0 && x < 1276.0 && y > 4.0 && y < 956.0);
+            // Near the border the grid is clamped (many-to-one): no unique inverse there. With strong warps the
+            // clamped band reaches ~10 px (a 1000-case run found x = 10.3 mapping back to the warped edge).
+            prop_assume!(x > 16.0 && x < 1264.0 && y > 16.0 && y < 944.0);
             let (u, v) = grid.warped_from_frame(x, y);
             let (x2, y2) = grid.frame_from_warped(u, v);
             prop_assert!((x2 - x).abs() < 1.0 && (y2 - y).abs() < 1.0, "({x},{y}) -> ({u},{v}) -> ({x2},{y2})");

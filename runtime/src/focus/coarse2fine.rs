@@ -7,8 +7,8 @@
 use saccade_models::GlanceMap;
 
 use super::common::{
-    detection_from, max_objectness, nothing_salient, object_box, object_side_at, BudgetClock,
-    Candidate, DetectConfig, GlanceGeometry, OutcomeRecorder, PatchBatcher,
+    max_objectness, nothing_salient, object_side_at, BudgetClock, Candidate, DetectConfig,
+    GlanceGeometry, OutcomeRecorder, PatchBatcher,
 };
 use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::BoxPx;
@@ -249,17 +249,13 @@ impl FocusStrategy for Coarse2Fine {
         let verdicts =
             self.batcher
                 .classify_regions("coarse2fine", input.frame, &boxes, input.classifier)?;
-        let mflops = input.classifier.mflops_per_patch();
-        for (c, v) in windows.iter().zip(&verdicts) {
-            recorder.visit(0, c.region, c.score, mflops);
-            if let Some(d) = detection_from(
-                v,
-                object_box(c.region, c.object_side_frame_px),
-                detect.min_score,
-            ) {
-                recorder.detect(d);
-            }
-        }
+        recorder.record_batch(
+            0,
+            &windows,
+            &verdicts,
+            input.classifier.mflops_per_patch(),
+            detect.min_score,
+        );
         let exit = if budget_cut {
             ExitReason::Budget
         } else {

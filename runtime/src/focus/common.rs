@@ -487,6 +487,26 @@ impl OutcomeRecorder {
         self.outcome.pixels_examined += region.area().round().max(0.0) as u64;
     }
 
+    /// Record one classified batch: every candidate as a visit at `step`, and a detection for each verdict
+    /// that names a sign with at least `min_score`.
+    pub fn record_batch(
+        &mut self,
+        step: usize,
+        candidates: &[Candidate],
+        verdicts: &[PatchVerdict],
+        mflops_per_patch: f64,
+        min_score: f32,
+    ) {
+        for (c, v) in candidates.iter().zip(verdicts) {
+            self.visit(step, c.region, c.score, mflops_per_patch);
+            if let Some(d) =
+                detection_from(v, object_box(c.region, c.object_side_frame_px), min_score)
+            {
+                self.detect(d);
+            }
+        }
+    }
+
     pub fn detect(&mut self, detection: Detection) {
         self.outcome.detections.push(detection);
     }

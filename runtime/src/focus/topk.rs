@@ -7,8 +7,8 @@
 use saccade_models::GlanceMap;
 
 use super::common::{
-    cell_candidates, detection_from, max_objectness, nothing_salient, object_box, top_k,
-    BudgetClock, DetectConfig, GlanceGeometry, OutcomeRecorder, PatchBatcher,
+    cell_candidates, max_objectness, nothing_salient, top_k, BudgetClock, DetectConfig,
+    GlanceGeometry, OutcomeRecorder, PatchBatcher,
 };
 use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::BoxPx;
@@ -101,17 +101,13 @@ impl FocusStrategy for TopK {
         let verdicts =
             self.batcher
                 .classify_regions(self.name(), input.frame, &regions, input.classifier)?;
-        let mflops = input.classifier.mflops_per_patch();
-        for (c, v) in chosen.iter().zip(&verdicts) {
-            recorder.visit(0, c.region, c.score, mflops);
-            if let Some(d) = detection_from(
-                v,
-                object_box(c.region, c.object_side_frame_px),
-                detect.min_score,
-            ) {
-                recorder.detect(d);
-            }
-        }
+        recorder.record_batch(
+            0,
+            &chosen,
+            &verdicts,
+            input.classifier.mflops_per_patch(),
+            detect.min_score,
+        );
         let exit = if budget_cut {
             ExitReason::Budget
         } else {

@@ -235,6 +235,27 @@ impl PatchNet {
     /// # Shapes
     /// `(b, 3, s, s)` → `(b, num_classes)`.
     pub fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_inner(x, None)
+    }
+
+    /// Class logits with dropout for training: the flattened features are multiplied by `feature_mask`
+    /// `(b, flat_dim)` and the hidden activations by `hidden_mask` `(b, hidden)` (each value 0, or
+    /// 1/(1−p) to keep the expectation). The trainer draws the masks from its own seeded RNG, so a run
+    /// is reproducible where candle's random tensors are not.
+    pub fn logits_with_dropout(
+        &self,
+        x: &Tensor,
+        feature_mask: &Tensor,
+        hidden_mask: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        self.forward_inner(x, Some((feature_mask, hidden_mask)))
+    }
+
+    fn forward_inner(
+        &self,
+        x: &Tensor,
+        masks: Option<(&Tensor, &Tensor)>,
+    ) -> candle_core::Result<Tensor> {
         let s = self.cfg.input_side_px;
         let (b, c, h, w) = x.dims4()?;
         if c != 3 || h != s || w != s {
@@ -251,9 +272,15 @@ impl PatchNet {
         // (b, c1, s/4, s/4) -> (b, c2, s/8, s/8)
         let x = self.conv3.forward(&x)?.relu()?.max_pool2d(2)?;
         // (b, c2, s/8, s/8) -> (b, c2·(s/8)²)
-        let x = x.reshape((b, self.cfg.flat_dim()))?.to_dtype(DType::F32)?;
+        let mut x = x.reshape((b, self.cfg.flat_dim()))?.to_dtype(DType::F32)?;
+        if let Some((feature_mask, _)) = masks {
+            x = x.mul(feature_mask)?;
+        }
         // (b, flat) -> (b, hidden) -> (b, num_classes)
-        let x = self.fc1.forward(&x)?.relu()?;
+        let mut x = self.fc1.forward(&x)?.relu()?;
+        if let Some((_, hidden_mask)) = masks {
+            x = x.mul(hidden_mask)?;
+        }
         self.fc2.forward(&x)
     }
 
@@ -399,6 +426,45 @@ mod tests {
             &tensors["fc2.bias"],
             cfg.num_classes,
         )
+    }
+
+    #[test]
+    fn dropout_with_all_ones_masks_equals_plain_logits() {
+        let cfg = PatchNetConfig {
+            input_side_px: 16,
+            channels: [4, 4, 8],
+            hidden: 8,
+            num_classes: 5,
+        };
+        let varmap = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let net = PatchNet::new(&cfg, vb).unwrap();
+        let x = Tensor::rand(0f32, 1f32, (2, 3, 16, 16), &Device::Cpu).unwrap();
+        let ones_f = Tensor::ones((2, cfg.flat_dim()), DType::F32, &Device::Cpu).unwrap();
+        let ones_h = Tensor::ones((2, 8), DType::F32, &Device::Cpu).unwrap();
+        let zeros_h = Tensor::zeros((2, 8), DType::F32, &Device::Cpu).unwrap();
+        let plain = net
+            .logits(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let masked = net
+            .logits_with_dropout(&x, &ones_f, &ones_h)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(plain, masked);
+        // With the hidden layer dropped entirely only fc2's bias is left: both rows equal.
+        let dropped = net
+            .logits_with_dropout(&x, &ones_f, &zeros_h)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(dropped[0], dropped[1]);
     }
 
     #[test]

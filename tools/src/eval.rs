@@ -1075,7 +1075,8 @@ pub(crate) mod tests {
         let set = GtsrbTest::from_bytes(images.clone(), labels.clone()).unwrap();
         let (predicted, _, _) = evaluate_classifier(&model, &set, 7, &Device::Cpu).unwrap();
         let report = classifier_report(&model, Path::new("w"), &set, &predicted, 7, 0.0, 0.0);
-        let (accuracy, _) = crate::train::gtsrb_accuracy(&model, &images, &labels).unwrap();
+        let (accuracy, _) =
+            crate::train::gtsrb_accuracy(&model, &images, &labels, &Device::Cpu).unwrap();
         assert!(
             (report.accuracy - round3(accuracy)).abs() < 1e-9,
             "{} vs {accuracy}",

@@ -17,10 +17,13 @@ use saccade_models::weights::{quantize_file, QuantDtype};
 use saccade_models::{PatchClassifier, BACKGROUND_CLASS, NUM_CLASSES};
 
 use super::augment::{augment_gtsrb, crop_square, gtsrb_chw, photometric, procedural_background};
-use super::common::{batch_tensor, cosine_lr, file_bytes, progress, rng_for, save_named};
+use super::common::{
+    batch_tensor, cosine_lr, file_bytes, progress, rng_for, sample_rng, save_named, train_device,
+};
 use super::data::{load_photo_annotations, read_rgb, split_every, GtsrbSet, Photo, GTSRB_SIDE_PX};
 use super::pictos::{composite_patch, load_pictograms, Pictogram};
 use super::scenes::{scene_crops, SceneCrops};
+use rayon::prelude::*;
 
 /// Knobs of `saccade train classifier`.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,6 +72,13 @@ pub struct ClassifierArgs {
     /// Use only the first N GTSRB train images (0 = all), for quick runs.
     #[arg(long, default_value_t = 0)]
     pub limit: usize,
+    /// Where the network trains: `cpu`, or `cuda` with a `--features cuda` build. Samples are made on the
+    /// CPU either way, on all cores.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Dropout probability on the flattened features and the hidden layer while training (0 = none).
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f32,
 }
 
 /// Where one training sample comes from; the pixels are made fresh (augmented) each time it is drawn.
@@ -197,12 +207,12 @@ pub fn gtsrb_accuracy(
     model: &dyn PatchClassifier,
     images: &[u8],
     labels: &[u8],
+    device: &Device,
 ) -> anyhow::Result<(f64, Vec<f64>)> {
     let set = GtsrbSet::from_bytes(images.to_vec(), labels.to_vec())?;
     let side = model.input_side_px();
     let mut correct = vec![0usize; NUM_CLASSES];
     let mut total = vec![0usize; NUM_CLASSES];
-    let device = Device::Cpu;
     let batch = 256;
     for start in (0..set.len()).step_by(batch) {
         let end = (start + batch).min(set.len());
@@ -224,7 +234,7 @@ pub fn gtsrb_accuracy(
                 }
             })
             .collect();
-        let x = batch_tensor(&imgs, 3, side, side, &device)?;
+        let x = batch_tensor(&imgs, 3, side, side, device)?;
         let probs = model.classify(&x)?;
         let predicted = probs.argmax(D::Minus1)?.to_vec1::<u32>()?;
         for (k, p) in predicted.into_iter().enumerate() {
@@ -252,11 +262,15 @@ pub fn gtsrb_accuracy(
 }
 
 /// Share of held-out background patches the model calls background (1 − false-positive rate per patch).
-fn background_accuracy(model: &PatchNet, patches: &[Vec<f32>]) -> anyhow::Result<f64> {
+fn background_accuracy(
+    model: &PatchNet,
+    patches: &[Vec<f32>],
+    device: &Device,
+) -> anyhow::Result<f64> {
     let side = model.input_side_px();
     let mut correct = 0usize;
     for chunk in patches.chunks(256) {
-        let x = batch_tensor(chunk, 3, side, side, &Device::Cpu)?;
+        let x = batch_tensor(chunk, 3, side, side, device)?;
         let predicted = model.logits(&x)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
         correct += predicted
             .iter()
@@ -293,9 +307,36 @@ fn epoch_samples<R: Rng>(
     samples
 }
 
-/// Mean cross-entropy and accuracy of a forward pass.
-fn loss_and_hits(model: &PatchNet, x: &Tensor, labels: &Tensor) -> anyhow::Result<(Tensor, usize)> {
-    let logits = model.logits(x)?;
+/// Dropout masks of one batch for [`PatchNet::logits_with_dropout`]: each value 0 with probability `p`,
+/// else `1/(1−p)`, drawn from `rng`.
+fn dropout_masks<R: Rng>(
+    cfg: &PatchNetConfig,
+    batch: usize,
+    p: f32,
+    rng: &mut R,
+    device: &Device,
+) -> anyhow::Result<(Tensor, Tensor)> {
+    let keep = 1.0 / (1.0 - p);
+    let mut mask = |n: usize| -> anyhow::Result<Tensor> {
+        let v: Vec<f32> = (0..batch * n)
+            .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+            .collect();
+        Ok(Tensor::from_vec(v, (batch, n), device)?)
+    };
+    Ok((mask(cfg.flat_dim())?, mask(cfg.hidden)?))
+}
+
+/// Mean cross-entropy and accuracy of a forward pass (with dropout when `masks` is given).
+fn loss_and_hits(
+    model: &PatchNet,
+    x: &Tensor,
+    labels: &Tensor,
+    masks: Option<&(Tensor, Tensor)>,
+) -> anyhow::Result<(Tensor, usize)> {
+    let logits = match masks {
+        Some((features, hidden)) => model.logits_with_dropout(x, features, hidden)?,
+        None => model.logits(x)?,
+    };
     let loss = candle_nn::loss::cross_entropy(&logits, labels)?;
     let hits = logits
         .argmax(D::Minus1)?
@@ -309,7 +350,12 @@ fn loss_and_hits(model: &PatchNet, x: &Tensor, labels: &Tensor) -> anyhow::Resul
 /// Trains, saves and evaluates the patch classifier; see the module docs.
 pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let device = Device::Cpu;
+    anyhow::ensure!(
+        (0.0..1.0).contains(&args.dropout),
+        "--dropout is {}, expected a probability in 0 ≤ p < 1",
+        args.dropout
+    );
+    let device = train_device(&args.device)?;
     let mut gtsrb = GtsrbSet::load(&args.data, "train")?;
     if args.limit > 0 && args.limit < gtsrb.len() {
         gtsrb.images.truncate(args.limit * 3072);
@@ -391,7 +437,7 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
     )?;
-    let mut sample_rng = rng_for(args.seed, 1);
+    let mut epoch_rng = rng_for(args.seed, 1);
     let probe = epoch_samples(args, gtsrb.len(), &pools, &mut rng_for(args.seed, 2)).len();
     let steps_per_epoch = if args.steps > 0 {
         args.steps.min(probe / args.batch)
@@ -409,19 +455,27 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
             break;
         }
         let epoch_started = Instant::now();
-        let samples = epoch_samples(args, gtsrb.len(), &pools, &mut sample_rng);
+        let samples = epoch_samples(args, gtsrb.len(), &pools, &mut epoch_rng);
         let bar = progress(
             steps_per_epoch,
             &format!("classifier epoch {}/{}", epoch + 1, args.epochs),
         );
         let (mut loss_sum, mut hits, mut seen) = (0.0f64, 0usize, 0usize);
-        for batch in samples.chunks_exact(args.batch).take(steps_per_epoch) {
+        for (b, batch) in samples
+            .chunks_exact(args.batch)
+            .take(steps_per_epoch)
+            .enumerate()
+        {
             if over_budget() {
                 break;
             }
             let (imgs, labels): (Vec<Vec<f32>>, Vec<u32>) = batch
-                .iter()
-                .map(|&s| pools.make(&gtsrb, s, GTSRB_SIDE_PX, &mut sample_rng))
+                .par_iter()
+                .enumerate()
+                .map(|(k, &s)| {
+                    let mut rng = sample_rng(args.seed, epoch, b * args.batch + k);
+                    pools.make(&gtsrb, s, GTSRB_SIDE_PX, &mut rng)
+                })
                 .unzip();
             let x = batch_tensor(&imgs, 3, GTSRB_SIDE_PX, GTSRB_SIDE_PX, &device)?;
             let y = Tensor::new(labels.as_slice(), &device)?;
@@ -431,7 +485,18 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
                 lr_step = lr_step.max((time_fraction * total_steps as f64) as usize);
             }
             opt.set_learning_rate(cosine_lr(args.lr, lr_step, total_steps));
-            let (loss, batch_hits) = loss_and_hits(&model, &x, &y)?;
+            let masks = if args.dropout > 0.0 {
+                Some(dropout_masks(
+                    &cfg,
+                    batch.len(),
+                    args.dropout,
+                    &mut epoch_rng,
+                    &device,
+                )?)
+            } else {
+                None
+            };
+            let (loss, batch_hits) = loss_and_hits(&model, &x, &y, masks.as_ref())?;
             opt.backward_step(&loss)?;
             loss_sum += loss.to_scalar::<f32>()? as f64 * batch.len() as f64;
             hits += batch_hits;
@@ -443,8 +508,9 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
             }
         }
         bar.finish_and_clear();
-        let (test_acc, _) = gtsrb_accuracy(&model, &epoch_test.images, &epoch_test.labels)?;
-        let bg_acc = background_accuracy(&model, &held_backgrounds)?;
+        let (test_acc, _) =
+            gtsrb_accuracy(&model, &epoch_test.images, &epoch_test.labels, &device)?;
+        let bg_acc = background_accuracy(&model, &held_backgrounds, &device)?;
         let line = format!(
             "epoch {}/{} ({seen} samples, {step} steps so far): train loss {:.4}, train acc {:.2} %, GTSRB test acc {:.2} % ({} images), held-out background acc {:.2} %, {:.0} s",
             epoch + 1,
@@ -480,8 +546,8 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
     for (name, path) in [("f32", &f32_path), ("q8_0", &q8_path), ("q4_0", &q4_path)] {
         let loaded = PatchNet::load(path, &device)
             .with_context(|| format!("reloading {}", path.display()))?;
-        let (acc, per_class) = gtsrb_accuracy(&loaded, &test.images, &test.labels)?;
-        let bg = background_accuracy(&loaded, &held_backgrounds)?;
+        let (acc, per_class) = gtsrb_accuracy(&loaded, &test.images, &test.labels, &device)?;
+        let bg = background_accuracy(&loaded, &held_backgrounds, &device)?;
         let worst = per_class
             .iter()
             .enumerate()
@@ -530,6 +596,25 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn dropout_masks_drop_about_p_and_keep_the_mean() {
+        let cfg = PatchNetConfig {
+            channels: [4, 4, 8],
+            hidden: 64,
+            ..PatchNetConfig::default()
+        };
+        let (features, hidden) =
+            dropout_masks(&cfg, 32, 0.25, &mut rng_for(3, 0), &Device::Cpu).unwrap();
+        assert_eq!(features.dims(), &[32, cfg.flat_dim()]);
+        assert_eq!(hidden.dims(), &[32, 64]);
+        let v = features.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let zeros = v.iter().filter(|&&m| m == 0.0).count() as f64 / v.len() as f64;
+        let mean = v.iter().map(|&m| m as f64).sum::<f64>() / v.len() as f64;
+        assert!((zeros - 0.25).abs() < 0.03, "{zeros}");
+        assert!((mean - 1.0).abs() < 0.05, "{mean}");
+        assert!(v.iter().all(|&m| m == 0.0 || (m - 4.0 / 3.0).abs() < 1e-6));
+    }
+
     /// A tiny patch net fitted to 16 fixed patches for 30 steps must lower its loss clearly: the training
     /// loop (forward, cross-entropy, AdamW, backprop through the VarMap) works end to end.
     #[test]
@@ -562,16 +647,16 @@ mod tests {
         let labels: Vec<u32> = (0..16).map(|i| (i % 4) as u32 * 10).collect();
         let x = batch_tensor(&imgs, 3, 16, 16, &device).unwrap();
         let y = Tensor::new(labels.as_slice(), &device).unwrap();
-        let first = loss_and_hits(&model, &x, &y)
+        let first = loss_and_hits(&model, &x, &y, None)
             .unwrap()
             .0
             .to_scalar::<f32>()
             .unwrap();
         for _ in 0..30 {
-            let (loss, _) = loss_and_hits(&model, &x, &y).unwrap();
+            let (loss, _) = loss_and_hits(&model, &x, &y, None).unwrap();
             opt.backward_step(&loss).unwrap();
         }
-        let last = loss_and_hits(&model, &x, &y)
+        let last = loss_and_hits(&model, &x, &y, None)
             .unwrap()
             .0
             .to_scalar::<f32>()

@@ -56,6 +56,23 @@ pub fn batch_tensor(
     )?)
 }
 
+/// The device a trainer runs on, from `--device`: `cpu`, or `cuda` (GPU 0; the binary must be built with
+/// `--features cuda`, else candle reports that CUDA support is missing).
+pub fn train_device(name: &str) -> anyhow::Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0)
+            .context("--device cuda: opening CUDA device 0 (needs a build with `--features cuda`)"),
+        other => anyhow::bail!("--device is `{other}`, expected `cpu` or `cuda`"),
+    }
+}
+
+/// An RNG for sample `index` of epoch `epoch` of one run: each sample's augmentation draws from its own
+/// stream, so batches can be made on any number of threads and still give the same pixels.
+pub fn sample_rng(seed: u64, epoch: usize, index: usize) -> ChaCha8Rng {
+    rng_for(seed, (1u64 << 48) | ((epoch as u64) << 28) | index as u64)
+}
+
 /// A progress bar over `len` steps with a message slot for the running loss.
 pub fn progress(len: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
@@ -119,8 +136,27 @@ pub fn seed_varmap(varmap: &candle_nn::VarMap, seed: u64) -> anyhow::Result<()> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn train_device_accepts_cpu_and_names_a_bad_value() {
+        assert!(train_device("cpu").is_ok());
+        let err = format!("{:#}", train_device("tpu").unwrap_err());
+        assert!(err.contains("`tpu`"), "{err}");
+    }
+
+    #[test]
+    fn sample_streams_differ_by_epoch_and_index() {
+        use rand::Rng;
+        let a: u64 = sample_rng(1, 0, 5).random();
+        let b: u64 = sample_rng(1, 1, 5).random();
+        let c: u64 = sample_rng(1, 0, 6).random();
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a, sample_rng(1, 0, 5).random::<u64>());
+    }
 
     #[test]
     fn cosine_lr_warms_up_peaks_and_decays_to_floor() {

@@ -21,9 +21,12 @@ use saccade_models::BACKGROUND_CLASS;
 use saccade_runtime::synth::Split;
 
 use super::augment::{area_downscale, letterbox, photometric};
-use super::common::{batch_tensor, cosine_lr, file_bytes, progress, rng_for, save_named};
+use super::common::{
+    batch_tensor, cosine_lr, file_bytes, progress, rng_for, sample_rng, save_named, train_device,
+};
 use super::data::{load_photo_annotations, read_rgb, split_every};
 use super::scenes::generator;
+use rayon::prelude::*;
 
 /// Knobs of `saccade train glance`.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,6 +55,17 @@ pub struct GlanceArgs {
     /// Use at most this many training photos (0 = all of the training split).
     #[arg(long, default_value_t = 0)]
     pub photos: usize,
+    /// Weight of the positive (sign-centre) cells in the objectness loss, against the focal-weighted
+    /// negatives; above 1 pushes the peaks of the map up.
+    #[arg(long, default_value_t = 1.0)]
+    pub pos_weight: f64,
+    /// Wall-clock budget of the training loop in minutes (0 = none); the learning rate then decays by
+    /// elapsed time as well as by step.
+    #[arg(long, default_value_t = 0.0)]
+    pub max_train_minutes: f64,
+    /// Where the network trains: `cpu`, or `cuda` with a `--features cuda` build.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// A sign in glance pixels; `class_id` None = no GTSRB class; `ignore` = an annotated non-sign (traffic light).
@@ -182,31 +196,33 @@ pub fn synthetic_glance_samples(
 ) -> anyhow::Result<Vec<GlanceSample>> {
     let generator = generator(data_dir, split)?;
     let bar = progress(count, &format!("generating {split:?} scenes"));
-    let mut out = Vec::with_capacity(count);
-    for i in 0..count {
-        let scene = generator.generate(first_seed.wrapping_add(i as u64));
-        let chw = area_downscale(
-            &scene.rgb,
-            scene.width as usize,
-            scene.height as usize,
-            factor,
-        );
-        let f = factor as f32;
-        let boxes = scene
-            .truth
-            .iter()
-            .map(|t| GlanceBox {
-                xmin: t.bbox.xmin / f,
-                ymin: t.bbox.ymin / f,
-                xmax: t.bbox.xmax / f,
-                ymax: t.bbox.ymax / f,
-                class_id: t.class_id,
-                ignore: false,
-            })
-            .collect();
-        out.push(GlanceSample::from_chw_f32(&chw, boxes));
-        bar.inc(1);
-    }
+    let out = (0..count)
+        .into_par_iter()
+        .map(|i| {
+            let scene = generator.generate(first_seed.wrapping_add(i as u64));
+            let chw = area_downscale(
+                &scene.rgb,
+                scene.width as usize,
+                scene.height as usize,
+                factor,
+            );
+            let f = factor as f32;
+            let boxes = scene
+                .truth
+                .iter()
+                .map(|t| GlanceBox {
+                    xmin: t.bbox.xmin / f,
+                    ymin: t.bbox.ymin / f,
+                    xmax: t.bbox.xmax / f,
+                    ymax: t.bbox.ymax / f,
+                    class_id: t.class_id,
+                    ignore: false,
+                })
+                .collect();
+            bar.inc(1);
+            GlanceSample::from_chw_f32(&chw, boxes)
+        })
+        .collect();
     bar.finish_and_clear();
     Ok(out)
 }
@@ -257,6 +273,7 @@ pub fn glance_loss(
     log2_side: &Tensor,
     class_logits: &Tensor,
     targets: &[GlanceTargets],
+    pos_weight: f64,
 ) -> candle_core::Result<(Tensor, [f32; 3])> {
     let device = obj_logits.device();
     let (b, _, h, w) = obj_logits.dims4()?;
@@ -280,7 +297,7 @@ pub fn glance_loss(
     };
     let p = candle_nn::ops::sigmoid(&x)?;
     // Positives: −ln p = softplus(−x). Negatives: −p² ln(1 − p) = p² softplus(x) (focal, γ = 2).
-    let pos_term = (softplus(&x.neg()?)? * &t)?;
+    let pos_term = (softplus(&x.neg()?)? * &t)?.affine(pos_weight, 0.0)?;
     let neg_term = ((p.sqr()? * softplus(&x)?)? * (1.0 - &t)?)?;
     let obj_loss = ((pos_term + neg_term)? * &wgt)?
         .sum_all()?
@@ -338,11 +355,11 @@ pub struct GlanceReport {
 pub fn evaluate_glance(
     model: &GlanceNetModel,
     samples: &[GlanceSample],
+    device: &Device,
 ) -> anyhow::Result<GlanceReport> {
     let cfg = model.config();
     let (map_w, map_h) = cfg.map_size();
     let (in_w, in_h) = (cfg.input_width_px, cfg.input_height_px);
-    let device = Device::Cpu;
     let mut found = [0usize; 3];
     let mut total = [0usize; 3];
     let mut cells_above = 0usize;
@@ -350,7 +367,7 @@ pub fn evaluate_glance(
     let (mut cls_hits, mut cls_total) = (0usize, 0usize);
     for chunk in samples.chunks(16) {
         let imgs: Vec<Vec<f32>> = chunk.iter().map(GlanceSample::chw_f32).collect();
-        let x = batch_tensor(&imgs, 3, in_h, in_w, &device)?;
+        let x = batch_tensor(&imgs, 3, in_h, in_w, device)?;
         let maps = model.forward_maps(&x)?;
         let obj = candle_nn::ops::sigmoid(&maps.objectness_logits)?
             .flatten_from(1)?
@@ -445,7 +462,7 @@ fn describe_report(name: &str, r: &GlanceReport) -> String {
 /// Trains, saves and evaluates the glance net; see the module docs.
 pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let device = Device::Cpu;
+    let device = train_device(&args.device)?;
     let cfg = GlanceNetConfig::default();
     let (map_w, map_h) = cfg.map_size();
     let (in_w, in_h) = (cfg.input_width_px, cfg.input_height_px);
@@ -498,7 +515,13 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
     let mut step = 0;
     let mut log = Vec::new();
     let mut order: Vec<usize> = (0..train.len()).collect();
+    let train_started = Instant::now();
+    let budget_secs = args.max_train_minutes * 60.0;
+    let over_budget = || budget_secs > 0.0 && train_started.elapsed().as_secs_f64() >= budget_secs;
     for epoch in 0..args.epochs {
+        if over_budget() {
+            break;
+        }
         let epoch_started = Instant::now();
         order.shuffle(&mut rng);
         let bar = progress(
@@ -507,12 +530,23 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
         );
         let mut sums = [0f64; 3];
         let mut batches = 0usize;
-        for idx in order.chunks_exact(args.batch).take(steps_per_epoch) {
+        for (b, idx) in order
+            .chunks_exact(args.batch)
+            .take(steps_per_epoch)
+            .enumerate()
+        {
+            if over_budget() {
+                break;
+            }
             let imgs: Vec<Vec<f32>> = idx
-                .iter()
-                .map(|&i| {
+                .par_iter()
+                .enumerate()
+                .map(|(k, &i)| {
                     let mut chw = train[i].chw_f32();
-                    photometric(&mut chw, &mut rng);
+                    photometric(
+                        &mut chw,
+                        &mut sample_rng(args.seed, epoch, b * args.batch + k),
+                    );
                     chw
                 })
                 .collect();
@@ -527,8 +561,14 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
                 &maps.log2_side,
                 &maps.class_logits,
                 &targets,
+                args.pos_weight,
             )?;
-            opt.set_learning_rate(cosine_lr(args.lr, step, total_steps));
+            let mut lr_step = step;
+            if budget_secs > 0.0 {
+                let time_fraction = train_started.elapsed().as_secs_f64() / budget_secs;
+                lr_step = lr_step.max((time_fraction * total_steps as f64) as usize);
+            }
+            opt.set_learning_rate(cosine_lr(args.lr, lr_step, total_steps));
             opt.backward_step(&loss)?;
             for (s, p) in sums.iter_mut().zip(parts) {
                 *s += p as f64;
@@ -544,8 +584,8 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
             ));
         }
         bar.finish_and_clear();
-        let synth_report = evaluate_glance(&model, &eval_synth)?;
-        let photo_report = evaluate_glance(&model, &held_photos)?;
+        let synth_report = evaluate_glance(&model, &eval_synth, &device)?;
+        let photo_report = evaluate_glance(&model, &held_photos, &device)?;
         let n = batches.max(1) as f64;
         let line = format!(
             "epoch {}/{}: loss obj {:.4} size {:.4} cls {:.4} ({:.0} s)\n  {}\n  {}",
@@ -578,8 +618,8 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
     for (name, path) in [("f32", &f32_path), ("q8_0", &q8_path)] {
         let loaded = GlanceNetModel::load(path, &device)
             .with_context(|| format!("reloading {}", path.display()))?;
-        let synth_report = evaluate_glance(&loaded, &eval_synth)?;
-        let photo_report = evaluate_glance(&loaded, &held_photos)?;
+        let synth_report = evaluate_glance(&loaded, &eval_synth, &device)?;
+        let photo_report = evaluate_glance(&loaded, &held_photos, &device)?;
         println!(
             "{name} ({} bytes):\n  {}\n  {}",
             file_bytes(path),
@@ -694,6 +734,7 @@ mod tests {
                 &maps.log2_side,
                 &maps.class_logits,
                 &targets,
+                1.0,
             )
             .unwrap()
         };

@@ -12,6 +12,7 @@ use saccade_runtime::synth::{Scene, SceneConfig, SceneGenerator, Split};
 
 use super::augment::crop_square;
 use super::common::rng_for;
+use rayon::prelude::*;
 
 /// Patches cut from synthetic scenes, CHW f32 in 0..1, with their class (43 = background).
 #[derive(Debug, Clone, Default)]
@@ -78,7 +79,8 @@ fn clear_of_signs(scene: &Scene, x0: f32, y0: f32, side: f32, margin: f32) -> bo
     })
 }
 
-/// Cuts sign and background patches from `count` Train scenes (seeds `seed·1000 + i`).
+/// Cuts sign and background patches from `count` Train scenes (seeds `seed·1000 + i`), on all cores. Each
+/// scene's crops come from its own RNG stream, so the result does not depend on the number of threads.
 pub fn scene_crops(
     data_dir: &Path,
     count: usize,
@@ -87,47 +89,63 @@ pub fn scene_crops(
 ) -> anyhow::Result<SceneCrops> {
     let generator =
         generator(data_dir, Split::Train).context("building the Train scene generator")?;
-    let mut rng = rng_for(seed, 40);
-    let mut out = SceneCrops::default();
     let bar = super::common::progress(count, "cutting scene crops");
-    for i in 0..count {
-        let scene = generator.generate(seed.wrapping_mul(1000).wrapping_add(i as u64));
-        let (w, h) = (scene.width as usize, scene.height as usize);
-        for truth in &scene.truth {
-            let Some(class_id) = truth.class_id else {
-                continue;
-            };
-            for _ in 0..CROPS_PER_SIGN {
-                let fill = rng.random_range(0.5f32..0.9);
-                let (x0, y0, side) = patch_region(truth, fill, 0.08, &mut rng);
-                out.crops.push((
-                    crop_square(&scene.rgb, w, h, x0, y0, side, out_side),
-                    class_id,
-                ));
-                out.sign_crops += 1;
-            }
-        }
-        let mut found = 0;
-        for _ in 0..BACKGROUNDS_PER_SCENE * 4 {
-            if found == BACKGROUNDS_PER_SCENE {
-                break;
-            }
-            // Log-uniform side: small patches dominate, as they do among the runtime's candidates.
-            let side = (rng.random_range(16f32.ln()..256f32.ln())).exp();
-            let x0 = rng.random_range(0.0..(w as f32 - side).max(1.0));
-            let y0 = rng.random_range(0.0..(h as f32 - side).max(1.0));
-            if clear_of_signs(&scene, x0, y0, side, 0.15) {
-                out.crops.push((
-                    crop_square(&scene.rgb, w, h, x0, y0, side, out_side),
-                    saccade_models::BACKGROUND_CLASS,
-                ));
-                found += 1;
-            }
-        }
-        bar.inc(1);
-    }
+    let per_scene: Vec<Vec<(Vec<f32>, usize)>> = (0..count)
+        .into_par_iter()
+        .map(|i| {
+            let scene = generator.generate(seed.wrapping_mul(1000).wrapping_add(i as u64));
+            let crops = crops_of_scene(&scene, &mut rng_for(seed, (40 << 32) | i as u64), out_side);
+            bar.inc(1);
+            crops
+        })
+        .collect();
     bar.finish_and_clear();
+    let mut out = SceneCrops::default();
+    for crops in per_scene {
+        out.sign_crops += crops
+            .iter()
+            .filter(|(_, c)| *c != saccade_models::BACKGROUND_CLASS)
+            .count();
+        out.crops.extend(crops);
+    }
     Ok(out)
+}
+
+/// Jittered crops around each classed sign of `scene` and background crops clear of every sign.
+fn crops_of_scene<R: Rng>(scene: &Scene, rng: &mut R, out_side: usize) -> Vec<(Vec<f32>, usize)> {
+    let (w, h) = (scene.width as usize, scene.height as usize);
+    let mut out = Vec::new();
+    for truth in &scene.truth {
+        let Some(class_id) = truth.class_id else {
+            continue;
+        };
+        for _ in 0..CROPS_PER_SIGN {
+            let fill = rng.random_range(0.5f32..0.9);
+            let (x0, y0, side) = patch_region(truth, fill, 0.08, rng);
+            out.push((
+                crop_square(&scene.rgb, w, h, x0, y0, side, out_side),
+                class_id,
+            ));
+        }
+    }
+    let mut found = 0;
+    for _ in 0..BACKGROUNDS_PER_SCENE * 4 {
+        if found == BACKGROUNDS_PER_SCENE {
+            break;
+        }
+        // Log-uniform side: small patches dominate, as they do among the runtime's candidates.
+        let side = (rng.random_range(16f32.ln()..256f32.ln())).exp();
+        let x0 = rng.random_range(0.0..(w as f32 - side).max(1.0));
+        let y0 = rng.random_range(0.0..(h as f32 - side).max(1.0));
+        if clear_of_signs(scene, x0, y0, side, 0.15) {
+            out.push((
+                crop_square(&scene.rgb, w, h, x0, y0, side, out_side),
+                saccade_models::BACKGROUND_CLASS,
+            ));
+            found += 1;
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use super::augment::{area_downscale, crop_square};
 use super::common::{batch_tensor, progress, rng_for};
 use super::scenes::generator;
 use super::topk::{perturbed_topk, PerturbedTopK};
+use rayon::prelude::*;
 
 /// GTSRB ids of the speed-limit signs (20, 30, 50, 60, 70, 80, 100, 120 km/h): the frame labels.
 pub const SPEED_LIMIT_CLASSES: [usize; 8] = [0, 1, 2, 3, 4, 5, 7, 8];
@@ -93,8 +94,7 @@ fn candidate_frames(
     let factor = 1280 / cfg.input_width_px;
     let side = patch.input_side_px();
     let bar = progress(count, &format!("{split:?} scorer frames"));
-    let mut out = Vec::new();
-    for i in 0..count {
+    let frame = |i: usize| -> anyhow::Result<Option<FrameCandidates>> {
         bar.inc(1);
         let scene: Scene = generator.generate(first_seed.wrapping_add(i as u64));
         let limits: Vec<usize> = scene
@@ -104,7 +104,7 @@ fn candidate_frames(
             .filter_map(|c| SPEED_LIMIT_CLASSES.iter().position(|&s| s == c))
             .collect();
         if limits.len() != 1 {
-            continue;
+            return Ok(None);
         }
         let (w, h) = (scene.width as usize, scene.height as usize);
         let chw = area_downscale(&scene.rgb, w, h, factor);
@@ -163,14 +163,19 @@ fn candidate_frames(
             ));
         }
         let probs = patch.classify(&batch_tensor(&patches, 3, side, side, &Device::Cpu)?)?;
-        out.push(FrameCandidates {
+        Ok(Some(FrameCandidates {
             scorer_inputs,
             patch_probs: probs.flatten_all()?.to_vec1::<f32>()?,
             label: limits[0],
-        });
-    }
+        }))
+    };
+    // Frames on all cores; `collect` keeps the seed order, so the result does not depend on the threads.
+    let frames: Vec<Option<FrameCandidates>> = (0..count)
+        .into_par_iter()
+        .map(frame)
+        .collect::<anyhow::Result<_>>()?;
     bar.finish_and_clear();
-    Ok(out)
+    Ok(frames.into_iter().flatten().collect())
 }
 
 /// Scorer head (per candidate MLP) and the frame head over aggregated patch probabilities.

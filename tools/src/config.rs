@@ -41,13 +41,31 @@ pub struct ModelsConfig {
     pub dtype: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutputConfig {
     /// JSON-lines events: a path or `-` for stdout (absent: none).
     pub events: Option<String>,
+    /// Also write the events to stdout when `events` is a file.
+    pub events_stdout: bool,
+    /// Rotate the events file before it grows past this many MiB (absent: never).
+    pub events_max_mb: Option<f64>,
+    /// Rotated events files kept (`events.jsonl.1` … `.N`).
+    pub events_keep: usize,
     /// Folder for annotated PNGs (absent: none).
     pub annotate: Option<PathBuf>,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            events: None,
+            events_stdout: false,
+            events_max_mb: None,
+            events_keep: 5,
+            annotate: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -107,7 +125,9 @@ const HEADER: &str = "\
 # queue_depth: capacity of each queue between the stages
 # memory_budget_mb: refuse to start when the memory plan exceeds this (omit for no limit)
 # [models] weights_dir / glance_weights / classifier_weights: weight files; dtype: q8_0 | q4_0 | f32
-# [output] events: JSON-lines path or \"-\" for stdout; annotate: folder for annotated PNGs
+# [output] events: JSON-lines path or \"-\" for stdout; events_stdout: also copy a file's events to stdout
+#          events_max_mb: rotate the events file at this size (omit: never); events_keep: rotated files kept
+#          annotate: folder for annotated PNGs
 # [metrics] addr: Prometheus endpoint, e.g. \"127.0.0.1:9464\" (omit to turn off)
 # [[sources]] uri: v4l:///dev/video0?width=1280&height=960&fps=30&format=yuyv | dir://PATH | synthetic://?seed=1
 #             policy: latest (drop the oldest frame when behind) | lossless (block); omit for the source's default
@@ -175,6 +195,20 @@ impl Config {
                 self.models.dtype
             );
         }
+        if let Some(mb) = self.output.events_max_mb {
+            if !(mb.is_finite() && mb >= 0.001) {
+                bail!("key `output.events_max_mb` is {mb}, expected a number ≥ 0.001");
+            }
+            if self.output.events.is_none() || self.output.events.as_deref() == Some("-") {
+                bail!("key `output.events_max_mb` is set, but `output.events` is not a file path");
+            }
+        }
+        if self.output.events_keep > 1000 {
+            bail!(
+                "key `output.events_keep` is {}, expected 0..=1000",
+                self.output.events_keep
+            );
+        }
         if let Some(addr) = &self.metrics.addr {
             addr.parse::<SocketAddr>().map_err(|e| {
                 anyhow::anyhow!("key `metrics.addr` is `{addr}`, expected HOST:PORT ({e})")
@@ -221,6 +255,28 @@ mod tests {
         assert!(format!("{err:#}").contains("metrics.addr"));
         let err = Config::from_toml("[[sources]]\nuri = \"ftp://x\"", "t.toml").unwrap_err();
         assert!(format!("{err:#}").contains("sources[0].uri"), "{err:#}");
+    }
+
+    #[test]
+    fn events_rotation_needs_a_file_and_a_positive_size() {
+        let ok = Config::from_toml(
+            "[output]\nevents = \"ev.jsonl\"\nevents_max_mb = 64\nevents_keep = 3\nevents_stdout = true",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(ok.output.events_max_mb, Some(64.0));
+        assert_eq!(ok.output.events_keep, 3);
+        let err =
+            Config::from_toml("[output]\nevents = \"-\"\nevents_max_mb = 1", "t.toml").unwrap_err();
+        assert!(format!("{err:#}").contains("not a file path"), "{err:#}");
+        let err = Config::from_toml("[output]\nevents = \"e\"\nevents_max_mb = -2", "t.toml")
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("events_max_mb` is -2"),
+            "{err:#}"
+        );
+        let err = Config::from_toml("[output]\nevents_keep = 5000", "t.toml").unwrap_err();
+        assert!(format!("{err:#}").contains("events_keep"), "{err:#}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use clap::ArgMatches;
 use anyhow::{bail, Context};
 use saccade_runtime::capture::uri::{open_source, parse_source_uri};
 use saccade_runtime::capture::QueuePolicy;
-use saccade_runtime::events::{EventSink, EventTarget, FrameEvent};
+use saccade_runtime::events::{EventSink, EventTarget, FileTarget, FrameEvent};
 use saccade_runtime::metrics::PipelineMetrics;
 use saccade_runtime::pipeline::{run_pipeline, PipelineOptions};
 
@@ -48,6 +48,15 @@ pub struct RunArgs {
     /// JSON-lines events: a path, or `-` for stdout.
     #[arg(long)]
     pub events: Option<String>,
+    /// Also copy the events to stdout when --events is a file.
+    #[arg(long)]
+    pub events_stdout: bool,
+    /// Rotate the events file before it grows past this many MiB.
+    #[arg(long)]
+    pub events_max_mb: Option<f64>,
+    /// Rotated events files to keep (default 5).
+    #[arg(long)]
+    pub events_keep: Option<usize>,
     /// Write annotated PNGs (heat map, patches, detections) into this folder.
     #[arg(long)]
     pub annotate: Option<PathBuf>,
@@ -166,6 +175,15 @@ pub fn resolve_run_config(args: &RunArgs, matches: Option<&ArgMatches>) -> anyho
     if args.events.is_some() {
         config.output.events = args.events.clone();
     }
+    if args.events_stdout {
+        config.output.events_stdout = true;
+    }
+    if args.events_max_mb.is_some() {
+        config.output.events_max_mb = args.events_max_mb;
+    }
+    if let Some(keep) = args.events_keep {
+        config.output.events_keep = keep;
+    }
     if args.annotate.is_some() {
         config.output.annotate = args.annotate.clone();
     }
@@ -243,10 +261,20 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
         return Ok(Vec::new());
     }
 
-    let target = match config.output.events.as_deref() {
-        None => EventTarget::Discard,
-        Some("-") => EventTarget::Stdout,
-        Some(path) => EventTarget::File(PathBuf::from(path)),
+    let output = &config.output;
+    let target = match output.events.as_deref() {
+        None => EventTarget::discard(),
+        Some("-") => EventTarget::stdout(),
+        Some(path) => EventTarget {
+            stdout: output.events_stdout,
+            file: Some(FileTarget {
+                path: PathBuf::from(path),
+                max_bytes: output
+                    .events_max_mb
+                    .map(|mb| (mb * 1024.0 * 1024.0).round() as u64),
+                keep: output.events_keep,
+            }),
+        },
     };
     let sink = Mutex::new(EventSink::open(&target).context("opening the events output")?);
     if let Some(dir) = &config.output.annotate {

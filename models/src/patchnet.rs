@@ -26,6 +26,35 @@ pub struct PatchNetConfig {
     pub hidden: usize,
     /// Outputs: 43 GTSRB classes + background.
     pub num_classes: usize,
+    /// How pixels are normalised before conv1: `fixed` ((x − 0.5)/0.25) or `per_patch` (each patch to zero
+    /// mean and unit spread, so the net sees the same input under any exposure). Files written before this
+    /// key existed are `fixed`.
+    #[serde(default)]
+    pub input_norm: InputNorm,
+}
+
+/// Input normalisation of the patch classifier; see [`PatchNetConfig::input_norm`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InputNorm {
+    #[default]
+    Fixed,
+    PerPatch,
+}
+
+/// Floor of a patch's standard deviation (0..1 pixel units) in `per_patch` normalisation, so a flat patch
+/// is not blown up into amplified noise; above it the normalisation ignores exposure and contrast.
+pub const PER_PATCH_STD_FLOOR: f64 = 0.05;
+
+/// Each patch of `x` `(b, c, h, w)` to zero mean and unit standard deviation (floored at
+/// [`PER_PATCH_STD_FLOOR`]).
+pub(crate) fn normalise_per_patch(x: &Tensor) -> candle_core::Result<Tensor> {
+    let flat = x.flatten_from(1)?;
+    let mean = flat.mean_keepdim(1)?;
+    let centred = flat.broadcast_sub(&mean)?;
+    let std = centred.sqr()?.mean_keepdim(1)?.sqrt()?;
+    let scale = std.maximum(PER_PATCH_STD_FLOOR)?;
+    centred.broadcast_div(&scale)?.reshape(x.shape())
 }
 
 impl Default for PatchNetConfig {
@@ -35,6 +64,7 @@ impl Default for PatchNetConfig {
             channels: [32, 64, 64],
             hidden: 256,
             num_classes: NUM_CLASSES,
+            input_norm: InputNorm::PerPatch,
         }
     }
 }
@@ -264,7 +294,12 @@ impl PatchNet {
                 x.dims()
             );
         }
-        let x = normalise_unit_rgb(&x.to_dtype(self.conv1.weight().dtype())?)?;
+        let x = match self.cfg.input_norm {
+            InputNorm::Fixed => normalise_unit_rgb(&x.to_dtype(self.conv1.weight().dtype())?)?,
+            // Statistics in f32, then the conv dtype.
+            InputNorm::PerPatch => normalise_per_patch(&x.to_dtype(DType::F32)?)?
+                .to_dtype(self.conv1.weight().dtype())?,
+        };
         // (b, 3, s, s) -> (b, c0, s/2, s/2)
         let x = self.conv1.forward(&x)?.relu()?.max_pool2d(2)?;
         // (b, c0, s/2, s/2) -> (b, c1, s/4, s/4)
@@ -382,6 +417,7 @@ mod tests {
             channels: [4, 8, 8],
             hidden: 32,
             num_classes: NUM_CLASSES,
+            input_norm: InputNorm::Fixed,
         }
     }
 
@@ -429,12 +465,54 @@ mod tests {
     }
 
     #[test]
+    fn per_patch_norm_ignores_exposure_and_old_configs_stay_fixed() {
+        let cfg = PatchNetConfig {
+            input_side_px: 16,
+            channels: [4, 4, 8],
+            hidden: 8,
+            num_classes: 5,
+            input_norm: InputNorm::PerPatch,
+        };
+        let varmap = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let net = PatchNet::new(&cfg, vb).unwrap();
+        let x = Tensor::rand(0.2f32, 0.6f32, (2, 3, 16, 16), &Device::Cpu).unwrap();
+        // Same patch, darker and with less contrast: 0.5·x + 0.1.
+        let dim = x.affine(0.5, 0.1).unwrap();
+        let a = net
+            .logits(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = net
+            .logits(&dim)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() < 2e-3 * (1.0 + p.abs()), "{p} vs {q}");
+        }
+        let old: PatchNetConfig = serde_json::from_str(
+            r#"{"input_side_px":32,"channels":[16,32,32],"hidden":128,"num_classes":44}"#,
+        )
+        .unwrap();
+        assert_eq!(old.input_norm, InputNorm::Fixed);
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(json.contains(r#""input_norm":"per_patch""#), "{json}");
+    }
+
+    #[test]
     fn dropout_with_all_ones_masks_equals_plain_logits() {
         let cfg = PatchNetConfig {
             input_side_px: 16,
             channels: [4, 4, 8],
             hidden: 8,
             num_classes: 5,
+            input_norm: InputNorm::Fixed,
         };
         let varmap = candle_nn::VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);

@@ -897,6 +897,7 @@ mod tests {
             channels: [4, 8, 8],
             hidden: 32,
             num_classes: crate::NUM_CLASSES,
+            input_norm: crate::patchnet::InputNorm::Fixed,
         }
     }
 

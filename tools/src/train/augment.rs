@@ -176,16 +176,45 @@ pub fn box_blur3(chw: &mut [f32], side: usize) {
 /// A GTSRB crop (32×32 HWC u8) with a random scale (0.9–1.1), shift (±2 px), photometric change and, one
 /// time in five, a blur; CHW f32 in 0..1.
 pub fn augment_gtsrb<R: Rng>(image: &[u8], side: usize, rng: &mut R) -> Vec<f32> {
-    let scale = rng.random_range(0.9f32..1.1);
-    let region = side as f32 / scale;
-    let dx = rng.random_range(-2.0f32..2.0);
-    let dy = rng.random_range(-2.0f32..2.0);
-    let xmin = (side as f32 - region) / 2.0 + dx;
-    let ymin = (side as f32 - region) / 2.0 + dy;
-    let mut out = crop_square(image, side, side, xmin, ymin, region, side);
+    let scale = rng.random_range(0.85f32..1.15);
+    let aspect = rng.random_range(0.9f32..1.1);
+    let angle = rng.random_range(-12f32..12.0).to_radians();
+    let dx = rng.random_range(-2.5f32..2.5);
+    let dy = rng.random_range(-2.5f32..2.5);
+    let mut out = affine_sample(image, side, scale * aspect, scale / aspect, angle, dx, dy);
     photometric(&mut out, rng);
     if rng.random_bool(0.2) {
         box_blur3(&mut out, side);
+    }
+    out
+}
+
+/// Resamples a square packed-RGB image (`side × side`) through a similarity-like transform about its centre:
+/// output pixel `p` shows input point `c + R(−angle)·((p − c − shift) / (sx, sy))`, so the content is scaled
+/// by `sx`, `sy`, rotated by `angle` and moved by the shift. Bilinear, edge pixels repeat. CHW f32 in 0..1.
+pub fn affine_sample(
+    image: &[u8],
+    side: usize,
+    sx: f32,
+    sy: f32,
+    angle: f32,
+    shift_x: f32,
+    shift_y: f32,
+) -> Vec<f32> {
+    let plane = side * side;
+    let mut out = vec![0f32; 3 * plane];
+    let c = side as f32 / 2.0;
+    let (sin, cos) = angle.sin_cos();
+    for oy in 0..side {
+        for ox in 0..side {
+            let u = (ox as f32 + 0.5 - c - shift_x) / sx;
+            let v = (oy as f32 + 0.5 - c - shift_y) / sy;
+            let ix = c + cos * u + sin * v - 0.5;
+            let iy = c - sin * u + cos * v - 0.5;
+            for ch in 0..3 {
+                out[ch * plane + oy * side + ox] = sample_bilinear(image, side, side, ix, iy, ch);
+            }
+        }
     }
     out
 }
@@ -272,6 +301,26 @@ mod tests {
                 [v, v / 2, 255 - v]
             })
             .collect()
+    }
+
+    #[test]
+    fn affine_sample_identity_copies_and_a_shift_moves_content() {
+        let side = 8;
+        let mut img = vec![0u8; side * side * 3];
+        img[(2 * side + 3) * 3] = 255; // red dot at (3, 2)
+        let same = affine_sample(&img, side, 1.0, 1.0, 0.0, 0.0, 0.0);
+        assert_eq!(same, gtsrb_chw(&img, side));
+        let moved = affine_sample(&img, side, 1.0, 1.0, 0.0, 2.0, 1.0);
+        assert!((moved[3 * side + 5] - 1.0).abs() < 1e-6);
+        // A quarter turn keeps the dot's distance from the centre.
+        let turned = affine_sample(&img, side, 1.0, 1.0, std::f32::consts::FRAC_PI_2, 0.0, 0.0);
+        let (i, _) = turned[..side * side]
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap();
+        let (x, y) = ((i % side) as f32 + 0.5 - 4.0, (i / side) as f32 + 0.5 - 4.0);
+        assert!(((x * x + y * y).sqrt() - (0.5f32 * 0.5 + 1.5 * 1.5).sqrt()).abs() < 1e-3);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use rand::Rng;
-use saccade_models::patchnet::{PatchNet, PatchNetConfig, PATCHNET_KIND};
+use saccade_models::patchnet::{InputNorm, PatchNet, PatchNetConfig, PATCHNET_KIND};
 use saccade_models::weights::{quantize_file, QuantDtype};
 use saccade_models::{PatchClassifier, BACKGROUND_CLASS, NUM_CLASSES};
 
@@ -76,6 +76,9 @@ pub struct ClassifierArgs {
     /// CPU either way, on all cores.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Input normalisation: `per-patch` (each patch to zero mean, unit spread) or `fixed`.
+    #[arg(long, default_value = "per-patch")]
+    pub input_norm: String,
     /// Dropout probability on the flattened features and the hidden layer while training (0 = none).
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f32,
@@ -407,9 +410,15 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
             other.len()
         ),
     };
+    let input_norm = match args.input_norm.as_str() {
+        "per-patch" => InputNorm::PerPatch,
+        "fixed" => InputNorm::Fixed,
+        other => anyhow::bail!("--input-norm is `{other}`, expected per-patch or fixed"),
+    };
     let cfg = PatchNetConfig {
         channels: [c0, c1, c2],
         hidden: args.hidden,
+        input_norm,
         ..PatchNetConfig::default()
     };
     let epoch_test = if args.epoch_eval_images == 0 || args.epoch_eval_images >= test.len() {
@@ -626,6 +635,7 @@ mod tests {
             channels: [4, 8, 8],
             hidden: 16,
             num_classes: NUM_CLASSES,
+            input_norm: InputNorm::PerPatch,
         };
         let varmap = VarMap::new();
         let model =

@@ -267,6 +267,8 @@ impl GlanceNetModel {
                 x.dims()
             );
         }
+        // Inputs are built on the CPU by the capture and glance stages; the weights may live on a GPU.
+        let x = x.to_device(self.convs[0].weight().device())?;
         let mut x = normalise_unit_rgb(&x.to_dtype(self.convs[0].weight().dtype())?)?;
         // (b, 3, H, W) -> (b, c0, H/2, W/2) -> (b, c1, H/4, W/4) -> (b, c2, H/8, W/8) -> (b, c3, H/8, W/8)
         for conv in &self.convs {

@@ -294,6 +294,8 @@ impl PatchNet {
                 x.dims()
             );
         }
+        // Patches are cut on the CPU by the focus stage; the weights may live on a GPU.
+        let x = x.to_device(self.conv1.weight().device())?;
         let x = match self.cfg.input_norm {
             InputNorm::Fixed => normalise_unit_rgb(&x.to_dtype(self.conv1.weight().dtype())?)?,
             // Statistics in f32, then the conv dtype.

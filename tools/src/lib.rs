@@ -117,3 +117,34 @@ fn init_logging(verbose: u8) {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The shipped systemd unit's command line must be one the CLI accepts.
+    #[test]
+    fn systemd_unit_exec_start_parses() {
+        let unit = include_str!("../deploy/saccade.service");
+        let mut exec = String::new();
+        let mut in_exec = false;
+        for line in unit.lines() {
+            if let Some(rest) = line.strip_prefix("ExecStart=") {
+                in_exec = true;
+                exec.push_str(rest);
+            } else if in_exec {
+                exec.push(' ');
+                exec.push_str(line.trim());
+            }
+            if in_exec && !exec.ends_with('\\') {
+                break;
+            }
+            exec = exec.trim_end_matches('\\').to_string();
+        }
+        let args: Vec<&str> = exec.split_whitespace().collect();
+        assert_eq!(args[0], "/usr/local/bin/saccade");
+        let cli = Cli::try_parse_from(&args).unwrap();
+        assert!(format!("{cli:?}").contains("events_max_mb: Some(64.0)"));
+    }
+}

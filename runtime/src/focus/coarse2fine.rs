@@ -7,8 +7,8 @@
 use saccade_models::GlanceMap;
 
 use super::common::{
-    max_objectness, nothing_salient, object_side_at, BudgetClock, Candidate, DetectConfig,
-    GlanceGeometry, OutcomeRecorder, PatchBatcher,
+    max_objectness, nothing_salient, object_side_at, refined_centre_frame, BudgetClock, Candidate,
+    DetectConfig, GlanceGeometry, OutcomeRecorder, PatchBatcher,
 };
 use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::BoxPx;
@@ -170,7 +170,11 @@ fn windows_for(
     let d = &config.detect;
     let side = (region.object_side_frame_px * d.context).max(d.min_patch_side_px);
     let b = region.bbox;
-    let (px, py) = geometry.cell_centre_frame(region.peak_cell);
+    let (px, py) = if d.refine_centre {
+        refined_centre_frame(glance, geometry, region.peak_cell)
+    } else {
+        geometry.cell_centre_frame(region.peak_cell)
+    };
     let mut all = vec![Candidate {
         region: geometry.square_in_frame(px, py, side),
         score: region.score,

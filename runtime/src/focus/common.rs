@@ -27,6 +27,8 @@ pub struct DetectConfig {
     pub context: f32,
     /// Smallest patch side in frame px (the glance underestimates tiny signs).
     pub min_patch_side_px: f32,
+    /// Centre patches at the objectness-weighted centroid around a cell rather than at the cell's centre.
+    pub refine_centre: bool,
 }
 
 impl Default for DetectConfig {
@@ -37,6 +39,7 @@ impl Default for DetectConfig {
             merge_iou: 0.3,
             context: 1.25,
             min_patch_side_px: 24.0,
+            refine_centre: true,
         }
     }
 }
@@ -170,7 +173,56 @@ pub fn object_side_at(glance: &GlanceMap, geometry: &GlanceGeometry, cell: usize
     }
 }
 
-/// The square patch for a cell: sized from the glance size estimate × context, inside the frame.
+/// Sub-cell estimate of where the sign around `cell` is centred, in frame px: the centroid of the cell and its
+/// 8 neighbours weighted by objectness², where the neighbours count only when at most `cell`'s objectness. A
+/// sign sitting on a cell border lights both cells, so the centroid moves towards the border; a lone peak stays
+/// at its cell centre. The glance map is 4·8 = 32 frame px per cell at 1280×960, too coarse for small signs.
+pub fn refined_centre_frame(
+    glance: &GlanceMap,
+    geometry: &GlanceGeometry,
+    cell: usize,
+) -> (f32, f32) {
+    let (w, h) = (glance.map_width, glance.map_height);
+    let (cx, cy) = geometry.cell_centre_frame(cell);
+    let peak = glance.objectness.get(cell).copied().unwrap_or(0.0);
+    if w == 0 || h == 0 || !(peak.is_finite() && peak > 0.0) {
+        return (cx, cy);
+    }
+    let (col, row) = ((cell % w) as isize, (cell / w) as isize);
+    let sx = geometry.stride_glance_px * geometry.frame_per_glance_x;
+    let sy = geometry.stride_glance_px * geometry.frame_per_glance_y;
+    let (mut sum_w, mut sum_x, mut sum_y) = (0f32, 0f32, 0f32);
+    for dy in -1isize..=1 {
+        for dx in -1isize..=1 {
+            let (c, r) = (col + dx, row + dy);
+            if c < 0 || r < 0 || c >= w as isize || r >= h as isize {
+                continue;
+            }
+            let p = glance
+                .objectness
+                .get(r as usize * w + c as usize)
+                .copied()
+                .unwrap_or(0.0);
+            if !(p.is_finite() && p > 0.0) || p > peak {
+                continue;
+            }
+            let weight = p * p;
+            sum_w += weight;
+            sum_x += weight * dx as f32;
+            sum_y += weight * dy as f32;
+        }
+    }
+    if sum_w <= 0.0 {
+        return (cx, cy);
+    }
+    // Never more than half a cell away: the sign's centre is in this cell by the map's definition.
+    let off_x = (sum_x / sum_w).clamp(-0.5, 0.5) * sx;
+    let off_y = (sum_y / sum_w).clamp(-0.5, 0.5) * sy;
+    (cx + off_x, cy + off_y)
+}
+
+/// The square patch for a cell: centred at the refined centre, sized from the glance size estimate × context,
+/// inside the frame.
 pub fn patch_for_cell(
     glance: &GlanceMap,
     geometry: &GlanceGeometry,
@@ -179,7 +231,11 @@ pub fn patch_for_cell(
 ) -> (BoxPx, f32) {
     let object_side = object_side_at(glance, geometry, cell);
     let side = (object_side * config.context).max(config.min_patch_side_px);
-    let (cx, cy) = geometry.cell_centre_frame(cell);
+    let (cx, cy) = if config.refine_centre {
+        refined_centre_frame(glance, geometry, cell)
+    } else {
+        geometry.cell_centre_frame(cell)
+    };
     (geometry.square_in_frame(cx, cy, side), object_side)
 }
 
@@ -571,6 +627,42 @@ mod tests {
         assert_eq!(b, BoxPx::new(0.0, 80.0, 20.0, 100.0));
         let b = square_in_frame(50.0, 20.0, 500.0, 100.0, 40.0);
         assert_eq!(b, BoxPx::new(30.0, 0.0, 70.0, 40.0));
+    }
+
+    fn map(objectness: Vec<f32>, w: usize, h: usize) -> GlanceMap {
+        GlanceMap {
+            map_width: w,
+            map_height: h,
+            stride_px: 8,
+            box_side_glance_px: vec![4.0; w * h],
+            objectness,
+            feature: Vec::new(),
+            class_probs: None,
+        }
+    }
+
+    #[test]
+    fn refined_centre_moves_towards_a_lit_neighbour_and_stays_for_a_lone_peak() {
+        let frame = Frame::from_rgb(0, 128, 96, vec![0; 128 * 96 * 3]).unwrap();
+        // 4×3 map, 8 glance px per cell, glance 32×24 → 4 frame px per glance px, 32 frame px per cell.
+        let mut obj = vec![0.0; 12];
+        obj[5] = 0.9; // cell (1, 1): centre (48, 48)
+        let lone = map(obj.clone(), 4, 3);
+        let geometry = GlanceGeometry::new(&frame, &lone, (32, 24));
+        assert_eq!(refined_centre_frame(&lone, &geometry, 5), (48.0, 48.0));
+        // An equally lit right neighbour: half way to the border (weights 0.81 and 0.81 → +0.5 cell).
+        obj[6] = 0.9;
+        let pair = map(obj.clone(), 4, 3);
+        let (x, y) = refined_centre_frame(&pair, &geometry, 5);
+        assert!(
+            (x - 64.0).abs() < 1e-4 && (y - 48.0).abs() < 1e-4,
+            "{x} {y}"
+        );
+        // A brighter neighbour does not pull (it is its own peak); a dimmer one pulls less.
+        obj[6] = 0.3;
+        let dim = map(obj, 4, 3);
+        let (x, _) = refined_centre_frame(&dim, &geometry, 5);
+        assert!(x > 48.0 && x < 56.0, "{x}");
     }
 
     #[test]

@@ -141,3 +141,70 @@ fn allocations_per_frame_stay_constant_in_steady_state() {
     }
     eprintln!("allocations per frame (topk, steady state): {per_frame:?}");
 }
+
+/// Soak: the capture → glance → focus → classify path over `SACCADE_SOAK_FRAMES` frames (default 100 000;
+/// 8 synthetic 640×480 frames cycled, so the frame source costs nothing). Samples RSS every 1,000 frames,
+/// prints the curve as CSV (`frames,rss_bytes`; also written to `SACCADE_SOAK_CSV` when set) and requires
+/// RSS growth after the first 2,000 frames (warm-up) to stay under 1 MiB. Ignored: it runs for about 45 minutes
+/// per 100,000 frames on 2 cores.
+#[test]
+#[ignore = "soak run: minutes to hours; run with --ignored (SACCADE_SOAK_FRAMES sets the length)"]
+fn soak_rss_stays_flat() {
+    use saccade_runtime::budget::rss_bytes;
+    let total: u64 = std::env::var("SACCADE_SOAK_FRAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let device = Device::Cpu;
+    let glance = GlanceNetModel::load(&weights().join("glancenet.q8_0.gguf"), &device).unwrap();
+    let classifier = PatchNet::load(&weights().join("patchnet.q8_0.gguf"), &device).unwrap();
+    let mut processor = FrameProcessor::new(
+        GlanceStage::new(Arc::new(glance), device),
+        strategy_by_name("topk", &StrategyConfigs::default()).unwrap(),
+        Arc::new(classifier),
+        FocusBudget {
+            max_patches: 8,
+            deadline_ms: None,
+        },
+    );
+    let metrics = PipelineMetrics::default();
+    let frames = frames(8);
+    let mut curve: Vec<(u64, u64)> = Vec::new();
+    let started = std::time::Instant::now();
+    for i in 0..total {
+        let mut frame = frames[(i % 8) as usize].clone();
+        frame.index = i;
+        drop(processor.process(frame, &metrics).unwrap());
+        if (i + 1) % 1000 == 0 {
+            let rss = rss_bytes().map(|(now, _peak)| now).unwrap_or(0);
+            curve.push((i + 1, rss));
+            eprintln!(
+                "soak: {} frames, RSS {:.2} MiB, {:.1} frames/s",
+                i + 1,
+                rss as f64 / 1048576.0,
+                (i + 1) as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let csv: String = std::iter::once("frames,rss_bytes\n".to_string())
+        .chain(curve.iter().map(|(f, r)| format!("{f},{r}\n")))
+        .collect();
+    if let Ok(path) = std::env::var("SACCADE_SOAK_CSV") {
+        std::fs::write(path, &csv).unwrap();
+    }
+    let after_warmup: Vec<u64> = curve
+        .iter()
+        .filter(|(f, _)| *f >= 2000)
+        .map(|(_, r)| *r)
+        .collect();
+    assert!(after_warmup.len() >= 2, "soak too short: {total} frames");
+    let (first, max) = (
+        after_warmup[0],
+        after_warmup.iter().copied().max().unwrap_or(0),
+    );
+    let growth = max.saturating_sub(first);
+    assert!(
+        growth < 1024 * 1024,
+        "RSS grew by {growth} bytes after warm-up over {total} frames:\n{csv}"
+    );
+}

@@ -381,7 +381,10 @@ pub fn evaluate(
     let mut total = Tally::default();
     let mut frame_tallies = Vec::with_capacity(items.len());
     let started = Instant::now();
+    // Drawn on stderr only when it is a terminal.
+    let bar = crate::train::common::progress(items.len(), strategy);
     for (i, item) in items.iter().enumerate() {
+        bar.inc(1);
         let load_start = Instant::now();
         let frame = load_frame(i as u64, item)?;
         metrics.record(Stage::Capture, load_start.elapsed());
@@ -392,6 +395,7 @@ pub fn evaluate(
         total.add(&tally);
         frame_tallies.push(tally);
     }
+    bar.finish_and_clear();
     let wall_s = started.elapsed().as_secs_f64();
     let glance_mflops = processor.glance.net().mflops();
     let report = build_report(strategy, &metrics, &total, glance_mflops, wall_s);

@@ -118,9 +118,9 @@ fn candidate_frames(
         let maps = glance.forward_maps(&x)?;
         let obj = maps.objectness_logits.flatten_all()?.to_vec1::<f32>()?;
         let sides = maps.log2_side.flatten_all()?.to_vec1::<f32>()?;
-        let mut order: Vec<usize> = (0..obj.len()).collect();
-        order.sort_by(|&a, &b| obj[b].total_cmp(&obj[a]));
-        order.truncate(args.candidates);
+        let mut ranked: Vec<usize> = (0..obj.len()).collect();
+        ranked.sort_by(|&a, &b| obj[b].total_cmp(&obj[a]));
+        let order = spread_candidates(&ranked, map_w, args.candidates);
         let plane = cfg.input_width_px * cfg.input_height_px;
         let mut scorer_inputs = Vec::with_capacity(order.len() * SCORER_INPUTS);
         let mut patches = Vec::with_capacity(order.len());
@@ -176,6 +176,26 @@ fn candidate_frames(
         .collect::<anyhow::Result<_>>()?;
     bar.finish_and_clear();
     Ok(frames.into_iter().flatten().collect())
+}
+
+/// The first `count` cells of `ranked` (best first) such that no two are neighbours (8-connected on a map
+/// `map_w` cells wide): without this the candidates crowd around the most salient sign of the frame.
+fn spread_candidates(ranked: &[usize], map_w: usize, count: usize) -> Vec<usize> {
+    let w = map_w.max(1);
+    let mut out: Vec<usize> = Vec::with_capacity(count);
+    for &cell in ranked {
+        if out.len() == count {
+            break;
+        }
+        let (x, y) = (cell % w, cell / w);
+        let near = out
+            .iter()
+            .any(|&o| (o % w).abs_diff(x) <= 1 && (o / w).abs_diff(y) <= 1);
+        if !near {
+            out.push(cell);
+        }
+    }
+    out
 }
 
 /// Scorer head (per candidate MLP) and the frame head over aggregated patch probabilities.
@@ -444,6 +464,14 @@ mod tests {
 
     /// The scorer learns, through the perturbed top-K alone, to select the one candidate whose patch
     /// carries the label: candidate features mark it (input 0 high), other candidates carry noise classes.
+    #[test]
+    fn candidates_skip_neighbours_of_better_cells() {
+        // 5-wide map: cells 0 (0,0), 1 (1,0), 6 (1,1), 3 (3,0), 12 (2,2) ranked in that order.
+        assert_eq!(spread_candidates(&[0, 1, 6, 3, 12], 5, 3), vec![0, 3, 12]);
+        assert_eq!(spread_candidates(&[0, 1, 6, 3, 12], 5, 1), vec![0]);
+        assert!(spread_candidates(&[], 5, 3).is_empty());
+    }
+
     #[test]
     fn scorer_learns_to_select_the_informative_candidate() {
         let device = Device::Cpu;

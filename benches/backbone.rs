@@ -1,4 +1,4 @@
-//! PatchNet latency per batch size and weight format (f32, Q8_0, Q4_0 on random weights), with file sizes,
+//! PatchNet latency per batch size and weight format (f32, Q8_0, Q4_0 of the shipped weights), with file sizes,
 //! so a change to the backbone or to quantisation shows its speed and size ratios against f32 in one run.
 
 use candle_core::{DType, Device, Tensor};
@@ -8,14 +8,22 @@ use saccade_models::{quantize_file, PatchClassifier, PatchNet, PatchNetConfig, Q
 use std::hint::black_box;
 use std::path::PathBuf;
 
-/// Writes a random-weight PatchNet as f32 safetensors and as GGUF in each dtype; returns (label, path).
+/// The shipped patch classifier (f32 safetensors) and its GGUF quantisations in each dtype; returns
+/// (label, path). Falls back to a random-weight net of the default shape when the shipped file is missing.
 #[allow(clippy::unwrap_used)]
 fn model_files(dir: &std::path::Path) -> Vec<(&'static str, PathBuf)> {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let net = PatchNet::new(&PatchNetConfig::default(), vb).unwrap();
-    let float_path = dir.join("patch-f32.safetensors");
-    net.save_safetensors(&float_path).unwrap();
+    let shipped =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/weights/patchnet.safetensors");
+    let float_path = if shipped.exists() {
+        shipped
+    } else {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let net = PatchNet::new(&PatchNetConfig::default(), vb).unwrap();
+        let path = dir.join("patch-f32.safetensors");
+        net.save_safetensors(&path).unwrap();
+        path
+    };
     let mut files = vec![("f32", float_path.clone())];
     for (label, dtype) in [("q8_0", QuantDtype::Q8_0), ("q4_0", QuantDtype::Q4_0)] {
         let path = dir.join(format!("patch-{label}.gguf"));

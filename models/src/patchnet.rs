@@ -466,35 +466,28 @@ mod tests {
         )
     }
 
-    #[test]
-    fn per_patch_norm_ignores_exposure_and_old_configs_stay_fixed() {
+    /// A 16×16, 5-class net with random weights and the given input normalisation (the VarMap keeps the
+    /// variables alive).
+    fn tiny_net(input_norm: InputNorm) -> (candle_nn::VarMap, PatchNet) {
         let cfg = PatchNetConfig {
             input_side_px: 16,
             channels: [4, 4, 8],
             hidden: 8,
             num_classes: 5,
-            input_norm: InputNorm::PerPatch,
+            input_norm,
         };
-        let varmap = candle_nn::VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let net = PatchNet::new(&cfg, vb).unwrap();
+        let (varmap, vb) = varmap_builder();
+        (varmap, PatchNet::new(&cfg, vb).unwrap())
+    }
+
+    #[test]
+    fn per_patch_norm_ignores_exposure_and_old_configs_stay_fixed() {
+        let (_vm, net) = tiny_net(InputNorm::PerPatch);
         let x = Tensor::rand(0.2f32, 0.6f32, (2, 3, 16, 16), &Device::Cpu).unwrap();
         // Same patch, darker and with less contrast: 0.5·x + 0.1.
         let dim = x.affine(0.5, 0.1).unwrap();
-        let a = net
-            .logits(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let b = net
-            .logits(&dim)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let a = flat(&net.logits(&x).unwrap());
+        let b = flat(&net.logits(&dim).unwrap());
         for (p, q) in a.iter().zip(&b) {
             assert!((p - q).abs() < 2e-3 * (1.0 + p.abs()), "{p} vs {q}");
         }
@@ -503,40 +496,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(old.input_norm, InputNorm::Fixed);
-        let json = serde_json::to_string(&cfg).unwrap();
+        let json = serde_json::to_string(net.config()).unwrap();
         assert!(json.contains(r#""input_norm":"per_patch""#), "{json}");
     }
 
     #[test]
     fn dropout_with_all_ones_masks_equals_plain_logits() {
-        let cfg = PatchNetConfig {
-            input_side_px: 16,
-            channels: [4, 4, 8],
-            hidden: 8,
-            num_classes: 5,
-            input_norm: InputNorm::Fixed,
-        };
-        let varmap = candle_nn::VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let net = PatchNet::new(&cfg, vb).unwrap();
+        let (_vm, net) = tiny_net(InputNorm::Fixed);
         let x = Tensor::rand(0f32, 1f32, (2, 3, 16, 16), &Device::Cpu).unwrap();
-        let ones_f = Tensor::ones((2, cfg.flat_dim()), DType::F32, &Device::Cpu).unwrap();
+        let ones_f = Tensor::ones((2, net.config().flat_dim()), DType::F32, &Device::Cpu).unwrap();
         let ones_h = Tensor::ones((2, 8), DType::F32, &Device::Cpu).unwrap();
         let zeros_h = Tensor::zeros((2, 8), DType::F32, &Device::Cpu).unwrap();
-        let plain = net
-            .logits(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let masked = net
-            .logits_with_dropout(&x, &ones_f, &ones_h)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let plain = flat(&net.logits(&x).unwrap());
+        let masked = flat(&net.logits_with_dropout(&x, &ones_f, &ones_h).unwrap());
         assert_eq!(plain, masked);
         // With the hidden layer dropped entirely only fc2's bias is left: both rows equal.
         let dropped = net

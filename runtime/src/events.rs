@@ -100,18 +100,6 @@ impl EventTarget {
             file: None,
         }
     }
-
-    /// A plain (never rotated) file.
-    pub fn file(path: impl Into<PathBuf>) -> Self {
-        Self {
-            stdout: false,
-            file: Some(FileTarget {
-                path: path.into(),
-                max_bytes: None,
-                keep: 0,
-            }),
-        }
-    }
 }
 
 /// One output of the sink and its own failure state: a failing file does not silence stdout.

@@ -100,12 +100,12 @@ fn weights() -> std::path::PathBuf {
         .join("weights")
 }
 
-#[test]
-fn allocations_per_frame_stay_constant_in_steady_state() {
+/// The shipped Q8_0 nets behind the `topk` strategy with at most 8 patches per frame, on the CPU.
+fn topk_processor() -> FrameProcessor {
     let device = Device::Cpu;
     let glance = GlanceNetModel::load(&weights().join("glancenet.q8_0.gguf"), &device).unwrap();
     let classifier = PatchNet::load(&weights().join("patchnet.q8_0.gguf"), &device).unwrap();
-    let mut processor = FrameProcessor::new(
+    FrameProcessor::new(
         GlanceStage::new(Arc::new(glance), device),
         strategy_by_name("topk", &StrategyConfigs::default()).unwrap(),
         Arc::new(classifier),
@@ -113,7 +113,12 @@ fn allocations_per_frame_stay_constant_in_steady_state() {
             max_patches: 8,
             deadline_ms: None,
         },
-    );
+    )
+}
+
+#[test]
+fn allocations_per_frame_stay_constant_in_steady_state() {
+    let mut processor = topk_processor();
     let metrics = PipelineMetrics::default();
     let frames = frames(3);
     let mut per_frame = Vec::new();
@@ -155,18 +160,7 @@ fn soak_rss_stays_flat() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let device = Device::Cpu;
-    let glance = GlanceNetModel::load(&weights().join("glancenet.q8_0.gguf"), &device).unwrap();
-    let classifier = PatchNet::load(&weights().join("patchnet.q8_0.gguf"), &device).unwrap();
-    let mut processor = FrameProcessor::new(
-        GlanceStage::new(Arc::new(glance), device),
-        strategy_by_name("topk", &StrategyConfigs::default()).unwrap(),
-        Arc::new(classifier),
-        FocusBudget {
-            max_patches: 8,
-            deadline_ms: None,
-        },
-    );
+    let mut processor = topk_processor();
     let metrics = PipelineMetrics::default();
     let frames = frames(8);
     let mut curve: Vec<(u64, u64)> = Vec::new();

@@ -9,6 +9,7 @@
 //! once broke a parser are also kept as files in the corpus, which [`corpus_files_never_panic`] replays.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use candle_core::Device;
 use proptest::prelude::*;
@@ -38,13 +39,31 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// The shipped weight files are the seeds of the weight loaders (the glance net's: small, both formats).
-fn weight_seeds() -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/weights");
-    ["glancenet.safetensors", "glancenet.q8_0.gguf"]
-        .iter()
-        .map(|f| std::fs::read(dir.join(f)).unwrap())
-        .collect()
+/// The seed bytes of a mutation target, read once per test run (not once per case): `mjpeg` and `config`
+/// from the corpus, `weights` from the shipped glance net files (small, both formats).
+fn seed_bytes(target: &'static str) -> &'static [Vec<u8>] {
+    static MJPEG: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    static CONFIG: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    static WEIGHTS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    let from_corpus = || seeds(target).into_iter().map(|(_, b)| b).collect();
+    match target {
+        "mjpeg" => MJPEG.get_or_init(from_corpus),
+        "config" => CONFIG.get_or_init(from_corpus),
+        "weights" => WEIGHTS.get_or_init(|| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/weights");
+            ["glancenet.safetensors", "glancenet.q8_0.gguf"]
+                .iter()
+                .map(|f| std::fs::read(dir.join(f)).unwrap())
+                .collect()
+        }),
+        other => panic!("no fuzz target {other}"),
+    }
+}
+
+/// Seed `seed` (modulo the number of seeds) of `target` with `edits` applied.
+fn mutated(target: &'static str, seed: usize, edits: &[Mutation]) -> Vec<u8> {
+    let seeds = seed_bytes(target);
+    apply(seeds[seed % seeds.len()].clone(), edits, seeds)
 }
 
 fn cases() -> u32 {
@@ -178,9 +197,7 @@ proptest! {
 
     #[test]
     fn mjpeg_decoder_never_panics(seed in 0usize..8, edits in proptest::collection::vec(mutation(), 1..4)) {
-        let seeds: Vec<Vec<u8>> = seeds("mjpeg").into_iter().map(|(_, b)| b).collect();
-        let bytes = apply(seeds[seed % seeds.len()].clone(), &edits, &seeds);
-        check_mjpeg(&bytes);
+        check_mjpeg(&mutated("mjpeg", seed, &edits));
     }
 
     #[test]
@@ -198,9 +215,7 @@ proptest! {
 
     #[test]
     fn config_parser_never_panics(seed in 0usize..4, edits in proptest::collection::vec(mutation(), 1..4)) {
-        let seeds: Vec<Vec<u8>> = seeds("config").into_iter().map(|(_, b)| b).collect();
-        let bytes = apply(seeds[seed % seeds.len()].clone(), &edits, &seeds);
-        check_config(&bytes);
+        check_config(&mutated("config", seed, &edits));
     }
 
     #[test]
@@ -210,9 +225,7 @@ proptest! {
 
     #[test]
     fn weight_loaders_never_panic(seed in 0usize..2, edits in proptest::collection::vec(mutation(), 1..3)) {
-        let seeds = weight_seeds();
-        let bytes = apply(seeds[seed % seeds.len()].clone(), &edits, &seeds);
         let dir = tempfile::tempdir().unwrap();
-        check_weights(&bytes, dir.path());
+        check_weights(&mutated("weights", seed, &edits), dir.path());
     }
 }

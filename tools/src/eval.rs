@@ -477,17 +477,7 @@ impl EvalReport {
             self.class_accuracy
                 .map_or("n/a (no class ids)".to_string(), |a| format!("{:.1} %", pct(a)))
         );
-        let _ = writeln!(s, "  stage      p50 ms   p99 ms   max ms");
-        for name in ["capture", "glance", "focus", "classify", "total"] {
-            if let Some(st) = self.stages.get(name) {
-                let label = if name == "capture" { "decode" } else { name };
-                let _ = writeln!(
-                    s,
-                    "  {label:<9} {:>7.2}  {:>7.2}  {:>7.2}",
-                    st.p50_ms, st.p99_ms, st.max_ms
-                );
-            }
-        }
+        crate::summary::write_stage_table(&mut s, &self.stages, "decode");
         let _ = writeln!(
             s,
             "  patches/frame {:.2}, full-res pixels seen {:.2} %, {:.2} MFLOPs/frame (backbone {:.2} + glance {:.2}), early-exit rate {:.0} %, peak RSS {:.0} MB",

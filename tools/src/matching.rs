@@ -106,6 +106,12 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Adds `c` to the overall counts and to those of `class`.
+    fn count(&mut self, class: &str, c: &Counts) {
+        self.overall.add(c);
+        self.per_class.entry(class.to_string()).or_default().add(c);
+    }
+
     pub fn add(&mut self, other: &Tally) {
         self.overall.add(&other.overall);
         for (name, counts) in &other.per_class {
@@ -184,24 +190,14 @@ pub fn tally_frame(
                     c.classified = 1;
                     c.class_correct = u64::from(id == det.class_id);
                 }
-                tally.overall.add(&c);
-                tally
-                    .per_class
-                    .entry(truth[t].class_name.clone())
-                    .or_default()
-                    .add(&c);
+                tally.count(&truth[t].class_name, &c);
             }
             Verdict::FalsePositive => {
                 let c = Counts {
                     fp: 1,
                     ..Counts::default()
                 };
-                tally.overall.add(&c);
-                tally
-                    .per_class
-                    .entry(det.class_name.clone())
-                    .or_default()
-                    .add(&c);
+                tally.count(&det.class_name, &c);
             }
             Verdict::Neutral => {}
         }
@@ -214,12 +210,7 @@ pub fn tally_frame(
             fn_: 1,
             ..Counts::default()
         };
-        tally.overall.add(&c);
-        tally
-            .per_class
-            .entry(entry.class_name.clone())
-            .or_default()
-            .add(&c);
+        tally.count(&entry.class_name, &c);
     }
     tally
 }

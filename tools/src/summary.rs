@@ -50,6 +50,30 @@ pub struct Summary {
     pub events_written: u64,
 }
 
+/// The per-stage latency table of the printed summaries, one row per stage in pipeline order; the capture
+/// row is labelled `capture_label` (eval reads files, so its capture is decoding).
+pub fn write_stage_table(
+    s: &mut String,
+    stages: &BTreeMap<&'static str, StageJson>,
+    capture_label: &str,
+) {
+    let _ = writeln!(s, "  stage      p50 ms   p99 ms   max ms");
+    for name in ["capture", "glance", "focus", "classify", "total"] {
+        if let Some(st) = stages.get(name) {
+            let label = if name == "capture" {
+                capture_label
+            } else {
+                name
+            };
+            let _ = writeln!(
+                s,
+                "  {label:<9} {:>7.2}  {:>7.2}  {:>7.2}",
+                st.p50_ms, st.p99_ms, st.max_ms
+            );
+        }
+    }
+}
+
 pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -107,16 +131,7 @@ impl Summary {
             "saccade: {} frames from {} with strategy `{}` in {:.2} s ({:.1} fps)",
             self.frames, self.source, self.strategy, self.wall_s, self.fps
         );
-        let _ = writeln!(s, "  stage      p50 ms   p99 ms   max ms");
-        for name in ["capture", "glance", "focus", "classify", "total"] {
-            if let Some(st) = self.stages.get(name) {
-                let _ = writeln!(
-                    s,
-                    "  {name:<9} {:>7.2}  {:>7.2}  {:>7.2}",
-                    st.p50_ms, st.p99_ms, st.max_ms
-                );
-            }
-        }
+        write_stage_table(&mut s, &self.stages, "capture");
         let _ = writeln!(
             s,
             "  patches/frame {:.2}, early-exit rate {:.0} %, full-res pixels examined {:.1} %, {:.1} MFLOPs/frame",

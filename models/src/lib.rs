@@ -9,8 +9,10 @@ pub mod classes;
 pub mod error;
 pub mod flops;
 pub mod glancenet;
+pub mod int8;
 pub mod linear;
 pub mod patchnet;
+mod patchnet_int8;
 pub mod weights;
 
 #[cfg(test)]

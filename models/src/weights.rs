@@ -5,6 +5,7 @@
 //! the file, the tensor or key, what was expected and what was found, and never a panic.
 
 use crate::glancenet::{GlanceNetConfig, GlanceNetModel, GLANCENET_KIND};
+use crate::int8::Int8Matrix;
 use crate::linear::QLinear;
 use crate::patchnet::{PatchNet, PatchNetConfig, PATCHNET_KIND};
 use crate::ModelError;
@@ -32,12 +33,23 @@ const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 /// What a tensor is for; decides which dtypes it may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TensorRole {
-    /// Convolution kernels: float (f32 or f16) in every format.
+    /// Convolution kernels: float (f32 or f16) with their 4-D shape, or — 3×3 kernels whose
+    /// `in_channels · 9` is a multiple of 32 — Q8_0 flattened to `(out, in · 9)` in candle's `(in, kh, kw)`
+    /// order (see [`conv_q8_0_shape`]).
     ConvWeight,
     /// Biases: float.
     Bias,
     /// Fully-connected weights: float or quantised.
     LinearWeight,
+}
+
+/// The 2-D shape a 4-D conv kernel `(out, in, 3, 3)` takes as a Q8_0 tensor, when it can: 3×3, and
+/// `in · 9` a whole number of 32-value blocks.
+pub fn conv_q8_0_shape(shape: &[usize]) -> Option<[usize; 2]> {
+    match shape {
+        [out, inp, 3, 3] if (inp * 9).is_multiple_of(crate::int8::BLOCK) => Some([*out, inp * 9]),
+        _ => None,
+    }
 }
 
 /// A tensor a model needs, with the shape its config implies.
@@ -479,6 +491,12 @@ impl WeightSet {
                     path: self.path.clone(),
                     tensor: spec.name.clone(),
                 })?;
+            let flat_q8_conv = spec.role == TensorRole::ConvWeight
+                && matches!(stored, Stored::Ggml(q) if q.dtype() == GgmlDType::Q8_0)
+                && conv_q8_0_shape(&spec.shape).is_some_and(|s| stored.dims() == s);
+            if flat_q8_conv {
+                continue;
+            }
             if stored.dims() != spec.shape.as_slice() {
                 return Err(ModelError::WrongShape {
                     path: self.path.clone(),
@@ -488,7 +506,11 @@ impl WeightSet {
                 });
             }
             let (ok, expected) = match spec.role {
-                TensorRole::ConvWeight | TensorRole::Bias => (stored.is_float(), "f32 or f16"),
+                TensorRole::ConvWeight => (
+                    stored.is_float(),
+                    "f32 or f16 (or q8_0 flattened to (out, in·9) for 3×3 kernels)",
+                ),
+                TensorRole::Bias => (stored.is_float(), "f32 or f16"),
                 TensorRole::LinearWeight => (
                     stored.is_linear_weight_dtype(),
                     "f32, f16, q8_0, q4_0 or q4k",
@@ -548,8 +570,23 @@ impl WeightSet {
     /// A convolution computed in f32 (f16 kernels are widened once here: candle's CPU f16 conv is slower).
     pub(crate) fn conv(&self, prefix: &str, cfg: Conv2dConfig) -> Result<Conv2d, ModelError> {
         let weight = self.tensor_f32(&format!("{prefix}.weight"))?;
+        // A Q8_0 kernel is stored flattened (validated against the 4-D spec): back to (out, in, 3, 3).
+        let weight = match weight.dims() {
+            &[out, flat] => weight.reshape((out, flat / 9, 3, 3))?,
+            _ => weight,
+        };
         let bias = self.tensor_f32(&format!("{prefix}.bias"))?;
         Ok(Conv2d::new(weight, Some(bias), cfg))
+    }
+
+    /// A weight stored as Q8_0, as an [`Int8Matrix`] of its `cols` first columns (`None` for other dtypes).
+    pub(crate) fn int8(&self, name: &str, cols: usize) -> Result<Option<Int8Matrix>, ModelError> {
+        match self.stored(name)? {
+            Stored::Ggml(q) if q.dtype() == GgmlDType::Q8_0 => {
+                Ok(Some(Int8Matrix::from_q8_0(q, cols)?))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// A fully-connected layer, quantised if the file stores it quantised.
@@ -745,9 +782,14 @@ pub fn quantize_file(
     let mut entries = Vec::with_capacity(specs.len());
     for spec in &specs {
         let t = set.tensor_f32(&spec.name)?;
+        // The patch classifier's Q8_0 weights run on the integer kernel (`int8`), which wants one scale per
+        // output row: its 3×3 convs (where `in · 9` fits whole blocks) go to Q8_0 too, flattened.
+        let int8_rows = kind == PATCHNET_KIND && dtype == QuantDtype::Q8_0;
+        let conv_flat = conv_q8_0_shape(&spec.shape).filter(|_| int8_rows);
         let target = match spec.role {
             TensorRole::Bias => GgmlDType::F32,
             TensorRole::ConvWeight if dtype == QuantDtype::F32 => GgmlDType::F32,
+            TensorRole::ConvWeight if conv_flat.is_some() => GgmlDType::Q8_0,
             TensorRole::ConvWeight => GgmlDType::F16,
             TensorRole::LinearWeight => {
                 let (chosen, note) = dtype_for(&spec.name, &spec.shape, dtype);
@@ -755,15 +797,30 @@ pub fn quantize_file(
                 chosen.ggml()
             }
         };
-        let q = QTensor::quantize(&t, target).map_err(|e| {
+        let quantise_err = |e: candle_core::Error| {
             bad_file(
                 output,
                 format!("quantising `{}` to {}: {e}", spec.name, ggml_name(target)),
             )
-        })?;
+        };
+        let (q, shape) = if int8_rows && target == GgmlDType::Q8_0 {
+            let t = match conv_flat {
+                Some(flat) => t.reshape((flat[0], flat[1]))?,
+                None => t,
+            };
+            let (rows, cols) = t.dims2()?;
+            let values = t.flatten_all()?.to_vec1::<f32>()?;
+            let q = Int8Matrix::quantize(&values, rows, cols)
+                .to_q8_0()
+                .map_err(quantise_err)?;
+            (q, vec![rows, cols])
+        } else {
+            let q = QTensor::quantize(&t, target).map_err(quantise_err)?;
+            (q, spec.shape.clone())
+        };
         entries.push(TensorEntry {
             name: spec.name.clone(),
-            shape: spec.shape.clone(),
+            shape,
             dtype: ggml_name(target),
             bytes: q.storage_size_in_bytes(),
         });
@@ -1031,6 +1088,76 @@ mod tests {
                 assert_eq!(tensor, "conv1.weight");
                 assert_eq!(expected, vec![4, 3, 3, 3]);
                 assert_eq!(found, vec![4, 3, 5, 5]);
+            }
+            other => panic!("expected WrongShape, got {other}"),
+        }
+    }
+
+    /// A Q8_0 patch classifier keeps its 3×3 kernels flattened `(out, in·9)` when `in·9` is whole blocks
+    /// (conv1's 27 taps are not: f16); a flattened kernel of the wrong width is a shape error naming it.
+    #[test]
+    fn q8_0_conv_kernels_are_flattened_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = PatchNetConfig {
+            channels: [32, 32, 32],
+            ..small_cfg()
+        };
+        let (_vm, vb) = varmap_builder();
+        let net = PatchNet::new(&cfg, vb).unwrap();
+        let float_path = dir.path().join("p.safetensors");
+        net.save_safetensors(&float_path).unwrap();
+        let q_path = dir.path().join("p.q8_0.gguf");
+        let report = quantize_file(&float_path, &q_path, QuantDtype::Q8_0).unwrap();
+        let conv2 = report
+            .tensors
+            .iter()
+            .find(|t| t.name == "conv2.weight")
+            .unwrap();
+        assert_eq!(
+            (conv2.shape.clone(), conv2.dtype.as_str()),
+            (vec![32, 288], "q8_0")
+        );
+        let conv1 = report
+            .tensors
+            .iter()
+            .find(|t| t.name == "conv1.weight")
+            .unwrap();
+        assert_eq!(
+            (conv1.shape.clone(), conv1.dtype.as_str()),
+            (vec![32, 3, 3, 3], "f16")
+        );
+        PatchNet::load(&q_path, &Device::Cpu).unwrap();
+
+        // Rewrite the file with conv2 one block too wide.
+        let set = WeightSet::read(&q_path, &Device::Cpu).unwrap();
+        let mut tensors: Vec<(String, QTensor)> = Vec::new();
+        for name in set.tensors.keys() {
+            let q = if name == "conv2.weight" {
+                let t = Tensor::zeros((32, 320), DType::F32, &Device::Cpu).unwrap();
+                QTensor::quantize(&t, GgmlDType::Q8_0).unwrap()
+            } else {
+                let t = set.tensor_f32(name).unwrap();
+                QTensor::quantize(&t, GgmlDType::F32).unwrap()
+            };
+            tensors.push((name.clone(), q));
+        }
+        let kind = gguf_file::Value::String(PATCHNET_KIND.into());
+        let config = gguf_file::Value::String(config_json(&cfg));
+        let meta = [(KIND_KEY, &kind), (CONFIG_KEY, &config)];
+        let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, q)| (n.as_str(), q)).collect();
+        let mut file = std::fs::File::create(&q_path).unwrap();
+        gguf_file::write(&mut file, &meta, &refs).unwrap();
+        drop(file);
+        match load_err(&q_path) {
+            ModelError::WrongShape {
+                tensor,
+                expected,
+                found,
+                ..
+            } => {
+                assert_eq!(tensor, "conv2.weight");
+                assert_eq!(expected, vec![32, 32, 3, 3]);
+                assert_eq!(found, vec![32, 320]);
             }
             other => panic!("expected WrongShape, got {other}"),
         }

@@ -2,6 +2,8 @@
 
 use std::time::{Instant, SystemTime};
 
+use crate::pool::FramePool;
+
 /// An axis-aligned box in frame pixels, `[xmin, ymin, xmax, ymax)` (max exclusive), as f32.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct BoxPx {
@@ -74,6 +76,16 @@ pub struct Frame {
     pub file: Option<String>,
     /// Known boxes, when the source knows them (synthetic frames).
     pub truth: Vec<TruthBox>,
+    /// Where `rgb` goes back when the frame is dropped (frames from pooled sources).
+    pool: Option<FramePool>,
+}
+
+impl Drop for Frame {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.give(std::mem::take(&mut self.rgb));
+        }
+    }
 }
 
 impl Frame {
@@ -101,7 +113,14 @@ impl Frame {
             captured_wall: SystemTime::now(),
             file: None,
             truth: Vec::new(),
+            pool: None,
         })
+    }
+
+    /// The frame hands its RGB buffer back to `pool` when dropped (and so does each clone).
+    pub fn with_pool(mut self, pool: &FramePool) -> Self {
+        self.pool = Some(pool.clone());
+        self
     }
 
     /// The pixel at (x, y) as `[r, g, b]`; callers keep x < width, y < height.

@@ -11,5 +11,6 @@ pub mod glance;
 pub mod imageops;
 pub mod metrics;
 pub mod pipeline;
+pub mod pool;
 pub mod prometheus;
 pub mod synth;

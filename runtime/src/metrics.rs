@@ -132,6 +132,10 @@ pub struct PipelineMetrics {
     pub pixels_examined_total: AtomicU64,
     pub pixels_total: AtomicU64,
     pub events_write_errors: AtomicU64,
+    /// Frame buffers the pool had to allocate (steady state: none after the first `frames_in_flight`).
+    pub frame_buffers_allocated: AtomicU64,
+    /// Frames decoded into a recycled buffer.
+    pub frame_buffers_reused: AtomicU64,
     capture: StageHistogram,
     glance: StageHistogram,
     focus: StageHistogram,

@@ -14,11 +14,13 @@ use candle_core::Tensor;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use saccade_models::{GlanceMap, ModelError, PatchClassifier};
 
+use crate::budget::frames_in_flight;
 use crate::capture::{Capture, FrameSource, QueuePolicy};
 use crate::focus::{FocusBudget, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::Frame;
 use crate::glance::GlanceStage;
 use crate::metrics::{PipelineMetrics, Stage};
+use crate::pool::FramePool;
 
 /// How a pipeline runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -231,6 +233,9 @@ where
     F: FnMut(ProcessedFrame) + Send,
 {
     let depth = options.queue_depth.max(1);
+    // One buffer for every place a frame can sit: the pool never holds more than the memory plan counts.
+    let pool = FramePool::new(frames_in_flight(depth));
+    source.use_pool(pool.clone());
     let (frame_tx, frame_rx) = bounded::<Frame>(depth);
     let (glanced_tx, glanced_rx) = bounded::<(Frame, GlanceMap, Instant)>(depth);
     let (done_tx, done_rx) = bounded::<ProcessedFrame>(depth);
@@ -264,6 +269,10 @@ where
                     stats.outages.saturating_sub(last_stats.outages),
                 );
                 last_stats = stats;
+                let (allocated, reused, _) = pool.counts();
+                m.frame_buffers_allocated
+                    .store(allocated, Ordering::Relaxed);
+                m.frame_buffers_reused.store(reused, Ordering::Relaxed);
                 match capture {
                     Capture::Frame(frame) => {
                         m.record(Stage::Capture, t.elapsed());
@@ -496,6 +505,90 @@ mod tests {
             |done| seen.lock().unwrap().push(done.frame.index),
         );
         (metrics, seen.into_inner().unwrap())
+    }
+
+    /// A camera-like source: each frame is decoded (filled with its index) into a buffer from the pool.
+    struct PooledSource {
+        pool: Option<FramePool>,
+        next: u64,
+        frames: u64,
+    }
+
+    impl FrameSource for PooledSource {
+        fn next_frame(&mut self) -> Capture {
+            if self.next >= self.frames {
+                return Capture::End;
+            }
+            let (w, h) = (64u32, 48u32);
+            let len = (w * h * 3) as usize;
+            let mut rgb = match &self.pool {
+                Some(pool) => pool.take(len),
+                None => vec![0; len],
+            };
+            rgb.fill(self.next as u8);
+            let frame = Frame::from_rgb(self.next, w, h, rgb).unwrap();
+            self.next += 1;
+            Capture::Frame(match &self.pool {
+                Some(pool) => frame.with_pool(pool),
+                None => frame,
+            })
+        }
+        fn uri(&self) -> &str {
+            "pooled://test"
+        }
+        fn default_policy(&self) -> QueuePolicy {
+            QueuePolicy::Lossless
+        }
+        fn use_pool(&mut self, pool: FramePool) {
+            self.pool = Some(pool);
+        }
+    }
+
+    #[test]
+    fn frames_are_decoded_into_recycled_buffers_and_never_more_than_fit_in_flight() {
+        for (policy, delay_ms) in [(QueuePolicy::Lossless, 0), (QueuePolicy::Latest, 2)] {
+            let metrics = Arc::new(PipelineMetrics::default());
+            let intact = AtomicU64::new(0);
+            let source = PooledSource {
+                pool: None,
+                next: 0,
+                frames: 60,
+            };
+            run_pipeline(
+                Box::new(source),
+                processor(delay_ms),
+                PipelineOptions {
+                    queue_depth: 1,
+                    policy,
+                    budget: FocusBudget {
+                        max_patches: 4,
+                        deadline_ms: None,
+                    },
+                },
+                metrics.clone(),
+                Arc::new(AtomicBool::new(false)),
+                |done| {
+                    // A buffer recycled while its frame was still in use would show another frame's bytes.
+                    if done.frame.rgb.iter().all(|&b| b == done.frame.index as u8) {
+                        intact.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+            );
+            let allocated = PipelineMetrics::get(&metrics.frame_buffers_allocated);
+            let reused = PipelineMetrics::get(&metrics.frame_buffers_reused);
+            let processed = PipelineMetrics::get(&metrics.frames_processed);
+            assert!(
+                allocated <= frames_in_flight(1) as u64,
+                "{policy:?}: {allocated} buffers allocated for {} places",
+                frames_in_flight(1)
+            );
+            // The counters are read before each capture, so the last frame's take may not be in them yet.
+            assert!(
+                allocated + reused >= 59,
+                "{policy:?}: {allocated} + {reused}"
+            );
+            assert_eq!(intact.load(Ordering::Relaxed), processed, "{policy:?}");
+        }
     }
 
     #[test]

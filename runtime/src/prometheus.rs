@@ -35,7 +35,7 @@ pub fn render(
     let mut out = String::with_capacity(8192);
     let get = PipelineMetrics::get;
     type Counter = fn(&PipelineMetrics) -> u64;
-    let counters: [(&str, &str, Counter); 10] = [
+    let counters: [(&str, &str, Counter); 12] = [
         (
             "saccade_frames_captured_total",
             "Frames delivered by the source.",
@@ -79,6 +79,16 @@ pub fn render(
         ("saccade_detections_total", "Detections emitted.", |m| {
             PipelineMetrics::get(&m.detections_total)
         }),
+        (
+            "saccade_frame_buffers_allocated_total",
+            "Frame buffers the frame pool allocated (flat once the pool is warm).",
+            |m| PipelineMetrics::get(&m.frame_buffers_allocated),
+        ),
+        (
+            "saccade_frame_buffers_reused_total",
+            "Frames decoded into a recycled frame buffer.",
+            |m| PipelineMetrics::get(&m.frame_buffers_reused),
+        ),
         (
             "saccade_event_write_errors_total",
             "Failed writes of events.",

@@ -12,12 +12,14 @@ use std::sync::Arc;
 use candle_core::Device;
 use saccade_models::glancenet::GlanceNetModel;
 use saccade_models::patchnet::PatchNet;
+use saccade_runtime::capture::{Capture, FrameSource, QueuePolicy};
 use saccade_runtime::focus::{strategy_by_name, FocusBudget, StrategyConfigs};
 use saccade_runtime::frame::{BoxPx, Frame};
 use saccade_runtime::glance::GlanceStage;
 use saccade_runtime::imageops::{crop_resize_chw, resize_rgb_bilinear, rgb_to_chw_f32};
 use saccade_runtime::metrics::PipelineMetrics;
 use saccade_runtime::pipeline::FrameProcessor;
+use saccade_runtime::pool::FramePool;
 use saccade_runtime::synth::{SceneConfig, SceneGenerator};
 
 struct Counting;
@@ -147,39 +149,123 @@ fn allocations_per_frame_stay_constant_in_steady_state() {
     eprintln!("allocations per frame (topk, steady state): {per_frame:?}");
 }
 
-/// Soak: the capture → glance → focus → classify path over `SACCADE_SOAK_FRAMES` frames (default 100 000;
-/// 8 synthetic 640×480 frames cycled, so the frame source costs nothing). Samples RSS every 1,000 frames,
-/// prints the curve as CSV (`frames,rss_bytes`; also written to `SACCADE_SOAK_CSV` when set) and requires
-/// RSS growth after the first 2,000 frames (warm-up) to stay under 1 MiB. Ignored: it runs for about 45 minutes
-/// per 100,000 frames on 2 cores.
+/// A camera-like source for the soak: `frames` distinct 1280×960 synthetic scenes made once, then each
+/// capture copies one into a buffer from the pipeline's frame pool, as the V4L2 source decodes into one.
+struct CycleSource {
+    scenes: Vec<(Vec<u8>, u32, u32)>,
+    pool: Option<FramePool>,
+    next: u64,
+    total: u64,
+}
+
+impl CycleSource {
+    fn new(distinct: u64, total: u64) -> Self {
+        let generator = SceneGenerator::new(SceneConfig::default()).unwrap();
+        let scenes = (0..distinct)
+            .map(|i| {
+                let s = generator.generate(177 + i);
+                (s.rgb, s.width, s.height)
+            })
+            .collect();
+        Self {
+            scenes,
+            pool: None,
+            next: 0,
+            total,
+        }
+    }
+}
+
+impl FrameSource for CycleSource {
+    fn next_frame(&mut self) -> Capture {
+        if self.next >= self.total {
+            return Capture::End;
+        }
+        let (rgb, w, h) = &self.scenes[(self.next % self.scenes.len() as u64) as usize];
+        let mut buf = match &self.pool {
+            Some(pool) => pool.take(rgb.len()),
+            None => vec![0; rgb.len()],
+        };
+        buf.copy_from_slice(rgb);
+        let frame = Frame::from_rgb(self.next, *w, *h, buf).unwrap();
+        self.next += 1;
+        Capture::Frame(match &self.pool {
+            Some(pool) => frame.with_pool(pool),
+            None => frame,
+        })
+    }
+    fn uri(&self) -> &str {
+        "soak://cycle"
+    }
+    fn default_policy(&self) -> QueuePolicy {
+        QueuePolicy::Lossless
+    }
+    fn use_pool(&mut self, pool: FramePool) {
+        self.pool = Some(pool);
+    }
+}
+
+/// Soak: the threaded pipeline (capture into pooled buffers → glance → `topk` focus → Q8_0 classify → sink)
+/// over `SACCADE_SOAK_FRAMES` 1280×960 frames (default 100 000; 8 distinct scenes cycled, so making frames
+/// costs a copy). Samples RSS in the sink every 1,000 frames, prints the curve as CSV (`frames,rss_bytes`;
+/// also written to `SACCADE_SOAK_CSV` when set) and requires RSS growth after the first 2,000 frames
+/// (warm-up) to stay under 1 MiB, and frame buffers to be allocated only until the pool is warm. Ignored: it
+/// runs for about an hour per 100,000 frames on 2 cores in a release build
+/// (`cargo test --release --test it soak -- --ignored`).
 #[test]
 #[ignore = "soak run: minutes to hours; run with --ignored (SACCADE_SOAK_FRAMES sets the length)"]
 fn soak_rss_stays_flat() {
-    use saccade_runtime::budget::rss_bytes;
+    use saccade_runtime::budget::{frames_in_flight, rss_bytes};
+    use saccade_runtime::pipeline::{run_pipeline, PipelineOptions};
+    use std::sync::atomic::AtomicBool;
     let total: u64 = std::env::var("SACCADE_SOAK_FRAMES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let mut processor = topk_processor();
-    let metrics = PipelineMetrics::default();
-    let frames = frames(8);
+    let metrics = Arc::new(PipelineMetrics::default());
     let mut curve: Vec<(u64, u64)> = Vec::new();
     let started = std::time::Instant::now();
-    for i in 0..total {
-        let mut frame = frames[(i % 8) as usize].clone();
-        frame.index = i;
-        drop(processor.process(frame, &metrics).unwrap());
-        if (i + 1) % 1000 == 0 {
-            let rss = rss_bytes().map(|(now, _peak)| now).unwrap_or(0);
-            curve.push((i + 1, rss));
-            eprintln!(
-                "soak: {} frames, RSS {:.2} MiB, {:.1} frames/s",
-                i + 1,
-                rss as f64 / 1048576.0,
-                (i + 1) as f64 / started.elapsed().as_secs_f64()
-            );
-        }
-    }
+    let queue_depth = 2;
+    let summary = run_pipeline(
+        Box::new(CycleSource::new(8, total)),
+        topk_processor(),
+        PipelineOptions {
+            queue_depth,
+            policy: QueuePolicy::Lossless,
+            budget: FocusBudget {
+                max_patches: 8,
+                deadline_ms: None,
+            },
+        },
+        metrics.clone(),
+        Arc::new(AtomicBool::new(false)),
+        |done| {
+            let n = done.frame.index + 1;
+            if n % 1000 == 0 {
+                let rss = rss_bytes().map(|(now, _peak)| now).unwrap_or(0);
+                curve.push((n, rss));
+                eprintln!(
+                    "soak: {n} frames, RSS {:.2} MiB, {:.1} frames/s",
+                    rss as f64 / 1048576.0,
+                    n as f64 / started.elapsed().as_secs_f64()
+                );
+            }
+        },
+    );
+    assert_eq!(summary.frames, total, "the lossless soak lost frames");
+    let allocated = PipelineMetrics::get(&metrics.frame_buffers_allocated);
+    eprintln!(
+        "soak: {} frames in {:.0} s ({:.1} fps); frame buffers allocated {allocated}, reused {}",
+        summary.frames,
+        summary.wall_s,
+        summary.fps,
+        PipelineMetrics::get(&metrics.frame_buffers_reused)
+    );
+    assert!(
+        allocated <= frames_in_flight(queue_depth) as u64,
+        "{allocated} frame buffers allocated for {} places",
+        frames_in_flight(queue_depth)
+    );
     let csv: String = std::iter::once("frames,rss_bytes\n".to_string())
         .chain(curve.iter().map(|(f, r)| format!("{f},{r}\n")))
         .collect();

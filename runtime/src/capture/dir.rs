@@ -277,7 +277,7 @@ mod tests {
             let Capture::Frame(f) = source.next_frame() else {
                 panic!("a looping replay never ends")
             };
-            files.push(f.file.unwrap());
+            files.push(f.file.clone().unwrap());
         }
         assert_eq!(files, ["a.png", "b.png", "a.png", "b.png", "a.png"]);
         // Five frames at 100 fps: the fifth is due 40 ms after the first.

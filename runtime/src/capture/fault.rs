@@ -14,6 +14,7 @@ use super::convert::{mjpeg_to_rgb, rgb_to_yuyv, strip_huffman_tables, yuyv_to_rg
 use super::uri::PixelFormat;
 use super::{Capture, FrameSource, QueuePolicy, SourceStats};
 use crate::frame::{Frame, FrameError};
+use crate::pool::FramePool;
 
 /// Why a device could not be opened or read: both end in a reconnect.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -37,6 +38,8 @@ pub trait Device: Send {
     fn kernel_dropped(&self) -> u64 {
         0
     }
+    /// Decode into buffers taken from `pool` from now on.
+    fn use_pool(&mut self, _pool: FramePool) {}
 }
 
 /// Timings of the reconnect state machine.
@@ -266,7 +269,16 @@ impl RawDecoder {
     /// Decodes `bytes` (exactly the `bytesused` of the buffer) into a new frame. MJPEG frames whose own size
     /// differs from the negotiated one are `SizeChanged`: the pipeline's buffers were sized at start.
     pub fn decode(&self, bytes: &[u8], index: u64) -> Result<Frame, FrameError> {
-        let mut rgb = Vec::new();
+        self.decode_into(bytes, index, Vec::new())
+    }
+
+    /// [`decode`](Self::decode) into `rgb` (a pooled buffer: its memory is reused when its capacity fits).
+    pub fn decode_into(
+        &self,
+        bytes: &[u8],
+        index: u64,
+        mut rgb: Vec<u8>,
+    ) -> Result<Frame, FrameError> {
         match self.format {
             PixelFormat::Yuyv => yuyv_to_rgb(bytes, self.width, self.height, &mut rgb)?,
             PixelFormat::Mjpeg => {
@@ -385,6 +397,8 @@ pub struct FaultDevice<S: FrameSource> {
 }
 
 impl<S: FrameSource> FaultDevice<S> {
+    // The error is a `Capture` handed on as is (end or bad frame); both sides move a frame by value anyway.
+    #[allow(clippy::result_large_err)]
     fn inner_frame(&mut self) -> Result<Frame, Capture> {
         match self.inner.next_frame() {
             Capture::Frame(frame) => {
@@ -408,7 +422,7 @@ impl<S: FrameSource> FaultDevice<S> {
     }
 
     /// Builds the faulty buffer for `fault` from `frame` and decodes it like a camera buffer.
-    fn decode_faulty(&self, fault: Fault, frame: Frame) -> Capture {
+    fn decode_faulty(&self, fault: Fault, mut frame: Frame) -> Capture {
         let (w, h) = (frame.width, frame.height);
         let bad = Capture::Bad;
         let jpeg_of = |rgb: &[u8], w: u32, h: u32| -> Result<Vec<u8>, FrameError> {
@@ -449,8 +463,8 @@ impl<S: FrameSource> FaultDevice<S> {
             Fault::MjpegWithoutHuffman => match jpeg_of(&frame.rgb, w, h) {
                 Ok(jpeg) => match mjpeg.decode(&strip_huffman_tables(&jpeg), frame.index) {
                     Ok(mut decoded) => {
-                        decoded.truth = frame.truth;
-                        decoded.file = frame.file;
+                        decoded.truth = std::mem::take(&mut frame.truth);
+                        decoded.file = frame.file.take();
                         Capture::Frame(decoded)
                     }
                     Err(e) => bad(e),
@@ -562,6 +576,10 @@ impl<S: FrameSource> Device for FaultDevice<S> {
     fn kernel_dropped(&self) -> u64 {
         self.sequence.dropped()
     }
+
+    fn use_pool(&mut self, pool: FramePool) {
+        self.inner.use_pool(pool);
+    }
 }
 
 /// A [`FrameSource`] that injects camera faults into another source on a deterministic schedule, and
@@ -639,6 +657,10 @@ impl<S: FrameSource> FrameSource for FaultSource<S> {
 
     fn stats(&self) -> SourceStats {
         self.machine.stats()
+    }
+
+    fn use_pool(&mut self, pool: FramePool) {
+        self.machine.device_mut().use_pool(pool);
     }
 }
 

@@ -2,6 +2,7 @@
 //! Capture is the first stage of the pipeline: it produces RGB [`Frame`]s and counts what it lost.
 
 use crate::frame::{Frame, FrameError};
+use crate::pool::FramePool;
 
 /// What a source hands the pipeline on each call.
 #[derive(Debug)]
@@ -44,6 +45,9 @@ pub trait FrameSource: Send {
     fn stats(&self) -> SourceStats {
         SourceStats::default()
     }
+    /// Decode into buffers taken from `pool` from now on. Sources that decode camera buffers do; sources whose
+    /// frames are made by a library that allocates its own output (image files, generated scenes) ignore it.
+    fn use_pool(&mut self, _pool: FramePool) {}
 }
 
 /// Errors opening a source.

@@ -23,6 +23,7 @@ use super::fault::{
 };
 use super::uri::{PixelFormat, V4lOptions};
 use super::{Capture, FrameSource, QueuePolicy, SourceError, SourceStats};
+use crate::pool::FramePool;
 
 /// mmap buffers in flight: enough that a slow consumer of one frame does not make the driver drop the next.
 pub const MMAP_BUFFERS: u32 = 4;
@@ -58,6 +59,8 @@ pub struct V4lDevice {
     negotiated: Option<Negotiated>,
     sequence: SequenceTracker,
     next_index: u64,
+    /// Frames are decoded into buffers from here when the pipeline set one.
+    pool: Option<FramePool>,
 }
 
 fn fourcc_of(format: PixelFormat) -> FourCC {
@@ -79,6 +82,7 @@ impl V4lDevice {
             negotiated: None,
             sequence: SequenceTracker::default(),
             next_index: 0,
+            pool: None,
         }
     }
 
@@ -195,10 +199,16 @@ impl Device for V4lDevice {
         self.sequence.observe(meta.sequence);
         // Only `bytesused` is frame data: the rest of the mapping is stale bytes of an older frame.
         let used = (meta.bytesused as usize).min(buffer.len());
-        let capture = match decoder.decode(&buffer[..used], self.next_index) {
+        let rgb = self.pool.as_ref().map_or_else(Vec::new, |pool| {
+            pool.take(decoder.width as usize * decoder.height as usize * 3)
+        });
+        let capture = match decoder.decode_into(&buffer[..used], self.next_index, rgb) {
             Ok(frame) => {
                 self.next_index += 1;
-                Capture::Frame(frame)
+                Capture::Frame(match &self.pool {
+                    Some(pool) => frame.with_pool(pool),
+                    None => frame,
+                })
             }
             Err(e) => Capture::Bad(e),
         };
@@ -220,6 +230,10 @@ impl Device for V4lDevice {
 
     fn kernel_dropped(&self) -> u64 {
         self.sequence.dropped()
+    }
+
+    fn use_pool(&mut self, pool: FramePool) {
+        self.pool = Some(pool);
     }
 }
 
@@ -283,6 +297,10 @@ impl FrameSource for V4lSource {
 
     fn stats(&self) -> SourceStats {
         self.machine.stats()
+    }
+
+    fn use_pool(&mut self, pool: FramePool) {
+        self.machine.device_mut().use_pool(pool);
     }
 }
 

@@ -1,0 +1,274 @@
+//! The patch classifier's Q8_0 forward pass on the CPU: convolutions as im2col + the integer matrix product
+//! of [`crate::int8`], in NHWC layout so each im2col row is nine contiguous runs of channel bytes.
+//!
+//! Layer by layer: conv1 (3 input channels, 27 taps: too few for whole blocks) stays f32 through candle's
+//! sgemm; its output, after bias, ReLU and 2×2 max-pool, is quantised to u8 with one scale per patch; conv2
+//! and conv3 multiply u8 im2col rows by i8 kernels with the bias and ReLU fused; fc1 and fc2 take per-patch
+//! u8 rows. The buffers are kept between calls, so steady-state classification allocates only candle's
+//! tensors at the two ends.
+
+use std::sync::Mutex;
+
+use candle_core::{Device, Result, Tensor};
+
+use crate::int8::{matmul, padded, Int8Matrix, QuantRows};
+use crate::patchnet::PatchNetConfig;
+use crate::weights::WeightSet;
+use crate::ModelError;
+
+#[derive(Default)]
+struct Scratch {
+    input: Vec<f32>,
+    cols1: Vec<f32>,
+    act: Vec<f32>,
+    pooled: Vec<f32>,
+    codes: Vec<u8>,
+    sample_scales: Vec<f32>,
+    rows: QuantRows,
+    logits: Vec<f32>,
+}
+
+pub(crate) struct Int8PatchNet {
+    side: usize,
+    channels: [usize; 3],
+    /// conv1 kernel as `(27, c0)` for `im2col · w`.
+    conv1_w: Tensor,
+    conv1_b: Vec<f32>,
+    /// `(c1, 9·c0)`, columns in `(dy, dx, c)` order.
+    conv2: Int8Matrix,
+    /// `(c2, 9·c1)`, columns in `(dy, dx, c)` order.
+    conv3: Int8Matrix,
+    /// `(hidden, flat)`, columns in `(y, x, c)` order.
+    fc1: Int8Matrix,
+    fc2: Int8Matrix,
+    scratch: Mutex<Scratch>,
+}
+
+impl std::fmt::Debug for Int8PatchNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Int8PatchNet")
+            .field("side", &self.side)
+            .field("channels", &self.channels)
+            .finish()
+    }
+}
+
+/// Column order that turns a `(c, dy, dx)`-flattened 3×3 kernel row into `(dy, dx, c)`.
+fn taps_last_to_channels_last(c: usize) -> Vec<usize> {
+    let mut order = Vec::with_capacity(9 * c);
+    for tap in 0..9 {
+        for ch in 0..c {
+            order.push(ch * 9 + tap);
+        }
+    }
+    order
+}
+
+impl Int8PatchNet {
+    /// The integer network of a file whose conv2, conv3, fc1 and fc2 weights are Q8_0 (`None` otherwise).
+    pub(crate) fn from_weight_set(
+        cfg: &PatchNetConfig,
+        set: &WeightSet,
+    ) -> std::result::Result<Option<Self>, ModelError> {
+        let [c0, c1, c2] = cfg.channels;
+        let fs = cfg.input_side_px / 8;
+        let (Some(conv2), Some(conv3), Some(fc1), Some(fc2)) = (
+            set.int8("conv2.weight", 9 * c0)?,
+            set.int8("conv3.weight", 9 * c1)?,
+            set.int8("fc1.weight", cfg.flat_dim())?,
+            set.int8("fc2.weight", cfg.hidden)?,
+        ) else {
+            return Ok(None);
+        };
+        if conv2.padded_cols() != 9 * c0 || conv3.padded_cols() != 9 * c1 {
+            // Kernels whose rows are not whole blocks cannot be stored as Q8_0 in the first place.
+            return Ok(None);
+        }
+        let bias = |name: &str| -> std::result::Result<Vec<f32>, ModelError> {
+            Ok(set.tensor_f32(name)?.to_vec1::<f32>()?)
+        };
+        // fc1's columns are (c, y, x) in the float net's CHW flatten; NHWC activations flatten (y, x, c).
+        let fc1_order: Vec<usize> = (0..fs * fs)
+            .flat_map(|p| (0..c2).map(move |c| c * fs * fs + p))
+            .collect();
+        let conv1_w = set
+            .tensor_f32("conv1.weight")?
+            .reshape((c0, 27))?
+            .t()?
+            .contiguous()?;
+        Ok(Some(Self {
+            side: cfg.input_side_px,
+            channels: cfg.channels,
+            conv1_w,
+            conv1_b: bias("conv1.bias")?,
+            conv2: conv2
+                .permute_columns(&taps_last_to_channels_last(c0))
+                .with_bias(&bias("conv2.bias")?),
+            conv3: conv3
+                .permute_columns(&taps_last_to_channels_last(c1))
+                .with_bias(&bias("conv3.bias")?),
+            fc1: fc1
+                .permute_columns(&fc1_order)
+                .with_bias(&bias("fc1.bias")?),
+            fc2: fc2.with_bias(&bias("fc2.bias")?),
+            scratch: Mutex::new(Scratch::default()),
+        }))
+    }
+
+    /// Logits of normalised patches.
+    ///
+    /// # Shapes
+    /// `(b, 3, s, s)` f32 on the CPU → `(b, num_classes)`.
+    pub(crate) fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, _, _, _) = x.dims4()?;
+        let s = self.side;
+        let [c0, c1, c2] = self.channels;
+        let mut guard = self
+            .scratch
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("int8 patchnet scratch poisoned".into()))?;
+        let sc = &mut *guard;
+        sc.input.clear();
+        sc.input
+            .extend(x.flatten_all()?.to_vec1::<f32>()?.iter().copied());
+
+        // conv1: f32 im2col (m, 27) in (c, dy, dx) order, candle sgemm, then bias + ReLU + pool.
+        im2col_nchw3(&sc.input, b, s, &mut sc.cols1);
+        let a1 = Tensor::from_slice(&sc.cols1, (b * s * s, 27), &Device::Cpu)?
+            .matmul(&self.conv1_w)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        maxpool2_nhwc(&a1, b, s, s, c0, &mut sc.pooled);
+        for px in sc.pooled.chunks_exact_mut(c0) {
+            for (v, bias) in px.iter_mut().zip(&self.conv1_b) {
+                *v = (*v + bias).max(0.0);
+            }
+        }
+
+        // conv2 and conv3: u8 im2col · i8 kernels (bias and ReLU fused), then pool.
+        let mut side = s / 2;
+        for (conv, c_in, c_out) in [(&self.conv2, c0, c1), (&self.conv3, c1, c2)] {
+            quantise_per_sample(&sc.pooled, b, &mut sc.codes, &mut sc.sample_scales);
+            im2col_u8_nhwc(&sc.codes, &sc.sample_scales, side, c_in, &mut sc.rows);
+            sc.act.clear();
+            sc.act.resize(b * side * side * c_out, 0.0);
+            matmul(&sc.rows, conv, true, &mut sc.act);
+            maxpool2_nhwc(&sc.act, b, side, side, c_out, &mut sc.pooled);
+            side /= 2;
+        }
+
+        // fc1 (ReLU) and fc2 on per-patch rows.
+        let flat = side * side * c2;
+        sc.rows.quantize(&sc.pooled, b, flat);
+        sc.act.clear();
+        sc.act.resize(b * self.fc1.rows(), 0.0);
+        matmul(&sc.rows, &self.fc1, true, &mut sc.act);
+        sc.rows.quantize(&sc.act, b, self.fc1.rows());
+        sc.logits.clear();
+        sc.logits.resize(b * self.fc2.rows(), 0.0);
+        matmul(&sc.rows, &self.fc2, false, &mut sc.logits);
+        Tensor::from_slice(&sc.logits, (b, self.fc2.rows()), &Device::Cpu)
+    }
+}
+
+/// im2col of a `(b, 3, s, s)` NCHW image for a 3×3 same-padded conv: `(b·s·s, 27)`, columns `(c, dy, dx)`.
+fn im2col_nchw3(x: &[f32], b: usize, s: usize, out: &mut Vec<f32>) {
+    out.clear();
+    out.resize(b * s * s * 27, 0.0);
+    for (bi, img) in x.chunks_exact(3 * s * s).enumerate().take(b) {
+        for y in 0..s {
+            for xx in 0..s {
+                let row = &mut out[((bi * s + y) * s + xx) * 27..][..27];
+                for c in 0..3 {
+                    let plane = &img[c * s * s..(c + 1) * s * s];
+                    for dy in 0..3 {
+                        let yy = y + dy;
+                        if yy < 1 || yy > s {
+                            continue;
+                        }
+                        for dx in 0..3 {
+                            let xs = xx + dx;
+                            if xs < 1 || xs > s {
+                                continue;
+                            }
+                            row[c * 9 + dy * 3 + dx] = plane[(yy - 1) * s + (xs - 1)];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// 2×2 max-pool (stride 2) of `(b, h, w, c)` NHWC into `(b, h/2, w/2, c)`.
+fn maxpool2_nhwc(x: &[f32], b: usize, h: usize, w: usize, c: usize, out: &mut Vec<f32>) {
+    let (ho, wo) = (h / 2, w / 2);
+    out.clear();
+    out.resize(b * ho * wo * c, 0.0);
+    for bi in 0..b {
+        for y in 0..ho {
+            for xo in 0..wo {
+                let dst = &mut out[((bi * ho + y) * wo + xo) * c..][..c];
+                let at = |yy: usize, xx: usize| ((bi * h + yy) * w + xx) * c;
+                let (p00, p01) = (at(2 * y, 2 * xo), at(2 * y, 2 * xo + 1));
+                let (p10, p11) = (at(2 * y + 1, 2 * xo), at(2 * y + 1, 2 * xo + 1));
+                for (ch, d) in dst.iter_mut().enumerate() {
+                    *d = x[p00 + ch]
+                        .max(x[p01 + ch])
+                        .max(x[p10 + ch])
+                        .max(x[p11 + ch]);
+                }
+            }
+        }
+    }
+}
+
+/// Quantises each of the `b` samples of `x` (non-negative) to u8 codes 0..=127 with one scale per sample.
+fn quantise_per_sample(x: &[f32], b: usize, codes: &mut Vec<u8>, scales: &mut Vec<f32>) {
+    codes.clear();
+    codes.resize(x.len(), 0);
+    scales.clear();
+    let per = x.len() / b.max(1);
+    for (src, dst) in x.chunks_exact(per).zip(codes.chunks_exact_mut(per)) {
+        let max = src.iter().fold(0f32, |a, &v| a.max(v));
+        if max > 0.0 {
+            let inv = 127.0 / max;
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = (v.max(0.0) * inv + 0.5).min(127.0) as u8;
+            }
+        }
+        scales.push(max / 127.0);
+    }
+}
+
+/// u8 im2col of `(b, s, s, c)` NHWC codes for a 3×3 same-padded conv into `rows` (`b·s·s` rows of `9·c`
+/// codes, `(dy, dx, c)` order); each row takes its sample's scale (`b = sample_scales.len()`).
+fn im2col_u8_nhwc(codes: &[u8], sample_scales: &[f32], s: usize, c: usize, rows: &mut QuantRows) {
+    let b = sample_scales.len();
+    let kp = padded(9 * c);
+    rows.reset(b * s * s, kp);
+    for bi in 0..b {
+        let img = &codes[bi * s * s * c..(bi + 1) * s * s * c];
+        for y in 0..s {
+            for x in 0..s {
+                let r = (bi * s + y) * s + x;
+                rows.scales[r] = sample_scales[bi];
+                let row = &mut rows.codes[r * kp..(r + 1) * kp];
+                for dy in 0..3 {
+                    let yy = y + dy;
+                    if yy < 1 || yy > s {
+                        continue;
+                    }
+                    for dx in 0..3 {
+                        let xx = x + dx;
+                        if xx < 1 || xx > s {
+                            continue;
+                        }
+                        let src = ((yy - 1) * s + (xx - 1)) * c;
+                        row[(dy * 3 + dx) * c..][..c].copy_from_slice(&img[src..src + c]);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The frame pool: RGB buffers sized once and recycled, so capture allocates no frame memory in steady state.
+//!
+//! A source takes a buffer with [`FramePool::take`] and decodes into it; the [`Frame`](crate::frame::Frame)
+//! that carries it hands the buffer back when it is dropped (the sink is done with it, a `latest` queue evicted
+//! it, or a stage failed on it). The pool holds at most `capacity` idle buffers — the number of places a
+//! frame can sit in a pipeline ([`frames_in_flight`](crate::budget::frames_in_flight)) — so a buffer given back
+//! to a full pool is freed, and the pool never holds more than the memory plan counts.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+/// Counters of a pool, shared by its clones.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Buffers allocated because no idle buffer of the right size was there.
+    pub allocated: AtomicU64,
+    /// Takes served by a recycled buffer.
+    pub reused: AtomicU64,
+    /// Buffers freed because the pool was full when they came back.
+    pub freed: AtomicU64,
+}
+
+/// A bounded pool of byte buffers; clones share the same buffers and counters (one pointer each, so a
+/// frame that carries one stays small).
+#[derive(Clone)]
+pub struct FramePool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    idle_tx: Sender<Vec<u8>>,
+    idle_rx: Receiver<Vec<u8>>,
+    capacity: usize,
+    stats: PoolStats,
+}
+
+impl std::fmt::Debug for FramePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FramePool")
+            .field("capacity", &self.inner.capacity)
+            .field("idle", &self.inner.idle_rx.len())
+            .field("stats", &self.inner.stats)
+            .finish()
+    }
+}
+
+impl FramePool {
+    /// A pool that keeps at most `capacity` idle buffers (at least one).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        let (idle_tx, idle_rx) = bounded(capacity);
+        Self {
+            inner: Arc::new(Inner {
+                idle_tx,
+                idle_rx,
+                capacity,
+                stats: PoolStats::default(),
+            }),
+        }
+    }
+
+    /// A buffer of exactly `len` bytes (contents unspecified: the caller overwrites all of it). A recycled
+    /// buffer is used when its capacity fits; one too small (the source changed size) is freed instead.
+    pub fn take(&self, len: usize) -> Vec<u8> {
+        while let Ok(mut buf) = self.inner.idle_rx.try_recv() {
+            if buf.capacity() >= len {
+                self.inner.stats.reused.fetch_add(1, Ordering::Relaxed);
+                // Within capacity: neither truncate nor resize allocates.
+                buf.truncate(len);
+                buf.resize(len, 0);
+                return buf;
+            }
+            self.inner.stats.freed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.inner.stats.allocated.fetch_add(1, Ordering::Relaxed);
+        vec![0; len]
+    }
+
+    /// Hands a buffer back; it is freed if the pool already holds `capacity` idle buffers.
+    pub fn give(&self, buf: Vec<u8>) {
+        if buf.capacity() == 0 {
+            return;
+        }
+        if self.inner.idle_tx.try_send(buf).is_err() {
+            self.inner.stats.freed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Most idle buffers this pool keeps.
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity
+    }
+
+    /// Idle buffers now in the pool.
+    pub fn idle(&self) -> usize {
+        self.inner.idle_rx.len()
+    }
+
+    pub fn stats(&self) -> &PoolStats {
+        &self.inner.stats
+    }
+
+    /// `(allocated, reused, freed)` so far.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.inner.stats.allocated.load(Ordering::Relaxed),
+            self.inner.stats.reused.load(Ordering::Relaxed),
+            self.inner.stats.freed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::frame::Frame;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_dropped_frame_gives_its_buffer_back_and_the_next_take_reuses_it() {
+        let pool = FramePool::new(2);
+        let buf = pool.take(4 * 2 * 3);
+        let ptr = buf.as_ptr();
+        let frame = Frame::from_rgb(0, 4, 2, buf).unwrap().with_pool(&pool);
+        assert_eq!(pool.idle(), 0);
+        drop(frame);
+        assert_eq!(pool.idle(), 1);
+        let again = pool.take(24);
+        assert_eq!(again.as_ptr(), ptr, "the recycled buffer was not reused");
+        assert_eq!(pool.counts(), (1, 1, 0));
+    }
+
+    #[test]
+    fn a_buffer_too_small_for_the_new_size_is_freed_not_reused() {
+        let pool = FramePool::new(2);
+        pool.give(vec![0; 10]);
+        let big = pool.take(100);
+        assert_eq!(big.len(), 100);
+        assert_eq!(pool.counts(), (1, 0, 1));
+        // A smaller size fits a recycled bigger buffer.
+        pool.give(big);
+        assert_eq!(pool.take(50).len(), 50);
+        assert_eq!(pool.counts(), (1, 1, 1));
+    }
+
+    #[test]
+    fn clones_of_a_frame_all_come_back_but_the_pool_never_exceeds_its_capacity() {
+        let pool = FramePool::new(3);
+        let frame = Frame::from_rgb(0, 2, 2, pool.take(12))
+            .unwrap()
+            .with_pool(&pool);
+        let clones: Vec<Frame> = (0..5).map(|_| frame.clone()).collect();
+        drop(frame);
+        drop(clones);
+        assert_eq!(pool.idle(), 3);
+        assert_eq!(pool.counts().2, 3, "three of six buffers had to be freed");
+    }
+
+    proptest! {
+        /// Whatever the order of takes and gives, the pool holds at most `capacity` idle buffers, every take
+        /// has the asked length, and allocations never exceed takes.
+        #[test]
+        fn pool_stays_bounded(capacity in 1usize..6, ops in proptest::collection::vec((any::<bool>(), 1usize..64), 1..80)) {
+            let pool = FramePool::new(capacity);
+            let mut held: Vec<Vec<u8>> = Vec::new();
+            let mut takes = 0u64;
+            for (take, len) in ops {
+                if take || held.is_empty() {
+                    let buf = pool.take(len);
+                    prop_assert_eq!(buf.len(), len);
+                    takes += 1;
+                    held.push(buf);
+                } else if let Some(buf) = held.pop() {
+                    pool.give(buf);
+                }
+                prop_assert!(pool.idle() <= capacity);
+            }
+            let (allocated, reused, _) = pool.counts();
+            prop_assert_eq!(allocated + reused, takes);
+        }
+    }
+}

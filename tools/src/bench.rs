@@ -67,6 +67,10 @@ pub struct BenchArgs {
     /// Queue depth of the pipelined throughput run.
     #[arg(long, default_value_t = 2)]
     pub queue_depth: usize,
+    /// Memory budget of the run in MiB: the memory plan (models, pipeline buffers, the frames the bench
+    /// holds) must fit at start, and the peak RSS at the end; the bench fails when either does not.
+    #[arg(long, default_value_t = 256.0)]
+    pub memory_budget_mb: f64,
     #[command(flatten)]
     pub models: ModelArgs,
 }
@@ -124,7 +128,19 @@ pub struct BenchReport {
     pub dtype_comparison: BTreeMap<String, serde_json::Value>,
     pub throughput: Option<Throughput>,
     pub peak_rss_mb: f64,
+    pub memory: BenchMemory,
     pub machine: Machine,
+}
+
+/// The run's memory against its budget (MiB).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchMemory {
+    pub budget_mb: f64,
+    /// What the memory plan counted at start.
+    pub plan_mb: f64,
+    /// Peak resident memory of the whole run.
+    pub peak_rss_mb: f64,
+    pub peak_within_budget: bool,
 }
 
 /// A lossless in-memory source: replays frames, restarting each capture clock as it hands a frame out.
@@ -371,6 +387,10 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let n = items.len();
     let fullres_n = args.fullres_frames.unwrap_or(5).min(n).max(1);
     let models = engine::load_models(&args.models)?;
+    let plan = bench_memory_plan(&models, args, &items);
+    eprintln!("{plan}");
+    plan.check(args.memory_budget_mb)
+        .context("the bench does not fit --memory-budget-mb")?;
     let wanted: Vec<&str> = if args.strategies.is_empty() {
         STRATEGY_NAMES.to_vec()
     } else {
@@ -446,11 +466,13 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         }
     }
     eprintln!("bench: topk single-threaded vs pipelined ...");
+    let peak_before_throughput = rss_bytes().map_or(0.0, |(_, peak)| mib(peak));
     let throughput = if wanted.contains(&"topk") {
         Some(throughput(&models, args, &items)?)
     } else {
         None
     };
+    let peak_rss_mb = rss_bytes().map_or(peak_before_throughput, |(_, peak)| mib(peak));
     Ok(BenchReport {
         frames_source: source,
         frames: n,
@@ -459,9 +481,38 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         ratios_vs_fullres: ratios,
         dtype_comparison,
         throughput,
-        peak_rss_mb: round3(rss_bytes().map_or(0.0, |(_, peak)| mib(peak))),
+        peak_rss_mb: round3(peak_rss_mb),
+        memory: BenchMemory {
+            budget_mb: args.memory_budget_mb,
+            plan_mb: round3(mib(plan.total_bytes())),
+            peak_rss_mb: round3(peak_rss_mb),
+            peak_within_budget: peak_rss_mb <= args.memory_budget_mb,
+        },
         machine: machine(&models),
     })
+}
+
+/// The plan of the largest configuration the bench runs (the `fullres` baseline's 256-window batches, one
+/// pipeline), plus the frames it holds for every strategy to see the same ones.
+fn bench_memory_plan(
+    models: &Models,
+    args: &BenchArgs,
+    items: &[EvalItem],
+) -> saccade_runtime::budget::MemoryPlan {
+    let config = crate::config::Config {
+        strategy: BASELINE.to_string(),
+        max_patches: args.max_patches,
+        queue_depth: args.queue_depth,
+        ..crate::config::Config::default()
+    };
+    let mut plan = engine::memory_plan(models, &args.models, &config, &[(1280, 960)]);
+    let held: u64 = items.iter().map(EvalItem::bytes_held).sum();
+    plan.items.push(saccade_runtime::budget::BudgetItem {
+        name: "bench frames",
+        bytes: held,
+        lower: "--frames",
+    });
+    plan
 }
 
 impl BenchReport {
@@ -559,8 +610,20 @@ impl BenchReport {
         }
         let _ = writeln!(
             s,
-            "peak RSS {:.0} MB; {} ({} logical CPUs)",
-            self.peak_rss_mb, self.machine.cpu, self.machine.logical_cpus
+            "memory: plan {:.0} MiB, peak RSS {:.0} MiB, budget {:.0} MiB: {}",
+            self.memory.plan_mb,
+            self.memory.peak_rss_mb,
+            self.memory.budget_mb,
+            if self.memory.peak_within_budget {
+                "within"
+            } else {
+                "OVER"
+            }
+        );
+        let _ = writeln!(
+            s,
+            "{} ({} logical CPUs)",
+            self.machine.cpu, self.machine.logical_cpus
         );
         s
     }
@@ -692,6 +755,13 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         write_plot(&report, path)?;
         eprintln!("bench: plot written to {}", path.display());
     }
+    anyhow::ensure!(
+        report.memory.peak_within_budget,
+        "peak RSS {:.1} MiB exceeded --memory-budget-mb {} (the plan counted {:.1} MiB)",
+        report.memory.peak_rss_mb,
+        report.memory.budget_mb,
+        report.memory.plan_mb
+    );
     Ok(())
 }
 
@@ -746,7 +816,9 @@ mod tests {
             max_patches: 4,
             deadline_ms: None,
             queue_depth: 2,
-            models,
+            // Generous: the test process holds every test's memory.
+            memory_budget_mb: 8192.0,
+            models: models.clone(),
         })
         .unwrap();
         let v: serde_json::Value =
@@ -785,5 +857,35 @@ mod tests {
         assert!(v["machine"]["logical_cpus"].as_u64().unwrap() > 0);
         let svg = std::fs::read_to_string(plot).unwrap();
         assert!(svg.contains("<svg") && svg.contains("topk") && svg.contains("Pareto"));
+    }
+
+    #[test]
+    fn bench_refuses_to_start_over_its_memory_budget_and_reports_peak_against_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = crate::eval::write_random_models(dir.path());
+        let (images, annotations) = crate::eval::tests::small_annotated_folder(dir.path());
+        let args = |budget: f64, strategies: Vec<String>| BenchArgs {
+            frames: 1,
+            fullres_frames: Some(1),
+            json: None,
+            plot: None,
+            images: Some(images.clone()),
+            annotations: Some(annotations.clone()),
+            strategies,
+            max_patches: 4,
+            deadline_ms: None,
+            queue_depth: 2,
+            memory_budget_mb: budget,
+            models: models.clone(),
+        };
+        let err = run_bench(&args(1.0, Vec::new())).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("memory-budget-mb"), "{text}");
+        assert!(text.contains("MiB"), "{text}");
+        let report = run_bench(&args(8192.0, vec!["topk".into()])).unwrap();
+        assert!(report.memory.plan_mb > 0.0);
+        assert!(report.memory.peak_rss_mb >= report.peak_rss_mb - 1e-9);
+        assert!(report.memory.peak_within_budget);
+        assert!(report.human().contains("budget 8192 MiB: within"));
     }
 }

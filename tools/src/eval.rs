@@ -187,6 +187,19 @@ pub struct EvalItem {
     pub truth: Vec<TruthEntry>,
 }
 
+impl EvalItem {
+    /// Bytes of pixels the bench holds for this item: in-memory scenes, and files once the throughput run
+    /// has decoded them (their annotated size, else a 1280×960 frame).
+    pub fn bytes_held(&self) -> u64 {
+        match &self.source {
+            FrameData::Rgb { rgb, .. } => rgb.len() as u64,
+            FrameData::File(_) => self
+                .expected_size_px
+                .map_or(1280 * 960 * 3, |(w, h)| u64::from(w) * u64::from(h) * 3),
+        }
+    }
+}
+
 /// Pixels in memory (synthetic scenes) or a file decoded when its turn comes (keeps RSS to one frame).
 #[derive(Debug, Clone)]
 pub enum FrameData {

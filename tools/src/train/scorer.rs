@@ -18,6 +18,7 @@ use rand::seq::SliceRandom;
 use saccade_models::glancenet::{GlanceNetModel, GLANCE_STRIDE_PX};
 use saccade_models::patchnet::PatchNet;
 use saccade_models::PatchClassifier;
+use saccade_runtime::focus::common::{refined_centre_frame, GlanceGeometry};
 use saccade_runtime::synth::{Scene, Split};
 
 use super::augment::{area_downscale, crop_square};
@@ -118,6 +119,23 @@ fn candidate_frames(
         let maps = glance.forward_maps(&x)?;
         let obj = maps.objectness_logits.flatten_all()?.to_vec1::<f32>()?;
         let sides = maps.log2_side.flatten_all()?.to_vec1::<f32>()?;
+        // The runtime's view of the map (probabilities) and geometry, to centre patches as it does.
+        let map = saccade_models::GlanceMap {
+            map_width: map_w,
+            map_height: map_h,
+            stride_px: GLANCE_STRIDE_PX,
+            objectness: obj.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect(),
+            ..Default::default()
+        };
+        let geometry = GlanceGeometry {
+            frame_width_px: w as f32,
+            frame_height_px: h as f32,
+            frame_per_glance_x: factor as f32,
+            frame_per_glance_y: factor as f32,
+            stride_glance_px: GLANCE_STRIDE_PX as f32,
+            map_width: map_w,
+            map_height: map_h,
+        };
         let mut ranked: Vec<usize> = (0..obj.len()).collect();
         ranked.sort_by(|&a, &b| obj[b].total_cmp(&obj[a]));
         let order = spread_candidates(&ranked, map_w, args.candidates);
@@ -147,9 +165,10 @@ fn candidate_frames(
                 rgb[1],
                 rgb[2],
             ]);
-            // The patch the runtime would cut: centred on the cell, the predicted sign filling ~70 %.
-            let centre_x = (cx as f32 + 0.5) * (GLANCE_STRIDE_PX * factor) as f32;
-            let centre_y = (cy as f32 + 0.5) * (GLANCE_STRIDE_PX * factor) as f32;
+            // The patch the runtime would cut: centred where the cell and its neighbours place the sign
+            // (`refine_centre`, as `topk` does), the predicted sign filling ~70 %. Cell centres alone are up to
+            // 16 px off, which cuts small signs in half.
+            let (centre_x, centre_y) = refined_centre_frame(&map, &geometry, cell);
             let sign_px = sides[cell].clamp(1.0, 8.0).exp2() * factor as f32;
             let region = (sign_px / 0.7).max(side as f32);
             patches.push(crop_square(
@@ -324,6 +343,32 @@ fn frame_accuracy(
     Ok(hits as f64 / frames.len().max(1) as f64)
 }
 
+/// Upper bounds of the frame task: the fraction of frames in which the speed limit is the classifier's top
+/// class for any candidate, and for one of the first `k` candidates (objectness order).
+fn candidate_recall(frames: &[FrameCandidates], k: usize) -> (f64, f64) {
+    let classes = saccade_models::NUM_CLASSES;
+    let top = |probs: &[f32]| {
+        probs
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i)
+    };
+    let (mut any, mut first) = (0usize, 0usize);
+    for f in frames {
+        let want = SPEED_LIMIT_CLASSES[f.label];
+        let hits: Vec<bool> = f
+            .patch_probs
+            .chunks_exact(classes)
+            .map(|p| top(p) == want)
+            .collect();
+        any += usize::from(hits.iter().any(|&h| h));
+        first += usize::from(hits.iter().take(k).any(|&h| h));
+    }
+    let n = frames.len().max(1) as f64;
+    (any as f64 / n, first as f64 / n)
+}
+
 /// Trains and saves the scorer; see the module docs.
 pub fn train_scorer(args: &ScorerArgs) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -369,6 +414,16 @@ pub fn train_scorer(args: &ScorerArgs) -> anyhow::Result<()> {
         eval.len(),
         started.elapsed().as_secs_f64()
     );
+    for (name, frames) in [("Train", &train), ("Eval", &eval)] {
+        let (any, first4) = candidate_recall(frames, args.k);
+        println!(
+            "  {name}: the frame's speed limit is the top class of some candidate in {:.1} % of frames, of one of the \
+             {} best by objectness in {:.1} %",
+            100.0 * any,
+            args.k,
+            100.0 * first4
+        );
+    }
     let varmap = VarMap::new();
     ScorerModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
     super::common::seed_varmap(&varmap, args.seed)?;

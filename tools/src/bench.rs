@@ -69,7 +69,9 @@ pub struct BenchArgs {
     pub queue_depth: usize,
     /// Memory budget of the run in MiB: the memory plan (models, pipeline buffers, the frames the bench
     /// holds) must fit at start, and the peak RSS at the end; the bench fails when either does not.
-    #[arg(long, default_value_t = 256.0)]
+    /// The default fits the `fullres` baseline's 256-window batches, whose activations the plan counts at
+    /// their im2col worst case.
+    #[arg(long, default_value_t = 512.0)]
     pub memory_budget_mb: f64,
     #[command(flatten)]
     pub models: ModelArgs,

@@ -200,9 +200,6 @@ impl Int8Matrix {
     pub fn rows(&self) -> usize {
         self.n
     }
-    pub fn cols(&self) -> usize {
-        self.k
-    }
     pub fn padded_cols(&self) -> usize {
         self.kp
     }
@@ -228,30 +225,35 @@ impl QuantRows {
         self.scales.resize(m, 0.0);
     }
 
-    /// Quantises row `r` from `values` (non-negative; negatives count as 0), given its maximum.
-    pub fn set_row(&mut self, r: usize, values: impl Iterator<Item = f32>, max: f32) {
-        let row = &mut self.codes[r * self.kp..(r + 1) * self.kp];
-        if max > 0.0 {
-            let inv = ACT_MAX / max;
-            for (c, v) in row.iter_mut().zip(values) {
-                // v ≥ 0: adding 0.5 and truncating rounds to nearest.
-                *c = (v.max(0.0) * inv + 0.5).min(ACT_MAX) as u8;
-            }
-            self.scales[r] = max / ACT_MAX;
-        } else {
-            self.scales[r] = 0.0;
-        }
-    }
-
-    /// Quantises a row-major `(m, k)` matrix of non-negative values.
+    /// Quantises a row-major `(m, k)` matrix of non-negative values, one scale per row.
     pub fn quantize(&mut self, x: &[f32], m: usize, k: usize) {
         assert_eq!(x.len(), m * k);
         self.reset(m, padded(k));
-        for (r, row) in x.chunks_exact(k).enumerate() {
-            let max = row.iter().fold(0f32, |a, &v| a.max(v));
-            self.set_row(r, row.iter().copied(), max);
+        for ((row, codes), scale) in x
+            .chunks_exact(k)
+            .zip(self.codes.chunks_exact_mut(self.kp))
+            .zip(self.scales.iter_mut())
+        {
+            *scale = quantise_u8(row, &mut codes[..k]);
         }
     }
+}
+
+/// Quantises non-negative values (negatives count as 0) to u8 codes 0..=127 with one scale, which it returns:
+/// `value ≈ code · scale`. All codes and the scale are 0 when nothing is positive.
+pub fn quantise_u8(src: &[f32], dst: &mut [u8]) -> f32 {
+    assert_eq!(src.len(), dst.len());
+    let max = src.iter().fold(0f32, |a, &v| a.max(v));
+    if max > 0.0 {
+        let inv = ACT_MAX / max;
+        for (c, &v) in dst.iter_mut().zip(src) {
+            // v ≥ 0: adding 0.5 and truncating rounds to nearest.
+            *c = (v.max(0.0) * inv + 0.5).min(ACT_MAX) as u8;
+        }
+    } else {
+        dst.fill(0);
+    }
+    max / ACT_MAX
 }
 
 /// `out[r, c] = act(sa[r]·sw[c]·Σ qa·qw + bias[c])` for all `m × n`, on all cores for large products.

@@ -11,14 +11,13 @@ use std::sync::Mutex;
 
 use candle_core::{Device, Result, Tensor};
 
-use crate::int8::{matmul, padded, Int8Matrix, QuantRows};
+use crate::int8::{matmul, padded, quantise_u8, Int8Matrix, QuantRows};
 use crate::patchnet::PatchNetConfig;
 use crate::weights::WeightSet;
 use crate::ModelError;
 
 #[derive(Default)]
 struct Scratch {
-    input: Vec<f32>,
     cols1: Vec<f32>,
     act: Vec<f32>,
     pooled: Vec<f32>,
@@ -128,12 +127,10 @@ impl Int8PatchNet {
             .lock()
             .map_err(|_| candle_core::Error::Msg("int8 patchnet scratch poisoned".into()))?;
         let sc = &mut *guard;
-        sc.input.clear();
-        sc.input
-            .extend(x.flatten_all()?.to_vec1::<f32>()?.iter().copied());
+        let input = x.flatten_all()?.to_vec1::<f32>()?;
 
         // conv1: f32 im2col (m, 27) in (c, dy, dx) order, candle sgemm, then bias + ReLU + pool.
-        im2col_nchw3(&sc.input, b, s, &mut sc.cols1);
+        im2col_nchw3(&input, b, s, &mut sc.cols1);
         let a1 = Tensor::from_slice(&sc.cols1, (b * s * s, 27), &Device::Cpu)?
             .matmul(&self.conv1_w)?
             .flatten_all()?
@@ -230,14 +227,7 @@ fn quantise_per_sample(x: &[f32], b: usize, codes: &mut Vec<u8>, scales: &mut Ve
     scales.clear();
     let per = x.len() / b.max(1);
     for (src, dst) in x.chunks_exact(per).zip(codes.chunks_exact_mut(per)) {
-        let max = src.iter().fold(0f32, |a, &v| a.max(v));
-        if max > 0.0 {
-            let inv = 127.0 / max;
-            for (d, &v) in dst.iter_mut().zip(src) {
-                *d = (v.max(0.0) * inv + 0.5).min(127.0) as u8;
-            }
-        }
-        scales.push(max / 127.0);
+        scales.push(quantise_u8(src, dst));
     }
 }
 

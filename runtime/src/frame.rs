@@ -117,9 +117,10 @@ impl Frame {
         })
     }
 
-    /// The frame hands its RGB buffer back to `pool` when dropped (and so does each clone).
-    pub fn with_pool(mut self, pool: &FramePool) -> Self {
-        self.pool = Some(pool.clone());
+    /// The frame hands its RGB buffer back to `pool` when dropped (and so does each clone); `None` keeps it
+    /// unpooled, for sources that run with or without a pool.
+    pub fn with_pool(mut self, pool: Option<&FramePool>) -> Self {
+        self.pool = pool.cloned();
         self
     }
 

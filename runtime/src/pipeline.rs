@@ -482,6 +482,18 @@ mod tests {
         )
     }
 
+    /// Queue depth 1 and at most 4 patches, under `policy`.
+    fn options(policy: QueuePolicy) -> PipelineOptions {
+        PipelineOptions {
+            queue_depth: 1,
+            policy,
+            budget: FocusBudget {
+                max_patches: 4,
+                deadline_ms: None,
+            },
+        }
+    }
+
     fn run(
         source: Box<dyn FrameSource>,
         policy: QueuePolicy,
@@ -492,14 +504,7 @@ mod tests {
         run_pipeline(
             source,
             processor(delay_ms),
-            PipelineOptions {
-                queue_depth: 1,
-                policy,
-                budget: FocusBudget {
-                    max_patches: 4,
-                    deadline_ms: None,
-                },
-            },
+            options(policy),
             metrics.clone(),
             Arc::new(AtomicBool::new(false)),
             |done| seen.lock().unwrap().push(done.frame.index),
@@ -521,17 +526,11 @@ mod tests {
             }
             let (w, h) = (64u32, 48u32);
             let len = (w * h * 3) as usize;
-            let mut rgb = match &self.pool {
-                Some(pool) => pool.take(len),
-                None => vec![0; len],
-            };
+            let mut rgb = FramePool::take_or_new(self.pool.as_ref(), len);
             rgb.fill(self.next as u8);
             let frame = Frame::from_rgb(self.next, w, h, rgb).unwrap();
             self.next += 1;
-            Capture::Frame(match &self.pool {
-                Some(pool) => frame.with_pool(pool),
-                None => frame,
-            })
+            Capture::Frame(frame.with_pool(self.pool.as_ref()))
         }
         fn uri(&self) -> &str {
             "pooled://test"
@@ -557,14 +556,7 @@ mod tests {
             run_pipeline(
                 Box::new(source),
                 processor(delay_ms),
-                PipelineOptions {
-                    queue_depth: 1,
-                    policy,
-                    budget: FocusBudget {
-                        max_patches: 4,
-                        deadline_ms: None,
-                    },
-                },
+                options(policy),
                 metrics.clone(),
                 Arc::new(AtomicBool::new(false)),
                 |done| {

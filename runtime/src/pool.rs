@@ -11,15 +11,15 @@ use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-/// Counters of a pool, shared by its clones.
+/// Counters of a pool, shared by its clones (read with [`FramePool::counts`]).
 #[derive(Debug, Default)]
-pub struct PoolStats {
+struct PoolStats {
     /// Buffers allocated because no idle buffer of the right size was there.
-    pub allocated: AtomicU64,
+    allocated: AtomicU64,
     /// Takes served by a recycled buffer.
-    pub reused: AtomicU64,
+    reused: AtomicU64,
     /// Buffers freed because the pool was full when they came back.
-    pub freed: AtomicU64,
+    freed: AtomicU64,
 }
 
 /// A bounded pool of byte buffers; clones share the same buffers and counters (one pointer each, so a
@@ -78,6 +78,11 @@ impl FramePool {
         vec![0; len]
     }
 
+    /// [`take`](Self::take) from `pool`, or a fresh buffer when a source runs without one.
+    pub fn take_or_new(pool: Option<&FramePool>, len: usize) -> Vec<u8> {
+        pool.map_or_else(|| vec![0; len], |pool| pool.take(len))
+    }
+
     /// Hands a buffer back; it is freed if the pool already holds `capacity` idle buffers.
     pub fn give(&self, buf: Vec<u8>) {
         if buf.capacity() == 0 {
@@ -88,18 +93,9 @@ impl FramePool {
         }
     }
 
-    /// Most idle buffers this pool keeps.
-    pub fn capacity(&self) -> usize {
-        self.inner.capacity
-    }
-
     /// Idle buffers now in the pool.
     pub fn idle(&self) -> usize {
         self.inner.idle_rx.len()
-    }
-
-    pub fn stats(&self) -> &PoolStats {
-        &self.inner.stats
     }
 
     /// `(allocated, reused, freed)` so far.
@@ -124,7 +120,9 @@ mod tests {
         let pool = FramePool::new(2);
         let buf = pool.take(4 * 2 * 3);
         let ptr = buf.as_ptr();
-        let frame = Frame::from_rgb(0, 4, 2, buf).unwrap().with_pool(&pool);
+        let frame = Frame::from_rgb(0, 4, 2, buf)
+            .unwrap()
+            .with_pool(Some(&pool));
         assert_eq!(pool.idle(), 0);
         drop(frame);
         assert_eq!(pool.idle(), 1);
@@ -151,7 +149,7 @@ mod tests {
         let pool = FramePool::new(3);
         let frame = Frame::from_rgb(0, 2, 2, pool.take(12))
             .unwrap()
-            .with_pool(&pool);
+            .with_pool(Some(&pool));
         let clones: Vec<Frame> = (0..5).map(|_| frame.clone()).collect();
         drop(frame);
         drop(clones);

@@ -182,17 +182,11 @@ impl FrameSource for CycleSource {
             return Capture::End;
         }
         let (rgb, w, h) = &self.scenes[(self.next % self.scenes.len() as u64) as usize];
-        let mut buf = match &self.pool {
-            Some(pool) => pool.take(rgb.len()),
-            None => vec![0; rgb.len()],
-        };
+        let mut buf = FramePool::take_or_new(self.pool.as_ref(), rgb.len());
         buf.copy_from_slice(rgb);
         let frame = Frame::from_rgb(self.next, *w, *h, buf).unwrap();
         self.next += 1;
-        Capture::Frame(match &self.pool {
-            Some(pool) => frame.with_pool(pool),
-            None => frame,
-        })
+        Capture::Frame(frame.with_pool(self.pool.as_ref()))
     }
     fn uri(&self) -> &str {
         "soak://cycle"

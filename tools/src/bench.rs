@@ -468,13 +468,12 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         }
     }
     eprintln!("bench: topk single-threaded vs pipelined ...");
-    let peak_before_throughput = rss_bytes().map_or(0.0, |(_, peak)| mib(peak));
     let throughput = if wanted.contains(&"topk") {
         Some(throughput(&models, args, &items)?)
     } else {
         None
     };
-    let peak_rss_mb = rss_bytes().map_or(peak_before_throughput, |(_, peak)| mib(peak));
+    let peak_rss_mb = rss_bytes().map_or(0.0, |(_, peak)| mib(peak));
     Ok(BenchReport {
         frames_source: source,
         frames: n,

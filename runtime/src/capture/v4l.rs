@@ -199,16 +199,14 @@ impl Device for V4lDevice {
         self.sequence.observe(meta.sequence);
         // Only `bytesused` is frame data: the rest of the mapping is stale bytes of an older frame.
         let used = (meta.bytesused as usize).min(buffer.len());
-        let rgb = self.pool.as_ref().map_or_else(Vec::new, |pool| {
-            pool.take(decoder.width as usize * decoder.height as usize * 3)
-        });
+        let rgb = FramePool::take_or_new(
+            self.pool.as_ref(),
+            decoder.width as usize * decoder.height as usize * 3,
+        );
         let capture = match decoder.decode_into(&buffer[..used], self.next_index, rgb) {
             Ok(frame) => {
                 self.next_index += 1;
-                Capture::Frame(match &self.pool {
-                    Some(pool) => frame.with_pool(pool),
-                    None => frame,
-                })
+                Capture::Frame(frame.with_pool(self.pool.as_ref()))
             }
             Err(e) => Capture::Bad(e),
         };

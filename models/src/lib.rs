@@ -13,6 +13,7 @@ pub mod int8;
 pub mod linear;
 pub mod patchnet;
 mod patchnet_int8;
+mod train_ops;
 pub mod weights;
 
 #[cfg(test)]

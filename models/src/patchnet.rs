@@ -6,7 +6,7 @@
 use crate::flops::{conv2d_flops, linear_flops, total_mflops, LayerCost};
 use crate::linear::QLinear;
 use crate::patchnet_int8::Int8PatchNet;
-use crate::train_ops::conv_block_nhwc;
+use crate::train_ops::{conv_block_nhwc, conv_bn_block_nhwc, BatchNorm};
 use crate::weights::{ConfigCheck, TensorRole, TensorSpec, WeightSet};
 use crate::{ModelError, PatchClassifier, NUM_CLASSES};
 use candle_core::{DType, Device, Module, Tensor};
@@ -195,6 +195,9 @@ pub struct PatchNet {
     conv_stored_dtype: DType,
     /// The integer forward pass, for Q8_0 files on the CPU.
     int8: Option<Arc<Int8PatchNet>>,
+    /// Batch normalisation of the three convolutions while training ([`Self::new_with_batch_norm`]);
+    /// folded into the convolutions for inference and saving.
+    norms: Option<Arc<[BatchNorm; 3]>>,
 }
 
 fn same_padding() -> Conv2dConfig {
@@ -230,6 +233,39 @@ impl PatchNet {
             fc1,
             fc2,
             int8: None,
+            norms: None,
+        })
+    }
+
+    /// Builds the network for training with batch normalisation after each convolution (scale and shift
+    /// from `vb` under `convN.bn`). [`Self::train_logits`] normalises with the batch's statistics and
+    /// updates running ones; [`Self::logits`], [`Self::named_tensors`] and the saved files use the
+    /// convolutions with the running normalisation folded in ([`Self::folded`]), so the stored network
+    /// has the same layers as one trained without it.
+    pub fn new_with_batch_norm(cfg: &PatchNetConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        let mut net = Self::new(cfg, vb.clone())?;
+        let [c0, c1, c2] = cfg.channels;
+        net.norms = Some(Arc::new([
+            BatchNorm::new(c0, vb.pp("conv1").pp("bn"))?,
+            BatchNorm::new(c1, vb.pp("conv2").pp("bn"))?,
+            BatchNorm::new(c2, vb.pp("conv3").pp("bn"))?,
+        ]));
+        Ok(net)
+    }
+
+    /// The inference network: batch normalisation (if any) folded into the convolutions with its running
+    /// statistics, weights detached from training.
+    pub fn folded(&self) -> candle_core::Result<Self> {
+        let Some(norms) = &self.norms else {
+            return Ok(self.clone());
+        };
+        Ok(Self {
+            conv1: norms[0].fold_into(&self.conv1)?,
+            conv2: norms[1].fold_into(&self.conv2)?,
+            conv3: norms[2].fold_into(&self.conv3)?,
+            norms: None,
+            int8: None,
+            ..self.clone()
         })
     }
 
@@ -257,6 +293,7 @@ impl PatchNet {
             conv3: set.conv("conv3", same_padding())?,
             fc1: set.linear("fc1")?,
             fc2: set.linear("fc2")?,
+            norms: None,
         })
     }
 
@@ -277,6 +314,9 @@ impl PatchNet {
     /// # Shapes
     /// `(b, 3, s, s)` → `(b, num_classes)`.
     pub fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if self.norms.is_some() {
+            return self.folded()?.logits(x);
+        }
         let b = x.dim(0)?;
         let x = self.normalised_input(x)?;
         if let Some(int8) = &self.int8 {
@@ -311,9 +351,18 @@ impl PatchNet {
         let b = x.dim(0)?;
         // (b, 3, s, s) -> (b, s, s, 3)
         let x = x.permute((0, 2, 3, 1))?;
-        let x = conv_block_nhwc(&x, &self.conv1)?;
-        let x = conv_block_nhwc(&x, &self.conv2)?;
-        let x = conv_block_nhwc(&x, &self.conv3)?;
+        let x = match &self.norms {
+            Some(norms) => conv_bn_block_nhwc(&x, &self.conv1, &norms[0])?,
+            None => conv_block_nhwc(&x, &self.conv1)?,
+        };
+        let x = match &self.norms {
+            Some(norms) => conv_bn_block_nhwc(&x, &self.conv2, &norms[1])?,
+            None => conv_block_nhwc(&x, &self.conv2)?,
+        };
+        let x = match &self.norms {
+            Some(norms) => conv_bn_block_nhwc(&x, &self.conv3, &norms[2])?,
+            None => conv_block_nhwc(&x, &self.conv3)?,
+        };
         // Flatten in the NCHW order the fc1 weights are stored in.
         let x = x.permute((0, 3, 1, 2))?.reshape((b, self.cfg.flat_dim()))?;
         self.head(x.to_dtype(DType::F32)?, masks)
@@ -368,6 +417,9 @@ impl PatchNet {
 
     /// Layers in file order with their (dequantised, f32) weights, for saving and quantising.
     pub fn named_tensors(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
+        if self.norms.is_some() {
+            return self.folded()?.named_tensors();
+        }
         let mut out = Vec::new();
         for (name, conv) in [
             ("conv1", &self.conv1),
@@ -607,13 +659,94 @@ mod tests {
     /// per-parameter normalisation hides that, a gradient check does not.)
     #[test]
     fn train_logits_match_logits_and_finite_differences() {
-        let (varmap, vb) = varmap_builder();
         let cfg = PatchNetConfig {
             input_norm: InputNorm::PerPatch,
             ..small_cfg()
         };
+        let (varmap, vb) = varmap_builder();
         let net = PatchNet::new(&cfg, vb).unwrap();
-        let x = random_tensor(&[3, 3, 16, 16], 0.0, 1.0, 17);
+        let plain = net.train_logits(&x_for_gradients(), None).unwrap();
+        let want = net.logits(&x_for_gradients()).unwrap();
+        assert!(max_abs_diff(&flat(&plain), &flat(&want)) <= 1e-4);
+        check_train_gradients(&net, &varmap, &cfg);
+    }
+
+    /// Batch normalisation's backward pass (through the batch statistics) against finite differences.
+    #[test]
+    fn batch_norm_train_logits_match_finite_differences() {
+        let cfg = PatchNetConfig {
+            input_norm: InputNorm::PerPatch,
+            ..small_cfg()
+        };
+        let (varmap, vb) = varmap_builder();
+        let net = PatchNet::new_with_batch_norm(&cfg, vb).unwrap();
+        set_batch_norm_params(&varmap);
+        check_train_gradients(&net, &varmap, &cfg);
+    }
+
+    /// Once the running statistics have converged to a batch's, the folded network (what `logits`, the
+    /// saved file and every consumer see) computes what training computed on that batch.
+    #[test]
+    fn batch_norm_folds_into_the_saved_convolutions() {
+        let cfg = PatchNetConfig {
+            input_norm: InputNorm::PerPatch,
+            ..small_cfg()
+        };
+        let (varmap, vb) = varmap_builder();
+        let net = PatchNet::new_with_batch_norm(&cfg, vb).unwrap();
+        set_batch_norm_params(&varmap);
+        let x = random_tensor(&[6, 3, 16, 16], 0.0, 1.0, 23);
+        let before = flat(&net.logits(&x).unwrap());
+        let mut trained = Vec::new();
+        for _ in 0..200 {
+            trained = flat(&net.train_logits(&x, None).unwrap());
+        }
+        let folded = flat(&net.logits(&x).unwrap());
+        assert!(
+            max_abs_diff(&before, &trained) > 0.1,
+            "the running statistics must matter"
+        );
+        assert!(
+            max_abs_diff(&folded, &trained) <= 1e-3,
+            "{}",
+            max_abs_diff(&folded, &trained)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bn.safetensors");
+        net.save_safetensors(&path).unwrap();
+        let loaded = PatchNet::load(&path, &Device::Cpu).unwrap();
+        assert!(max_abs_diff(&flat(&loaded.logits(&x).unwrap()), &folded) <= 1e-5);
+        let names: Vec<String> = net
+            .named_tensors()
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(names.iter().all(|n| !n.contains("bn")), "{names:?}");
+    }
+
+    /// Scales and shifts away from 1 and 0 (scales of both signs), so every path is exercised.
+    fn set_batch_norm_params(varmap: &candle_nn::VarMap) {
+        let data = varmap.data().lock().unwrap();
+        let mut n = 0;
+        for (name, var) in data.iter() {
+            if name.contains(".bn.") {
+                n += 1;
+                var.set(&random_tensor(var.dims(), -1.5, 1.5, 21 + n))
+                    .unwrap();
+            }
+        }
+        assert_eq!(n, 6);
+    }
+
+    fn x_for_gradients() -> Tensor {
+        random_tensor(&[3, 3, 16, 16], 0.0, 1.0, 17)
+    }
+
+    /// Backprop through [`PatchNet::train_logits`], with and without dropout, against central finite
+    /// differences of a few entries of every variable.
+    fn check_train_gradients(net: &PatchNet, varmap: &candle_nn::VarMap, cfg: &PatchNetConfig) {
+        let x = x_for_gradients();
         let mask = |n: usize, seed: u64| {
             (random_tensor(&[3, n], 0.0, 2.0, seed).ge(1.0).unwrap())
                 .to_dtype(DType::F32)
@@ -622,8 +755,6 @@ mod tests {
         let (features, hidden) = (mask(cfg.flat_dim(), 18), mask(cfg.hidden, 19));
         // A loss that weighs every logit differently, so every gradient entry matters.
         let weights = random_tensor(&[3, NUM_CLASSES], -1.0, 1.0, 20);
-        let plain = net.train_logits(&x, None).unwrap();
-        assert!(max_abs_diff(&flat(&plain), &flat(&net.logits(&x).unwrap())) <= 1e-4);
         for masks in [None, Some((&features, &hidden))] {
             let got = net.train_logits(&x, masks).unwrap();
             let loss = |net: &PatchNet| -> f64 {
@@ -639,8 +770,13 @@ mod tests {
                 .backward()
                 .unwrap();
             for var in varmap.all_vars() {
-                let grad = flat(grads.get(var.as_tensor()).unwrap());
                 let original = flat(var.as_tensor());
+                // No gradient: the variable is not in the graph (a conv bias under batch norm), so the
+                // finite differences must be zero too.
+                let grad = grads
+                    .get(var.as_tensor())
+                    .map(flat)
+                    .unwrap_or_else(|| vec![0.0; original.len()]);
                 // The largest entry and two others.
                 let largest = (0..grad.len())
                     .max_by(|&i, &j| grad[i].abs().total_cmp(&grad[j].abs()))
@@ -651,11 +787,11 @@ mod tests {
                         v[i] += delta;
                         var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap())
                             .unwrap();
-                        loss(&net)
+                        loss(net)
                     };
                     // ReLU and max-pool make the loss piecewise linear: a step may cross a kink, so
-                    // one of four step sizes has to agree within 3 % (plus f32 rounding).
-                    let numeric: Vec<f32> = [1e-2f32, 3e-3, 1e-3, 3e-4]
+                    // one of five step sizes has to agree within 3 % (plus f32 rounding).
+                    let numeric: Vec<f32> = [1e-2f32, 3e-3, 1e-3, 3e-4, 1e-4]
                         .iter()
                         .map(|&h| ((probe(h) - probe(-h)) / (2.0 * h as f64)) as f32)
                         .collect();

@@ -10,33 +10,168 @@
 //! On other devices the same functions are built from candle tensor ops (views, cat, max), which are
 //! device-agnostic but slower on the CPU.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor};
 use candle_nn::Conv2d;
 
-/// One convolution block of the patch classifier in NHWC layout: 3×3 'same' convolution with the kernel
-/// `(o, c, 3, 3)` and bias of `conv`, ReLU, 2×2 max-pooling; `(b, h, w, c)` → `(b, h/2, w/2, o)`.
-///
-/// The convolution is one matrix product: the nine shifted views of the zero-padded input side by side
-/// (columns ordered dy, dx, c) times the kernel laid out to match. On the CPU, bias, ReLU and pooling are
-/// one fused op (ReLU and max commute, and the bias is the same over a window).
-pub(crate) fn conv_block_nhwc(x: &Tensor, conv: &Conv2d) -> candle_core::Result<Tensor> {
+/// Momentum of the running batch-norm statistics (weight of the newest batch).
+const BN_MOMENTUM: f64 = 0.1;
+/// Added to the variance before the square root.
+pub(crate) const BN_EPS: f64 = 1e-5;
+
+/// Batch normalisation of one convolution's outputs while training: learned scale and shift, and running
+/// statistics of the pre-activations (mean and biased variance per channel) for folding the normalisation
+/// into the convolution afterwards.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchNorm {
+    pub gamma: Tensor,
+    pub beta: Tensor,
+    pub running: Arc<Mutex<RunningStats>>,
+}
+
+/// Running per-channel mean and (biased) variance; start at 0 and 1.
+#[derive(Debug, Clone)]
+pub(crate) struct RunningStats {
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+}
+
+impl RunningStats {
+    pub(crate) fn new(channels: usize) -> Self {
+        Self {
+            mean: vec![0.0; channels],
+            var: vec![1.0; channels],
+        }
+    }
+
+    fn update(&mut self, mean: &[f32], var: &[f32]) {
+        for (r, m) in self.mean.iter_mut().zip(mean) {
+            *r = ((1.0 - BN_MOMENTUM) * *r as f64 + BN_MOMENTUM * *m as f64) as f32;
+        }
+        for (r, v) in self.var.iter_mut().zip(var) {
+            *r = ((1.0 - BN_MOMENTUM) * *r as f64 + BN_MOMENTUM * *v as f64) as f32;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> candle_core::Result<std::sync::MutexGuard<'_, T>> {
+    m.lock()
+        .map_err(|_| candle_core::Error::Msg("a training op's state lock is poisoned".into()))
+}
+
+impl BatchNorm {
+    /// Scale 1 and shift 0 from `vb` (`gamma`, `beta`), running statistics 0 and 1.
+    pub(crate) fn new(channels: usize, vb: candle_nn::VarBuilder) -> candle_core::Result<Self> {
+        Ok(Self {
+            gamma: vb.get_with_hints(channels, "gamma", candle_nn::Init::Const(1.0))?,
+            beta: vb.get_with_hints(channels, "beta", candle_nn::Init::Const(0.0))?,
+            running: Arc::new(Mutex::new(RunningStats::new(channels))),
+        })
+    }
+
+    /// The convolution that computes this normalisation of `conv`'s output (without its bias) with the
+    /// running statistics: kernel · k and bias β − mean · k per output channel, k = γ / sqrt(var + eps).
+    pub(crate) fn fold_into(&self, conv: &Conv2d) -> candle_core::Result<Conv2d> {
+        let device = conv.weight().device();
+        let stats = lock(&self.running)?.clone();
+        let o = stats.mean.len();
+        let mean = Tensor::from_vec(stats.mean, o, device)?;
+        let var = Tensor::from_vec(stats.var, o, device)?;
+        let k = self.gamma.detach().div(&(var + BN_EPS)?.sqrt()?)?;
+        let weight = conv
+            .weight()
+            .detach()
+            .broadcast_mul(&k.reshape((o, 1, 1, 1))?.to_dtype(conv.weight().dtype())?)?;
+        let bias = self.beta.detach().sub(&mean.mul(&k)?)?;
+        Ok(Conv2d::new(weight, Some(bias), *conv.config()))
+    }
+}
+
+/// `(b, h, w, c)` → `(b, h, w, o)`: the 3×3 'same' convolution with the kernel `(o, c, 3, 3)` of `conv`,
+/// without bias, as one matrix product: the nine shifted views of the zero-padded input side by side
+/// (columns ordered dy, dx, c) times the kernel laid out to match.
+fn conv3x3_matmul(x: &Tensor, conv: &Conv2d) -> candle_core::Result<Tensor> {
     let (b, h, w, c) = x.dims4()?;
+    if h % 2 != 0 || w % 2 != 0 {
+        candle_core::bail!("a conv block needs an even height and width, got {h}×{w}");
+    }
     let weight = conv.weight();
     let o = weight.dim(0)?;
     let columns = im2col3x3(x)?.reshape((b * h * w, 9 * c))?;
     let kernel = weight.permute((2, 3, 1, 0))?.reshape((9 * c, o))?;
-    let y = columns.matmul(&kernel)?.reshape((b, h, w, o))?;
+    columns.matmul(&kernel)?.reshape((b, h, w, o))
+}
+
+/// [`NormaliseColumns`] from tensor ops, for devices other than the CPU.
+fn normalise_columns_tensor_ops(
+    rows: &Tensor,
+    running: &Mutex<RunningStats>,
+) -> candle_core::Result<Tensor> {
+    let mean = rows.mean_keepdim(0)?;
+    let centred = rows.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(0)?;
+    lock(running)?.update(
+        &mean.flatten_all()?.to_vec1::<f32>()?,
+        &var.flatten_all()?.to_vec1::<f32>()?,
+    );
+    centred.broadcast_div(&(var + BN_EPS)?.sqrt()?)
+}
+
+/// [`ScaleBiasReluPool2`] from tensor ops, for devices other than the CPU.
+fn scale_bias_relu_pool2_tensor_ops(
+    y: &Tensor,
+    scale: &Tensor,
+    bias: &Tensor,
+) -> candle_core::Result<Tensor> {
+    max_pool2_nhwc(&y.broadcast_mul(scale)?.broadcast_add(bias)?.relu()?)
+}
+
+/// relu(maxpool2(y · scale + bias)) of an NHWC `y`, one fused op on the CPU.
+fn scale_bias_relu_pool2(y: &Tensor, scale: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+    if y.device().is_cpu() && y.dtype() == DType::F32 {
+        return y.contiguous()?.apply_op3(
+            &scale.contiguous()?,
+            &bias.contiguous()?,
+            ScaleBiasReluPool2::default(),
+        );
+    }
+    scale_bias_relu_pool2_tensor_ops(y, scale, bias)
+}
+
+/// One convolution block of the patch classifier in NHWC layout: 3×3 'same' convolution with the kernel
+/// `(o, c, 3, 3)` and bias of `conv`, ReLU, 2×2 max-pooling; `(b, h, w, c)` → `(b, h/2, w/2, o)`.
+/// On the CPU, bias, ReLU and pooling are one fused op.
+pub(crate) fn conv_block_nhwc(x: &Tensor, conv: &Conv2d) -> candle_core::Result<Tensor> {
+    let y = conv3x3_matmul(x, conv)?;
+    let o = y.dim(3)?;
     let bias = match conv.bias() {
         Some(bias) => bias.clone(),
         None => Tensor::zeros(o, y.dtype(), y.device())?,
     };
-    if h % 2 != 0 || w % 2 != 0 {
-        candle_core::bail!("a conv block needs an even height and width, got {h}×{w}");
-    }
-    if y.device().is_cpu() && y.dtype() == DType::F32 {
-        return y.apply_op2(&bias.contiguous()?, BiasReluPool2::default());
-    }
-    max_pool2_nhwc(&y.broadcast_add(&bias)?.relu()?)
+    let scale = Tensor::ones(o, y.dtype(), y.device())?;
+    scale_bias_relu_pool2(&y, &scale, &bias)
+}
+
+/// The same block with batch normalisation (batch statistics) between the convolution and the ReLU; the
+/// convolution's bias is not used (the normalisation would remove it). Updates the running statistics.
+pub(crate) fn conv_bn_block_nhwc(
+    x: &Tensor,
+    conv: &Conv2d,
+    norm: &BatchNorm,
+) -> candle_core::Result<Tensor> {
+    let y = conv3x3_matmul(x, conv)?;
+    let (b, h, w, o) = y.dims4()?;
+    let rows = y.reshape((b * h * w, o))?;
+    let normalised = if rows.device().is_cpu() && rows.dtype() == DType::F32 {
+        rows.contiguous()?.apply_op1(NormaliseColumns {
+            running: norm.running.clone(),
+            inv_std: Mutex::new(Vec::new()),
+        })?
+    } else {
+        normalise_columns_tensor_ops(&rows, &norm.running)?
+    };
+    scale_bias_relu_pool2(&normalised.reshape((b, h, w, o))?, &norm.gamma, &norm.beta)
 }
 
 /// `(b, h, w, c)` → `(b, h, w, 9c)`: for every pixel its 3×3 neighbourhood (zero outside the image),
@@ -144,92 +279,192 @@ impl CustomOp1 for Im2Col3x3 {
     }
 }
 
-/// relu(max over each 2×2 window of y + bias): the bias is the same for the four values of a window, so
-/// the window's maximum of `y` is taken first. Remembers where each maximum was for the backward pass.
+/// relu(max over each 2×2 window of y·scale + bias): scale and bias are the same for the four values of
+/// a window, so the window's maximum of `y` (its minimum where the scale is negative) is picked first.
+/// Remembers each pick for the backward pass.
 #[derive(Default)]
-struct BiasReluPool2 {
-    /// Index into `y` of each output's window maximum, in output order.
-    argmax: std::sync::Mutex<Vec<usize>>,
+struct ScaleBiasReluPool2 {
+    /// Index into `y` of each output's pick, in output order, and the value there.
+    picks: Mutex<Vec<(usize, f32)>>,
 }
 
-impl CustomOp2 for BiasReluPool2 {
+impl CustomOp3 for ScaleBiasReluPool2 {
     fn name(&self) -> &'static str {
-        "bias-relu-pool2-nhwc"
+        "scale-bias-relu-pool2-nhwc"
     }
 
     fn cpu_fwd(
         &self,
         y_storage: &CpuStorage,
         y_layout: &Layout,
+        scale_storage: &CpuStorage,
+        scale_layout: &Layout,
         bias_storage: &CpuStorage,
         bias_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, h, w, c) = y_layout.shape().dims4()?;
         let y = f32_data(y_storage, y_layout)?;
+        let scale = f32_data(scale_storage, scale_layout)?;
         let bias = f32_data(bias_storage, bias_layout)?;
-        if bias.len() != c {
-            candle_core::bail!("bias has {} values for {c} channels", bias.len());
+        if scale.len() != c || bias.len() != c {
+            candle_core::bail!(
+                "scale and bias have {} and {} values for {c} channels",
+                scale.len(),
+                bias.len()
+            );
         }
         let (oh, ow) = (h / 2, w / 2);
-        let mut argmax = Vec::with_capacity(b * oh * ow * c);
+        let mut picks = Vec::with_capacity(b * oh * ow * c);
         let mut out = Vec::with_capacity(b * oh * ow * c);
         for bi in 0..b {
             for oy in 0..oh {
                 for ox in 0..ow {
                     let corner = ((bi * h + 2 * oy) * w + 2 * ox) * c;
                     let taps = [corner + c, corner + w * c, corner + (w + 1) * c];
-                    for (ch, bias) in bias.iter().enumerate() {
+                    for ch in 0..c {
                         let mut best = corner + ch;
                         for &t in &taps {
-                            if y[t + ch] > y[best] {
+                            let better = if scale[ch] >= 0.0 {
+                                y[t + ch] > y[best]
+                            } else {
+                                y[t + ch] < y[best]
+                            };
+                            if better {
                                 best = t + ch;
                             }
                         }
-                        argmax.push(best);
-                        out.push((y[best] + bias).max(0.0));
+                        picks.push((best, y[best]));
+                        out.push((y[best] * scale[ch] + bias[ch]).max(0.0));
                     }
                 }
             }
         }
-        *self
-            .argmax
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("poisoned".into()))? = argmax;
+        *lock(&self.picks)? = picks;
         Ok((CpuStorage::F32(out), Shape::from((b, oh, ow, c))))
     }
 
-    /// An output above zero passes its gradient to its window's maximum and to the bias; an output
-    /// clipped by the ReLU passes none.
+    /// An output above zero passes its gradient to its window's pick, to the scale and to the bias; an
+    /// output clipped by the ReLU passes none.
     fn bwd(
         &self,
         y: &Tensor,
+        scale: &Tensor,
         bias: &Tensor,
         res: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let c = bias.dim(0)?;
+        let scale_values = f32_values(scale)?;
         let out = f32_values(res)?;
         let g = f32_values(grad)?;
-        let argmax = self
-            .argmax
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("poisoned".into()))?;
+        let picks = lock(&self.picks)?;
         let mut grad_y = vec![0f32; y.elem_count()];
+        let mut grad_scale = vec![0f32; c];
         let mut grad_bias = vec![0f32; c];
-        for (i, ((&at, &o), &g)) in argmax.iter().zip(&out).zip(&g).enumerate() {
+        for (i, ((&(at, value), &o), &g)) in picks.iter().zip(&out).zip(&g).enumerate() {
             if o > 0.0 {
-                grad_y[at] = g;
-                grad_bias[i % c] += g;
+                let ch = i % c;
+                grad_y[at] = g * scale_values[ch];
+                grad_scale[ch] += g * value;
+                grad_bias[ch] += g;
             }
         }
         Ok((
             Some(Tensor::from_vec(grad_y, y.shape(), y.device())?),
+            Some(Tensor::from_vec(grad_scale, c, scale.device())?),
             Some(Tensor::from_vec(grad_bias, c, bias.device())?),
         ))
     }
 }
 
+/// Batch normalisation without scale and shift of `(n, c)` rows: each column to zero mean and unit
+/// (biased) variance over the batch. Feeds the batch's statistics into the running ones.
+struct NormaliseColumns {
+    running: Arc<Mutex<RunningStats>>,
+    /// 1/sqrt(var + eps) per column, for the backward pass.
+    inv_std: Mutex<Vec<f32>>,
+}
+
+impl CustomOp1 for NormaliseColumns {
+    fn name(&self) -> &'static str {
+        "batch-norm-columns"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c) = layout.shape().dims2()?;
+        if n == 0 {
+            candle_core::bail!("batch norm over an empty batch");
+        }
+        let y = f32_data(storage, layout)?;
+        let mut sum = vec![0f64; c];
+        for row in y.chunks_exact(c) {
+            for (s, v) in sum.iter_mut().zip(row) {
+                *s += *v as f64;
+            }
+        }
+        let mean: Vec<f64> = sum.iter().map(|s| s / n as f64).collect();
+        let mut sq = vec![0f64; c];
+        for row in y.chunks_exact(c) {
+            for ((s, v), m) in sq.iter_mut().zip(row).zip(&mean) {
+                let d = *v as f64 - m;
+                *s += d * d;
+            }
+        }
+        let var: Vec<f64> = sq.iter().map(|s| s / n as f64).collect();
+        let inv_std: Vec<f32> = var
+            .iter()
+            .map(|v| (1.0 / (v + BN_EPS).sqrt()) as f32)
+            .collect();
+        let mean_f32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+        let mut out = Vec::with_capacity(y.len());
+        for row in y.chunks_exact(c) {
+            for ((v, m), k) in row.iter().zip(&mean_f32).zip(&inv_std) {
+                out.push((v - m) * k);
+            }
+        }
+        let var_f32: Vec<f32> = var.iter().map(|&v| v as f32).collect();
+        lock(&self.running)?.update(&mean_f32, &var_f32);
+        *lock(&self.inv_std)? = inv_std;
+        Ok((CpuStorage::F32(out), Shape::from((n, c))))
+    }
+
+    /// dy = inv_std · (g − mean(g) − x̂ · mean(g · x̂)), per column.
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let (n, c) = res.dims2()?;
+        let x_hat = f32_values(res)?;
+        let g = f32_values(grad)?;
+        let inv_std = lock(&self.inv_std)?;
+        let mut sum_g = vec![0f64; c];
+        let mut sum_gx = vec![0f64; c];
+        for (gr, xr) in g.chunks_exact(c).zip(x_hat.chunks_exact(c)) {
+            for ch in 0..c {
+                sum_g[ch] += gr[ch] as f64;
+                sum_gx[ch] += (gr[ch] * xr[ch]) as f64;
+            }
+        }
+        let mean_g: Vec<f32> = sum_g.iter().map(|s| (s / n as f64) as f32).collect();
+        let mean_gx: Vec<f32> = sum_gx.iter().map(|s| (s / n as f64) as f32).collect();
+        let mut out = Vec::with_capacity(g.len());
+        for (gr, xr) in g.chunks_exact(c).zip(x_hat.chunks_exact(c)) {
+            for ch in 0..c {
+                out.push(inv_std[ch] * (gr[ch] - mean_g[ch] - xr[ch] * mean_gx[ch]));
+            }
+        }
+        Ok(Some(Tensor::from_vec(out, (n, c), res.device())?))
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::testutil::{flat, max_abs_diff, random_tensor};
@@ -313,7 +548,7 @@ mod tests {
         assert!(max_abs_diff(&flat(&got), &flat(&want)) <= 1e-5);
         // Some outputs must be clipped by the ReLU and some not, or the test would miss a branch.
         let values = flat(&got);
-        assert!(values.iter().any(|&v| v == 0.0) && values.iter().any(|&v| v > 0.0));
+        assert!(values.contains(&0.0) && values.iter().any(|&v| v > 0.0));
         let weights = random_tensor(got.dims(), -1.0, 1.0, 8);
         let grads_got = got
             .mul(&weights)
@@ -336,6 +571,68 @@ mod tests {
             let b = flat(grads_want.get(&t).unwrap());
             assert!(max_abs_diff(&a, &b) <= 1e-5, "gradient of {:?}", t.dims());
         }
+    }
+
+    /// The CPU batch-norm and scale/bias/ReLU/pool ops against their tensor-op versions (used on other
+    /// devices): values, gradients of input, scale and shift, and the running statistics.
+    #[test]
+    fn batch_norm_ops_match_tensor_ops() {
+        let y = Var::from_tensor(&random_tensor(&[2, 4, 6, 3], -1.0, 2.0, 10)).unwrap();
+        let scale = Var::from_tensor(&random_tensor(&[3], -1.5, 1.5, 11)).unwrap();
+        let shift = Var::from_tensor(&random_tensor(&[3], -0.5, 0.5, 12)).unwrap();
+        let run = |cpu_ops: bool| {
+            let running = Mutex::new(RunningStats::new(3));
+            let rows = y.as_tensor().reshape((48, 3)).unwrap();
+            let normalised = if cpu_ops {
+                rows.apply_op1(NormaliseColumns {
+                    running: Arc::new(Mutex::new(RunningStats::new(3))),
+                    inv_std: Mutex::new(Vec::new()),
+                })
+                .unwrap()
+            } else {
+                normalise_columns_tensor_ops(&rows, &running).unwrap()
+            };
+            let normalised = normalised.reshape((2, 4, 6, 3)).unwrap();
+            let out = if cpu_ops {
+                scale_bias_relu_pool2(&normalised, scale.as_tensor(), shift.as_tensor())
+            } else {
+                scale_bias_relu_pool2_tensor_ops(&normalised, scale.as_tensor(), shift.as_tensor())
+            }
+            .unwrap();
+            let weights = random_tensor(out.dims(), -1.0, 1.0, 13);
+            let grads = out
+                .mul(&weights)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g = |t: &Tensor| flat(grads.get(t).unwrap());
+            (
+                flat(&out),
+                [g(y.as_tensor()), g(scale.as_tensor()), g(shift.as_tensor())],
+            )
+        };
+        let (got, got_grads) = run(true);
+        let (want, want_grads) = run(false);
+        assert!(max_abs_diff(&got, &want) <= 1e-5);
+        assert!(got.contains(&0.0) && got.iter().any(|&v| v > 0.0));
+        for (a, b) in got_grads.iter().zip(&want_grads) {
+            assert!(max_abs_diff(a, b) <= 1e-4, "{a:?} vs {b:?}");
+        }
+        // Running statistics: one update with momentum 0.1 from (0, 1).
+        let running = Mutex::new(RunningStats::new(3));
+        let rows = y.as_tensor().reshape((48, 3)).unwrap();
+        normalise_columns_tensor_ops(&rows, &running).unwrap();
+        let op_running = Arc::new(Mutex::new(RunningStats::new(3)));
+        rows.apply_op1(NormaliseColumns {
+            running: op_running.clone(),
+            inv_std: Mutex::new(Vec::new()),
+        })
+        .unwrap();
+        let (a, b) = (running.lock().unwrap(), op_running.lock().unwrap());
+        assert!(max_abs_diff(&a.mean, &b.mean) <= 1e-6 && max_abs_diff(&a.var, &b.var) <= 1e-6);
+        assert!(a.mean.iter().all(|m| m.abs() > 1e-4) && a.var.iter().all(|v| *v != 1.0));
     }
 
     #[test]

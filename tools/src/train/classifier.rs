@@ -82,6 +82,10 @@ pub struct ClassifierArgs {
     /// Dropout probability on the flattened features and the hidden layer while training (0 = none).
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f32,
+    /// Batch normalisation after each convolution while training (batch statistics; running statistics
+    /// are folded into the convolutions for evaluation and in the saved files, which keep their layers).
+    #[arg(long)]
+    pub batch_norm: bool,
 }
 
 /// Where one training sample comes from; the pixels are made fresh (augmented) each time it is drawn.
@@ -310,7 +314,7 @@ fn epoch_samples<R: Rng>(
     samples
 }
 
-/// Dropout masks of one batch for [`PatchNet::logits_with_dropout`]: each value 0 with probability `p`,
+/// Dropout masks of one batch for [`PatchNet::train_logits`]: each value 0 with probability `p`,
 /// else `1/(1−p)`, drawn from `rng`.
 fn dropout_masks<R: Rng>(
     cfg: &PatchNetConfig,
@@ -336,10 +340,7 @@ fn loss_and_hits(
     labels: &Tensor,
     masks: Option<&(Tensor, Tensor)>,
 ) -> anyhow::Result<(Tensor, usize)> {
-    let logits = match masks {
-        Some((features, hidden)) => model.logits_with_dropout(x, features, hidden)?,
-        None => model.logits(x)?,
-    };
+    let logits = model.train_logits(x, masks.map(|(features, hidden)| (features, hidden)))?;
     let loss = candle_nn::loss::cross_entropy(&logits, labels)?;
     let hits = logits
         .argmax(D::Minus1)?
@@ -435,9 +436,17 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
         }
     };
     let varmap = VarMap::new();
-    PatchNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    let build = |varmap: &VarMap| {
+        let vb = VarBuilder::from_varmap(varmap, DType::F32, &device);
+        if args.batch_norm {
+            PatchNet::new_with_batch_norm(&cfg, vb)
+        } else {
+            PatchNet::new(&cfg, vb)
+        }
+    };
+    build(&varmap)?;
     super::common::seed_varmap(&varmap, args.seed)?;
-    let model = PatchNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    let model = build(&varmap)?;
     let mut opt = AdamW::new(
         varmap.all_vars(),
         ParamsAdamW {
@@ -628,6 +637,12 @@ mod tests {
     /// loop (forward, cross-entropy, AdamW, backprop through the VarMap) works end to end.
     #[test]
     fn tiny_classifier_loss_falls_on_a_handful_of_samples() {
+        for batch_norm in [false, true] {
+            tiny_classifier_loss_falls(batch_norm);
+        }
+    }
+
+    fn tiny_classifier_loss_falls(batch_norm: bool) {
         let device = Device::Cpu;
         let mut rng = rng_for(5, 0);
         let cfg = PatchNetConfig {
@@ -638,8 +653,12 @@ mod tests {
             input_norm: InputNorm::PerPatch,
         };
         let varmap = VarMap::new();
-        let model =
-            PatchNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device)).unwrap();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+        let model = if batch_norm {
+            PatchNet::new_with_batch_norm(&cfg, vb).unwrap()
+        } else {
+            PatchNet::new(&cfg, vb).unwrap()
+        };
         let mut opt = AdamW::new(
             varmap.all_vars(),
             ParamsAdamW {
@@ -671,7 +690,10 @@ mod tests {
             .0
             .to_scalar::<f32>()
             .unwrap();
-        assert!(last < 0.5 * first, "loss went from {first} to {last}");
+        assert!(
+            last < 0.5 * first,
+            "batch norm {batch_norm}: loss went from {first} to {last}"
+        );
     }
 
     #[test]

@@ -107,7 +107,9 @@ pub fn file_bytes(path: &Path) -> u64 {
 
 /// Replace every variable of `varmap` by seeded values, so training starts from the same weights on every run
 /// (candle's CPU initialisers cannot be seeded). Weights: uniform ±1/sqrt(fan_in) as candle-nn's `linear`
-/// initialises them; biases: uniform ±0.1. Build the model once to create the variables, call this, then build the model
+/// initialises them; biases: uniform ±0.1. Batch-norm scales and shifts (`….bn.*`) keep their constant
+/// initialisation (1 and 0) and are left out of the numbering, so the other variables get the same values
+/// with and without batch norm. Build the model once to create the variables, call this, then build the model
 /// again from the same `VarMap`: the second build picks up the seeded variables.
 pub fn seed_varmap(varmap: &candle_nn::VarMap, seed: u64) -> anyhow::Result<()> {
     use rand::Rng;
@@ -115,7 +117,7 @@ pub fn seed_varmap(varmap: &candle_nn::VarMap, seed: u64) -> anyhow::Result<()> 
         .data()
         .lock()
         .map_err(|_| anyhow::anyhow!("variable map lock poisoned"))?;
-    let mut names: Vec<&String> = data.keys().collect();
+    let mut names: Vec<&String> = data.keys().filter(|n| !n.contains(".bn.")).collect();
     names.sort();
     for (i, name) in names.into_iter().enumerate() {
         let var = &data[name];

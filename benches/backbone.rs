@@ -1,10 +1,15 @@
 //! PatchNet latency per batch size and weight format (f32, Q8_0, Q4_0 of the shipped weights), with file sizes,
 //! so a change to the backbone or to quantisation shows its speed and size ratios against f32 in one run.
+//! The `train_step` group times one forward + backward pass of the trainers' graphs (NHWC, convolutions as
+//! im2col matrix products) against the same networks' candle conv2d graphs.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use saccade_models::{quantize_file, PatchClassifier, PatchNet, PatchNetConfig, QuantDtype};
+use saccade_models::{
+    quantize_file, GlanceNetConfig, GlanceNetModel, PatchClassifier, PatchNet, PatchNetConfig,
+    QuantDtype,
+};
 use std::hint::black_box;
 use std::path::PathBuf;
 
@@ -60,5 +65,65 @@ fn backbone(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, backbone);
+/// One forward + backward pass: the patch classifier at the trainer's batch of 128 (32×32) and the glance
+/// net at its batch of 16 (320×240), each through candle's conv2d graph and through the training graph.
+#[allow(clippy::unwrap_used)]
+fn train_step(c: &mut Criterion) {
+    let mut group = c.benchmark_group("train_step");
+    group.sample_size(10);
+    let cfg = PatchNetConfig {
+        channels: [32, 64, 128],
+        ..PatchNetConfig::default()
+    };
+    let x = Tensor::rand(0f32, 1f32, (128, 3, 32, 32), &Device::Cpu).unwrap();
+    for (label, batch_norm) in [("patchnet", false), ("patchnet_bn", true)] {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let net = if batch_norm {
+            PatchNet::new_with_batch_norm(&cfg, vb).unwrap()
+        } else {
+            PatchNet::new(&cfg, vb).unwrap()
+        };
+        if !batch_norm {
+            group.bench_function(BenchmarkId::new(label, "conv2d"), |b| {
+                b.iter(|| {
+                    black_box(
+                        net.logits(&x)
+                            .unwrap()
+                            .sum_all()
+                            .unwrap()
+                            .backward()
+                            .unwrap(),
+                    )
+                })
+            });
+        }
+        group.bench_function(BenchmarkId::new(label, "train_graph"), |b| {
+            b.iter(|| {
+                let loss = net.train_logits(&x, None).unwrap().sum_all().unwrap();
+                black_box(loss.backward().unwrap())
+            })
+        });
+    }
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let glance = GlanceNetModel::new(&GlanceNetConfig::default(), vb).unwrap();
+    let frames = Tensor::rand(0f32, 1f32, (16, 3, 240, 320), &Device::Cpu).unwrap();
+    for (label, train) in [("conv2d", false), ("train_graph", true)] {
+        group.bench_function(BenchmarkId::new("glance", label), |b| {
+            b.iter(|| {
+                let maps = if train {
+                    glance.train_maps(&frames).unwrap()
+                } else {
+                    glance.forward_maps(&frames).unwrap()
+                };
+                let loss = maps.objectness_logits.sum_all().unwrap();
+                black_box(loss.backward().unwrap())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, backbone, train_step);
 criterion_main!(benches);

@@ -6,6 +6,7 @@
 use crate::flops::{conv2d_flops, conv_out_side_px, linear_flops, total_mflops, LayerCost};
 use crate::linear::QLinear;
 use crate::patchnet::normalise_unit_rgb;
+use crate::train_ops::{conv1x1_nhwc_to_nchw, conv3x3_relu_nhwc};
 use crate::weights::{ConfigCheck, TensorRole, TensorSpec, WeightSet};
 use crate::{GlanceMap, GlanceNet, ModelError, NUM_CLASSES};
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -289,6 +290,36 @@ impl GlanceNetModel {
         })
     }
 
+    /// All heads for training: the same function as [`Self::forward_maps`], computed in NHWC layout with
+    /// every convolution as one matrix product over an im2col (see `train_ops`); several times faster to
+    /// backpropagate on the CPU than candle's conv2d.
+    pub fn train_maps(&self, x: &Tensor) -> candle_core::Result<GlanceMaps> {
+        let (b, c, _h, _w) = x.dims4()?;
+        if c != 3 {
+            candle_core::bail!(
+                "glancenet input has shape {:?}, expected (b, 3, h, w)",
+                x.dims()
+            );
+        }
+        let x = x.to_device(self.convs[0].weight().device())?;
+        let x = normalise_unit_rgb(&x.to_dtype(self.convs[0].weight().dtype())?)?;
+        let mut x = x.permute((0, 2, 3, 1))?;
+        for (conv, (_, _, stride, _)) in self.convs.iter().zip(CONV_LAYERS) {
+            x = conv3x3_relu_nhwc(&x, conv, stride)?;
+        }
+        let (_, h, w, c3) = x.dims4()?;
+        let objectness_logits = conv1x1_nhwc_to_nchw(&x, &self.obj)?.to_dtype(DType::F32)?;
+        let log2_side = conv1x1_nhwc_to_nchw(&x, &self.size)?.to_dtype(DType::F32)?;
+        let pooled = x.reshape((b, h * w, c3))?.mean(1)?.to_dtype(DType::F32)?;
+        let class_logits = self.cls.forward(&pooled)?;
+        Ok(GlanceMaps {
+            objectness_logits,
+            log2_side,
+            pooled,
+            class_logits,
+        })
+    }
+
     /// Writes the (dequantised) weights as an f32 safetensors checkpoint with kind and config.
     pub fn save_safetensors(&self, path: &Path) -> Result<(), ModelError> {
         let tensors = self.named_tensors()?.into_iter().collect();
@@ -394,6 +425,59 @@ mod tests {
             input_height_px: 24,
             channels: [4, 6, 6, 5],
             num_classes: NUM_CLASSES,
+        }
+    }
+
+    /// The training graph computes the same maps as the inference graph, and the same gradients (the
+    /// glance net has no max-pooling, so candle's conv2d backward is a valid reference here).
+    #[test]
+    fn train_maps_match_forward_maps_in_value_and_gradient() {
+        let (varmap, vb) = varmap_builder();
+        let net = GlanceNetModel::new(&small_cfg(), vb).unwrap();
+        let x = random_tensor(&[2, 3, 24, 40], 0.0, 1.0, 22);
+        let want = net.forward_maps(&x).unwrap();
+        let got = net.train_maps(&x).unwrap();
+        let parts = |m: &GlanceMaps| {
+            [
+                m.objectness_logits.clone(),
+                m.log2_side.clone(),
+                m.pooled.clone(),
+                m.class_logits.clone(),
+            ]
+        };
+        let mut losses = Vec::new();
+        for (seed, (a, b)) in parts(&got).iter().zip(parts(&want).iter()).enumerate() {
+            assert_eq!(a.dims(), b.dims());
+            assert!(max_abs_diff(&flat(a), &flat(b)) <= 1e-4);
+            let weights = random_tensor(a.dims(), -1.0, 1.0, 30 + seed as u64);
+            losses.push((
+                a.mul(&weights).unwrap().sum_all().unwrap(),
+                b.mul(&weights).unwrap().sum_all().unwrap(),
+            ));
+        }
+        let total = |pick: fn(&(Tensor, Tensor)) -> &Tensor| {
+            losses
+                .iter()
+                .map(pick)
+                .fold(None::<Tensor>, |acc, l| {
+                    Some(match acc {
+                        Some(acc) => (acc + l).unwrap(),
+                        None => l.clone(),
+                    })
+                })
+                .unwrap()
+        };
+        let grads_got = total(|l| &l.0).backward().unwrap();
+        let grads_want = total(|l| &l.1).backward().unwrap();
+        for var in varmap.all_vars() {
+            let a = flat(grads_got.get(var.as_tensor()).unwrap());
+            let b = flat(grads_want.get(var.as_tensor()).unwrap());
+            let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+            assert!(
+                max_abs_diff(&a, &b) <= 1e-4 * scale,
+                "gradient of {:?}",
+                var.dims()
+            );
         }
     }
 

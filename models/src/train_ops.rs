@@ -12,7 +12,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use candle_nn::Conv2d;
 
 /// Momentum of the running batch-norm statistics (weight of the newest batch).
@@ -98,7 +98,7 @@ fn conv3x3_matmul(x: &Tensor, conv: &Conv2d) -> candle_core::Result<Tensor> {
     }
     let weight = conv.weight();
     let o = weight.dim(0)?;
-    let columns = im2col3x3(x)?.reshape((b * h * w, 9 * c))?;
+    let columns = im2col3x3(x, 1)?.reshape((b * h * w, 9 * c))?;
     let kernel = weight.permute((2, 3, 1, 0))?.reshape((9 * c, o))?;
     columns.matmul(&kernel)?.reshape((b, h, w, o))
 }
@@ -139,6 +139,44 @@ fn scale_bias_relu_pool2(y: &Tensor, scale: &Tensor, bias: &Tensor) -> candle_co
     scale_bias_relu_pool2_tensor_ops(y, scale, bias)
 }
 
+/// relu(conv3x3(x) + bias) with padding 1 and `stride` of an NHWC tensor: `(b, h, w, c)` →
+/// `(b, ho, wo, o)`, the convolution as one matrix product over the im2col, bias and ReLU one fused op on
+/// the CPU. `conv`'s own stride is not read: the caller passes the layer's.
+pub(crate) fn conv3x3_relu_nhwc(
+    x: &Tensor,
+    conv: &Conv2d,
+    stride: usize,
+) -> candle_core::Result<Tensor> {
+    let (b, h, w, c) = x.dims4()?;
+    let weight = conv.weight();
+    let o = weight.dim(0)?;
+    let (ho, wo) = (conv3x3_out_side(h, stride), conv3x3_out_side(w, stride));
+    let columns = im2col3x3(x, stride)?.reshape((b * ho * wo, 9 * c))?;
+    let kernel = weight.permute((2, 3, 1, 0))?.reshape((9 * c, o))?;
+    let y = columns.matmul(&kernel)?;
+    let y = match conv.bias() {
+        Some(bias) if y.device().is_cpu() && y.dtype() == DType::F32 => {
+            y.apply_op2(&bias.contiguous()?, BiasRelu)?
+        }
+        Some(bias) => y.broadcast_add(bias)?.relu()?,
+        None => y.relu()?,
+    };
+    y.reshape((b, ho, wo, o))
+}
+
+/// 1×1 convolution of an NHWC tensor `(b, h, w, c)` → NCHW `(b, o, h, w)` (the layout the heads' maps
+/// are read in), as one matrix product.
+pub(crate) fn conv1x1_nhwc_to_nchw(x: &Tensor, conv: &Conv2d) -> candle_core::Result<Tensor> {
+    let (b, h, w, c) = x.dims4()?;
+    let o = conv.weight().dim(0)?;
+    let kernel = conv.weight().reshape((o, c))?.t()?;
+    let mut y = x.reshape((b * h * w, c))?.matmul(&kernel)?;
+    if let Some(bias) = conv.bias() {
+        y = y.broadcast_add(bias)?;
+    }
+    y.reshape((b, h, w, o))?.permute((0, 3, 1, 2))?.contiguous()
+}
+
 /// One convolution block of the patch classifier in NHWC layout: 3×3 'same' convolution with the kernel
 /// `(o, c, 3, 3)` and bias of `conv`, ReLU, 2×2 max-pooling; `(b, h, w, c)` → `(b, h/2, w/2, o)`.
 /// On the CPU, bias, ReLU and pooling are one fused op.
@@ -174,18 +212,42 @@ pub(crate) fn conv_bn_block_nhwc(
     scale_bias_relu_pool2(&normalised.reshape((b, h, w, o))?, &norm.gamma, &norm.beta)
 }
 
-/// `(b, h, w, c)` → `(b, h, w, 9c)`: for every pixel its 3×3 neighbourhood (zero outside the image),
-/// ordered dy, dx, c.
-pub(crate) fn im2col3x3(x: &Tensor) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
-        return x.contiguous()?.apply_op1(Im2Col3x3);
+/// Output side of a 3×3 convolution with padding 1 and `stride` over `side` pixels.
+pub(crate) fn conv3x3_out_side(side: usize, stride: usize) -> usize {
+    (side + 2 - 3) / stride + 1
+}
+
+/// `(b, h, w, c)` → `(b, ho, wo, 9c)`: for every output pixel of a 3×3 convolution with padding 1 and
+/// `stride`, its input neighbourhood (zero outside the image), ordered dy, dx, c.
+pub(crate) fn im2col3x3(x: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
+    if stride == 0 {
+        candle_core::bail!("im2col stride must be at least 1");
     }
-    let (_, h, w, _) = x.dims4()?;
-    let padded = x.pad_with_zeros(1, 1, 1)?.pad_with_zeros(2, 1, 1)?;
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op1(Im2Col3x3 { stride });
+    }
+    im2col3x3_tensor_ops(x, stride)
+}
+
+/// [`Im2Col3x3`] from tensor ops (strided views of the padded input), for devices other than the CPU.
+fn im2col3x3_tensor_ops(x: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
+    let (b, h, w, c) = x.dims4()?;
+    let (ho, wo) = (conv3x3_out_side(h, stride), conv3x3_out_side(w, stride));
+    // Padded by one in front and enough behind that every strided view fits.
+    let padded = x
+        .pad_with_zeros(1, 1, 1 + stride)?
+        .pad_with_zeros(2, 1, 1 + stride)?;
     let mut views = Vec::with_capacity(9);
     for dy in 0..3 {
         for dx in 0..3 {
-            views.push(padded.narrow(1, dy, h)?.narrow(2, dx, w)?);
+            let view = padded
+                .narrow(1, dy, ho * stride)?
+                .narrow(2, dx, wo * stride)?
+                .reshape((b, ho, stride, wo, stride, c))?
+                .narrow(2, 0, 1)?
+                .narrow(4, 0, 1)?
+                .reshape((b, ho, wo, c))?;
+            views.push(view);
         }
     }
     Tensor::cat(&views, 3)
@@ -213,19 +275,21 @@ fn f32_values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.contiguous()?.flatten_all()?.to_vec1::<f32>()
 }
 
-/// Calls `f(dst_offset, src_offset)` for each in-image neighbour of every pixel: `dst` indexes the im2col
-/// row in units of `c`, `src` the pixel in units of `c`.
-fn for_each_tap(b: usize, h: usize, w: usize, mut f: impl FnMut(usize, usize)) {
+/// Calls `f(dst, src)` for each in-image neighbour of every output pixel of a 3×3, padding-1 convolution
+/// with `stride` over `(b, h, w)`: `dst` indexes the im2col row in units of `c`, `src` the input pixel in
+/// units of `c`.
+fn for_each_tap(b: usize, h: usize, w: usize, stride: usize, mut f: impl FnMut(usize, usize)) {
+    let (ho, wo) = (conv3x3_out_side(h, stride), conv3x3_out_side(w, stride));
     for bi in 0..b {
-        for y in 0..h {
-            for x in 0..w {
-                let row = ((bi * h + y) * w + x) * 9;
+        for y in 0..ho {
+            for x in 0..wo {
+                let row = ((bi * ho + y) * wo + x) * 9;
                 for dy in 0..3 {
-                    let Some(sy) = (y + dy).checked_sub(1).filter(|&sy| sy < h) else {
+                    let Some(sy) = (y * stride + dy).checked_sub(1).filter(|&sy| sy < h) else {
                         continue;
                     };
                     for dx in 0..3 {
-                        let Some(sx) = (x + dx).checked_sub(1).filter(|&sx| sx < w) else {
+                        let Some(sx) = (x * stride + dx).checked_sub(1).filter(|&sx| sx < w) else {
                             continue;
                         };
                         f(row + dy * 3 + dx, (bi * h + sy) * w + sx);
@@ -236,7 +300,9 @@ fn for_each_tap(b: usize, h: usize, w: usize, mut f: impl FnMut(usize, usize)) {
     }
 }
 
-struct Im2Col3x3;
+struct Im2Col3x3 {
+    stride: usize,
+}
 
 impl CustomOp1 for Im2Col3x3 {
     fn name(&self) -> &'static str {
@@ -249,12 +315,16 @@ impl CustomOp1 for Im2Col3x3 {
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, h, w, c) = layout.shape().dims4()?;
+        let (ho, wo) = (
+            conv3x3_out_side(h, self.stride),
+            conv3x3_out_side(w, self.stride),
+        );
         let x = f32_data(storage, layout)?;
-        let mut out = vec![0f32; b * h * w * 9 * c];
-        for_each_tap(b, h, w, |dst, src| {
+        let mut out = vec![0f32; b * ho * wo * 9 * c];
+        for_each_tap(b, h, w, self.stride, |dst, src| {
             out[dst * c..(dst + 1) * c].copy_from_slice(&x[src * c..(src + 1) * c]);
         });
-        Ok((CpuStorage::F32(out), Shape::from((b, h, w, 9 * c))))
+        Ok((CpuStorage::F32(out), Shape::from((b, ho, wo, 9 * c))))
     }
 
     /// col2im: every input pixel collects the gradient of each im2col entry it was copied to.
@@ -267,7 +337,7 @@ impl CustomOp1 for Im2Col3x3 {
         let (b, h, w, c) = arg.dims4()?;
         let g = f32_values(grad)?;
         let mut out = vec![0f32; b * h * w * c];
-        for_each_tap(b, h, w, |dst, src| {
+        for_each_tap(b, h, w, self.stride, |dst, src| {
             for (o, v) in out[src * c..(src + 1) * c]
                 .iter_mut()
                 .zip(&g[dst * c..(dst + 1) * c])
@@ -276,6 +346,61 @@ impl CustomOp1 for Im2Col3x3 {
             }
         });
         Ok(Some(Tensor::from_vec(out, (b, h, w, c), arg.device())?))
+    }
+}
+
+/// relu(rows + bias) of `(n, c)` rows and a `(c)` bias.
+struct BiasRelu;
+
+impl CustomOp2 for BiasRelu {
+    fn name(&self) -> &'static str {
+        "bias-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        y_storage: &CpuStorage,
+        y_layout: &Layout,
+        bias_storage: &CpuStorage,
+        bias_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c) = y_layout.shape().dims2()?;
+        let y = f32_data(y_storage, y_layout)?;
+        let bias = f32_data(bias_storage, bias_layout)?;
+        if bias.len() != c {
+            candle_core::bail!("bias has {} values for {c} channels", bias.len());
+        }
+        let mut out = Vec::with_capacity(n * c);
+        for row in y.chunks_exact(c) {
+            out.extend(row.iter().zip(bias).map(|(v, b)| (v + b).max(0.0)));
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, c))))
+    }
+
+    /// The gradient passes where the output is above zero, to the rows and (summed) to the bias.
+    fn bwd(
+        &self,
+        y: &Tensor,
+        bias: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let c = bias.dim(0)?;
+        let out = f32_values(res)?;
+        let mut g = f32_values(grad)?;
+        let mut grad_bias = vec![0f64; c];
+        for (i, (g, o)) in g.iter_mut().zip(&out).enumerate() {
+            if *o > 0.0 {
+                grad_bias[i % c] += *g as f64;
+            } else {
+                *g = 0.0;
+            }
+        }
+        let grad_bias: Vec<f32> = grad_bias.into_iter().map(|v| v as f32).collect();
+        Ok((
+            Some(Tensor::from_vec(g, y.shape(), y.device())?),
+            Some(Tensor::from_vec(grad_bias, c, bias.device())?),
+        ))
     }
 }
 
@@ -469,11 +594,12 @@ mod tests {
     use super::*;
     use crate::testutil::{flat, max_abs_diff, random_tensor};
     use candle_core::Var;
+    use candle_nn::Module;
 
     /// The CPU ops against the device-agnostic tensor-op versions, in value and gradient.
     fn check_against_tensor_ops(
-        op: fn(&Tensor) -> candle_core::Result<Tensor>,
-        reference: fn(&Tensor) -> candle_core::Result<Tensor>,
+        op: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+        reference: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
         shape: &[usize],
     ) {
         let x = Var::from_tensor(&random_tensor(shape, -1.0, 1.0, 5)).unwrap();
@@ -495,23 +621,90 @@ mod tests {
         assert!(max_abs_diff(&grad(&got), &grad(&want)) <= 1e-5);
     }
 
-    fn im2col_reference(x: &Tensor) -> candle_core::Result<Tensor> {
-        // The non-CPU branch of im2col3x3.
-        let (_, h, w, _) = x.dims4()?;
-        let padded = x.pad_with_zeros(1, 1, 1)?.pad_with_zeros(2, 1, 1)?;
-        let mut views = Vec::new();
-        for dy in 0..3 {
-            for dx in 0..3 {
-                views.push(padded.narrow(1, dy, h)?.narrow(2, dx, w)?);
-            }
-        }
-        Tensor::cat(&views, 3)
-    }
-
     #[test]
     fn im2col_matches_padded_views_in_value_and_gradient() {
-        check_against_tensor_ops(im2col3x3, im2col_reference, &[2, 5, 4, 3]);
-        check_against_tensor_ops(im2col3x3, im2col_reference, &[1, 1, 1, 2]);
+        for stride in [1, 2, 3] {
+            for shape in [[2, 5, 4, 3], [1, 1, 1, 2], [1, 6, 7, 2]] {
+                check_against_tensor_ops(
+                    |x| im2col3x3(x, stride),
+                    |x| im2col3x3_tensor_ops(x, stride),
+                    &shape,
+                );
+            }
+        }
+    }
+
+    /// The strided conv + ReLU and the 1×1 head against candle's conv2d: values, and gradients against
+    /// the same graph with candle's broadcast add and ReLU.
+    #[test]
+    fn strided_conv_relu_and_head_match_candle() {
+        let (varmap, vb) = crate::testutil::varmap_builder();
+        let cfg = candle_nn::Conv2dConfig {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        };
+        let conv = candle_nn::conv2d(3, 4, 3, cfg, vb.pp("c")).unwrap();
+        let head = candle_nn::conv2d(4, 2, 1, Default::default(), vb.pp("h")).unwrap();
+        // Even sides: candle's own conv2d backward fails on odd ones at stride 2.
+        let x = random_tensor(&[2, 3, 8, 6], -1.0, 1.0, 16);
+        let want = head
+            .forward(&conv.forward(&x).unwrap().relu().unwrap())
+            .unwrap();
+        let nhwc = x.permute((0, 2, 3, 1)).unwrap();
+        let got =
+            conv1x1_nhwc_to_nchw(&conv3x3_relu_nhwc(&nhwc, &conv, 2).unwrap(), &head).unwrap();
+        assert_eq!(got.dims(), want.dims());
+        assert!(max_abs_diff(&flat(&got), &flat(&want)) <= 1e-5);
+        let weights = random_tensor(got.dims(), -1.0, 1.0, 17);
+        let grads_got = got
+            .mul(&weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let grads_want = want
+            .mul(&weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for var in varmap.all_vars() {
+            let a = flat(grads_got.get(var.as_tensor()).unwrap());
+            let b = flat(grads_want.get(var.as_tensor()).unwrap());
+            assert!(max_abs_diff(&a, &b) <= 1e-4, "gradient of {:?}", var.dims());
+        }
+    }
+
+    /// im2col times the laid-out kernel is candle's conv2d with padding 1, at strides 1 and 2.
+    #[test]
+    fn im2col_matmul_is_a_strided_convolution() {
+        let kernel = random_tensor(&[4, 3, 3, 3], -1.0, 1.0, 14);
+        let x = random_tensor(&[2, 3, 9, 6], -1.0, 1.0, 15);
+        for stride in [1, 2] {
+            let want = x.conv2d(&kernel, 1, stride, 1, 1).unwrap();
+            let (ho, wo) = (conv3x3_out_side(9, stride), conv3x3_out_side(6, stride));
+            assert_eq!(want.dims(), &[2, 4, ho, wo]);
+            let got = im2col3x3(&x.permute((0, 2, 3, 1)).unwrap(), stride)
+                .unwrap()
+                .reshape((2 * ho * wo, 27))
+                .unwrap()
+                .matmul(
+                    &kernel
+                        .permute((2, 3, 1, 0))
+                        .unwrap()
+                        .reshape((27, 4))
+                        .unwrap(),
+                )
+                .unwrap()
+                .reshape((2, ho, wo, 4))
+                .unwrap()
+                .permute((0, 3, 1, 2))
+                .unwrap();
+            assert!(max_abs_diff(&flat(&got), &flat(&want)) <= 1e-5);
+        }
     }
 
     /// The fused CPU block against the same block from candle tensor ops, in value and gradient (of the
@@ -522,7 +715,7 @@ mod tests {
         let conv = candle_nn::conv2d(3, 5, 3, Default::default(), vb.pp("c")).unwrap();
         let x = Var::from_tensor(&random_tensor(&[2, 6, 4, 3], -1.0, 1.0, 7)).unwrap();
         let got = conv_block_nhwc(x.as_tensor(), &conv).unwrap();
-        let y = im2col_reference(x.as_tensor())
+        let y = im2col3x3_tensor_ops(x.as_tensor(), 1)
             .unwrap()
             .reshape((48, 27))
             .unwrap()

@@ -555,7 +555,7 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
                 .map(|&i| glance_targets(&train[i].boxes, map_w, map_h))
                 .collect();
             let x = batch_tensor(&imgs, 3, in_h, in_w, &device)?;
-            let maps = model.forward_maps(&x)?;
+            let maps = model.train_maps(&x)?;
             let (loss, parts) = glance_loss(
                 &maps.objectness_logits,
                 &maps.log2_side,
@@ -728,7 +728,7 @@ mod tests {
         }
         let x = batch_tensor(&imgs, 3, 48, 64, &device).unwrap();
         let eval = |m: &GlanceNetModel| {
-            let maps = m.forward_maps(&x).unwrap();
+            let maps = m.train_maps(&x).unwrap();
             glance_loss(
                 &maps.objectness_logits,
                 &maps.log2_side,

@@ -1,6 +1,6 @@
-//! Training-time building blocks in NHWC layout: a 3×3 'same' convolution as one matrix product over an
-//! im2col, followed by bias, ReLU and 2×2 max-pooling fused into one op, each with a hand-written backward
-//! pass on the CPU.
+//! Training-time building blocks in NHWC layout, each with a hand-written backward pass on the CPU:
+//! 3×3 convolutions (stride 1 or more) as one matrix product over an im2col; bias and ReLU as one op;
+//! (batch normalisation,) scale, shift, ReLU and 2×2 max-pooling as one op; 1×1 heads as matrix products.
 //!
 //! Why: candle's CPU conv2d backward (a transposed convolution for the input, and a convolution whose kernel
 //! is the whole gradient map for the weights) took six times its forward pass at the classifier's shapes,
@@ -88,19 +88,26 @@ impl BatchNorm {
     }
 }
 
-/// `(b, h, w, c)` → `(b, h, w, o)`: the 3×3 'same' convolution with the kernel `(o, c, 3, 3)` of `conv`,
-/// without bias, as one matrix product: the nine shifted views of the zero-padded input side by side
-/// (columns ordered dy, dx, c) times the kernel laid out to match.
-fn conv3x3_matmul(x: &Tensor, conv: &Conv2d) -> candle_core::Result<Tensor> {
+/// `(b, h, w, c)` → `(b, ho, wo, o)`: the 3×3 convolution with padding 1, `stride` and the kernel
+/// `(o, c, 3, 3)` of `conv`, without bias, as one matrix product: the input's 3×3 neighbourhoods side by
+/// side (columns ordered dy, dx, c, zero outside the image) times the kernel laid out to match.
+fn conv3x3_matmul(x: &Tensor, conv: &Conv2d, stride: usize) -> candle_core::Result<Tensor> {
     let (b, h, w, c) = x.dims4()?;
+    let weight = conv.weight();
+    let o = weight.dim(0)?;
+    let (ho, wo) = (conv3x3_out_side(h, stride), conv3x3_out_side(w, stride));
+    let columns = im2col3x3(x, stride)?.reshape((b * ho * wo, 9 * c))?;
+    let kernel = weight.permute((2, 3, 1, 0))?.reshape((9 * c, o))?;
+    columns.matmul(&kernel)?.reshape((b, ho, wo, o))
+}
+
+/// The input side check of the pooled conv blocks.
+fn ensure_even(x: &Tensor) -> candle_core::Result<()> {
+    let (_, h, w, _) = x.dims4()?;
     if h % 2 != 0 || w % 2 != 0 {
         candle_core::bail!("a conv block needs an even height and width, got {h}×{w}");
     }
-    let weight = conv.weight();
-    let o = weight.dim(0)?;
-    let columns = im2col3x3(x, 1)?.reshape((b * h * w, 9 * c))?;
-    let kernel = weight.permute((2, 3, 1, 0))?.reshape((9 * c, o))?;
-    columns.matmul(&kernel)?.reshape((b, h, w, o))
+    Ok(())
 }
 
 /// [`NormaliseColumns`] from tensor ops, for devices other than the CPU.
@@ -147,21 +154,17 @@ pub(crate) fn conv3x3_relu_nhwc(
     conv: &Conv2d,
     stride: usize,
 ) -> candle_core::Result<Tensor> {
-    let (b, h, w, c) = x.dims4()?;
-    let weight = conv.weight();
-    let o = weight.dim(0)?;
-    let (ho, wo) = (conv3x3_out_side(h, stride), conv3x3_out_side(w, stride));
-    let columns = im2col3x3(x, stride)?.reshape((b * ho * wo, 9 * c))?;
-    let kernel = weight.permute((2, 3, 1, 0))?.reshape((9 * c, o))?;
-    let y = columns.matmul(&kernel)?;
-    let y = match conv.bias() {
-        Some(bias) if y.device().is_cpu() && y.dtype() == DType::F32 => {
-            y.apply_op2(&bias.contiguous()?, BiasRelu)?
+    let y = conv3x3_matmul(x, conv, stride)?;
+    let (b, ho, wo, o) = y.dims4()?;
+    let rows = y.reshape((b * ho * wo, o))?;
+    let rows = match conv.bias() {
+        Some(bias) if rows.device().is_cpu() && rows.dtype() == DType::F32 => {
+            rows.apply_op2(&bias.contiguous()?, BiasRelu)?
         }
-        Some(bias) => y.broadcast_add(bias)?.relu()?,
-        None => y.relu()?,
+        Some(bias) => rows.broadcast_add(bias)?.relu()?,
+        None => rows.relu()?,
     };
-    y.reshape((b, ho, wo, o))
+    rows.reshape((b, ho, wo, o))
 }
 
 /// 1×1 convolution of an NHWC tensor `(b, h, w, c)` → NCHW `(b, o, h, w)` (the layout the heads' maps
@@ -181,7 +184,8 @@ pub(crate) fn conv1x1_nhwc_to_nchw(x: &Tensor, conv: &Conv2d) -> candle_core::Re
 /// `(o, c, 3, 3)` and bias of `conv`, ReLU, 2×2 max-pooling; `(b, h, w, c)` → `(b, h/2, w/2, o)`.
 /// On the CPU, bias, ReLU and pooling are one fused op.
 pub(crate) fn conv_block_nhwc(x: &Tensor, conv: &Conv2d) -> candle_core::Result<Tensor> {
-    let y = conv3x3_matmul(x, conv)?;
+    ensure_even(x)?;
+    let y = conv3x3_matmul(x, conv, 1)?;
     let o = y.dim(3)?;
     let bias = match conv.bias() {
         Some(bias) => bias.clone(),
@@ -198,7 +202,8 @@ pub(crate) fn conv_bn_block_nhwc(
     conv: &Conv2d,
     norm: &BatchNorm,
 ) -> candle_core::Result<Tensor> {
-    let y = conv3x3_matmul(x, conv)?;
+    ensure_even(x)?;
+    let y = conv3x3_matmul(x, conv, 1)?;
     let (b, h, w, o) = y.dims4()?;
     let rows = y.reshape((b * h * w, o))?;
     let normalised = if rows.device().is_cpu() && rows.dtype() == DType::F32 {

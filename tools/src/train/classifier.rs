@@ -86,6 +86,10 @@ pub struct ClassifierArgs {
     /// are folded into the convolutions for evaluation and in the saved files, which keep their layers).
     #[arg(long)]
     pub batch_norm: bool,
+    /// Stop after this many epochs of the schedule (0 = run them all): the learning rate still follows
+    /// `--epochs`, so the epochs that run match a full run's, for checking a rerun against a logged one.
+    #[arg(long, default_value_t = 0)]
+    pub stop_after_epochs: usize,
 }
 
 /// Where one training sample comes from; the pixels are made fresh (augmented) each time it is drawn.
@@ -469,6 +473,9 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
     let budget_secs = args.max_train_minutes * 60.0;
     let over_budget = || budget_secs > 0.0 && train_started.elapsed().as_secs_f64() >= budget_secs;
     for epoch in 0..args.epochs {
+        if args.stop_after_epochs > 0 && epoch >= args.stop_after_epochs {
+            break;
+        }
         if over_budget() {
             break;
         }

@@ -66,6 +66,10 @@ pub struct GlanceArgs {
     /// Where the network trains: `cpu`, or `cuda` with a `--features cuda` build.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Stop after this many epochs of the schedule (0 = run them all): the learning rate still follows
+    /// `--epochs`, so the epochs that run match a full run's, for checking a rerun against a logged one.
+    #[arg(long, default_value_t = 0)]
+    pub stop_after_epochs: usize,
 }
 
 /// A sign in glance pixels; `class_id` None = no GTSRB class; `ignore` = an annotated non-sign (traffic light).
@@ -519,6 +523,9 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
     let budget_secs = args.max_train_minutes * 60.0;
     let over_budget = || budget_secs > 0.0 && train_started.elapsed().as_secs_f64() >= budget_secs;
     for epoch in 0..args.epochs {
+        if args.stop_after_epochs > 0 && epoch >= args.stop_after_epochs {
+            break;
+        }
         if over_budget() {
             break;
         }

@@ -349,20 +349,14 @@ impl PatchNet {
     ) -> candle_core::Result<Tensor> {
         let x = self.normalised_input(x)?;
         let b = x.dim(0)?;
-        // (b, 3, s, s) -> (b, s, s, 3)
-        let x = x.permute((0, 2, 3, 1))?;
-        let x = match &self.norms {
-            Some(norms) => conv_bn_block_nhwc(&x, &self.conv1, &norms[0])?,
-            None => conv_block_nhwc(&x, &self.conv1)?,
-        };
-        let x = match &self.norms {
-            Some(norms) => conv_bn_block_nhwc(&x, &self.conv2, &norms[1])?,
-            None => conv_block_nhwc(&x, &self.conv2)?,
-        };
-        let x = match &self.norms {
-            Some(norms) => conv_bn_block_nhwc(&x, &self.conv3, &norms[2])?,
-            None => conv_block_nhwc(&x, &self.conv3)?,
-        };
+        // (b, 3, s, s) -> (b, s, s, 3) -> (b, s/2, s/2, c0) -> (b, s/4, s/4, c1) -> (b, s/8, s/8, c2)
+        let mut x = x.permute((0, 2, 3, 1))?;
+        for (i, conv) in [&self.conv1, &self.conv2, &self.conv3].into_iter().enumerate() {
+            x = match &self.norms {
+                Some(norms) => conv_bn_block_nhwc(&x, conv, &norms[i])?,
+                None => conv_block_nhwc(&x, conv)?,
+            };
+        }
         // Flatten in the NCHW order the fc1 weights are stored in.
         let x = x.permute((0, 3, 1, 2))?.reshape((b, self.cfg.flat_dim()))?;
         self.head(x.to_dtype(DType::F32)?, masks)

@@ -351,7 +351,10 @@ impl PatchNet {
         let b = x.dim(0)?;
         // (b, 3, s, s) -> (b, s, s, 3) -> (b, s/2, s/2, c0) -> (b, s/4, s/4, c1) -> (b, s/8, s/8, c2)
         let mut x = x.permute((0, 2, 3, 1))?;
-        for (i, conv) in [&self.conv1, &self.conv2, &self.conv3].into_iter().enumerate() {
+        for (i, conv) in [&self.conv1, &self.conv2, &self.conv3]
+            .into_iter()
+            .enumerate()
+        {
             x = match &self.norms {
                 Some(norms) => conv_bn_block_nhwc(&x, conv, &norms[i])?,
                 None => conv_block_nhwc(&x, conv)?,

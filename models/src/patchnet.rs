@@ -662,6 +662,7 @@ mod tests {
         };
         let (varmap, vb) = varmap_builder();
         let net = PatchNet::new(&cfg, vb).unwrap();
+        crate::testutil::seed_vars(&varmap, 100);
         let plain = net.train_logits(&x_for_gradients(), None).unwrap();
         let want = net.logits(&x_for_gradients()).unwrap();
         assert!(max_abs_diff(&flat(&plain), &flat(&want)) <= 1e-4);

@@ -132,3 +132,21 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// Replaces every variable of `varmap` (in name order) by seeded values, uniform ±1/sqrt(fan_in) (±0.1 for
+/// vectors), so a test's network does not depend on candle's unseeded initialiser.
+pub fn seed_vars(varmap: &VarMap, seed: u64) {
+    let data = varmap.data().lock().unwrap();
+    let mut named: Vec<_> = data.iter().collect();
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    for (i, (_, var)) in named.into_iter().enumerate() {
+        let dims = var.dims().to_vec();
+        let bound = if dims.len() > 1 {
+            1.0 / (dims.iter().skip(1).product::<usize>() as f32).sqrt()
+        } else {
+            0.1
+        };
+        var.set(&random_tensor(&dims, -bound, bound, seed + i as u64))
+            .unwrap();
+    }
+}

@@ -259,8 +259,8 @@ impl GlanceNetModel {
         &self.cfg
     }
 
-    /// All heads of the glance net.
-    pub fn forward_maps(&self, x: &Tensor) -> candle_core::Result<GlanceMaps> {
+    /// Checks the input has 3 channels, moves it to the weights' device and normalises it.
+    fn normalised_input(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (_b, c, _h, _w) = x.dims4()?;
         if c != 3 {
             candle_core::bail!(
@@ -270,7 +270,12 @@ impl GlanceNetModel {
         }
         // Inputs are built on the CPU by the capture and glance stages; the weights may live on a GPU.
         let x = x.to_device(self.convs[0].weight().device())?;
-        let mut x = normalise_unit_rgb(&x.to_dtype(self.convs[0].weight().dtype())?)?;
+        normalise_unit_rgb(&x.to_dtype(self.convs[0].weight().dtype())?)
+    }
+
+    /// All heads of the glance net.
+    pub fn forward_maps(&self, x: &Tensor) -> candle_core::Result<GlanceMaps> {
+        let mut x = self.normalised_input(x)?;
         // (b, 3, H, W) -> (b, c0, H/2, W/2) -> (b, c1, H/4, W/4) -> (b, c2, H/8, W/8) -> (b, c3, H/8, W/8)
         for conv in &self.convs {
             x = conv.forward(&x)?.relu()?;
@@ -294,16 +299,8 @@ impl GlanceNetModel {
     /// every convolution as one matrix product over an im2col (see `train_ops`); several times faster to
     /// backpropagate on the CPU than candle's conv2d.
     pub fn train_maps(&self, x: &Tensor) -> candle_core::Result<GlanceMaps> {
-        let (b, c, _h, _w) = x.dims4()?;
-        if c != 3 {
-            candle_core::bail!(
-                "glancenet input has shape {:?}, expected (b, 3, h, w)",
-                x.dims()
-            );
-        }
-        let x = x.to_device(self.convs[0].weight().device())?;
-        let x = normalise_unit_rgb(&x.to_dtype(self.convs[0].weight().dtype())?)?;
-        let mut x = x.permute((0, 2, 3, 1))?;
+        let b = x.dim(0)?;
+        let mut x = self.normalised_input(x)?.permute((0, 2, 3, 1))?;
         for (conv, (_, _, stride, _)) in self.convs.iter().zip(CONV_LAYERS) {
             x = conv3x3_relu_nhwc(&x, conv, stride)?;
         }

@@ -764,13 +764,7 @@ mod tests {
                 let l = logits.mul(&weights).unwrap().sum_all().unwrap();
                 l.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
             };
-            let grads = got
-                .mul(&weights)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let grads = crate::testutil::weighted_grads(&got, &weights);
             for var in varmap.all_vars() {
                 let original = flat(var.as_tensor());
                 // No gradient: the variable is not in the graph (a conv bias under batch norm), so the

@@ -150,3 +150,13 @@ pub fn seed_vars(varmap: &VarMap, seed: u64) {
             .unwrap();
     }
 }
+
+/// Gradients of `sum(y · weights)`: a scalar loss that weighs every entry of `y` differently.
+pub fn weighted_grads(y: &Tensor, weights: &Tensor) -> candle_core::backprop::GradStore {
+    y.mul(weights)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap()
+}

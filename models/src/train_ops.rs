@@ -614,13 +614,7 @@ mod tests {
         assert_eq!(flat(&got), flat(&want));
         let weights = random_tensor(got.dims(), -1.0, 1.0, 6);
         let grad = |y: &Tensor| {
-            let grads = y
-                .mul(&weights)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let grads = crate::testutil::weighted_grads(y, &weights);
             flat(grads.get(x.as_tensor()).unwrap())
         };
         assert!(max_abs_diff(&grad(&got), &grad(&want)) <= 1e-5);
@@ -662,20 +656,8 @@ mod tests {
         assert_eq!(got.dims(), want.dims());
         assert!(max_abs_diff(&flat(&got), &flat(&want)) <= 1e-5);
         let weights = random_tensor(got.dims(), -1.0, 1.0, 17);
-        let grads_got = got
-            .mul(&weights)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let grads_want = want
-            .mul(&weights)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let grads_got = crate::testutil::weighted_grads(&got, &weights);
+        let grads_want = crate::testutil::weighted_grads(&want, &weights);
         for var in varmap.all_vars() {
             let a = flat(grads_got.get(var.as_tensor()).unwrap());
             let b = flat(grads_want.get(var.as_tensor()).unwrap());
@@ -749,20 +731,8 @@ mod tests {
         let values = flat(&got);
         assert!(values.contains(&0.0) && values.iter().any(|&v| v > 0.0));
         let weights = random_tensor(got.dims(), -1.0, 1.0, 8);
-        let grads_got = got
-            .mul(&weights)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let grads_want = want
-            .mul(&weights)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let grads_got = crate::testutil::weighted_grads(&got, &weights);
+        let grads_want = crate::testutil::weighted_grads(&want, &weights);
         let mut tensors = vec![x.as_tensor().clone()];
         tensors.extend(varmap.all_vars().iter().map(|v| v.as_tensor().clone()));
         for t in tensors {
@@ -799,13 +769,7 @@ mod tests {
             }
             .unwrap();
             let weights = random_tensor(out.dims(), -1.0, 1.0, 13);
-            let grads = out
-                .mul(&weights)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let grads = crate::testutil::weighted_grads(&out, &weights);
             let g = |t: &Tensor| flat(grads.get(t).unwrap());
             (
                 flat(&out),

@@ -6,13 +6,14 @@
 use crate::flops::{conv2d_flops, conv_out_side_px, linear_flops, total_mflops, LayerCost};
 use crate::linear::QLinear;
 use crate::patchnet::normalise_unit_rgb;
-use crate::train_ops::{conv1x1_nhwc_to_nchw, conv3x3_relu_nhwc};
+use crate::train_ops::{conv1x1_nhwc_to_nchw, conv3x3_bn_relu_nhwc, conv3x3_relu_nhwc, BatchNorm};
 use crate::weights::{ConfigCheck, TensorRole, TensorSpec, WeightSet};
 use crate::{GlanceMap, GlanceNet, ModelError, NUM_CLASSES};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Model kind stored in weight-file metadata.
 pub const GLANCENET_KIND: &str = "glancenet";
@@ -194,6 +195,9 @@ pub struct GlanceNetModel {
     size: Conv2d,
     cls: QLinear,
     conv_stored_dtype: DType,
+    /// Batch normalisation of the four convolutions while training ([`Self::new_with_batch_norm`]);
+    /// folded into the convolutions for inference and saving.
+    norms: Option<Arc<[BatchNorm; 4]>>,
 }
 
 impl GlanceNetModel {
@@ -222,6 +226,43 @@ impl GlanceNetModel {
             obj,
             size,
             cls,
+            norms: None,
+        })
+    }
+
+    /// Builds the network for training with batch normalisation after each convolution (scale and shift
+    /// from `vb` under `convN.bn`). [`Self::train_maps`] normalises with the batch's statistics and
+    /// updates running ones; [`Self::forward_maps`], [`Self::named_tensors`] and the saved files use the
+    /// convolutions with the running normalisation folded in ([`Self::folded`]), so the stored network
+    /// has the same layers as one trained without it.
+    pub fn new_with_batch_norm(cfg: &GlanceNetConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        let mut net = Self::new(cfg, vb.clone())?;
+        let [c0, c1, c2, c3] = cfg.channels;
+        let norm = |c, i: usize| BatchNorm::new(c, vb.pp(CONV_LAYERS[i].0).pp("bn"));
+        net.norms = Some(Arc::new([
+            norm(c0, 0)?,
+            norm(c1, 1)?,
+            norm(c2, 2)?,
+            norm(c3, 3)?,
+        ]));
+        Ok(net)
+    }
+
+    /// The inference network: batch normalisation (if any) folded into the convolutions with its running
+    /// statistics, weights detached from training.
+    pub fn folded(&self) -> candle_core::Result<Self> {
+        let Some(norms) = &self.norms else {
+            return Ok(self.clone());
+        };
+        Ok(Self {
+            convs: [
+                norms[0].fold_into(&self.convs[0])?,
+                norms[1].fold_into(&self.convs[1])?,
+                norms[2].fold_into(&self.convs[2])?,
+                norms[3].fold_into(&self.convs[3])?,
+            ],
+            norms: None,
+            ..self.clone()
         })
     }
 
@@ -244,6 +285,7 @@ impl GlanceNetModel {
             size: set.conv("size", conv_cfg(1, 0))?,
             cls: set.linear("cls")?,
             conv_stored_dtype: set.stored_float_dtype("conv1.weight"),
+            norms: None,
         })
     }
 
@@ -275,6 +317,9 @@ impl GlanceNetModel {
 
     /// All heads of the glance net.
     pub fn forward_maps(&self, x: &Tensor) -> candle_core::Result<GlanceMaps> {
+        if self.norms.is_some() {
+            return self.folded()?.forward_maps(x);
+        }
         let mut x = self.normalised_input(x)?;
         // (b, 3, H, W) -> (b, c0, H/2, W/2) -> (b, c1, H/4, W/4) -> (b, c2, H/8, W/8) -> (b, c3, H/8, W/8)
         for conv in &self.convs {
@@ -301,8 +346,11 @@ impl GlanceNetModel {
     pub fn train_maps(&self, x: &Tensor) -> candle_core::Result<GlanceMaps> {
         let b = x.dim(0)?;
         let mut x = self.normalised_input(x)?.permute((0, 2, 3, 1))?;
-        for (conv, (_, _, stride, _)) in self.convs.iter().zip(CONV_LAYERS) {
-            x = conv3x3_relu_nhwc(&x, conv, stride)?;
+        for (i, (conv, (_, _, stride, _))) in self.convs.iter().zip(CONV_LAYERS).enumerate() {
+            x = match &self.norms {
+                Some(norms) => conv3x3_bn_relu_nhwc(&x, conv, stride, &norms[i])?,
+                None => conv3x3_relu_nhwc(&x, conv, stride)?,
+            };
         }
         let (_, h, w, c3) = x.dims4()?;
         let objectness_logits = conv1x1_nhwc_to_nchw(&x, &self.obj)?.to_dtype(DType::F32)?;
@@ -331,6 +379,9 @@ impl GlanceNetModel {
 
     /// Layers in file order with f32 weights, for saving and quantising.
     pub fn named_tensors(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
+        if self.norms.is_some() {
+            return self.folded()?.named_tensors();
+        }
         let mut out = Vec::new();
         let named_convs = CONV_LAYERS
             .iter()
@@ -476,6 +527,155 @@ mod tests {
                 var.dims()
             );
         }
+    }
+
+    /// Scales and shifts of every batch norm away from 1 and 0 (both signs), so every path is exercised.
+    fn set_batch_norm_params(varmap: &candle_nn::VarMap) {
+        let data = varmap.data().lock().unwrap();
+        let mut named: Vec<_> = data.iter().filter(|(n, _)| n.contains(".bn.")).collect();
+        named.sort_by(|a, b| a.0.cmp(b.0));
+        assert_eq!(named.len(), 8);
+        for (n, (_, var)) in named.into_iter().enumerate() {
+            var.set(&random_tensor(var.dims(), -1.5, 1.5, 40 + n as u64))
+                .unwrap();
+        }
+    }
+
+    /// The glance net with batch normalisation from candle tensor ops in NCHW: the reference for the
+    /// training graph's values and gradients.
+    fn batch_norm_reference(net: &GlanceNetModel, x: &Tensor) -> GlanceMaps {
+        let norms = net.norms.as_ref().unwrap();
+        let mut x = normalise_unit_rgb(x).unwrap();
+        for (i, (conv, (_, _, stride, padding))) in net.convs.iter().zip(CONV_LAYERS).enumerate() {
+            let y = x.conv2d(conv.weight(), padding, stride, 1, 1).unwrap();
+            let mean = y
+                .mean_keepdim(0)
+                .unwrap()
+                .mean_keepdim(2)
+                .unwrap()
+                .mean_keepdim(3)
+                .unwrap();
+            let centred = y.broadcast_sub(&mean).unwrap();
+            let var = centred
+                .sqr()
+                .unwrap()
+                .mean_keepdim(0)
+                .unwrap()
+                .mean_keepdim(2)
+                .unwrap()
+                .mean_keepdim(3)
+                .unwrap();
+            let c = y.dim(1).unwrap();
+            let gamma = norms[i].gamma.reshape((1, c, 1, 1)).unwrap();
+            let beta = norms[i].beta.reshape((1, c, 1, 1)).unwrap();
+            x = centred
+                .broadcast_div(&(var + crate::train_ops::BN_EPS).unwrap().sqrt().unwrap())
+                .unwrap()
+                .broadcast_mul(&gamma)
+                .unwrap()
+                .broadcast_add(&beta)
+                .unwrap()
+                .relu()
+                .unwrap();
+        }
+        let pooled = x.flatten_from(2).unwrap().mean(D::Minus1).unwrap();
+        GlanceMaps {
+            objectness_logits: net.obj.forward(&x).unwrap(),
+            log2_side: net.size.forward(&x).unwrap(),
+            class_logits: net.cls.forward(&pooled).unwrap(),
+            pooled,
+        }
+    }
+
+    /// Batch normalisation in the training graph (batch statistics, analytic backward through them)
+    /// against the same network from candle tensor ops, in value and in every gradient.
+    #[test]
+    fn batch_norm_train_maps_match_tensor_ops_in_value_and_gradient() {
+        let (varmap, vb) = varmap_builder();
+        let net = GlanceNetModel::new_with_batch_norm(&small_cfg(), vb).unwrap();
+        crate::testutil::seed_vars(&varmap, 7);
+        set_batch_norm_params(&varmap);
+        let x = random_tensor(&[3, 3, 24, 40], 0.0, 1.0, 23);
+        let got = net.train_maps(&x).unwrap();
+        let want = batch_norm_reference(&net, &x);
+        let parts = |m: &GlanceMaps| {
+            [
+                m.objectness_logits.clone(),
+                m.log2_side.clone(),
+                m.pooled.clone(),
+                m.class_logits.clone(),
+            ]
+        };
+        let (mut loss_got, mut loss_want) = (Vec::new(), Vec::new());
+        for (seed, (a, b)) in parts(&got).iter().zip(parts(&want).iter()).enumerate() {
+            assert_eq!(a.dims(), b.dims());
+            assert!(max_abs_diff(&flat(a), &flat(b)) <= 1e-4, "output {seed}");
+            let weights = random_tensor(a.dims(), -1.0, 1.0, 50 + seed as u64);
+            loss_got.push(a.mul(&weights).unwrap().sum_all().unwrap());
+            loss_want.push(b.mul(&weights).unwrap().sum_all().unwrap());
+        }
+        let sum = |l: Vec<Tensor>| Tensor::stack(&l, 0).unwrap().sum_all().unwrap();
+        let grads_got = sum(loss_got).backward().unwrap();
+        let grads_want = sum(loss_want).backward().unwrap();
+        let mut checked = 0;
+        for (name, var) in varmap.data().lock().unwrap().iter() {
+            let (a, b) = (
+                grads_got.get(var.as_tensor()),
+                grads_want.get(var.as_tensor()),
+            );
+            if name.ends_with("bias") && name.starts_with("conv") {
+                // The normalisation removes the convolutions' biases: neither graph uses them.
+                continue;
+            }
+            let (a, b) = (flat(a.unwrap()), flat(b.unwrap()));
+            let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+            assert!(
+                max_abs_diff(&a, &b) <= 1e-4 * scale,
+                "gradient of {name}: {a:?} vs {b:?}"
+            );
+            checked += 1;
+        }
+        // 4 conv kernels, 8 batch-norm parameters, 2 heads with biases, cls weight and bias.
+        assert_eq!(checked, 4 + 8 + 4 + 2);
+    }
+
+    /// Once the running statistics have converged to a batch's, the folded network (what `forward_maps`,
+    /// the glance stage and the saved file see) computes what training computed on that batch.
+    #[test]
+    fn batch_norm_folds_into_the_saved_convolutions() {
+        let (varmap, vb) = varmap_builder();
+        let net = GlanceNetModel::new_with_batch_norm(&small_cfg(), vb).unwrap();
+        crate::testutil::seed_vars(&varmap, 8);
+        set_batch_norm_params(&varmap);
+        let x = random_tensor(&[4, 3, 24, 40], 0.0, 1.0, 24);
+        let before = flat(&net.forward_maps(&x).unwrap().objectness_logits);
+        let mut trained = Vec::new();
+        for _ in 0..200 {
+            trained = flat(&net.train_maps(&x).unwrap().objectness_logits);
+        }
+        let folded = flat(&net.forward_maps(&x).unwrap().objectness_logits);
+        assert!(
+            max_abs_diff(&before, &trained) > 0.1,
+            "the running statistics must matter"
+        );
+        assert!(
+            max_abs_diff(&folded, &trained) <= 1e-3,
+            "{}",
+            max_abs_diff(&folded, &trained)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bn.safetensors");
+        net.save_safetensors(&path).unwrap();
+        let loaded = GlanceNetModel::load(&path, &Device::Cpu).unwrap();
+        let reloaded = flat(&loaded.forward_maps(&x).unwrap().objectness_logits);
+        assert!(max_abs_diff(&reloaded, &folded) <= 1e-5);
+        let names: Vec<String> = net
+            .named_tensors()
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(names.iter().all(|n| !n.contains("bn")), "{names:?}");
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub mod weights;
 #[cfg(test)]
 mod testutil;
 
+#[cfg(all(test, feature = "cuda"))]
+mod cuda_tests;
+
 pub use classes::{class_name, BACKGROUND_CLASS, NUM_CLASSES, NUM_SIGN_CLASSES};
 pub use error::ModelError;
 pub use glancenet::{GlanceMaps, GlanceNetConfig, GlanceNetModel, GLANCENET_KIND};

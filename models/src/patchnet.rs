@@ -669,9 +669,11 @@ mod tests {
         check_train_gradients(&net, &varmap, &cfg);
     }
 
-    /// Batch normalisation's backward pass (through the batch statistics) against finite differences.
+    /// Batch normalisation's backward pass (through the batch statistics) against finite differences, on
+    /// seeded variables. (With larger initial weights the finite differences stop converging: a step of a
+    /// batch-norm parameter moves every activation of its channel at once, and the steps cross many ReLU
+    /// and max-pool kinks; `batch_norm_train_logits_match_tensor_ops` checks every gradient exactly.)
     #[test]
-    #[ignore = "fails for some unseeded initialisations (backprop 8 % off finite differences on a conv1 batch-norm parameter): under investigation"]
     fn batch_norm_train_logits_match_finite_differences() {
         let cfg = PatchNetConfig {
             input_norm: InputNorm::PerPatch,
@@ -679,8 +681,92 @@ mod tests {
         };
         let (varmap, vb) = varmap_builder();
         let net = PatchNet::new_with_batch_norm(&cfg, vb).unwrap();
+        crate::testutil::seed_vars(&varmap, 100);
         set_batch_norm_params(&varmap);
         check_train_gradients(&net, &varmap, &cfg);
+    }
+
+    /// The classifier with batch normalisation from candle tensor ops in NCHW (conv2d, statistics over
+    /// batch and space, max-pooling as a max over reshaped windows): the reference for the training graph.
+    fn batch_norm_reference_logits(net: &PatchNet, x: &Tensor) -> Tensor {
+        let norms = net.norms.as_ref().unwrap();
+        let b = x.dim(0).unwrap();
+        let mut x = net.normalised_input(x).unwrap();
+        for (i, conv) in [&net.conv1, &net.conv2, &net.conv3].into_iter().enumerate() {
+            let y = x.conv2d(conv.weight(), 1, 1, 1, 1).unwrap();
+            let (_, c, h, w) = y.dims4().unwrap();
+            let stat = |t: &Tensor| {
+                t.mean_keepdim(0)
+                    .unwrap()
+                    .mean_keepdim(2)
+                    .unwrap()
+                    .mean_keepdim(3)
+                    .unwrap()
+            };
+            let centred = y.broadcast_sub(&stat(&y)).unwrap();
+            let var = stat(&centred.sqr().unwrap());
+            let z = centred
+                .broadcast_div(&(var + crate::train_ops::BN_EPS).unwrap().sqrt().unwrap())
+                .unwrap()
+                .broadcast_mul(&norms[i].gamma.reshape((1, c, 1, 1)).unwrap())
+                .unwrap()
+                .broadcast_add(&norms[i].beta.reshape((1, c, 1, 1)).unwrap())
+                .unwrap()
+                .relu()
+                .unwrap();
+            x = z
+                .reshape((b, c, h / 2, 2, w / 2, 2))
+                .unwrap()
+                .max(5)
+                .unwrap()
+                .max(3)
+                .unwrap();
+        }
+        net.head(x.reshape((b, net.cfg.flat_dim())).unwrap(), None)
+            .unwrap()
+    }
+
+    /// Every gradient of the batch-normalised training graph equals the tensor-op reference's, for
+    /// several initialisations (candle's own initialiser included).
+    #[test]
+    fn batch_norm_train_logits_match_tensor_ops() {
+        let cfg = PatchNetConfig {
+            input_norm: InputNorm::PerPatch,
+            ..small_cfg()
+        };
+        for seed in [None, Some(1), Some(2), Some(3)] {
+            let (varmap, vb) = varmap_builder();
+            let net = PatchNet::new_with_batch_norm(&cfg, vb).unwrap();
+            if let Some(seed) = seed {
+                crate::testutil::seed_vars(&varmap, seed);
+            }
+            set_batch_norm_params(&varmap);
+            let x = x_for_gradients();
+            let got = net.train_logits(&x, None).unwrap();
+            let want = batch_norm_reference_logits(&net, &x);
+            assert!(max_abs_diff(&flat(&got), &flat(&want)) <= 1e-4);
+            let weights = random_tensor(&[3, NUM_CLASSES], -1.0, 1.0, 20);
+            let grads_got = crate::testutil::weighted_grads(&got, &weights);
+            let grads_want = crate::testutil::weighted_grads(&want, &weights);
+            let mut checked = 0;
+            for (name, var) in varmap.data().lock().unwrap().iter() {
+                if name.starts_with("conv") && name.ends_with(".bias") {
+                    assert!(grads_got.get(var.as_tensor()).is_none(), "{name}");
+                    continue;
+                }
+                let a = flat(grads_got.get(var.as_tensor()).unwrap());
+                let b = flat(grads_want.get(var.as_tensor()).unwrap());
+                let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                assert!(
+                    max_abs_diff(&a, &b) <= 1e-4 * scale.max(1.0),
+                    "seed {seed:?}: gradient of {name} differs by {}",
+                    max_abs_diff(&a, &b)
+                );
+                checked += 1;
+            }
+            // 3 kernels, 6 batch-norm parameters, fc1 and fc2 weights and biases.
+            assert_eq!(checked, 3 + 6 + 4, "seed {seed:?}");
+        }
     }
 
     /// Once the running statistics have converged to a batch's, the folded network (what `logits`, the

@@ -158,13 +158,49 @@ pub(crate) fn conv3x3_relu_nhwc(
     let (b, ho, wo, o) = y.dims4()?;
     let rows = y.reshape((b * ho * wo, o))?;
     let rows = match conv.bias() {
-        Some(bias) if rows.device().is_cpu() && rows.dtype() == DType::F32 => {
-            rows.apply_op2(&bias.contiguous()?, BiasRelu)?
-        }
-        Some(bias) => rows.broadcast_add(bias)?.relu()?,
+        Some(bias) => bias_relu(&rows, bias)?,
         None => rows.relu()?,
     };
     rows.reshape((b, ho, wo, o))
+}
+
+/// relu(bn(conv3x3(x))) with padding 1 and `stride` of an NHWC tensor, batch normalisation with the batch's
+/// statistics (updating the running ones), then `norm`'s scale and shift; the convolution's bias is not
+/// used (the normalisation would remove it). `(b, h, w, c)` → `(b, ho, wo, o)`.
+pub(crate) fn conv3x3_bn_relu_nhwc(
+    x: &Tensor,
+    conv: &Conv2d,
+    stride: usize,
+    norm: &BatchNorm,
+) -> candle_core::Result<Tensor> {
+    let y = conv3x3_matmul(x, conv, stride)?;
+    let (b, ho, wo, o) = y.dims4()?;
+    let rows = normalise_columns(&y.reshape((b * ho * wo, o))?, &norm.running)?;
+    bias_relu(&rows.broadcast_mul(&norm.gamma)?, &norm.beta)?.reshape((b, ho, wo, o))
+}
+
+/// relu(rows + bias) of `(n, c)` rows and a `(c)` bias, one fused op on the CPU.
+fn bias_relu(rows: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+    if rows.device().is_cpu() && rows.dtype() == DType::F32 {
+        return rows.contiguous()?.apply_op2(&bias.contiguous()?, BiasRelu);
+    }
+    rows.broadcast_add(bias)?.relu()
+}
+
+/// Each column of `(n, c)` rows minus its mean over the rows, divided by its standard deviation (biased
+/// variance plus eps); records the batch's statistics in `running`. One op with an analytic backward on the
+/// CPU.
+fn normalise_columns(
+    rows: &Tensor,
+    running: &Arc<Mutex<RunningStats>>,
+) -> candle_core::Result<Tensor> {
+    if rows.device().is_cpu() && rows.dtype() == DType::F32 {
+        return rows.contiguous()?.apply_op1(NormaliseColumns {
+            running: running.clone(),
+            inv_std: Mutex::new(Vec::new()),
+        });
+    }
+    normalise_columns_tensor_ops(rows, running)
 }
 
 /// 1×1 convolution of an NHWC tensor `(b, h, w, c)` → NCHW `(b, o, h, w)` (the layout the heads' maps
@@ -205,15 +241,7 @@ pub(crate) fn conv_bn_block_nhwc(
     ensure_even(x)?;
     let y = conv3x3_matmul(x, conv, 1)?;
     let (b, h, w, o) = y.dims4()?;
-    let rows = y.reshape((b * h * w, o))?;
-    let normalised = if rows.device().is_cpu() && rows.dtype() == DType::F32 {
-        rows.contiguous()?.apply_op1(NormaliseColumns {
-            running: norm.running.clone(),
-            inv_std: Mutex::new(Vec::new()),
-        })?
-    } else {
-        normalise_columns_tensor_ops(&rows, &norm.running)?
-    };
+    let normalised = normalise_columns(&y.reshape((b * h * w, o))?, &norm.running)?;
     scale_bias_relu_pool2(&normalised.reshape((b, h, w, o))?, &norm.gamma, &norm.beta)
 }
 

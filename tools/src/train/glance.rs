@@ -70,6 +70,10 @@ pub struct GlanceArgs {
     /// `--epochs`, so the epochs that run match a full run's, for checking a rerun against a logged one.
     #[arg(long, default_value_t = 0)]
     pub stop_after_epochs: usize,
+    /// Batch normalisation after each convolution while training, folded into the convolutions for
+    /// evaluation and saving (the saved network has the same layers either way).
+    #[arg(long)]
+    pub batch_norm: bool,
 }
 
 /// A sign in glance pixels; `class_id` None = no GTSRB class; `ignore` = an annotated non-sign (traffic light).
@@ -497,9 +501,17 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
     train.extend(train_photos);
 
     let varmap = VarMap::new();
-    GlanceNetModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    let build = |varmap: &VarMap| {
+        let vb = VarBuilder::from_varmap(varmap, DType::F32, &device);
+        if args.batch_norm {
+            GlanceNetModel::new_with_batch_norm(&cfg, vb)
+        } else {
+            GlanceNetModel::new(&cfg, vb)
+        }
+    };
+    build(&varmap)?;
     super::common::seed_varmap(&varmap, args.seed)?;
-    let model = GlanceNetModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    let model = build(&varmap)?;
     let mut opt = AdamW::new(
         varmap.all_vars(),
         ParamsAdamW {

@@ -136,7 +136,7 @@ pub fn mib(bytes: u64) -> f64 {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BudgetError {
-    #[error("memory budget exceeded: the run needs {needed_mb:.1} MiB but memory_budget_mb is {budget_mb}; largest items: {advice}")]
+    #[error("memory budget exceeded: the run needs {needed_mb:.1} MiB but memory_budget_mb is {budget_mb}; largest items: {advice}; or raise memory_budget_mb to at least {}", needed_mb.ceil())]
     DoesNotFit {
         needed_mb: f64,
         budget_mb: f64,

@@ -317,7 +317,9 @@ fn dry_run_prints_the_memory_plan_and_a_too_small_budget_is_refused() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("memory budget exceeded") && stderr.contains("frame pool"),
+        stderr.contains("memory budget exceeded")
+            && stderr.contains("frame pool")
+            && stderr.contains("raise memory_budget_mb to at least"),
         "{stderr}"
     );
 }

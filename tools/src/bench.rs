@@ -35,6 +35,12 @@ const BASELINE: &str = "fullres";
 /// First seed of the benchmark's synthetic scenes (Eval split), fixed so runs compare.
 const FIRST_SEED: u64 = 9_000_001;
 
+/// Default `--memory-budget-mb` of the bench.
+#[cfg(not(feature = "cuda"))]
+const DEFAULT_BENCH_BUDGET_MB: f64 = 512.0;
+#[cfg(feature = "cuda")]
+const DEFAULT_BENCH_BUDGET_MB: f64 = 1024.0;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Number of frames every strategy (except fullres) runs on.
@@ -70,8 +76,9 @@ pub struct BenchArgs {
     /// Memory budget of the run in MiB: the memory plan (models, pipeline buffers, the frames the bench
     /// holds) must fit at start, and the peak RSS at the end; the bench fails when either does not.
     /// The default fits the `fullres` baseline's 256-window batches, whose activations the plan counts at
-    /// their im2col worst case.
-    #[arg(long, default_value_t = 512.0)]
+    /// their im2col worst case. A `cuda` build's default is 1024: the CUDA libraries alone add about
+    /// 350 MiB to the process (measured on an H100).
+    #[arg(long, default_value_t = DEFAULT_BENCH_BUDGET_MB)]
     pub memory_budget_mb: f64,
     #[command(flatten)]
     pub models: ModelArgs,

@@ -657,10 +657,48 @@ pub struct ClassifierReport {
     pub per_class_accuracy: BTreeMap<String, f64>,
     /// Images classified as background (always wrong on GTSRB crops).
     pub background_predictions: usize,
+    /// The most frequent errors, most frequent first (at most [`TOP_CONFUSIONS`]).
+    pub top_confusions: Vec<Confusion>,
     pub batch: usize,
     pub ms_per_patch: f64,
     pub p50_ms_per_batch: f64,
     pub mflops_per_patch: f64,
+}
+
+/// How many errors `saccade eval-classifier` lists.
+pub const TOP_CONFUSIONS: usize = 10;
+
+/// One kind of error: images of class `true_class` predicted as `predicted` (`43 background` included).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Confusion {
+    pub true_class: String,
+    pub predicted: String,
+    pub count: usize,
+}
+
+fn class_label(c: usize) -> String {
+    format!("{c:02} {}", class_name(c))
+}
+
+/// The `limit` most frequent (true, predicted) pairs with true ≠ predicted; ties by class ids.
+fn top_confusions(labels: &[u8], predicted: &[usize], limit: usize) -> Vec<Confusion> {
+    let mut counts: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+    for (&label, &p) in labels.iter().zip(predicted) {
+        if label as usize != p {
+            *counts.entry((label as usize, p)).or_default() += 1;
+        }
+    }
+    let mut pairs: Vec<((usize, usize), usize)> = counts.into_iter().collect();
+    pairs.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    pairs
+        .into_iter()
+        .take(limit)
+        .map(|((t, p), count)| Confusion {
+            true_class: class_label(t),
+            predicted: class_label(p),
+            count,
+        })
+        .collect()
 }
 
 /// Accuracy of `model` on `set` (background counts as wrong), batched by `batch`.
@@ -761,17 +799,13 @@ fn classifier_report(
         },
         per_class_accuracy: (0..NUM_SIGN_CLASSES)
             .filter(|&c| total[c] > 0)
-            .map(|c| {
-                (
-                    format!("{c:02} {}", class_name(c)),
-                    round3(correct[c] as f64 / total[c] as f64),
-                )
-            })
+            .map(|c| (class_label(c), round3(correct[c] as f64 / total[c] as f64)))
             .collect(),
         background_predictions: predicted
             .iter()
             .filter(|&&p| p == saccade_models::BACKGROUND_CLASS)
             .count(),
+        top_confusions: top_confusions(&set.labels, predicted, TOP_CONFUSIONS),
         batch,
         ms_per_patch: (ms_per_patch * 10_000.0).round() / 10_000.0,
         p50_ms_per_batch: round3(p50_ms_per_batch),
@@ -802,6 +836,12 @@ impl ClassifierReport {
         let _ = writeln!(s, "  worst classes:");
         for (name, acc) in worst.iter().take(5) {
             let _ = writeln!(s, "    {name:<48} {:.1} %", *acc * 100.0);
+        }
+        if !self.top_confusions.is_empty() {
+            let _ = writeln!(s, "  most frequent errors (true → predicted):");
+            for c in &self.top_confusions {
+                let _ = writeln!(s, "    {:>5}  {} → {}", c.count, c.true_class, c.predicted);
+            }
         }
         s
     }
@@ -1069,6 +1109,21 @@ pub(crate) mod tests {
         assert!((0.0..=1.0).contains(&acc));
         assert_eq!(v["per_class_accuracy"].as_object().unwrap().len(), 5);
         assert!(v["ms_per_patch"].as_f64().unwrap() > 0.0);
+    }
+
+    #[test]
+    fn top_confusions_count_errors_most_frequent_first() {
+        let labels = [27u8, 27, 27, 27, 21, 21, 1, 1];
+        let predicted = [27usize, 43, 43, 11, 11, 21, 1, 2];
+        let top = top_confusions(&labels, &predicted, 3);
+        let pairs: Vec<(&str, &str, usize)> = top
+            .iter()
+            .map(|c| (&c.true_class[..2], &c.predicted[..2], c.count))
+            .collect();
+        // 27 → 43 twice first; then the single errors by class ids: 1 → 2, 21 → 11 (27 → 11 cut off).
+        assert_eq!(pairs, [("27", "43", 2), ("01", "02", 1), ("21", "11", 1)]);
+        assert!(top[0].predicted.ends_with("background"), "{:?}", top[0]);
+        assert!(top_confusions(&labels, &labels.map(usize::from), 3).is_empty());
     }
 
     #[test]

@@ -86,6 +86,10 @@ pub struct ClassifierArgs {
     /// are folded into the convolutions for evaluation and in the saved files, which keep their layers).
     #[arg(long)]
     pub batch_norm: bool,
+    /// Add drawings composed from the pictograms for GTSRB classes that have none (pedestrians, sign 133:
+    /// the warning triangle of `DE_136_10` with the figure of `DE_259`) as extra positives.
+    #[arg(long)]
+    pub composed_drawings: bool,
     /// Stop after this many epochs of the schedule (0 = run them all): the learning rate still follows
     /// `--epochs`, so the epochs that run match a full run's, for checking a rerun against a logged one.
     #[arg(long, default_value_t = 0)]
@@ -371,7 +375,8 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
     }
     let test = GtsrbSet::load(&args.data, "test")?;
     let photos = load_train_photos(&args.data).context("loading training photos")?;
-    let pictograms = load_pictograms(&args.data).context("rendering pictograms")?;
+    let pictograms =
+        load_pictograms(&args.data, args.composed_drawings).context("rendering pictograms")?;
     let scene = if args.scenes > 0 {
         scene_crops(&args.data, args.scenes, args.seed, GTSRB_SIDE_PX)
             .context("cutting synthetic scene crops")?

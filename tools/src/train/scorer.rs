@@ -311,8 +311,16 @@ fn start_head_at_identity(varmap: &VarMap) -> anyhow::Result<()> {
         anyhow::bail!("the scorer has no head.weight/head.bias variables");
     };
     let device = w.as_tensor().device().clone();
-    w.set(&Tensor::from_vec(weight, (SPEED_LIMIT_CLASSES.len(), classes), &device)?)?;
-    b.set(&Tensor::zeros(SPEED_LIMIT_CLASSES.len(), DType::F32, &device)?)?;
+    w.set(&Tensor::from_vec(
+        weight,
+        (SPEED_LIMIT_CLASSES.len(), classes),
+        &device,
+    )?)?;
+    b.set(&Tensor::zeros(
+        SPEED_LIMIT_CLASSES.len(),
+        DType::F32,
+        &device,
+    )?)?;
     Ok(())
 }
 
@@ -560,7 +568,8 @@ mod tests {
         ScorerModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &device)).unwrap();
         super::super::common::seed_varmap(&varmap, 5).unwrap();
         start_head_at_identity(&varmap).unwrap();
-        let model = ScorerModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &device)).unwrap();
+        let model =
+            ScorerModel::new(VarBuilder::from_varmap(&varmap, DType::F32, &device)).unwrap();
         let classes = saccade_models::NUM_CLASSES;
         for (label, &class) in SPEED_LIMIT_CLASSES.iter().enumerate() {
             // Two candidates: one splits its mass between the label's class and a non-speed-limit class (which

@@ -6,7 +6,7 @@
 
 use crate::glancenet::{GlanceNetConfig, GlanceNetModel};
 use crate::patchnet::{InputNorm, PatchNet, PatchNetConfig};
-use crate::testutil::{flat, max_abs_diff, random_tensor, seed_vars};
+use crate::testutil::{flat, max_abs_diff, random_tensor, seed_vars, set_batch_norm_params};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
@@ -25,12 +25,7 @@ fn twin_varmaps<T>(
     build(VarBuilder::from_varmap(&cpu_map, DType::F32, &Device::Cpu)).unwrap();
     seed_vars(&cpu_map, seed);
     // Batch-norm scales and shifts away from 1 and 0, as the CPU tests do.
-    for (i, (name, var)) in cpu_map.data().lock().unwrap().iter().enumerate() {
-        if name.contains(".bn.") {
-            var.set(&random_tensor(var.dims(), -1.5, 1.5, 900 + i as u64))
-                .unwrap();
-        }
-    }
+    set_batch_norm_params(&cpu_map, 900);
     let cpu_net = build(VarBuilder::from_varmap(&cpu_map, DType::F32, &Device::Cpu)).unwrap();
     let dev_map = VarMap::new();
     let dev_net = build(VarBuilder::from_varmap(&dev_map, DType::F32, device)).unwrap();

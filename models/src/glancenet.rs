@@ -464,7 +464,10 @@ impl GlanceNet for GlanceNetModel {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::testutil::{flat, max_abs_diff, naive_conv2d, random_tensor, relu, varmap_builder};
+    use crate::testutil::{
+        batch_norm_relu_nchw, flat, max_abs_diff, naive_conv2d, random_tensor, relu,
+        set_batch_norm_params, varmap_builder,
+    };
     use crate::weights::QuantDtype;
 
     fn small_cfg() -> GlanceNetConfig {
@@ -529,18 +532,6 @@ mod tests {
         }
     }
 
-    /// Scales and shifts of every batch norm away from 1 and 0 (both signs), so every path is exercised.
-    fn set_batch_norm_params(varmap: &candle_nn::VarMap) {
-        let data = varmap.data().lock().unwrap();
-        let mut named: Vec<_> = data.iter().filter(|(n, _)| n.contains(".bn.")).collect();
-        named.sort_by(|a, b| a.0.cmp(b.0));
-        assert_eq!(named.len(), 8);
-        for (n, (_, var)) in named.into_iter().enumerate() {
-            var.set(&random_tensor(var.dims(), -1.5, 1.5, 40 + n as u64))
-                .unwrap();
-        }
-    }
-
     /// The glance net with batch normalisation from candle tensor ops in NCHW: the reference for the
     /// training graph's values and gradients.
     fn batch_norm_reference(net: &GlanceNetModel, x: &Tensor) -> GlanceMaps {
@@ -548,35 +539,7 @@ mod tests {
         let mut x = normalise_unit_rgb(x).unwrap();
         for (i, (conv, (_, _, stride, padding))) in net.convs.iter().zip(CONV_LAYERS).enumerate() {
             let y = x.conv2d(conv.weight(), padding, stride, 1, 1).unwrap();
-            let mean = y
-                .mean_keepdim(0)
-                .unwrap()
-                .mean_keepdim(2)
-                .unwrap()
-                .mean_keepdim(3)
-                .unwrap();
-            let centred = y.broadcast_sub(&mean).unwrap();
-            let var = centred
-                .sqr()
-                .unwrap()
-                .mean_keepdim(0)
-                .unwrap()
-                .mean_keepdim(2)
-                .unwrap()
-                .mean_keepdim(3)
-                .unwrap();
-            let c = y.dim(1).unwrap();
-            let gamma = norms[i].gamma.reshape((1, c, 1, 1)).unwrap();
-            let beta = norms[i].beta.reshape((1, c, 1, 1)).unwrap();
-            x = centred
-                .broadcast_div(&(var + crate::train_ops::BN_EPS).unwrap().sqrt().unwrap())
-                .unwrap()
-                .broadcast_mul(&gamma)
-                .unwrap()
-                .broadcast_add(&beta)
-                .unwrap()
-                .relu()
-                .unwrap();
+            x = batch_norm_relu_nchw(&y, &norms[i]);
         }
         let pooled = x.flatten_from(2).unwrap().mean(D::Minus1).unwrap();
         GlanceMaps {
@@ -594,7 +557,7 @@ mod tests {
         let (varmap, vb) = varmap_builder();
         let net = GlanceNetModel::new_with_batch_norm(&small_cfg(), vb).unwrap();
         crate::testutil::seed_vars(&varmap, 7);
-        set_batch_norm_params(&varmap);
+        assert_eq!(set_batch_norm_params(&varmap, 40), 8);
         let x = random_tensor(&[3, 3, 24, 40], 0.0, 1.0, 23);
         let got = net.train_maps(&x).unwrap();
         let want = batch_norm_reference(&net, &x);
@@ -646,7 +609,7 @@ mod tests {
         let (varmap, vb) = varmap_builder();
         let net = GlanceNetModel::new_with_batch_norm(&small_cfg(), vb).unwrap();
         crate::testutil::seed_vars(&varmap, 8);
-        set_batch_norm_params(&varmap);
+        assert_eq!(set_batch_norm_params(&varmap, 40), 8);
         let x = random_tensor(&[4, 3, 24, 40], 0.0, 1.0, 24);
         let before = flat(&net.forward_maps(&x).unwrap().objectness_logits);
         let mut trained = Vec::new();

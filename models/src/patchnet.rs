@@ -501,8 +501,8 @@ impl PatchClassifier for PatchNet {
 mod tests {
     use super::*;
     use crate::testutil::{
-        flat, max_abs_diff, naive_conv2d, naive_linear, naive_maxpool2, random_tensor, relu,
-        varmap_builder,
+        batch_norm_relu_nchw, flat, max_abs_diff, naive_conv2d, naive_linear, naive_maxpool2,
+        random_tensor, relu, set_batch_norm_params, varmap_builder,
     };
     use crate::weights::QuantDtype;
 
@@ -682,7 +682,7 @@ mod tests {
         let (varmap, vb) = varmap_builder();
         let net = PatchNet::new_with_batch_norm(&cfg, vb).unwrap();
         crate::testutil::seed_vars(&varmap, 100);
-        set_batch_norm_params(&varmap);
+        assert_eq!(set_batch_norm_params(&varmap, 22), 6);
         check_train_gradients(&net, &varmap, &cfg);
     }
 
@@ -695,25 +695,7 @@ mod tests {
         for (i, conv) in [&net.conv1, &net.conv2, &net.conv3].into_iter().enumerate() {
             let y = x.conv2d(conv.weight(), 1, 1, 1, 1).unwrap();
             let (_, c, h, w) = y.dims4().unwrap();
-            let stat = |t: &Tensor| {
-                t.mean_keepdim(0)
-                    .unwrap()
-                    .mean_keepdim(2)
-                    .unwrap()
-                    .mean_keepdim(3)
-                    .unwrap()
-            };
-            let centred = y.broadcast_sub(&stat(&y)).unwrap();
-            let var = stat(&centred.sqr().unwrap());
-            let z = centred
-                .broadcast_div(&(var + crate::train_ops::BN_EPS).unwrap().sqrt().unwrap())
-                .unwrap()
-                .broadcast_mul(&norms[i].gamma.reshape((1, c, 1, 1)).unwrap())
-                .unwrap()
-                .broadcast_add(&norms[i].beta.reshape((1, c, 1, 1)).unwrap())
-                .unwrap()
-                .relu()
-                .unwrap();
+            let z = batch_norm_relu_nchw(&y, &norms[i]);
             x = z
                 .reshape((b, c, h / 2, 2, w / 2, 2))
                 .unwrap()
@@ -740,7 +722,7 @@ mod tests {
             if let Some(seed) = seed {
                 crate::testutil::seed_vars(&varmap, seed);
             }
-            set_batch_norm_params(&varmap);
+            assert_eq!(set_batch_norm_params(&varmap, 22), 6);
             let x = x_for_gradients();
             let got = net.train_logits(&x, None).unwrap();
             let want = batch_norm_reference_logits(&net, &x);
@@ -779,7 +761,7 @@ mod tests {
         };
         let (varmap, vb) = varmap_builder();
         let net = PatchNet::new_with_batch_norm(&cfg, vb).unwrap();
-        set_batch_norm_params(&varmap);
+        assert_eq!(set_batch_norm_params(&varmap, 22), 6);
         let x = random_tensor(&[6, 3, 16, 16], 0.0, 1.0, 23);
         let before = flat(&net.logits(&x).unwrap());
         let mut trained = Vec::new();
@@ -808,23 +790,6 @@ mod tests {
             .map(|(n, _)| n)
             .collect();
         assert!(names.iter().all(|n| !n.contains("bn")), "{names:?}");
-    }
-
-    /// Scales and shifts away from 1 and 0 (scales of both signs), so every path is exercised.
-    fn set_batch_norm_params(varmap: &candle_nn::VarMap) {
-        let data = varmap.data().lock().unwrap();
-        let mut n = 0;
-        // In name order: HashMap order would give each run different values.
-        let mut named: Vec<_> = data.iter().collect();
-        named.sort_by(|a, b| a.0.cmp(b.0));
-        for (name, var) in named {
-            if name.contains(".bn.") {
-                n += 1;
-                var.set(&random_tensor(var.dims(), -1.5, 1.5, 21 + n))
-                    .unwrap();
-            }
-        }
-        assert_eq!(n, 6);
     }
 
     fn x_for_gradients() -> Tensor {

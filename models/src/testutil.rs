@@ -160,3 +160,43 @@ pub fn weighted_grads(y: &Tensor, weights: &Tensor) -> candle_core::backprop::Gr
         .backward()
         .unwrap()
 }
+
+/// Sets every batch-norm scale and shift of `varmap` (names containing `.bn.`, in name order) to seeded values
+/// in ±1.5 (both signs, away from 1 and 0, so every path is exercised), the n-th from seed `first_seed + n`.
+/// Returns how many it set.
+pub fn set_batch_norm_params(varmap: &VarMap, first_seed: u64) -> usize {
+    let data = varmap.data().lock().unwrap();
+    // In name order: HashMap order would give each run different values.
+    let mut named: Vec<_> = data.iter().filter(|(n, _)| n.contains(".bn.")).collect();
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    for (n, (_, var)) in named.iter().enumerate() {
+        var.set(&random_tensor(var.dims(), -1.5, 1.5, first_seed + n as u64))
+            .unwrap();
+    }
+    named.len()
+}
+
+/// relu(batch norm of an NCHW `y` with its own statistics over batch and space, then `norm`'s scale and
+/// shift), from candle tensor ops: the reference for the training graph's batch normalisation.
+pub fn batch_norm_relu_nchw(y: &Tensor, norm: &crate::train_ops::BatchNorm) -> Tensor {
+    let c = y.dim(1).unwrap();
+    let stat = |t: &Tensor| {
+        t.mean_keepdim(0)
+            .unwrap()
+            .mean_keepdim(2)
+            .unwrap()
+            .mean_keepdim(3)
+            .unwrap()
+    };
+    let centred = y.broadcast_sub(&stat(y)).unwrap();
+    let var = stat(&centred.sqr().unwrap());
+    centred
+        .broadcast_div(&(var + crate::train_ops::BN_EPS).unwrap().sqrt().unwrap())
+        .unwrap()
+        .broadcast_mul(&norm.gamma.reshape((1, c, 1, 1)).unwrap())
+        .unwrap()
+        .broadcast_add(&norm.beta.reshape((1, c, 1, 1)).unwrap())
+        .unwrap()
+        .relu()
+        .unwrap()
+}

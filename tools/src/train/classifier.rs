@@ -90,6 +90,11 @@ pub struct ClassifierArgs {
     /// the warning triangle of `DE_136_10` with the figure of `DE_259`) as extra positives.
     #[arg(long)]
     pub composed_drawings: bool,
+    /// Class-balanced GTSRB draws (0 = off): each epoch still draws as many GTSRB images as the set holds,
+    /// but a class with fewer than N images is drawn as if it had N (its images repeat, augmented afresh)
+    /// and the larger classes are drawn proportionally less (a fresh random subset each epoch).
+    #[arg(long, default_value_t = 0)]
+    pub class_floor: usize,
     /// Stop after this many epochs of the schedule (0 = run them all): the learning rate still follows
     /// `--epochs`, so the epochs that run match a full run's, for checking a rerun against a logged one.
     #[arg(long, default_value_t = 0)]
@@ -298,11 +303,14 @@ fn background_accuracy(
 /// One epoch's sample list, shuffled.
 fn epoch_samples<R: Rng>(
     args: &ClassifierArgs,
-    gtsrb_len: usize,
+    gtsrb_labels: &[u8],
     pools: &Pools,
     rng: &mut R,
 ) -> Vec<Sample> {
-    let mut samples: Vec<Sample> = (0..gtsrb_len).map(Sample::Gtsrb).collect();
+    let mut samples: Vec<Sample> = gtsrb_draws(gtsrb_labels, args.class_floor, rng)
+        .into_iter()
+        .map(Sample::Gtsrb)
+        .collect();
     samples.extend((0..pools.scene.crops.len()).map(Sample::SceneCrop));
     if !pools.pictograms.is_empty() {
         for _ in 0..args.pictograms_per_epoch {
@@ -320,6 +328,40 @@ fn epoch_samples<R: Rng>(
     }
     samples.shuffle(rng);
     samples
+}
+
+/// The GTSRB image indices one epoch draws. With `floor == 0`, every image once. Otherwise each class
+/// is weighted by `max(count, floor)` and receives that share of `labels.len()` draws: a class with more
+/// draws than images repeats them (every image `q` times, then a random rest), one with fewer draws a
+/// random subset. The total stays within one draw per class of `labels.len()`.
+fn gtsrb_draws<R: Rng>(labels: &[u8], floor: usize, rng: &mut R) -> Vec<usize> {
+    if floor == 0 {
+        return (0..labels.len()).collect();
+    }
+    let mut by_class: Vec<Vec<usize>> = Vec::new();
+    for (i, &label) in labels.iter().enumerate() {
+        let c = label as usize;
+        if by_class.len() <= c {
+            by_class.resize(c + 1, Vec::new());
+        }
+        by_class[c].push(i);
+    }
+    let weight: usize = by_class
+        .iter()
+        .filter(|members| !members.is_empty())
+        .map(|members| members.len().max(floor))
+        .sum();
+    let mut draws = Vec::with_capacity(labels.len() + by_class.len());
+    for members in by_class.iter_mut().filter(|m| !m.is_empty()) {
+        let share = members.len().max(floor) as f64 / weight as f64;
+        let n = (share * labels.len() as f64).round() as usize;
+        for _ in 0..n / members.len() {
+            draws.extend_from_slice(members);
+        }
+        members.shuffle(rng);
+        draws.extend_from_slice(&members[..n % members.len()]);
+    }
+    draws
 }
 
 /// Dropout masks of one batch for [`PatchNet::train_logits`]: each value 0 with probability `p`,
@@ -465,7 +507,7 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
         },
     )?;
     let mut epoch_rng = rng_for(args.seed, 1);
-    let probe = epoch_samples(args, gtsrb.len(), &pools, &mut rng_for(args.seed, 2)).len();
+    let probe = epoch_samples(args, &gtsrb.labels, &pools, &mut rng_for(args.seed, 2)).len();
     let steps_per_epoch = if args.steps > 0 {
         args.steps.min(probe / args.batch)
     } else {
@@ -485,7 +527,7 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
             break;
         }
         let epoch_started = Instant::now();
-        let samples = epoch_samples(args, gtsrb.len(), &pools, &mut epoch_rng);
+        let samples = epoch_samples(args, &gtsrb.labels, &pools, &mut epoch_rng);
         let bar = progress(
             steps_per_epoch,
             &format!("classifier epoch {}/{}", epoch + 1, args.epochs),
@@ -643,6 +685,47 @@ mod tests {
         assert!((zeros - 0.25).abs() < 0.03, "{zeros}");
         assert!((mean - 1.0).abs() < 0.05, "{mean}");
         assert!(v.iter().all(|&m| m == 0.0 || (m - 4.0 / 3.0).abs() < 1e-6));
+    }
+
+    #[test]
+    fn gtsrb_draws_without_a_floor_take_every_image_once() {
+        let labels = [0u8, 0, 1, 2, 2, 2];
+        assert_eq!(
+            gtsrb_draws(&labels, 0, &mut rng_for(1, 0)),
+            vec![0, 1, 2, 3, 4, 5]
+        );
+    }
+
+    proptest::proptest! {
+        /// With a floor, the epoch keeps its size (within one draw per class), every draw is a real
+        /// index, and each class gets its `max(count, floor)` share: a rare class is drawn at least as
+        /// often as it has images when the floor is above its count, and no class is starved.
+        #[test]
+        fn gtsrb_draws_balance_classes(
+            counts in proptest::collection::vec(1usize..40, 1..8),
+            floor in 1usize..60,
+            seed in 0u64..1000,
+        ) {
+            let labels: Vec<u8> = counts
+                .iter()
+                .enumerate()
+                .flat_map(|(c, &n)| std::iter::repeat_n(c as u8, n))
+                .collect();
+            let draws = gtsrb_draws(&labels, floor, &mut rng_for(seed, 0));
+            let classes = counts.len();
+            proptest::prop_assert!(draws.len().abs_diff(labels.len()) <= classes);
+            let weight: usize = counts.iter().map(|&n| n.max(floor)).sum();
+            let mut drawn = vec![0usize; classes];
+            for &i in &draws {
+                proptest::prop_assert!(i < labels.len());
+                drawn[labels[i] as usize] += 1;
+            }
+            for (c, &n) in counts.iter().enumerate() {
+                let expected = n.max(floor) as f64 / weight as f64 * labels.len() as f64;
+                proptest::prop_assert!((drawn[c] as f64 - expected).abs() <= 0.5 + 1e-9,
+                    "class {c}: {} drawn, {expected} expected", drawn[c]);
+            }
+        }
     }
 
     /// A tiny patch net fitted to 16 fixed patches for 30 steps must lower its loss clearly: the training

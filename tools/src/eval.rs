@@ -652,6 +652,9 @@ pub struct ClassifierReport {
     pub weights: String,
     pub model: String,
     pub images: usize,
+    /// Images classified as their true class.
+    pub correct: usize,
+    /// `correct / images`, to 5 decimals (so the two decimals of a percentage are exact).
     pub accuracy: f64,
     /// Accuracy per GTSRB class name (classes without an image are left out).
     pub per_class_accuracy: BTreeMap<String, f64>,
@@ -788,14 +791,16 @@ fn classifier_report(
         correct[label] += usize::from(p == label);
     }
     let all: usize = total.iter().sum();
+    let all_correct: usize = correct.iter().sum();
     ClassifierReport {
         weights: weights.display().to_string(),
         model: model.describe(),
         images: all,
+        correct: all_correct,
         accuracy: if all == 0 {
             0.0
         } else {
-            round3(correct.iter().sum::<usize>() as f64 / all as f64)
+            (all_correct as f64 / all as f64 * 100_000.0).round() / 100_000.0
         },
         per_class_accuracy: (0..NUM_SIGN_CLASSES)
             .filter(|&c| total[c] > 0)
@@ -823,8 +828,10 @@ impl ClassifierReport {
         );
         let _ = writeln!(
             s,
-            "  accuracy {:.2} % ({} predicted background); {:.4} ms/patch at batch {} (p50 {:.2} ms/batch), {:.2} MFLOPs/patch",
+            "  accuracy {:.2} % ({} of {} right, {} predicted background); {:.4} ms/patch at batch {} (p50 {:.2} ms/batch), {:.2} MFLOPs/patch",
             self.accuracy * 100.0,
+            self.correct,
+            self.images,
             self.background_predictions,
             self.ms_per_patch,
             self.batch,
@@ -1139,8 +1146,14 @@ pub(crate) mod tests {
         let report = classifier_report(&model, Path::new("w"), &set, &predicted, 7, 0.0, 0.0);
         let (accuracy, _) =
             crate::train::gtsrb_accuracy(&model, &images, &labels, &Device::Cpu).unwrap();
+        assert_eq!(
+            report.correct,
+            (accuracy * n as f64).round() as usize,
+            "{} vs {accuracy}",
+            report.accuracy
+        );
         assert!(
-            (report.accuracy - round3(accuracy)).abs() < 1e-9,
+            (report.accuracy - accuracy).abs() < 1e-5,
             "{} vs {accuracy}",
             report.accuracy
         );

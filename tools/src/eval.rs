@@ -3,7 +3,9 @@
 //!
 //! `eval` runs every frame losslessly through the single-threaded [`FrameProcessor::process`] path, matches
 //! detections to the annotations (`crate::matching`) and reports detection quality next to what it cost
-//! (latency per stage, patches, full-resolution pixels, MFLOPs, early exits, peak RSS). `saccade bench` reuses
+//! (latency per stage, patches, full-resolution pixels, MFLOPs, early exits, peak RSS), and per sign size
+//! bucket how many signs were found and how many the strategy looked at (centre inside an examined patch), so
+//! glance misses can be told from focus misses. `saccade bench` reuses
 //! [`evaluate`] for every strategy on the same frames. The JSON keys are documented in `docs/EVAL.md`.
 
 use std::collections::{BTreeMap, HashSet};
@@ -23,7 +25,10 @@ use saccade_runtime::metrics::{PipelineMetrics, Stage};
 use saccade_runtime::pipeline::FrameProcessor;
 
 use crate::engine::{self, ModelArgs, StrategyArgs};
-use crate::matching::{tally_frame, DetectionEntry, Tally, TruthEntry};
+use crate::matching::{
+    tally_frame, DetectionEntry, SignCounts, SizeBucket, Tally, TruthEntry, LARGE_ABOVE_PX,
+    SMALL_BELOW_PX,
+};
 use crate::summary::{round3, StageJson};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -324,6 +329,78 @@ pub struct ClassReport {
     pub class_accuracy: Option<f64>,
 }
 
+/// The signs of one size bucket (or of all): how many, found, looked at.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SignsReport {
+    pub signs: u64,
+    pub found: u64,
+    /// `found / signs`; `null` without signs.
+    pub recall: Option<f64>,
+    pub looked_at: u64,
+    /// `looked_at / signs`; `null` without signs.
+    pub looked_at_share: Option<f64>,
+    pub found_when_looked_at: u64,
+}
+
+impl From<SignCounts> for SignsReport {
+    fn from(c: SignCounts) -> Self {
+        Self {
+            signs: c.signs,
+            found: c.found,
+            recall: c.recall().map(round3),
+            looked_at: c.looked_at,
+            looked_at_share: c.looked_at_share().map(round3),
+            found_when_looked_at: c.found_when_looked_at,
+        }
+    }
+}
+
+impl SignsReport {
+    /// Signs neither looked at nor found.
+    pub fn glance_misses(&self) -> u64 {
+        self.counts().glance_misses()
+    }
+    /// Signs looked at but not found.
+    pub fn focus_misses(&self) -> u64 {
+        self.counts().focus_misses()
+    }
+    fn counts(&self) -> SignCounts {
+        SignCounts {
+            signs: self.signs,
+            found: self.found,
+            looked_at: self.looked_at,
+            found_when_looked_at: self.found_when_looked_at,
+        }
+    }
+}
+
+/// Signs per Tsinghua-Tencent 100K size bucket of the larger box side in frame pixels: small `< 32`, medium
+/// `32..=96`, large `> 96`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BySizeReport {
+    pub small: SignsReport,
+    pub medium: SignsReport,
+    pub large: SignsReport,
+}
+
+impl BySizeReport {
+    fn from_tally(tally: &Tally) -> Self {
+        Self {
+            small: tally.signs(SizeBucket::Small).into(),
+            medium: tally.signs(SizeBucket::Medium).into(),
+            large: tally.signs(SizeBucket::Large).into(),
+        }
+    }
+
+    fn get(&self, bucket: SizeBucket) -> &SignsReport {
+        match bucket {
+            SizeBucket::Small => &self.small,
+            SizeBucket::Medium => &self.medium,
+            SizeBucket::Large => &self.large,
+        }
+    }
+}
+
 /// What `saccade eval` reports (and `saccade bench` per strategy): keys documented in `docs/EVAL.md`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EvalReport {
@@ -337,6 +414,15 @@ pub struct EvalReport {
     pub fp: u64,
     #[serde(rename = "fn")]
     pub fn_: u64,
+    /// Non-ignored truth boxes (`tp + fn`).
+    pub signs: u64,
+    /// Signs whose centre lies inside a patch the strategy examined.
+    pub looked_at: u64,
+    /// `looked_at / signs`; `null` without signs.
+    pub looked_at_share: Option<f64>,
+    /// Signs both looked at and found.
+    pub found_when_looked_at: u64,
+    pub by_size: BySizeReport,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub patches_per_frame: f64,
@@ -404,7 +490,13 @@ pub fn evaluate(
         let done = processor
             .process(frame, &metrics)
             .map_err(|e| anyhow::anyhow!("{e} ({})", item.name))?;
-        let tally = tally_frame(&item.truth, &detections_of(&done.outcome), ignored);
+        let patches_frame: Vec<_> = done.outcome.patches.iter().map(|p| p.bbox).collect();
+        let tally = tally_frame(
+            &item.truth,
+            &detections_of(&done.outcome),
+            &patches_frame,
+            ignored,
+        );
         total.add(&tally);
         frame_tallies.push(tally);
     }
@@ -432,6 +524,7 @@ fn build_report(
     let backbone = per_frame(get(&metrics.backbone_kflops_total) as f64 / 1000.0);
     let total_latency = metrics.histogram(Stage::Total).summary();
     let c = &tally.overall;
+    let signs = tally.all_signs();
     EvalReport {
         strategy: strategy.to_string(),
         frames,
@@ -442,6 +535,11 @@ fn build_report(
         tp: c.tp,
         fp: c.fp,
         fn_: c.fn_,
+        signs: signs.signs,
+        looked_at: signs.looked_at,
+        looked_at_share: signs.looked_at_share().map(round3),
+        found_when_looked_at: signs.found_when_looked_at,
+        by_size: BySizeReport::from_tally(tally),
         p50_ms: round3(total_latency.p50_ms),
         p99_ms: round3(total_latency.p99_ms),
         patches_per_frame: round3(per_frame(get(&metrics.patches_total) as f64)),
@@ -490,6 +588,7 @@ impl EvalReport {
             self.class_accuracy
                 .map_or("n/a (no class ids)".to_string(), |a| format!("{:.1} %", pct(a)))
         );
+        self.write_sign_table(&mut s);
         crate::summary::write_stage_table(&mut s, &self.stages, "decode");
         let _ = writeln!(
             s,
@@ -525,6 +624,53 @@ impl EvalReport {
             }
         }
         s
+    }
+
+    /// Signs per size bucket: found, looked at, and where the misses happened.
+    fn write_sign_table(&self, s: &mut String) {
+        let rate = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{:.1} %", x * 100.0));
+        let all = SignsReport {
+            signs: self.signs,
+            found: self.tp,
+            recall: (self.signs > 0).then_some(self.recall),
+            looked_at: self.looked_at,
+            looked_at_share: self.looked_at_share,
+            found_when_looked_at: self.found_when_looked_at,
+        };
+        let _ = writeln!(
+            s,
+            "  signs by larger box side: glance misses {} (not looked at, not found), focus misses {} (looked at, not found)",
+            all.glance_misses(),
+            all.focus_misses()
+        );
+        let _ = writeln!(
+            s,
+            "  {:<16} {:>6} {:>6} {:>8} {:>9} {:>8} {:>12}",
+            "size (px)", "signs", "found", "recall", "looked at", "share", "found|looked"
+        );
+        let labels = [
+            format!("small <{SMALL_BELOW_PX}"),
+            format!("medium {SMALL_BELOW_PX}–{LARGE_ABOVE_PX}"),
+            format!("large >{LARGE_ABOVE_PX}"),
+        ];
+        let rows = SizeBucket::ALL
+            .iter()
+            .zip(&labels)
+            .map(|(b, label)| (label.as_str(), self.by_size.get(*b)))
+            .chain([("all", &all)]);
+        for (label, r) in rows {
+            let _ = writeln!(
+                s,
+                "  {:<16} {:>6} {:>6} {:>8} {:>9} {:>8} {:>12}",
+                label,
+                r.signs,
+                r.found,
+                rate(r.recall),
+                r.looked_at,
+                rate(r.looked_at_share),
+                r.found_when_looked_at
+            );
+        }
     }
 }
 
@@ -1009,6 +1155,96 @@ pub(crate) mod tests {
         assert!(out.iter().all(|v| (0.0..=1.0).contains(v)));
     }
 
+    #[test]
+    fn report_counts_signs_per_size_bucket_and_tells_glance_from_focus_misses() {
+        // Inclusive CSV corners: 0..=30 is a 31 px (small) sign, 100..=131 a 32 px (medium) one, 200..=299 a
+        // 100 px (large) one; the traffic light is ignored.
+        let text = format!(
+            "{HEADER}a.png,400,300,stop,14,0,0,30,30\na.png,400,300,stop,14,100,100,131,110\n\
+             a.png,400,300,yield,13,200,100,299,150\na.png,400,300,trafficlight,,0,200,9,209\n"
+        );
+        let rows = parse_annotations(&text, Path::new("a.csv")).unwrap();
+        let truth: Vec<TruthEntry> = rows
+            .iter()
+            .map(|r| TruthEntry {
+                bbox: r.bbox,
+                class_name: r.class.clone(),
+                class_id: r.gtsrb_class_id,
+            })
+            .collect();
+        let buckets: Vec<SizeBucket> = truth.iter().map(|t| SizeBucket::of_box(&t.bbox)).collect();
+        assert_eq!(
+            buckets[..3],
+            [SizeBucket::Small, SizeBucket::Medium, SizeBucket::Large]
+        );
+        // Focus looks at the small sign (and misses it) and at the large one (and finds it); the medium sign
+        // is never looked at.
+        let patches = [
+            BoxPx::new(0.0, 0.0, 64.0, 64.0),
+            BoxPx::new(224.0, 96.0, 288.0, 160.0),
+        ];
+        let detections = [
+            DetectionEntry {
+                bbox: BoxPx::new(200.0, 100.0, 300.0, 151.0),
+                score: 0.9,
+                class_id: 13,
+                class_name: "yield".to_string(),
+            },
+            DetectionEntry {
+                bbox: BoxPx::new(0.0, 200.0, 10.0, 210.0),
+                score: 0.8,
+                class_id: 26,
+                class_name: "traffic signals".to_string(),
+            },
+        ];
+        let ignored: HashSet<String> = ["trafficlight".to_string()].into();
+        let tally = tally_frame(&truth, &detections, &patches, &ignored);
+        let report = build_report("topk", &PipelineMetrics::default(), &tally, 0.0, 0.0);
+        assert_eq!((report.tp, report.fp, report.fn_), (1, 0, 2));
+        assert_eq!(report.signs, 3);
+        assert_eq!(report.looked_at, 2);
+        assert_eq!(report.looked_at_share, Some(0.667));
+        assert_eq!(report.found_when_looked_at, 1);
+        let v = serde_json::to_value(&report).unwrap();
+        let expect = |bucket: &str, counts: [u64; 4], recall: f64, share: f64| {
+            let b = &v["by_size"][bucket];
+            let got = ["signs", "found", "looked_at", "found_when_looked_at"]
+                .map(|k| b[k].as_u64().unwrap());
+            assert_eq!(got, counts, "{bucket}: {b}");
+            assert_eq!(b["recall"].as_f64(), Some(recall), "{bucket}: {b}");
+            assert_eq!(b["looked_at_share"].as_f64(), Some(share), "{bucket}: {b}");
+        };
+        expect("small", [1, 0, 1, 0], 0.0, 1.0);
+        expect("medium", [1, 0, 0, 0], 0.0, 0.0);
+        expect("large", [1, 1, 1, 1], 1.0, 1.0);
+        let human = report.human();
+        assert!(
+            human.contains("glance misses 1 (not looked at, not found), focus misses 1"),
+            "{human}"
+        );
+        for row in ["small <32", "medium 32–96", "large >96", "all"] {
+            assert!(human.contains(row), "no row `{row}` in {human}");
+        }
+    }
+
+    #[test]
+    fn report_without_signs_has_no_rates_for_them() {
+        let report = build_report(
+            "topk",
+            &PipelineMetrics::default(),
+            &Tally::default(),
+            0.0,
+            0.0,
+        );
+        let v = serde_json::to_value(&report).unwrap();
+        assert_eq!(v["signs"], 0);
+        assert!(v["looked_at_share"].is_null(), "{v}");
+        for bucket in ["small", "medium", "large"] {
+            assert!(v["by_size"][bucket]["recall"].is_null(), "{v}");
+            assert!(v["by_size"][bucket]["looked_at_share"].is_null(), "{v}");
+        }
+    }
+
     /// Two small frames of different sizes, one annotated, one not.
     pub(crate) fn small_annotated_folder(dir: &Path) -> (PathBuf, PathBuf) {
         let images = dir.join("frames");
@@ -1069,9 +1305,24 @@ pub(crate) mod tests {
             "peak_rss_mb",
             "stages",
             "per_class",
+            "signs",
+            "looked_at",
+            "looked_at_share",
+            "found_when_looked_at",
+            "by_size",
         ] {
             assert!(v.get(key).is_some(), "missing {key} in {v}");
         }
+        // One stop sign (16 px, small) counts; the ignored traffic light does not.
+        assert_eq!(v["signs"], 1);
+        assert_eq!(v["by_size"]["small"]["signs"], 1);
+        assert_eq!(v["by_size"]["medium"]["signs"], 0);
+        assert_eq!(v["by_size"]["large"]["signs"], 0);
+        let small = &v["by_size"]["small"];
+        for key in ["found", "looked_at", "found_when_looked_at"] {
+            assert!(small[key].as_u64().unwrap() <= 1, "{key} in {small}");
+        }
+        assert_eq!(small["found"].as_u64(), Some(1 - v["fn"].as_u64().unwrap()));
         assert_eq!(v["frames"], 2);
         assert_eq!(v["strategy"], "topk");
         // The ignored traffic light is neither found nor missed: only the stop sign can be a FN.

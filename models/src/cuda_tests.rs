@@ -103,6 +103,7 @@ fn cuda_patchnet_training_graph_matches_cpu() {
         channels: [4, 8, 8],
         hidden: 16,
         input_norm: InputNorm::PerPatch,
+        box_head: false,
         ..PatchNetConfig::default()
     };
     let x = random_tensor(&[5, 3, 16, 16], 0.0, 1.0, 3);

@@ -64,12 +64,30 @@ pub trait GlanceNet: Send + Sync {
     fn describe(&self) -> String;
 }
 
+/// What a patch classifier says about a batch: class probabilities and, from a net with a box head, where
+/// the sign lies in each patch.
+#[derive(Debug, Clone)]
+pub struct PatchVerdicts {
+    /// `(b, NUM_CLASSES)` softmax probabilities.
+    pub probs: Tensor,
+    /// One `[xmin, ymin, xmax, ymax]` per patch in patch sides (0..1 spans the patch), when the net
+    /// regresses boxes.
+    pub boxes: Option<Vec<[f32; 4]>>,
+}
+
 /// Classifies square full-resolution patches into the 43 GTSRB classes plus background.
 pub trait PatchClassifier: Send + Sync {
     /// Side of the square input in pixels (patches are resized to this).
     fn input_side_px(&self) -> usize;
     /// `patches`: `(b, 3, s, s)` f32 RGB in 0..1 → `(b, NUM_CLASSES)` softmax probabilities.
     fn classify(&self, patches: &Tensor) -> Result<Tensor, ModelError>;
+    /// [`Self::classify`] plus the sign's box inside each patch where the net has a box head.
+    fn classify_with_boxes(&self, patches: &Tensor) -> Result<PatchVerdicts, ModelError> {
+        Ok(PatchVerdicts {
+            probs: self.classify(patches)?,
+            boxes: None,
+        })
+    }
     /// Analytic cost of classifying one patch, in MFLOPs.
     fn mflops_per_patch(&self) -> f64;
     /// One line for logs: architecture and weight dtype.

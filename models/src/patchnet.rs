@@ -8,7 +8,7 @@ use crate::linear::QLinear;
 use crate::patchnet_int8::Int8PatchNet;
 use crate::train_ops::{conv_block_nhwc, conv_bn_block_nhwc, BatchNorm};
 use crate::weights::{ConfigCheck, TensorRole, TensorSpec, WeightSet};
-use crate::{ModelError, PatchClassifier, NUM_CLASSES};
+use crate::{ModelError, PatchClassifier, PatchVerdicts, NUM_CLASSES};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,38 @@ pub struct PatchNetConfig {
     /// key existed are `fixed`.
     #[serde(default)]
     pub input_norm: InputNorm,
+    /// Whether fc2 also regresses the sign's box inside the patch: [`BOX_OUTPUTS`] more rows after the class
+    /// logits (see [`decode_patch_box`]). Files written before this key existed have no box head.
+    #[serde(default)]
+    pub box_head: bool,
+}
+
+/// Outputs of the box head: the sign's centre offset from the patch centre (x, y, in patch sides) and the
+/// natural log of its width and height in patch sides.
+pub const BOX_OUTPUTS: usize = 4;
+
+/// The box a box head's four raw outputs describe, as `[xmin, ymin, xmax, ymax]` in patch sides (0..1 is the
+/// patch; a box may reach past it). Sizes are clamped to 1/64..4 patch sides, so a wild output stays finite.
+pub fn decode_patch_box(raw: &[f32]) -> [f32; 4] {
+    let get = |i: usize| raw.get(i).copied().filter(|v| v.is_finite()).unwrap_or(0.0);
+    let cx = 0.5 + get(0).clamp(-1.0, 1.0);
+    let cy = 0.5 + get(1).clamp(-1.0, 1.0);
+    let w = get(2).clamp(-(64f32.ln()), 4f32.ln()).exp();
+    let h = get(3).clamp(-(64f32.ln()), 4f32.ln()).exp();
+    [cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h]
+}
+
+/// The box head's training target for a sign box `[xmin, ymin, xmax, ymax]` in patch sides (the inverse of
+/// [`decode_patch_box`]).
+pub fn encode_patch_box(b: [f32; 4]) -> [f32; 4] {
+    let w = (b[2] - b[0]).max(1.0 / 64.0);
+    let h = (b[3] - b[1]).max(1.0 / 64.0);
+    [
+        0.5 * (b[0] + b[2]) - 0.5,
+        0.5 * (b[1] + b[3]) - 0.5,
+        w.ln(),
+        h.ln(),
+    ]
 }
 
 /// Input normalisation of the patch classifier; see [`PatchNetConfig::input_norm`].
@@ -68,6 +100,7 @@ impl Default for PatchNetConfig {
             hidden: 256,
             num_classes: NUM_CLASSES,
             input_norm: InputNorm::PerPatch,
+            box_head: false,
         }
     }
 }
@@ -76,6 +109,11 @@ impl PatchNetConfig {
     /// Side of the last feature map (after three 2× poolings).
     pub fn feature_side_px(&self) -> usize {
         self.input_side_px / 8
+    }
+
+    /// Rows of fc2: the class logits, then the box head's outputs when there is one.
+    pub fn num_outputs(&self) -> usize {
+        self.num_classes + if self.box_head { BOX_OUTPUTS } else { 0 }
     }
 
     /// Length of the flattened feature fed to fc1.
@@ -121,7 +159,7 @@ impl PatchNetConfig {
         }
         for (name, d_in, d_out) in [
             ("fc1", self.flat_dim(), self.hidden),
-            ("fc2", self.hidden, self.num_classes),
+            ("fc2", self.hidden, self.num_outputs()),
         ] {
             specs.push(TensorSpec::new(
                 format!("{name}.weight"),
@@ -144,7 +182,16 @@ impl PatchNetConfig {
             ConfigCheck::new("channels[1]", "conv2.weight", 0, self.channels[1]),
             ConfigCheck::new("channels[2]", "conv3.weight", 0, self.channels[2]),
             ConfigCheck::new("hidden", "fc1.weight", 0, self.hidden),
-            ConfigCheck::new("num_classes", "fc2.weight", 0, self.num_classes),
+            ConfigCheck::new(
+                if self.box_head {
+                    "num_classes (+4 box outputs)"
+                } else {
+                    "num_classes"
+                },
+                "fc2.weight",
+                0,
+                self.num_outputs(),
+            ),
             // fc1's inner dim is channels[2]·(input_side_px/8)², so it pins the input side.
             ConfigCheck::new("input_side_px", "fc1.weight", 1, self.flat_dim()),
         ]
@@ -173,7 +220,7 @@ impl PatchNetConfig {
             },
             LayerCost {
                 name: "fc2".into(),
-                flops: linear_flops(self.hidden, self.num_classes),
+                flops: linear_flops(self.hidden, self.num_outputs()),
             },
         ]
     }
@@ -223,7 +270,7 @@ impl PatchNet {
         let conv2 = candle_nn::conv2d(c0, c1, 3, same_padding(), vb.pp("conv2"))?;
         let conv3 = candle_nn::conv2d(c1, c2, 3, same_padding(), vb.pp("conv3"))?;
         let fc1 = QLinear::new(cfg.flat_dim(), cfg.hidden, vb.pp("fc1"))?;
-        let fc2 = QLinear::new(cfg.hidden, cfg.num_classes, vb.pp("fc2"))?;
+        let fc2 = QLinear::new(cfg.hidden, cfg.num_outputs(), vb.pp("fc2"))?;
         Ok(Self {
             cfg: cfg.clone(),
             conv_stored_dtype: conv1.weight().dtype(),
@@ -314,8 +361,21 @@ impl PatchNet {
     /// # Shapes
     /// `(b, 3, s, s)` → `(b, num_classes)`.
     pub fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let out = self.outputs(x)?;
+        if self.cfg.box_head {
+            out.narrow(1, 0, self.cfg.num_classes)?.contiguous()
+        } else {
+            Ok(out)
+        }
+    }
+
+    /// Every output of fc2: class logits, then the raw box outputs when the net has a box head.
+    ///
+    /// # Shapes
+    /// `(b, 3, s, s)` → `(b, num_outputs)`.
+    pub fn outputs(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if self.norms.is_some() {
-            return self.folded()?.logits(x);
+            return self.folded()?.outputs(x);
         }
         let b = x.dim(0)?;
         let x = self.normalised_input(x)?;
@@ -343,6 +403,20 @@ impl PatchNet {
     /// expectation). The trainer draws the masks from its own seeded RNG, so a run is reproducible where
     /// candle's random tensors are not.
     pub fn train_logits(
+        &self,
+        x: &Tensor,
+        masks: Option<(&Tensor, &Tensor)>,
+    ) -> candle_core::Result<Tensor> {
+        let out = self.train_outputs(x, masks)?;
+        if self.cfg.box_head {
+            out.narrow(1, 0, self.cfg.num_classes)?.contiguous()
+        } else {
+            Ok(out)
+        }
+    }
+
+    /// [`Self::train_logits`] with the box head's outputs after the class logits (`(b, num_outputs)`).
+    pub fn train_outputs(
         &self,
         x: &Tensor,
         masks: Option<(&Tensor, &Tensor)>,
@@ -392,7 +466,7 @@ impl PatchNet {
         if let Some((feature_mask, _)) = masks {
             x = x.mul(feature_mask)?;
         }
-        // (b, flat) -> (b, hidden) -> (b, num_classes)
+        // (b, flat) -> (b, hidden) -> (b, num_outputs)
         let mut x = self.fc1.forward(&x)?.relu()?;
         if let Some((_, hidden_mask)) = masks {
             x = x.mul(hidden_mask)?;
@@ -466,6 +540,42 @@ impl PatchClassifier for PatchNet {
         Ok(candle_nn::ops::softmax_last_dim(&logits)?)
     }
 
+    fn classify_with_boxes(&self, patches: &Tensor) -> Result<PatchVerdicts, ModelError> {
+        if !self.cfg.box_head {
+            return Ok(PatchVerdicts {
+                probs: self.classify(patches)?,
+                boxes: None,
+            });
+        }
+        let s = self.cfg.input_side_px;
+        let dims = patches.dims();
+        if dims.len() != 4 || dims[1] != 3 || dims[2] != s || dims[3] != s {
+            return Err(ModelError::BadInput {
+                expected: format!("(b, 3, {s}, {s})"),
+                found: dims.to_vec(),
+            });
+        }
+        if dims[0] == 0 {
+            return Ok(PatchVerdicts {
+                probs: Tensor::zeros((0, self.cfg.num_classes), DType::F32, patches.device())?,
+                boxes: Some(Vec::new()),
+            });
+        }
+        // (b, num_classes + 4): class logits, then the box head's raw outputs.
+        let out = self.outputs(&patches.to_dtype(DType::F32)?)?;
+        let probs = candle_nn::ops::softmax_last_dim(
+            &out.narrow(1, 0, self.cfg.num_classes)?.contiguous()?,
+        )?;
+        let raw = out
+            .narrow(1, self.cfg.num_classes, BOX_OUTPUTS)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?;
+        Ok(PatchVerdicts {
+            probs,
+            boxes: Some(raw.iter().map(|r| decode_patch_box(r)).collect()),
+        })
+    }
+
     fn mflops_per_patch(&self) -> f64 {
         total_mflops(&self.cfg.layer_costs())
     }
@@ -513,6 +623,7 @@ mod tests {
             hidden: 32,
             num_classes: NUM_CLASSES,
             input_norm: InputNorm::Fixed,
+            box_head: false,
         }
     }
 
@@ -568,6 +679,7 @@ mod tests {
             hidden: 8,
             num_classes: 5,
             input_norm,
+            box_head: false,
         };
         let (varmap, vb) = varmap_builder();
         (varmap, PatchNet::new(&cfg, vb).unwrap())
@@ -658,6 +770,7 @@ mod tests {
     fn train_logits_match_logits_and_finite_differences() {
         let cfg = PatchNetConfig {
             input_norm: InputNorm::PerPatch,
+            box_head: false,
             ..small_cfg()
         };
         let (varmap, vb) = varmap_builder();
@@ -677,6 +790,7 @@ mod tests {
     fn batch_norm_train_logits_match_finite_differences() {
         let cfg = PatchNetConfig {
             input_norm: InputNorm::PerPatch,
+            box_head: false,
             ..small_cfg()
         };
         let (varmap, vb) = varmap_builder();
@@ -714,6 +828,7 @@ mod tests {
     fn batch_norm_train_logits_match_tensor_ops() {
         let cfg = PatchNetConfig {
             input_norm: InputNorm::PerPatch,
+            box_head: false,
             ..small_cfg()
         };
         for seed in [None, Some(1), Some(2), Some(3)] {
@@ -757,6 +872,7 @@ mod tests {
     fn batch_norm_folds_into_the_saved_convolutions() {
         let cfg = PatchNetConfig {
             input_norm: InputNorm::PerPatch,
+            box_head: false,
             ..small_cfg()
         };
         let (varmap, vb) = varmap_builder();

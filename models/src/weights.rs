@@ -955,6 +955,7 @@ mod tests {
             hidden: 32,
             num_classes: crate::NUM_CLASSES,
             input_norm: crate::patchnet::InputNorm::Fixed,
+            box_head: false,
         }
     }
 

@@ -11,7 +11,7 @@
 //! Neither uses the frame-level early exit: they stand for systems without a glance.
 
 use super::common::{
-    detection_from, object_box, BudgetClock, DetectConfig, OutcomeRecorder, PatchBatcher,
+    frame_box_from_patch, BudgetClock, DetectConfig, OutcomeRecorder, PatchBatcher,
 };
 use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::BoxPx;
@@ -106,12 +106,29 @@ fn slide(
             })?;
         }
         let verdicts = batcher.classify_prepared(strategy, chunk.len(), side, input.classifier)?;
-        for ((_, frame_box), v) in chunk.iter().zip(&verdicts) {
-            recorder.visit(step, *frame_box, 0.0, mflops);
-            let object = object_box(*frame_box, frame_box.width() * object_fraction);
-            if let Some(d) = detection_from(v, object, detect.min_score) {
-                recorder.detect(d);
-            }
+        let objects: Vec<Option<BoxPx>> = chunk
+            .iter()
+            .zip(&verdicts)
+            .map(|((_, frame_box), v)| v.box_in_patch.map(|b| frame_box_from_patch(frame_box, &b)))
+            .collect();
+        let looked = batcher.second_look(
+            strategy,
+            input.frame,
+            &verdicts,
+            &objects,
+            input.classifier,
+            detect,
+        )?;
+        for ((_, frame_box), l) in chunk.iter().zip(&looked) {
+            recorder.record_looked(
+                step,
+                *frame_box,
+                0.0,
+                frame_box.width() * object_fraction,
+                l,
+                mflops,
+                detect.min_score,
+            );
         }
     }
     Ok(recorder.finish(ExitReason::MaxSteps, detect.merge_iou))

@@ -250,9 +250,13 @@ impl FocusStrategy for Coarse2Fine {
             return Ok(recorder.finish(ExitReason::Budget, detect.merge_iou));
         }
         let boxes: Vec<BoxPx> = windows.iter().map(|c| c.region).collect();
-        let verdicts =
-            self.batcher
-                .classify_regions("coarse2fine", input.frame, &boxes, input.classifier)?;
+        let verdicts = self.batcher.classify_and_look_again(
+            "coarse2fine",
+            input.frame,
+            &boxes,
+            input.classifier,
+            detect,
+        )?;
         recorder.record_batch(
             0,
             &windows,

@@ -29,6 +29,16 @@ pub struct DetectConfig {
     pub min_patch_side_px: f32,
     /// Centre patches at the objectness-weighted centroid around a cell rather than at the cell's centre.
     pub refine_centre: bool,
+    /// Second look (patch nets with a box head): a patch that may hold a sign is cut again around the box
+    /// the net found in it, framed as the net was trained, and classified again; its verdict and box are
+    /// the ones reported.
+    pub second_look: bool,
+    /// Side of the second-look patch over the side of the box found in the first (the larger of its
+    /// width and height).
+    pub second_look_context: f32,
+    /// A first patch gets a second look when its probability of holding any sign (1 − background) reaches
+    /// this.
+    pub second_look_min: f32,
 }
 
 impl Default for DetectConfig {
@@ -40,6 +50,9 @@ impl Default for DetectConfig {
             context: 1.25,
             min_patch_side_px: 24.0,
             refine_centre: true,
+            second_look: true,
+            second_look_context: 1.3,
+            second_look_min: 0.1,
         }
     }
 }
@@ -314,9 +327,24 @@ pub struct PatchVerdict {
     pub best_sign_class: usize,
     pub best_sign_prob: f32,
     pub background_prob: f32,
+    /// Where the sign lies in the patch, `[xmin, ymin, xmax, ymax]` in patch sides (box-head nets only).
+    pub box_in_patch: Option<[f32; 4]>,
 }
 
 impl PatchVerdict {
+    /// The verdict of a probability row, with the box head's box when there is one.
+    pub fn with_box(probs: &[f32], box_in_patch: Option<[f32; 4]>) -> Self {
+        Self {
+            box_in_patch,
+            ..Self::from_probs(probs)
+        }
+    }
+
+    /// Probability that the patch holds a sign of any class.
+    pub fn sign_probability(&self) -> f32 {
+        (1.0 - self.background_prob).clamp(0.0, 1.0)
+    }
+
     pub fn from_probs(probs: &[f32]) -> Self {
         let mut best_sign_class = 0;
         let mut best_sign_prob = f32::NEG_INFINITY;
@@ -330,6 +358,7 @@ impl PatchVerdict {
             best_sign_class,
             best_sign_prob: best_sign_prob.max(0.0),
             background_prob: probs.get(BACKGROUND_CLASS).copied().unwrap_or(0.0),
+            box_in_patch: None,
         }
     }
 
@@ -354,6 +383,26 @@ pub fn object_box(region: BoxPx, object_side_frame_px: f32) -> BoxPx {
     let half_w = 0.5 * object_side_frame_px.min(region.width());
     let half_h = 0.5 * object_side_frame_px.min(region.height());
     BoxPx::new(cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+}
+
+/// A box given in the sides of the square (or any) `region` (0..1 spans it), in frame px.
+pub fn frame_box_from_patch(region: &BoxPx, b: &[f32; 4]) -> BoxPx {
+    let (w, h) = (region.width(), region.height());
+    BoxPx::new(
+        region.xmin + b[0] * w,
+        region.ymin + b[1] * h,
+        region.xmin + b[2] * w,
+        region.ymin + b[3] * h,
+    )
+}
+
+/// The final word on one examined region: its verdict (after the second look, if there was one), the sign's
+/// box in frame px when the net regresses boxes, and the second patch when one was cut.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Looked {
+    pub verdict: PatchVerdict,
+    pub object_frame: Option<BoxPx>,
+    pub second_region: Option<BoxPx>,
 }
 
 /// A detection for a verdict, or `None` when the patch is background or not confident enough.
@@ -476,8 +525,8 @@ impl PatchBatcher {
         let patches =
             Tensor::from_slice(&self.buffer[..len], (n, 3, side_px, side_px), &Device::Cpu)
                 .map_err(tensor_err)?;
-        let probs = classifier
-            .classify(&patches)
+        let saccade_models::PatchVerdicts { probs, boxes } = classifier
+            .classify_with_boxes(&patches)
             .map_err(|source| FocusError::Model { strategy, source })?;
         if probs.dims() != [n, NUM_CLASSES] {
             return Err(FocusError::Tensor {
@@ -493,7 +542,97 @@ impl PatchBatcher {
             .to_dtype(candle_core::DType::F32)
             .and_then(|t| t.to_vec2::<f32>())
             .map_err(tensor_err)?;
-        Ok(rows.iter().map(|r| PatchVerdict::from_probs(r)).collect())
+        Ok(rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| PatchVerdict::with_box(r, boxes.as_ref().and_then(|b| b.get(i).copied())))
+            .collect())
+    }
+
+    /// The second look: each first verdict whose patch may hold a sign (see [`DetectConfig::second_look`])
+    /// and came with a box is re-examined in one batch on a square around that box (`frame_objects[i]`:
+    /// the box in frame px, or `None` to keep the first verdict). Every result names its final verdict and
+    /// box.
+    pub fn second_look(
+        &mut self,
+        strategy: &'static str,
+        frame: &Frame,
+        first: &[PatchVerdict],
+        frame_objects: &[Option<BoxPx>],
+        classifier: &dyn PatchClassifier,
+        detect: &DetectConfig,
+    ) -> Result<Vec<Looked>, FocusError> {
+        let mut looked: Vec<Looked> = first
+            .iter()
+            .zip(frame_objects)
+            .map(|(v, o)| Looked {
+                verdict: *v,
+                object_frame: *o,
+                second_region: None,
+            })
+            .collect();
+        if !detect.second_look {
+            return Ok(looked);
+        }
+        let (fw, fh) = (frame.width as f32, frame.height as f32);
+        let mut again: Vec<(usize, BoxPx)> = Vec::new();
+        for (i, l) in looked.iter().enumerate() {
+            let Some(object) = l.object_frame else {
+                continue;
+            };
+            if l.verdict.sign_probability() < detect.second_look_min || object.area() <= 0.0 {
+                continue;
+            }
+            let (cx, cy) = object.centre();
+            let side = (object.width().max(object.height()) * detect.second_look_context)
+                .max(detect.min_patch_side_px.min(8.0));
+            // Not shifted into the frame: the sign must stay where the net was trained to see it (the
+            // cutter repeats edge pixels for the part outside).
+            let region = BoxPx::new(
+                cx - side / 2.0,
+                cy - side / 2.0,
+                cx + side / 2.0,
+                cy + side / 2.0,
+            );
+            if region.xmax <= 0.0 || region.ymax <= 0.0 || region.xmin >= fw || region.ymin >= fh {
+                continue;
+            }
+            again.push((i, region));
+        }
+        if again.is_empty() {
+            return Ok(looked);
+        }
+        let regions: Vec<BoxPx> = again.iter().map(|(_, r)| *r).collect();
+        let second = self.classify_regions(strategy, frame, &regions, classifier)?;
+        for ((i, region), v) in again.into_iter().zip(second) {
+            looked[i] = Looked {
+                verdict: v,
+                object_frame: v
+                    .box_in_patch
+                    .map(|b| frame_box_from_patch(&region, &b))
+                    .or(looked[i].object_frame),
+                second_region: Some(region),
+            };
+        }
+        Ok(looked)
+    }
+
+    /// Classifies `regions` of `frame` and takes the second look where it applies.
+    pub fn classify_and_look_again(
+        &mut self,
+        strategy: &'static str,
+        frame: &Frame,
+        regions: &[BoxPx],
+        classifier: &dyn PatchClassifier,
+        detect: &DetectConfig,
+    ) -> Result<Vec<Looked>, FocusError> {
+        let first = self.classify_regions(strategy, frame, regions, classifier)?;
+        let objects: Vec<Option<BoxPx>> = first
+            .iter()
+            .zip(regions)
+            .map(|(v, r)| v.box_in_patch.map(|b| frame_box_from_patch(r, &b)))
+            .collect();
+        self.second_look(strategy, frame, &first, &objects, classifier, detect)
     }
 }
 
@@ -543,23 +682,51 @@ impl OutcomeRecorder {
         self.outcome.pixels_examined += region.area().round().max(0.0) as u64;
     }
 
-    /// Record one classified batch: every candidate as a visit at `step`, and a detection for each verdict
-    /// that names a sign with at least `min_score`.
+    /// Record one classified batch: every candidate (and its second-look patch) as a visit at `step`, and
+    /// a detection for each final verdict that names a sign with at least `min_score`, boxed where the net
+    /// found the sign (else by the glance's size estimate).
     pub fn record_batch(
         &mut self,
         step: usize,
         candidates: &[Candidate],
-        verdicts: &[PatchVerdict],
+        looked: &[Looked],
         mflops_per_patch: f64,
         min_score: f32,
     ) {
-        for (c, v) in candidates.iter().zip(verdicts) {
-            self.visit(step, c.region, c.score, mflops_per_patch);
-            if let Some(d) =
-                detection_from(v, object_box(c.region, c.object_side_frame_px), min_score)
-            {
-                self.detect(d);
-            }
+        for (c, l) in candidates.iter().zip(looked) {
+            self.record_looked(
+                step,
+                c.region,
+                c.score,
+                c.object_side_frame_px,
+                l,
+                mflops_per_patch,
+                min_score,
+            );
+        }
+    }
+
+    /// Records one examined region with its final word (see [`Self::record_batch`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_looked(
+        &mut self,
+        step: usize,
+        region: BoxPx,
+        score: f32,
+        object_side_frame_px: f32,
+        looked: &Looked,
+        mflops_per_patch: f64,
+        min_score: f32,
+    ) {
+        self.visit(step, region, score, mflops_per_patch);
+        if let Some(second) = looked.second_region {
+            self.visit(step, second, score, mflops_per_patch);
+        }
+        let bbox = looked
+            .object_frame
+            .unwrap_or_else(|| object_box(region, object_side_frame_px));
+        if let Some(d) = detection_from(&looked.verdict, bbox, min_score) {
+            self.detect(d);
         }
     }
 

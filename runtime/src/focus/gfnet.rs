@@ -15,8 +15,8 @@
 use saccade_models::{class_name, BACKGROUND_CLASS};
 
 use super::common::{
-    detection_from, max_objectness, nothing_salient, object_box, patch_for_cell, BudgetClock,
-    DetectConfig, GlanceGeometry, OutcomeRecorder, PatchBatcher,
+    max_objectness, nothing_salient, object_box, patch_for_cell, BudgetClock, DetectConfig,
+    GlanceGeometry, OutcomeRecorder, PatchBatcher,
 };
 use super::{Detection, ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 
@@ -156,15 +156,24 @@ impl FocusStrategy for GfNet {
                 return Ok(recorder.finish(ExitReason::Budget, detect.merge_iou));
             }
             let (region, side) = patch_for_cell(glance, &geometry, cell, &detect);
-            let verdicts =
-                self.batcher
-                    .classify_regions("gfnet", input.frame, &[region], input.classifier)?;
-            recorder.visit(step, region, glance.objectness[cell], mflops);
-            if let Some(v) = verdicts.first() {
-                decided = decided.min(v.decisiveness());
-                if let Some(d) = detection_from(v, object_box(region, side), detect.min_score) {
-                    recorder.detect(d);
-                }
+            let looked = self.batcher.classify_and_look_again(
+                "gfnet",
+                input.frame,
+                &[region],
+                input.classifier,
+                &detect,
+            )?;
+            if let Some(l) = looked.first() {
+                decided = decided.min(l.verdict.decisiveness());
+                recorder.record_looked(
+                    step,
+                    region,
+                    glance.objectness[cell],
+                    side,
+                    l,
+                    mflops,
+                    detect.min_score,
+                );
             }
             // Mask every cell whose centre the patch covered, and the chosen one in any case.
             self.covered[cell] = true;

@@ -98,9 +98,13 @@ impl FocusStrategy for TopK {
             return Ok(recorder.finish(ExitReason::Budget, detect.merge_iou));
         }
         let regions: Vec<BoxPx> = chosen.iter().map(|c| c.region).collect();
-        let verdicts =
-            self.batcher
-                .classify_regions(self.name(), input.frame, &regions, input.classifier)?;
+        let verdicts = self.batcher.classify_and_look_again(
+            self.name(),
+            input.frame,
+            &regions,
+            input.classifier,
+            detect,
+        )?;
         recorder.record_batch(
             0,
             &chosen,

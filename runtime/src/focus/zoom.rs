@@ -10,8 +10,8 @@
 use saccade_models::GlanceMap;
 
 use super::common::{
-    clip_to_frame, detection_from, max_objectness, nms, nothing_salient, object_side_at,
-    BudgetClock, DetectConfig, GlanceGeometry, OutcomeRecorder, PatchBatcher,
+    clip_to_frame, frame_box_from_patch, max_objectness, nms, nothing_salient, object_side_at,
+    BudgetClock, DetectConfig, GlanceGeometry, Looked, OutcomeRecorder, PatchBatcher,
 };
 use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::{BoxPx, Frame};
@@ -444,21 +444,46 @@ impl FocusStrategy for Zoom {
             self.batcher
                 .classify_prepared("zoom", chosen.len(), side, input.classifier)?;
         let mflops = input.classifier.mflops_per_patch();
-        for (&i, v) in chosen.iter().zip(&verdicts) {
-            let (_, frame_box, score, cell) = windows[i];
-            recorder.visit(0, frame_box, score, mflops);
-            // A magnified sign spans several windows, each seeing a fragment: report the sign at the glance
-            // peak under the window with the glance's size, so the fragments agree and merge into one box.
-            let object_side = object_side_at(glance, &geometry, cell);
-            let bbox = if object_side > 0.0 {
-                let (cx, cy) = geometry.cell_centre_frame(cell);
-                geometry.square_in_frame(cx, cy, object_side)
-            } else {
-                frame_box
+        // A magnified sign spans several windows, each seeing a fragment: without a box from the net, report
+        // the sign at the glance peak under the window with the glance's size, so the fragments agree and
+        // merge into one box. With a box head, the box found in the warped window is mapped back (the warp
+        // is close to linear across one window) and the second look re-examines it at full resolution.
+        let fallback: Vec<BoxPx> = chosen
+            .iter()
+            .map(|&i| {
+                let (_, frame_box, _, cell) = windows[i];
+                let object_side = object_side_at(glance, &geometry, cell);
+                if object_side > 0.0 {
+                    let (cx, cy) = geometry.cell_centre_frame(cell);
+                    geometry.square_in_frame(cx, cy, object_side)
+                } else {
+                    frame_box
+                }
+            })
+            .collect();
+        let objects: Vec<Option<BoxPx>> = chosen
+            .iter()
+            .zip(&verdicts)
+            .map(|(&i, v)| {
+                v.box_in_patch
+                    .map(|b| frame_box_from_patch(&windows[i].1, &b))
+            })
+            .collect();
+        let looked = self.batcher.second_look(
+            "zoom",
+            input.frame,
+            &verdicts,
+            &objects,
+            input.classifier,
+            &detect,
+        )?;
+        for ((&i, l), fallback) in chosen.iter().zip(&looked).zip(&fallback) {
+            let (_, frame_box, score, _) = windows[i];
+            let l = Looked {
+                object_frame: l.object_frame.or(Some(*fallback)),
+                ..*l
             };
-            if let Some(d) = detection_from(v, bbox, detect.min_score) {
-                recorder.detect(d);
-            }
+            recorder.record_looked(0, frame_box, score, 0.0, &l, mflops, detect.min_score);
         }
         self.last_grid = Some(grid);
         let exit = if budget_cut {

@@ -12,15 +12,19 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use rand::Rng;
-use saccade_models::patchnet::{InputNorm, PatchNet, PatchNetConfig, PATCHNET_KIND};
+use saccade_models::patchnet::{
+    encode_patch_box, InputNorm, PatchNet, PatchNetConfig, BOX_OUTPUTS, PATCHNET_KIND,
+};
 use saccade_models::weights::{quantize_file, QuantDtype};
 use saccade_models::{PatchClassifier, BACKGROUND_CLASS, NUM_CLASSES};
+use saccade_runtime::frame::BoxPx;
 
 use super::augment::{augment_gtsrb, crop_square, gtsrb_chw, photometric, procedural_background};
 use super::common::{
     batch_tensor, cosine_lr, file_bytes, progress, rng_for, sample_rng, save_named, train_device,
 };
 use super::data::{load_photo_annotations, read_rgb, split_every, GtsrbSet, Photo, GTSRB_SIDE_PX};
+use super::gtsdb::{background_crop, load_gtsdb, sign_crop, CropJitter, GtsdbFrame, GtsdbSplit};
 use super::pictos::{composite_patch, load_pictograms, Pictogram};
 use super::scenes::{scene_crops, SceneCrops};
 use rayon::prelude::*;
@@ -99,6 +103,28 @@ pub struct ClassifierArgs {
     /// `--epochs`, so the epochs that run match a full run's, for checking a rerun against a logged one.
     #[arg(long, default_value_t = 0)]
     pub stop_after_epochs: usize,
+    /// Start from this trained patch net (float safetensors with the same channels and hidden width);
+    /// a box head it lacks starts small.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Add the box head: fc2 also regresses the sign's box inside the patch (trained on real GTSDB crops).
+    #[arg(long)]
+    pub box_head: bool,
+    /// Weight of the box loss (smooth L1 on centre offset and log size) against the class cross-entropy.
+    #[arg(long, default_value_t = 2.0)]
+    pub box_weight: f64,
+    /// Crops around real signs of the GTSDB training frames per epoch (jittered centre and context).
+    #[arg(long, default_value_t = 0)]
+    pub gtsdb_signs_per_epoch: usize,
+    /// Background crops of the GTSDB training frames per epoch (the most colourful of a few random tries).
+    #[arg(long, default_value_t = 0)]
+    pub gtsdb_backgrounds_per_epoch: usize,
+    /// Patch side over sign side of the GTSDB sign crops, `MIN,MAX` (log-uniform).
+    #[arg(long, value_delimiter = ',', default_value = "1.1,2.8")]
+    pub context_range: Vec<f32>,
+    /// GTSRB draws per epoch (0 = as many as the set holds), a random subset of the epoch's draws.
+    #[arg(long, default_value_t = 0)]
+    pub gtsrb_per_epoch: usize,
 }
 
 /// Where one training sample comes from; the pixels are made fresh (augmented) each time it is drawn.
@@ -109,6 +135,10 @@ enum Sample {
     Pictogram(usize),
     Procedural,
     PhotoBackground,
+    /// Sign `1` of GTSDB training frame `0`.
+    GtsdbSign(usize, usize),
+    /// A background crop of GTSDB training frame `0`.
+    GtsdbBackground(usize),
 }
 
 /// Share of a patch's side by which a background crop must stay away from every annotated box.
@@ -122,11 +152,54 @@ struct Pools {
     photos: Vec<TrainPhoto>,
     pictograms: Vec<Pictogram>,
     scene: SceneCrops,
+    gtsdb: Vec<GtsdbFrame>,
+    /// `(frame, sign)` of every GTSDB training sign.
+    gtsdb_signs: Vec<(usize, usize)>,
+    crop_jitter: CropJitter,
 }
 
+/// One made sample: pixels, label, and the sign's box in patch sides where it is known.
+type Made = (Vec<f32>, u32, Option<[f32; 4]>);
+
 impl Pools {
-    /// Label and pixels of one sample.
-    fn make<R: Rng>(
+    /// Label, pixels and (where known) the sign's box of one sample.
+    fn make<R: Rng>(&self, gtsrb: &GtsrbSet, sample: Sample, side: usize, rng: &mut R) -> Made {
+        match sample {
+            Sample::GtsdbSign(f, k) => {
+                let frame = &self.gtsdb[f];
+                let sign = &frame.signs[k];
+                let (mut chw, _, target) = sign_crop(frame, sign, side, &self.crop_jitter, rng);
+                photometric(&mut chw, rng);
+                (chw, sign.class_id as u32, Some(target))
+            }
+            Sample::GtsdbBackground(f) => {
+                let (mut chw, _) = match background_crop(&self.gtsdb[f], side, 4, rng) {
+                    Some(found) => found,
+                    None => (
+                        crop_square(
+                            &procedural_background(side, rng),
+                            side,
+                            side,
+                            0.0,
+                            0.0,
+                            side as f32,
+                            side,
+                        ),
+                        BoxPx::new(0.0, 0.0, 1.0, 1.0),
+                    ),
+                };
+                photometric(&mut chw, rng);
+                (chw, BACKGROUND_CLASS as u32, None)
+            }
+            other => {
+                let (chw, label) = self.make_unboxed(gtsrb, other, side, rng);
+                (chw, label, None)
+            }
+        }
+    }
+
+    /// Label and pixels of one sample of the sources without a known box.
+    fn make_unboxed<R: Rng>(
         &self,
         gtsrb: &GtsrbSet,
         sample: Sample,
@@ -134,6 +207,9 @@ impl Pools {
         rng: &mut R,
     ) -> (Vec<f32>, u32) {
         match sample {
+            Sample::GtsdbSign(..) | Sample::GtsdbBackground(_) => {
+                (vec![0.0; 3 * side * side], BACKGROUND_CLASS as u32)
+            }
             Sample::Gtsrb(i) => (
                 augment_gtsrb(gtsrb.image(i), side, rng),
                 gtsrb.labels[i] as u32,
@@ -307,10 +383,25 @@ fn epoch_samples<R: Rng>(
     pools: &Pools,
     rng: &mut R,
 ) -> Vec<Sample> {
-    let mut samples: Vec<Sample> = gtsrb_draws(gtsrb_labels, args.class_floor, rng)
-        .into_iter()
-        .map(Sample::Gtsrb)
-        .collect();
+    let mut draws = gtsrb_draws(gtsrb_labels, args.class_floor, rng);
+    if args.gtsrb_per_epoch > 0 && args.gtsrb_per_epoch < draws.len() {
+        draws.shuffle(rng);
+        draws.truncate(args.gtsrb_per_epoch);
+    }
+    let mut samples: Vec<Sample> = draws.into_iter().map(Sample::Gtsrb).collect();
+    if !pools.gtsdb_signs.is_empty() {
+        for _ in 0..args.gtsdb_signs_per_epoch {
+            let (f, k) = pools.gtsdb_signs[rng.random_range(0..pools.gtsdb_signs.len())];
+            samples.push(Sample::GtsdbSign(f, k));
+        }
+    }
+    if !pools.gtsdb.is_empty() {
+        for _ in 0..args.gtsdb_backgrounds_per_epoch {
+            samples.push(Sample::GtsdbBackground(
+                rng.random_range(0..pools.gtsdb.len()),
+            ));
+        }
+    }
     samples.extend((0..pools.scene.crops.len()).map(Sample::SceneCrop));
     if !pools.pictograms.is_empty() {
         for _ in 0..args.pictograms_per_epoch {
@@ -383,15 +474,57 @@ fn dropout_masks<R: Rng>(
     Ok((mask(cfg.flat_dim())?, mask(cfg.hidden)?))
 }
 
-/// Mean cross-entropy and accuracy of a forward pass (with dropout when `masks` is given).
+/// Box targets of a batch for the box head: `(b, 4)` encoded targets and a `(b, 1)` mask (1 where known).
+fn box_targets(boxes: &[Option<[f32; 4]>], device: &Device) -> anyhow::Result<(Tensor, Tensor)> {
+    let mut t = Vec::with_capacity(boxes.len() * 4);
+    let mut m = Vec::with_capacity(boxes.len());
+    for b in boxes {
+        match b {
+            Some(b) => {
+                t.extend_from_slice(&encode_patch_box(*b));
+                m.push(1f32);
+            }
+            None => {
+                t.extend_from_slice(&[0.0; 4]);
+                m.push(0.0);
+            }
+        }
+    }
+    Ok((
+        Tensor::from_vec(t, (boxes.len(), 4), device)?,
+        Tensor::from_vec(m, (boxes.len(), 1), device)?,
+    ))
+}
+
+/// Smooth-L1 (Huber, δ = 1) box loss summed over the four outputs, averaged over the samples with a box.
+fn box_loss(raw: &Tensor, targets: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    let d = (raw - targets)?.abs()?;
+    let small = d.minimum(1.0)?;
+    let huber = ((small.sqr()? * 0.5)? + (d - &small)?)?;
+    let n = mask.sum_all()?.to_scalar::<f32>()?.max(1.0);
+    huber
+        .broadcast_mul(mask)?
+        .sum_all()?
+        .affine(1.0 / n as f64, 0.0)
+}
+
+/// Mean cross-entropy (plus the weighted box loss when the net has a box head and `boxes` is given) and
+/// accuracy of a forward pass (with dropout when `masks` is given).
 fn loss_and_hits(
     model: &PatchNet,
     x: &Tensor,
     labels: &Tensor,
     masks: Option<&(Tensor, Tensor)>,
+    boxes: Option<(&Tensor, &Tensor, f64)>,
 ) -> anyhow::Result<(Tensor, usize)> {
-    let logits = model.train_logits(x, masks.map(|(features, hidden)| (features, hidden)))?;
-    let loss = candle_nn::loss::cross_entropy(&logits, labels)?;
+    let outputs = model.train_outputs(x, masks.map(|(features, hidden)| (features, hidden)))?;
+    let classes = model.config().num_classes;
+    let logits = outputs.narrow(1, 0, classes)?.contiguous()?;
+    let mut loss = candle_nn::loss::cross_entropy(&logits, labels)?;
+    if let (true, Some((targets, mask, weight))) = (model.config().box_head, boxes) {
+        let raw = outputs.narrow(1, classes, BOX_OUTPUTS)?;
+        loss = (loss + box_loss(&raw, targets, mask)?.affine(weight, 0.0)?)?;
+    }
     let hits = logits
         .argmax(D::Minus1)?
         .eq(labels)?
@@ -399,6 +532,113 @@ fn loss_and_hits(
         .sum_all()?
         .to_scalar::<u32>()? as usize;
     Ok((loss, hits))
+}
+
+/// Fixed crops of the GTSDB validation frames: each sign at three framings, and background crops.
+#[derive(Default)]
+struct ValidationCrops {
+    /// (pixels, class, box in patch sides)
+    signs: Vec<(Vec<f32>, usize, [f32; 4])>,
+    backgrounds: Vec<Vec<f32>>,
+}
+
+fn gtsdb_validation_crops(
+    frames: &[GtsdbFrame],
+    jitter: &CropJitter,
+    seed: u64,
+) -> ValidationCrops {
+    let mut rng = rng_for(seed, 77);
+    let mut out = ValidationCrops::default();
+    for frame in frames {
+        for sign in &frame.signs {
+            for _ in 0..3 {
+                let (chw, _, target) = sign_crop(frame, sign, GTSRB_SIDE_PX, jitter, &mut rng);
+                out.signs.push((chw, sign.class_id, target));
+            }
+        }
+        for _ in 0..10 {
+            if let Some((chw, _)) = background_crop(frame, GTSRB_SIDE_PX, 4, &mut rng) {
+                out.backgrounds.push(chw);
+            }
+        }
+    }
+    out
+}
+
+/// How the patch net does on real validation crops.
+#[derive(Debug, Clone, serde::Serialize)]
+struct ValidationReport {
+    sign_crops: usize,
+    /// Right class (not background) on sign crops.
+    class_accuracy: f64,
+    /// Called background on sign crops.
+    missed_as_background: f64,
+    background_crops: usize,
+    /// Background crops called background.
+    background_accuracy: f64,
+    /// Box head: mean IoU of the regressed box with the sign's box, and the share at IoU ≥ 0.5.
+    mean_box_iou: Option<f64>,
+    box_iou_at_least_half: Option<f64>,
+}
+
+impl ValidationReport {
+    fn describe(&self) -> String {
+        let mut s = format!(
+            "GTSDB validation crops: class acc {:.2} % of {} (background {:.2} %), background acc {:.2} % of {}",
+            100.0 * self.class_accuracy,
+            self.sign_crops,
+            100.0 * self.missed_as_background,
+            100.0 * self.background_accuracy,
+            self.background_crops
+        );
+        if let (Some(m), Some(h)) = (self.mean_box_iou, self.box_iou_at_least_half) {
+            s.push_str(&format!(
+                ", box IoU mean {m:.3}, ≥ 0.5 on {:.1} %",
+                100.0 * h
+            ));
+        }
+        s
+    }
+}
+
+fn patch_box_iou(a: &[f32; 4], b: &[f32; 4]) -> f64 {
+    let ba = BoxPx::new(a[0], a[1], a[2], a[3]);
+    let bb = BoxPx::new(b[0], b[1], b[2], b[3]);
+    ba.iou(&bb) as f64
+}
+
+fn validation_report(
+    model: &PatchNet,
+    crops: &ValidationCrops,
+    device: &Device,
+) -> anyhow::Result<ValidationReport> {
+    let side = GTSRB_SIDE_PX;
+    let (mut right, mut as_bg, mut ious) = (0usize, 0usize, Vec::new());
+    for chunk in crops.signs.chunks(256) {
+        let imgs: Vec<Vec<f32>> = chunk.iter().map(|c| c.0.clone()).collect();
+        let x = batch_tensor(&imgs, 3, side, side, device)?;
+        let verdicts = model.classify_with_boxes(&x)?;
+        let predicted = verdicts.probs.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        for (k, p) in predicted.iter().enumerate() {
+            right += usize::from(*p as usize == chunk[k].1);
+            as_bg += usize::from(*p as usize == BACKGROUND_CLASS);
+            if let Some(boxes) = &verdicts.boxes {
+                ious.push(patch_box_iou(&boxes[k], &chunk[k].2));
+            }
+        }
+    }
+    let bg_right = background_accuracy(model, &crops.backgrounds, device)?;
+    let n = crops.signs.len().max(1) as f64;
+    Ok(ValidationReport {
+        sign_crops: crops.signs.len(),
+        class_accuracy: right as f64 / n,
+        missed_as_background: as_bg as f64 / n,
+        background_crops: crops.backgrounds.len(),
+        background_accuracy: bg_right,
+        mean_box_iou: (!ious.is_empty()).then(|| ious.iter().sum::<f64>() / ious.len() as f64),
+        box_iou_at_least_half: (!ious.is_empty())
+            .then(|| ious.iter().filter(|&&v| v >= 0.5).count() as f64 / ious.len() as f64),
+    })
 }
 
 /// Trains, saves and evaluates the patch classifier; see the module docs.
@@ -425,6 +665,37 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
     } else {
         SceneCrops::default()
     };
+    let uses_gtsdb = args.gtsdb_signs_per_epoch > 0 || args.gtsdb_backgrounds_per_epoch > 0;
+    let (gtsdb, gtsdb_val) = if uses_gtsdb {
+        (
+            load_gtsdb(&args.data, GtsdbSplit::Train).context("loading GTSDB")?,
+            load_gtsdb(&args.data, GtsdbSplit::Validation).context("loading GTSDB")?,
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    anyhow::ensure!(
+        args.context_range.len() == 2
+            && args.context_range[0] > 0.0
+            && args.context_range[0] <= args.context_range[1],
+        "--context-range {:?}: expected MIN,MAX with 0 < MIN ≤ MAX",
+        args.context_range
+    );
+    let crop_jitter = CropJitter {
+        context_min: args.context_range[0],
+        context_max: args.context_range[1],
+    };
+    let gtsdb_signs: Vec<(usize, usize)> = gtsdb
+        .iter()
+        .enumerate()
+        .flat_map(|(f, frame)| (0..frame.signs.len()).map(move |k| (f, k)))
+        .collect();
+    println!(
+        "GTSDB: {} training frames ({} signs), {} validation frames",
+        gtsdb.len(),
+        gtsdb_signs.len(),
+        gtsdb_val.len()
+    );
     println!(
         "classifier data: {} GTSRB train, {} GTSRB test, {} photos, {} drawings, {} scene crops ({} signs) from {} scenes, loaded in {:.1} s",
         gtsrb.len(),
@@ -440,7 +711,11 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
         photos,
         pictograms,
         scene,
+        gtsdb,
+        gtsdb_signs,
+        crop_jitter,
     };
+    let val_crops = gtsdb_validation_crops(&gtsdb_val, &crop_jitter, args.seed);
 
     // Held-out backgrounds from a stream no training sample uses.
     let mut held_rng = rng_for(args.seed, 99);
@@ -451,7 +726,9 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
             } else {
                 Sample::PhotoBackground
             };
-            pools.make(&gtsrb, kind, GTSRB_SIDE_PX, &mut held_rng).0
+            pools
+                .make_unboxed(&gtsrb, kind, GTSRB_SIDE_PX, &mut held_rng)
+                .0
         })
         .collect();
 
@@ -471,6 +748,7 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
         channels: [c0, c1, c2],
         hidden: args.hidden,
         input_norm,
+        box_head: args.box_head,
         ..PatchNetConfig::default()
     };
     let epoch_test = if args.epoch_eval_images == 0 || args.epoch_eval_images >= test.len() {
@@ -497,6 +775,10 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
     };
     build(&varmap)?;
     super::common::seed_varmap(&varmap, args.seed)?;
+    if let Some(init) = &args.init {
+        let n = super::common::init_varmap_from(&varmap, init)?;
+        println!("started from {} ({n} tensors)", init.display());
+    }
     let model = build(&varmap)?;
     let mut opt = AdamW::new(
         varmap.all_vars(),
@@ -541,14 +823,18 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
             if over_budget() {
                 break;
             }
-            let (imgs, labels): (Vec<Vec<f32>>, Vec<u32>) = batch
+            let made: Vec<Made> = batch
                 .par_iter()
                 .enumerate()
                 .map(|(k, &s)| {
                     let mut rng = sample_rng(args.seed, epoch, b * args.batch + k);
                     pools.make(&gtsrb, s, GTSRB_SIDE_PX, &mut rng)
                 })
-                .unzip();
+                .collect();
+            let boxes: Vec<Option<[f32; 4]>> = made.iter().map(|m| m.2).collect();
+            let (imgs, labels): (Vec<Vec<f32>>, Vec<u32>) =
+                made.into_iter().map(|(chw, label, _)| (chw, label)).unzip();
+            let (box_t, box_m) = box_targets(&boxes, &device)?;
             let x = batch_tensor(&imgs, 3, GTSRB_SIDE_PX, GTSRB_SIDE_PX, &device)?;
             let y = Tensor::new(labels.as_slice(), &device)?;
             let mut lr_step = step;
@@ -568,7 +854,13 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
             } else {
                 None
             };
-            let (loss, batch_hits) = loss_and_hits(&model, &x, &y, masks.as_ref())?;
+            let (loss, batch_hits) = loss_and_hits(
+                &model,
+                &x,
+                &y,
+                masks.as_ref(),
+                Some((&box_t, &box_m, args.box_weight)),
+            )?;
             opt.backward_step(&loss)?;
             loss_sum += loss.to_scalar::<f32>()? as f64 * batch.len() as f64;
             hits += batch_hits;
@@ -583,8 +875,16 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
         let (test_acc, _) =
             gtsrb_accuracy(&model, &epoch_test.images, &epoch_test.labels, &device)?;
         let bg_acc = background_accuracy(&model, &held_backgrounds, &device)?;
+        let val_line = if val_crops.signs.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", {}",
+                validation_report(&model, &val_crops, &device)?.describe()
+            )
+        };
         let line = format!(
-            "epoch {}/{} ({seen} samples, {step} steps so far): train loss {:.4}, train acc {:.2} %, GTSRB test acc {:.2} % ({} images), held-out background acc {:.2} %, {:.0} s",
+            "epoch {}/{} ({seen} samples, {step} steps so far): train loss {:.4}, train acc {:.2} %, GTSRB test acc {:.2} % ({} images), held-out background acc {:.2} %{val_line}, {:.0} s",
             epoch + 1,
             args.epochs,
             loss_sum / seen.max(1) as f64,
@@ -620,6 +920,14 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
             .with_context(|| format!("reloading {}", path.display()))?;
         let (acc, per_class) = gtsrb_accuracy(&loaded, &test.images, &test.labels, &device)?;
         let bg = background_accuracy(&loaded, &held_backgrounds, &device)?;
+        let val = if val_crops.signs.is_empty() {
+            None
+        } else {
+            Some(validation_report(&loaded, &val_crops, &device)?)
+        };
+        if let Some(v) = &val {
+            println!("{name}: {}", v.describe());
+        }
         let worst = per_class
             .iter()
             .enumerate()
@@ -642,6 +950,7 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
                 "gtsrb_test_accuracy": acc,
                 "gtsrb_test_per_class": per_class.iter().map(|a| if a.is_finite() { *a } else { -1.0 }).collect::<Vec<_>>(),
                 "heldout_background_accuracy": bg,
+                "gtsdb_validation": val,
                 "file_bytes": file_bytes(path),
             }),
         );
@@ -746,6 +1055,7 @@ mod tests {
             hidden: 16,
             num_classes: NUM_CLASSES,
             input_norm: InputNorm::PerPatch,
+            box_head: false,
         };
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
@@ -771,16 +1081,16 @@ mod tests {
         let labels: Vec<u32> = (0..16).map(|i| (i % 4) as u32 * 10).collect();
         let x = batch_tensor(&imgs, 3, 16, 16, &device).unwrap();
         let y = Tensor::new(labels.as_slice(), &device).unwrap();
-        let first = loss_and_hits(&model, &x, &y, None)
+        let first = loss_and_hits(&model, &x, &y, None, None)
             .unwrap()
             .0
             .to_scalar::<f32>()
             .unwrap();
         for _ in 0..30 {
-            let (loss, _) = loss_and_hits(&model, &x, &y, None).unwrap();
+            let (loss, _) = loss_and_hits(&model, &x, &y, None, None).unwrap();
             opt.backward_step(&loss).unwrap();
         }
-        let last = loss_and_hits(&model, &x, &y, None)
+        let last = loss_and_hits(&model, &x, &y, None, None)
             .unwrap()
             .0
             .to_scalar::<f32>()

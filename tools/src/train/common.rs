@@ -137,6 +137,53 @@ pub fn seed_varmap(varmap: &candle_nn::VarMap, seed: u64) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Start training from a trained net: every variable of `varmap` that the float checkpoint `path` holds
+/// takes its value. A variable with more rows (dim 0) than the stored tensor — a head grown by new outputs —
+/// takes the stored rows first and keeps its own (seeded) values, scaled by 0.1, for the new rows. Batch-norm
+/// variables (`….bn.*`) keep their initialisation. Returns how many variables were set.
+pub fn init_varmap_from(varmap: &candle_nn::VarMap, path: &Path) -> anyhow::Result<usize> {
+    let stored =
+        candle_core::safetensors::load(path, &candle_core::Device::Cpu).with_context(|| {
+            format!(
+                "reading initial weights {} (float safetensors)",
+                path.display()
+            )
+        })?;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("variable map lock poisoned"))?;
+    let mut set = 0;
+    for (name, var) in data.iter() {
+        let Some(value) = stored.get(name) else {
+            continue;
+        };
+        let have = var.as_tensor().dims().to_vec();
+        let value = value.to_device(var.as_tensor().device())?;
+        if value.dims() == have.as_slice() {
+            var.set(&value)?;
+        } else if value.dims().len() == have.len()
+            && value.dims()[1..] == have[1..]
+            && value.dims()[0] < have[0]
+        {
+            let n = value.dims()[0];
+            let fresh = var
+                .as_tensor()
+                .narrow(0, n, have[0] - n)?
+                .affine(0.1, 0.0)?;
+            var.set(&Tensor::cat(&[&value, &fresh], 0)?)?;
+        } else {
+            anyhow::bail!(
+                "initial weights {}: tensor `{name}` has shape {:?}, the net needs {have:?}",
+                path.display(),
+                value.dims()
+            );
+        }
+        set += 1;
+    }
+    Ok(set)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

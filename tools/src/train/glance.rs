@@ -25,6 +25,7 @@ use super::common::{
     batch_tensor, cosine_lr, file_bytes, progress, rng_for, sample_rng, save_named, train_device,
 };
 use super::data::{load_photo_annotations, read_rgb, split_every};
+use super::gtsdb::{glance_sample_exact, glance_view, load_gtsdb, GtsdbSplit, ViewJitter};
 use super::scenes::generator;
 use rayon::prelude::*;
 
@@ -74,6 +75,41 @@ pub struct GlanceArgs {
     /// evaluation and saving (the saved network has the same layers either way).
     #[arg(long)]
     pub batch_norm: bool,
+    /// Train on the real GTSDB training frames (`DATA/gtsdb`, frames 00000–00599 less the validation
+    /// frames, every sixth) in random scale/offset/aspect views, and report recall on the validation frames.
+    #[arg(long)]
+    pub gtsdb: bool,
+    /// Random views of each GTSDB training frame per epoch.
+    #[arg(long, default_value_t = 1)]
+    pub gtsdb_views: usize,
+    /// Range of the views' magnification against the runtime's frame→glance shrink, `MIN,MAX`.
+    #[arg(long, value_delimiter = ',', default_value = "0.65,1.5")]
+    pub scale_range: Vec<f32>,
+    /// Glance input `WIDTHxHEIGHT` in pixels (the runtime resizes every frame to it).
+    #[arg(long, default_value = "320x240")]
+    pub input_size: String,
+    /// Output channels of conv1..conv4.
+    #[arg(long, value_delimiter = ',', default_value = "16,32,32,32")]
+    pub channels: Vec<usize>,
+    /// Start from this trained glance net (float safetensors of the same channels) instead of seeded
+    /// random weights; its convolutions work at any input size.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+}
+
+/// Parses `WIDTHxHEIGHT`.
+pub fn parse_size(text: &str) -> anyhow::Result<(usize, usize)> {
+    let (w, h) = text
+        .split_once(['x', '×'])
+        .with_context(|| format!("size `{text}`: expected WIDTHxHEIGHT, e.g. 448x264"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .with_context(|| format!("size `{text}`: `{v}` is not a positive integer"))
+    };
+    Ok((parse(w)?, parse(h)?))
 }
 
 /// A sign in glance pixels; `class_id` None = no GTSRB class; `ignore` = an annotated non-sign (traffic light).
@@ -105,7 +141,7 @@ impl GlanceSample {
         }
     }
 
-    fn chw_f32(&self) -> Vec<f32> {
+    pub(crate) fn chw_f32(&self) -> Vec<f32> {
         self.chw_u8.iter().map(|&v| v as f32 / 255.0).collect()
     }
 }
@@ -471,34 +507,101 @@ fn describe_report(name: &str, r: &GlanceReport) -> String {
 pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let device = train_device(&args.device)?;
-    let cfg = GlanceNetConfig::default();
+    let (in_w, in_h) = parse_size(&args.input_size)?;
+    anyhow::ensure!(
+        args.channels.len() == 4,
+        "--channels {:?}: expected 4 values (conv1..conv4)",
+        args.channels
+    );
+    anyhow::ensure!(
+        args.scale_range.len() == 2
+            && args.scale_range[0] > 0.0
+            && args.scale_range[0] <= args.scale_range[1],
+        "--scale-range {:?}: expected MIN,MAX with 0 < MIN ≤ MAX",
+        args.scale_range
+    );
+    let cfg = GlanceNetConfig {
+        input_width_px: in_w,
+        input_height_px: in_h,
+        channels: [
+            args.channels[0],
+            args.channels[1],
+            args.channels[2],
+            args.channels[3],
+        ],
+        ..GlanceNetConfig::default()
+    };
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("glance net config: {e}"))?;
     let (map_w, map_h) = cfg.map_size();
-    let (in_w, in_h) = (cfg.input_width_px, cfg.input_height_px);
-    let factor = 1280 / in_w;
-    let mut train = synthetic_glance_samples(
-        &args.data,
-        Split::Train,
-        args.scenes,
-        args.seed.wrapping_mul(1000),
-        factor,
-    )
-    .context("generating Train scenes")?;
-    let eval_synth = synthetic_glance_samples(&args.data, Split::Eval, args.eval_scenes, 1, factor)
-        .context("generating Eval scenes")?;
+    let factor = (1280 / in_w).max(1);
+    let mut train = if args.scenes > 0 {
+        synthetic_glance_samples(
+            &args.data,
+            Split::Train,
+            args.scenes,
+            args.seed.wrapping_mul(1000),
+            factor,
+        )
+        .context("generating Train scenes")?
+    } else {
+        Vec::new()
+    };
+    let eval_synth = if args.eval_scenes > 0 {
+        synthetic_glance_samples(&args.data, Split::Eval, args.eval_scenes, 1, factor)
+            .context("generating Eval scenes")?
+    } else {
+        Vec::new()
+    };
     let (mut train_photos, held_photos) =
         photo_glance_samples(&args.data, in_w, in_h).context("loading photos")?;
     if args.photos > 0 {
         train_photos.truncate(args.photos);
     }
+    let (gtsdb_train, gtsdb_val) = if args.gtsdb {
+        let train = load_gtsdb(&args.data, GtsdbSplit::Train).context("loading GTSDB")?;
+        let val = load_gtsdb(&args.data, GtsdbSplit::Validation).context("loading GTSDB")?;
+        let val: Vec<GlanceSample> = val
+            .iter()
+            .map(|f| glance_sample_exact(f, in_w, in_h))
+            .collect();
+        (train, val)
+    } else {
+        (Vec::new(), Vec::new())
+    };
     println!(
-        "glance data: {} Train scenes, {} training photos, {} Eval scenes, {} held-out photos, loaded in {:.0} s",
+        "glance data: {} Train scenes, {} training photos, {} GTSDB training frames × {} views, {} Eval scenes, {} held-out photos, {} GTSDB validation frames, loaded in {:.0} s; input {in_w}×{in_h}, maps {map_w}×{map_h}",
         train.len(),
         train_photos.len(),
+        gtsdb_train.len(),
+        args.gtsdb_views,
         eval_synth.len(),
         held_photos.len(),
+        gtsdb_val.len(),
         started.elapsed().as_secs_f64()
     );
     train.extend(train_photos);
+    let jitter = ViewJitter {
+        scale_min: args.scale_range[0],
+        scale_max: args.scale_range[1],
+        aspect_max: 1.25,
+        flip_probability: 0.5,
+    };
+    let stored = train.len();
+    let items = stored + gtsdb_train.len() * args.gtsdb_views;
+    anyhow::ensure!(
+        items >= args.batch,
+        "{items} training images, fewer than one batch of {}",
+        args.batch
+    );
+    let report_sets: Vec<(&str, &[GlanceSample])> = [
+        ("Eval scenes", eval_synth.as_slice()),
+        ("held-out photos", held_photos.as_slice()),
+        ("GTSDB validation", gtsdb_val.as_slice()),
+    ]
+    .into_iter()
+    .filter(|(_, s)| !s.is_empty())
+    .collect();
 
     let varmap = VarMap::new();
     let build = |varmap: &VarMap| {
@@ -511,6 +614,10 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
     };
     build(&varmap)?;
     super::common::seed_varmap(&varmap, args.seed)?;
+    if let Some(init) = &args.init {
+        let n = super::common::init_varmap_from(&varmap, init)?;
+        println!("started from {} ({n} tensors)", init.display());
+    }
     let model = build(&varmap)?;
     let mut opt = AdamW::new(
         varmap.all_vars(),
@@ -521,7 +628,7 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
         },
     )?;
     let mut rng = rng_for(args.seed, 7);
-    let full = train.len() / args.batch;
+    let full = items / args.batch;
     let steps_per_epoch = if args.steps > 0 {
         args.steps.min(full)
     } else {
@@ -530,7 +637,7 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
     let total_steps = steps_per_epoch * args.epochs;
     let mut step = 0;
     let mut log = Vec::new();
-    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut order: Vec<usize> = (0..items).collect();
     let train_started = Instant::now();
     let budget_secs = args.max_train_minutes * 60.0;
     let over_budget = || budget_secs > 0.0 && train_started.elapsed().as_secs_f64() >= budget_secs;
@@ -557,22 +664,26 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
             if over_budget() {
                 break;
             }
-            let imgs: Vec<Vec<f32>> = idx
+            let views: Vec<(Vec<f32>, Vec<GlanceBox>)> = idx
                 .par_iter()
                 .enumerate()
                 .map(|(k, &i)| {
-                    let mut chw = train[i].chw_f32();
-                    photometric(
-                        &mut chw,
-                        &mut sample_rng(args.seed, epoch, b * args.batch + k),
-                    );
-                    chw
+                    let mut rng = sample_rng(args.seed, epoch, b * args.batch + k);
+                    let (mut chw, boxes) = if i < stored {
+                        (train[i].chw_f32(), train[i].boxes.clone())
+                    } else {
+                        let frame = &gtsdb_train[(i - stored) % gtsdb_train.len()];
+                        glance_view(frame, in_w, in_h, &jitter, &mut rng)
+                    };
+                    photometric(&mut chw, &mut rng);
+                    (chw, boxes)
                 })
                 .collect();
-            let targets: Vec<GlanceTargets> = idx
+            let targets: Vec<GlanceTargets> = views
                 .iter()
-                .map(|&i| glance_targets(&train[i].boxes, map_w, map_h))
+                .map(|(_, boxes)| glance_targets(boxes, map_w, map_h))
                 .collect();
+            let imgs: Vec<Vec<f32>> = views.into_iter().map(|(chw, _)| chw).collect();
             let x = batch_tensor(&imgs, 3, in_h, in_w, &device)?;
             let maps = model.train_maps(&x)?;
             let (loss, parts) = glance_loss(
@@ -603,20 +714,20 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
             ));
         }
         bar.finish_and_clear();
-        let synth_report = evaluate_glance(&model, &eval_synth, &device)?;
-        let photo_report = evaluate_glance(&model, &held_photos, &device)?;
         let n = batches.max(1) as f64;
-        let line = format!(
-            "epoch {}/{}: loss obj {:.4} size {:.4} cls {:.4} ({:.0} s)\n  {}\n  {}",
+        let mut line = format!(
+            "epoch {}/{}: loss obj {:.4} size {:.4} cls {:.4} ({:.0} s)",
             epoch + 1,
             args.epochs,
             sums[0] / n,
             sums[1] / n,
             sums[2] / n,
             epoch_started.elapsed().as_secs_f64(),
-            describe_report("Eval scenes", &synth_report),
-            describe_report("held-out photos", &photo_report)
         );
+        for (name, set) in &report_sets {
+            let r = evaluate_glance(&model, set, &device)?;
+            line.push_str(&format!("\n  {}", describe_report(name, &r)));
+        }
         println!("{line}");
         log.push(line);
     }
@@ -637,18 +748,17 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
     for (name, path) in [("f32", &f32_path), ("q8_0", &q8_path)] {
         let loaded = GlanceNetModel::load(path, &device)
             .with_context(|| format!("reloading {}", path.display()))?;
-        let synth_report = evaluate_glance(&loaded, &eval_synth, &device)?;
-        let photo_report = evaluate_glance(&loaded, &held_photos, &device)?;
-        println!(
-            "{name} ({} bytes):\n  {}\n  {}",
-            file_bytes(path),
-            describe_report("Eval scenes", &synth_report),
-            describe_report("held-out photos", &photo_report)
-        );
-        report.insert(
-            name.to_string(),
-            serde_json::json!({ "eval_scenes": synth_report, "heldout_photos": photo_report, "file_bytes": file_bytes(path) }),
-        );
+        let mut entry = serde_json::Map::new();
+        let mut text = format!("{name} ({} bytes):", file_bytes(path));
+        for (set_name, set) in &report_sets {
+            let r = evaluate_glance(&loaded, set, &device)?;
+            text.push_str(&format!("\n  {}", describe_report(set_name, &r)));
+            let key = set_name.replace([' ', '-'], "_").to_lowercase();
+            entry.insert(key, serde_json::to_value(&r)?);
+        }
+        entry.insert("file_bytes".into(), serde_json::json!(file_bytes(path)));
+        println!("{text}");
+        report.insert(name.to_string(), serde_json::Value::Object(entry));
     }
     report.insert("train_seconds".into(), serde_json::json!(train_secs));
     report.insert("epochs".into(), serde_json::json!(log));

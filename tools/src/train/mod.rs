@@ -7,6 +7,7 @@ pub mod classifier;
 pub mod common;
 pub mod data;
 pub mod glance;
+pub mod gtsdb;
 pub mod pictos;
 pub mod scenes;
 pub mod scorer;

@@ -9,6 +9,7 @@ pub mod calibrate;
 pub mod config;
 pub mod engine;
 pub mod eval;
+pub mod font;
 pub mod matching;
 pub mod run;
 pub mod serve;

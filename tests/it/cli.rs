@@ -95,6 +95,77 @@ fn demo_runs_on_bundled_samples_and_writes_summary_events_and_pngs() {
     assert_eq!(pngs, n_samples);
 }
 
+/// Width and height from a baseline or progressive JPEG's start-of-frame segment.
+fn jpeg_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    let be16 = |i: usize| Some(u32::from(*bytes.get(i)?) << 8 | u32::from(*bytes.get(i + 1)?));
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let mut i = 2;
+    while *bytes.get(i)? == 0xFF {
+        let marker = *bytes.get(i + 1)?;
+        if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            return Some((be16(i + 7)?, be16(i + 5)?));
+        }
+        i += 2 + be16(i + 2)? as usize;
+    }
+    None
+}
+
+#[test]
+fn bundled_samples_are_annotated_gtsdb_test_frames_listed_in_provenance() {
+    let mut frames: Vec<String> = std::fs::read_dir(samples())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|name| name.ends_with(".jpg"))
+        .collect();
+    frames.sort();
+    assert_eq!(frames.len(), 8, "{frames:?}");
+    let provenance = std::fs::read_to_string(samples().join("PROVENANCE.md")).unwrap();
+    for name in &frames {
+        let number: u32 = name.trim_end_matches(".jpg").parse().unwrap();
+        assert!(
+            (600..900).contains(&number),
+            "{name} is not a GTSDB test frame (00600–00899)"
+        );
+        assert!(
+            provenance.contains(&format!("`{name}`")),
+            "PROVENANCE.md does not list {name}"
+        );
+        let bytes = std::fs::read(samples().join(name)).unwrap();
+        assert_eq!(jpeg_size(&bytes), Some((1360, 800)), "{name}");
+    }
+
+    let csv = std::fs::read_to_string(samples().join("annotations.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("file,width,height,class,gtsrb_class_id,xmin,ymin,xmax,ymax")
+    );
+    let mut annotated = std::collections::BTreeSet::new();
+    let mut smallest_box_px = u32::MAX;
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 9, "{line}");
+        assert!(
+            frames.iter().any(|name| name == f[0]),
+            "{line}: no such frame"
+        );
+        assert_eq!((f[1], f[2]), ("1360", "800"), "{line}");
+        let class_id: usize = f[4].parse().unwrap();
+        assert_eq!(f[3], saccade_models::class_name(class_id), "{line}");
+        let [xmin, ymin, xmax, ymax]: [u32; 4] = std::array::from_fn(|k| f[5 + k].parse().unwrap());
+        assert!(
+            xmin <= xmax && xmax < 1360 && ymin <= ymax && ymax < 800,
+            "{line}"
+        );
+        smallest_box_px = smallest_box_px.min(xmax - xmin + 1);
+        annotated.insert(f[0].to_string());
+    }
+    assert!(annotated.len() < frames.len(), "no frame without a sign");
+    assert!(smallest_box_px < 32, "no small sign");
+}
+
 fn detections_of(events: &[serde_json::Value]) -> Vec<(String, String)> {
     events
         .iter()

@@ -20,6 +20,7 @@ use saccade_runtime::pipeline::TimedClassifier;
 use saccade_runtime::synth::{SceneConfig, SceneGenerator, Split};
 
 use crate::engine::{self, ModelArgs};
+use crate::train::gtsdb::GtsdbSplit;
 
 /// First seed of the validation scenes.
 pub const VALIDATION_FIRST_SEED: u64 = 900_000;
@@ -38,6 +39,10 @@ pub struct CalibrateArgs {
     /// Where to write the `[gfnet]` table (default: gfnet.toml in the weights folder).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Fit on real frames: the GTSDB validation frames under DATA/gtsdb (training frames whose number
+    /// % 6 == 5; never the test frames), first half fit, second half check. `--frames` is then ignored.
+    #[arg(long)]
+    pub gtsdb: Option<PathBuf>,
     #[command(flatten)]
     pub models: ModelArgs,
 }
@@ -121,24 +126,45 @@ fn mean_patches(
 
 pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
     let models = engine::load_models(&args.models)?;
-    let generator = SceneGenerator::new(SceneConfig {
-        split: Split::Eval,
-        ..SceneConfig::default()
-    })?;
-    let frames: Vec<Frame> = (0..args.frames.max(2) as u64)
-        .map(|i| {
-            let scene = generator.generate(VALIDATION_FIRST_SEED + i);
-            let mut frame = Frame::from_rgb(i, scene.width, scene.height, scene.rgb)?;
-            frame.truth = scene.truth;
-            Ok(frame)
-        })
-        .collect::<Result<_, saccade_runtime::frame::FrameError>>()?;
+    let frames: Vec<Frame> = match &args.gtsdb {
+        Some(data) => crate::train::gtsdb::load_gtsdb(data, GtsdbSplit::Validation)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| Frame::from_rgb(i as u64, f.width_px as u32, f.height_px as u32, f.rgb))
+            .collect::<Result<_, saccade_runtime::frame::FrameError>>()?,
+        None => {
+            let generator = SceneGenerator::new(SceneConfig {
+                split: Split::Eval,
+                ..SceneConfig::default()
+            })?;
+            (0..args.frames.max(2) as u64)
+                .map(|i| {
+                    let scene = generator.generate(VALIDATION_FIRST_SEED + i);
+                    let mut frame = Frame::from_rgb(i, scene.width, scene.height, scene.rgb)?;
+                    frame.truth = scene.truth;
+                    Ok(frame)
+                })
+                .collect::<Result<_, saccade_runtime::frame::FrameError>>()?
+        }
+    };
+    let weights_dir = args
+        .models
+        .weights_dir
+        .clone()
+        .unwrap_or_else(engine::default_weights_dir);
+    // The fitted detection settings (strategies.toml) are the base; only the exit thresholds are fitted here.
+    let fitted_base = engine::effective_configs(
+        &saccade_runtime::focus::StrategyConfigs::default(),
+        &weights_dir,
+    )?
+    .gfnet;
     let (fit, check) = frames.split_at(frames.len() / 2);
     let mut glance = GlanceStage::new(models.glance.clone(), models.device.clone());
     let classifier = Arc::new(TimedClassifier::new(models.classifier.clone()));
     let base = GfNetConfig {
         max_steps: args.max_steps.clamp(1, 5),
-        ..GfNetConfig::default()
+        eta: GfNetConfig::default().eta,
+        ..fitted_base
     };
     let confidences = record_confidences(fit, &mut glance, &classifier, &base)?;
     let eta = fit_thresholds(&confidences, args.budget_patches, base.max_steps);
@@ -160,14 +186,25 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
             .unwrap_or_else(engine::default_weights_dir)
             .join("gfnet.toml")
     });
+    let frames_said = match &args.gtsdb {
+        Some(_) => "GTSDB validation frames (training frames with number % 6 == 5)".to_string(),
+        None => format!("synthetic Eval-split frames (seeds {VALIDATION_FIRST_SEED}..)"),
+    };
+    let command = match &args.gtsdb {
+        Some(_) => format!(
+            "saccade calibrate --budget-patches {} --gtsdb ../shared/data",
+            args.budget_patches
+        ),
+        None => format!(
+            "saccade calibrate --budget-patches {} --frames {}",
+            args.budget_patches, args.frames
+        ),
+    };
     let header = format!(
-        "# GFNet exit thresholds fitted by `saccade calibrate --budget-patches {} --frames {}`\n\
-         # on {} synthetic Eval-split frames (seeds {}..), checked on {} more: mean patches {:.3} (fit) / {:.3} (check),\n\
+        "# GFNet exit thresholds fitted by `{command}`\n\
+         # on {} {frames_said}, checked on {} more: mean patches {:.3} (fit) / {:.3} (check),\n\
          # {:.1} % from the budget.\n",
-        args.budget_patches,
-        args.frames,
         fit.len(),
-        VALIDATION_FIRST_SEED,
         check.len(),
         on_fit,
         on_check,

@@ -83,6 +83,79 @@ impl PatchClassifier for RednessClassifier {
     }
 }
 
+/// A box-head classifier: a patch with any strongly red pixels holds a stop sign, boxed by the red pixels'
+/// bounding box (in patch sides); the probability grows with how much of the patch the red fills, like a net
+/// that is surer of a well-framed sign.
+#[derive(Debug, Default)]
+pub struct BoxingRednessClassifier {
+    pub side_px: usize,
+    pub patches_seen: AtomicUsize,
+}
+
+impl PatchClassifier for BoxingRednessClassifier {
+    fn input_side_px(&self) -> usize {
+        self.side_px
+    }
+    fn classify(&self, patches: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(self.classify_with_boxes(patches)?.probs)
+    }
+    fn classify_with_boxes(
+        &self,
+        patches: &Tensor,
+    ) -> Result<saccade_models::PatchVerdicts, ModelError> {
+        let (n, _, h, w) = patches.dims4()?;
+        self.patches_seen.fetch_add(n, Ordering::SeqCst);
+        let data = patches.flatten_all()?.to_vec1::<f32>()?;
+        let plane = h * w;
+        let mut out = vec![0.0f32; n * NUM_CLASSES];
+        let mut boxes = Vec::with_capacity(n);
+        for i in 0..n {
+            let p = &data[i * 3 * plane..(i + 1) * 3 * plane];
+            let (mut x0, mut y0, mut x1, mut y1, mut red) = (w, h, 0, 0, 0usize);
+            for y in 0..h {
+                for x in 0..w {
+                    let k = y * w + x;
+                    if is_red(p[k], p[plane + k], p[2 * plane + k]) {
+                        red += 1;
+                        x0 = x0.min(x);
+                        y0 = y0.min(y);
+                        x1 = x1.max(x + 1);
+                        y1 = y1.max(y + 1);
+                    }
+                }
+            }
+            let fill = red as f32 / plane as f32;
+            let sign = if red == 0 {
+                0.02
+            } else {
+                (0.55 + fill).min(0.97)
+            };
+            out[i * NUM_CLASSES + STOP_CLASS] = sign;
+            out[i * NUM_CLASSES + BACKGROUND_CLASS] = 1.0 - sign;
+            boxes.push(if red == 0 {
+                [0.25, 0.25, 0.75, 0.75]
+            } else {
+                [
+                    x0 as f32 / w as f32,
+                    y0 as f32 / h as f32,
+                    x1 as f32 / w as f32,
+                    y1 as f32 / h as f32,
+                ]
+            });
+        }
+        Ok(saccade_models::PatchVerdicts {
+            probs: Tensor::from_vec(out, (n, NUM_CLASSES), &Device::Cpu)?,
+            boxes: Some(boxes),
+        })
+    }
+    fn mflops_per_patch(&self) -> f64 {
+        1.5
+    }
+    fn describe(&self) -> String {
+        "mock boxing redness classifier".into()
+    }
+}
+
 /// A 640×480 grey frame with red squares `(x, y, side)` pasted in (frame px).
 pub fn frame_with_squares(width: u32, height: u32, squares: &[(u32, u32, u32)]) -> Frame {
     let mut rgb = vec![0u8; width as usize * height as usize * 3];

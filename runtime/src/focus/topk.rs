@@ -125,8 +125,67 @@ impl FocusStrategy for TopK {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::focus::common::DetectConfig;
     use crate::focus::testutil::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn second_look_boxes_the_sign_where_the_net_found_it_and_counts_its_patch() {
+        // A small sign off the glance cell centre: the first patch frames it loosely, the box head finds it,
+        // the second patch frames it tightly.
+        let frame = frame_with_squares(640, 480, &[(303, 207, 22)]);
+        let glance = redness_glance(&frame, (160, 120), 4, 22.0);
+        let classifier = BoxingRednessClassifier {
+            side_px: 32,
+            ..Default::default()
+        };
+        let truth = BoxPx::new(303.0, 207.0, 325.0, 229.0);
+        let config = TopKConfig {
+            k: 2,
+            detect: DetectConfig {
+                context: 3.0,
+                min_score: 0.3,
+                ..DetectConfig::default()
+            },
+            ..TopKConfig::default()
+        };
+        let mut with = TopK::new(config.clone());
+        let out = with
+            .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
+            .unwrap();
+        let best = out
+            .detections
+            .iter()
+            .map(|d| d.bbox.iou(&truth))
+            .fold(0.0, f32::max);
+        assert!(best > 0.8, "best IoU {best}: {out:?}");
+        // Every second look is a visit of its own: more patches than K.
+        assert!(out.patches.len() > 2, "{:?}", out.patches);
+        assert_eq!(
+            classifier
+                .patches_seen
+                .load(std::sync::atomic::Ordering::SeqCst),
+            out.patches.len()
+        );
+        // Without the second look the box is still the net's own, from the loose first patch.
+        let mut without = TopK::new(TopKConfig {
+            detect: DetectConfig {
+                second_look: false,
+                ..config.detect.clone()
+            },
+            ..config
+        });
+        let out = without
+            .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
+            .unwrap();
+        assert_eq!(out.patches.len(), 2);
+        let best_loose = out
+            .detections
+            .iter()
+            .map(|d| d.bbox.iou(&truth))
+            .fold(0.0, f32::max);
+        assert!(best_loose > 0.5, "best IoU {best_loose}: {out:?}");
+    }
 
     #[test]
     fn topk_finds_a_red_square() {

@@ -263,12 +263,17 @@ fn annotated_set_has_one_jpeg_per_scene_and_rows_for_its_signs() {
     }
 }
 
-/// Regenerates the demo frames in `tools/samples/` (see its PROVENANCE.md):
+/// Writes the eight synthetic scenes the demo used before it ran on real frames (seeds 1001–1008) into
+/// `$SYNTH_SAMPLES_DIR` (default: a `synthetic-samples` folder in the system's temp dir), never into
+/// `tools/samples/`, which holds the real GTSDB demo frames:
 /// `cargo test -p saccade-runtime --release --lib synth::tests::write_demo_samples -- --ignored`
 #[test]
 #[ignore]
 fn write_demo_samples() {
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/samples");
+    let out = std::env::var_os("SYNTH_SAMPLES_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("synthetic-samples"));
+    std::fs::create_dir_all(&out).unwrap();
     let generator = SceneGenerator::new(SceneConfig::default()).unwrap();
     generator
         .write_annotated_set(&out, 8, DEMO_FIRST_SEED)

@@ -5,8 +5,11 @@
 //! detections to the annotations (`crate::matching`) and reports detection quality next to what it cost
 //! (latency per stage, patches, full-resolution pixels, MFLOPs, early exits, peak RSS), and per sign size
 //! bucket how many signs were found and how many the strategy looked at (centre inside an examined patch), so
-//! glance misses can be told from focus misses. `saccade bench` reuses
-//! [`evaluate`] for every strategy on the same frames. The JSON keys are documented in `docs/EVAL.md`.
+//! glance misses can be told from focus misses. It keeps every frame's scored detections, so the report also
+//! has precision/recall/F1 at a sweep of score thresholds (for fitting a strategy's `min_score` on validation
+//! frames). `--split` restricts a GTSDB folder to one part of its split (`crate::train::gtsdb`).
+//! `saccade bench` reuses [`evaluate`] for every strategy on the same frames. The JSON keys are documented in
+//! `docs/EVAL.md`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -19,17 +22,18 @@ use saccade_models::patchnet::PatchNet;
 use saccade_models::{class_name, PatchClassifier, NUM_SIGN_CLASSES};
 use saccade_runtime::budget::{mib, rss_bytes};
 use saccade_runtime::capture::dir::natural_cmp;
-use saccade_runtime::focus::{FocusOutcome, StrategyConfigs};
+use saccade_runtime::focus::FocusOutcome;
 use saccade_runtime::frame::{BoxPx, Frame, TruthBox};
 use saccade_runtime::metrics::{PipelineMetrics, Stage};
 use saccade_runtime::pipeline::FrameProcessor;
 
-use crate::engine::{self, ModelArgs, StrategyArgs};
+use crate::engine::{self, ModelArgs, StrategyArgs, StrategyFile};
 use crate::matching::{
     tally_frame, DetectionEntry, SignCounts, SizeBucket, Tally, TruthEntry, LARGE_ABOVE_PX,
     SMALL_BELOW_PX,
 };
 use crate::summary::{round3, StageJson};
+use crate::train::gtsdb::{split_of, GtsdbSplit};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
@@ -45,10 +49,82 @@ pub struct EvalArgs {
     /// Comma-separated `class` values whose boxes are neutral (a detection of them is neither TP nor FP).
     #[arg(long, value_delimiter = ',')]
     pub ignore_classes: Vec<String>,
+    /// Only the frames of this GTSDB split (by the file stem's frame number: train = 0–599 except
+    /// number % 6 == 5, validation = number % 6 == 5 below 600, test = 600–899); `all`: every frame.
+    #[arg(long, value_enum, default_value_t = EvalSplit::All)]
+    pub split: EvalSplit,
+    /// TOML file of strategy settings (`[topk]`, `[gfnet]`, …): its keys override the fitted settings beside
+    /// the weights, which override the defaults.
+    #[arg(long)]
+    pub strategy_config: Option<PathBuf>,
+    /// Also print the score-threshold sweep (the JSON always has it).
+    #[arg(long)]
+    pub sweep: bool,
     #[command(flatten)]
     pub strategy: StrategyArgs,
     #[command(flatten)]
     pub models: ModelArgs,
+}
+
+/// Which frames of a folder `saccade eval` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalSplit {
+    /// Every frame of the folder, whatever its name.
+    All,
+    /// GTSDB training frames the nets learn from.
+    Train,
+    /// GTSDB training frames held out for fitting thresholds and choosing models.
+    Validation,
+    /// GTSDB test frames: for measuring only.
+    Test,
+}
+
+impl EvalSplit {
+    pub fn name(self) -> &'static str {
+        match self {
+            EvalSplit::All => "all",
+            EvalSplit::Train => "train",
+            EvalSplit::Validation => "validation",
+            EvalSplit::Test => "test",
+        }
+    }
+
+    /// Whether the frame file `name` belongs to this split: with `All` every frame; otherwise frames whose
+    /// stem is a GTSDB frame number of the split (`00417.jpg` → 417).
+    pub fn keeps(self, name: &str) -> bool {
+        let wanted = match self {
+            EvalSplit::All => return true,
+            EvalSplit::Train => GtsdbSplit::Train,
+            EvalSplit::Validation => GtsdbSplit::Validation,
+            EvalSplit::Test => GtsdbSplit::Test,
+        };
+        Path::new(name)
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .and_then(|stem| stem.parse::<u32>().ok())
+            .is_some_and(|n| split_of(n) == wanted)
+    }
+}
+
+/// The items of `split`, in their order; none left is an error naming the folder.
+pub fn select_split(
+    items: Vec<EvalItem>,
+    split: EvalSplit,
+    images: &Path,
+) -> anyhow::Result<Vec<EvalItem>> {
+    let total = items.len();
+    let kept: Vec<EvalItem> = items
+        .into_iter()
+        .filter(|item| split.keeps(&item.name))
+        .collect();
+    ensure!(
+        !kept.is_empty(),
+        "none of the {total} frames in {} is in the {} split (GTSDB frame numbers as file names, e.g. 00005.jpg)",
+        images.display(),
+        split.name()
+    );
+    Ok(kept)
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -405,6 +481,8 @@ impl BySizeReport {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EvalReport {
     pub strategy: String,
+    /// Which frames of the folder were evaluated (`all` unless `saccade eval --split` says otherwise).
+    pub split: EvalSplit,
     pub frames: u64,
     pub precision: f64,
     pub recall: f64,
@@ -435,12 +513,110 @@ pub struct EvalReport {
     pub wall_s: f64,
     pub stages: BTreeMap<&'static str, StageJson>,
     pub per_class: BTreeMap<String, ClassReport>,
+    /// `saccade eval --strategy-config`, if given.
+    pub strategy_config: Option<String>,
+    /// The evaluated strategy's settings as applied (`null` where the caller did not record them, as in bench).
+    pub strategy_settings: Option<serde_json::Value>,
+    /// Detection quality counting only detections with score ≥ threshold, for each of [`sweep_thresholds`].
+    pub score_sweep: Vec<SweepPoint>,
+    /// The sweep's point of highest F1 (ties: the highest threshold).
+    pub best_f1: BestF1,
 }
 
-/// An evaluation: the report and the tally of every frame (so a caller can re-score a prefix of the frames).
+/// Detection quality when only detections scoring at least `threshold` count.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SweepPoint {
+    pub threshold: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub tp: u64,
+    pub fp: u64,
+    #[serde(rename = "fn")]
+    pub fn_: u64,
+}
+
+/// The best point of a score sweep.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BestF1 {
+    pub threshold: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+/// A frame's truth and scored detections, kept so its detections can be matched again at other thresholds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredFrame {
+    pub truth: Vec<TruthEntry>,
+    pub detections: Vec<DetectionEntry>,
+}
+
+/// Score thresholds of the sweep: 0.05, 0.10, …, 0.95.
+pub fn sweep_thresholds() -> impl Iterator<Item = f32> {
+    (1..=19u8).map(|i| f32::from(i) / 20.0)
+}
+
+/// Matches every frame again with only its detections scoring ≥ t, for each threshold t of
+/// [`sweep_thresholds`], with the matching and ignore set of the main numbers.
+pub fn score_sweep(frames: &[ScoredFrame], ignored: &HashSet<String>) -> Vec<SweepPoint> {
+    let mut kept = Vec::new();
+    sweep_thresholds()
+        .map(|threshold| {
+            let mut c = crate::matching::Counts::default();
+            for frame in frames {
+                kept.clear();
+                kept.extend(
+                    frame
+                        .detections
+                        .iter()
+                        .filter(|d| d.score >= threshold)
+                        .cloned(),
+                );
+                c.add(&tally_frame(&frame.truth, &kept, &[], ignored).overall);
+            }
+            SweepPoint {
+                threshold: round3(f64::from(threshold)),
+                precision: round3(c.precision()),
+                recall: round3(c.recall()),
+                f1: round3(c.f1()),
+                tp: c.tp,
+                fp: c.fp,
+                fn_: c.fn_,
+            }
+        })
+        .collect()
+}
+
+/// The point of highest F1 (ties go to the highest threshold: below the strategy's `min_score` the sweep only
+/// repeats the unfiltered numbers); F1 of an empty sweep is 0 at threshold 0.
+fn best_f1(sweep: &[SweepPoint]) -> BestF1 {
+    let best = sweep
+        .iter()
+        .rev()
+        .reduce(|best, p| if p.f1 > best.f1 { p } else { best });
+    best.map_or(
+        BestF1 {
+            threshold: 0.0,
+            precision: 0.0,
+            recall: 0.0,
+            f1: 0.0,
+        },
+        |p| BestF1 {
+            threshold: p.threshold,
+            precision: p.precision,
+            recall: p.recall,
+            f1: p.f1,
+        },
+    )
+}
+
+/// An evaluation: the report, the tally of every frame (so a caller can re-score a prefix of the frames) and
+/// every frame's truth and scored detections.
 pub struct Evaluation {
     pub report: EvalReport,
     pub frame_tallies: Vec<Tally>,
+    pub scored_frames: Vec<ScoredFrame>,
 }
 
 fn class_report(c: &crate::matching::Counts) -> ClassReport {
@@ -479,6 +655,7 @@ pub fn evaluate(
     let metrics = PipelineMetrics::default();
     let mut total = Tally::default();
     let mut frame_tallies = Vec::with_capacity(items.len());
+    let mut scored_frames = Vec::with_capacity(items.len());
     let started = Instant::now();
     // Drawn on stderr only when it is a terminal.
     let bar = crate::train::common::progress(items.len(), strategy);
@@ -491,22 +668,24 @@ pub fn evaluate(
             .process(frame, &metrics)
             .map_err(|e| anyhow::anyhow!("{e} ({})", item.name))?;
         let patches_frame: Vec<_> = done.outcome.patches.iter().map(|p| p.bbox).collect();
-        let tally = tally_frame(
-            &item.truth,
-            &detections_of(&done.outcome),
-            &patches_frame,
-            ignored,
-        );
+        let detections = detections_of(&done.outcome);
+        let tally = tally_frame(&item.truth, &detections, &patches_frame, ignored);
         total.add(&tally);
         frame_tallies.push(tally);
+        scored_frames.push(ScoredFrame {
+            truth: item.truth.clone(),
+            detections,
+        });
     }
     bar.finish_and_clear();
     let wall_s = started.elapsed().as_secs_f64();
     let glance_mflops = processor.glance.net().mflops();
-    let report = build_report(strategy, &metrics, &total, glance_mflops, wall_s);
+    let sweep = score_sweep(&scored_frames, ignored);
+    let report = build_report(strategy, &metrics, &total, sweep, glance_mflops, wall_s);
     Ok(Evaluation {
         report,
         frame_tallies,
+        scored_frames,
     })
 }
 
@@ -514,6 +693,7 @@ fn build_report(
     strategy: &str,
     metrics: &PipelineMetrics,
     tally: &Tally,
+    score_sweep: Vec<SweepPoint>,
     glance_mflops: f64,
     wall_s: f64,
 ) -> EvalReport {
@@ -527,6 +707,7 @@ fn build_report(
     let signs = tally.all_signs();
     EvalReport {
         strategy: strategy.to_string(),
+        split: EvalSplit::All,
         frames,
         precision: round3(c.precision()),
         recall: round3(c.recall()),
@@ -563,6 +744,10 @@ fn build_report(
             .iter()
             .map(|(name, counts)| (name.clone(), class_report(counts)))
             .collect(),
+        strategy_config: None,
+        strategy_settings: None,
+        best_f1: best_f1(&score_sweep),
+        score_sweep,
     }
 }
 
@@ -573,8 +758,11 @@ impl EvalReport {
         let pct = |x: f64| x * 100.0;
         let _ = writeln!(
             s,
-            "saccade eval: strategy `{}`, {} frames in {:.1} s",
-            self.strategy, self.frames, self.wall_s
+            "saccade eval: strategy `{}`, {} frames ({} split) in {:.1} s",
+            self.strategy,
+            self.frames,
+            self.split.name(),
+            self.wall_s
         );
         let _ = writeln!(
             s,
@@ -622,6 +810,38 @@ impl EvalReport {
                         .map_or("-".to_string(), |a| format!("{a:.3}"))
                 );
             }
+        }
+        let b = &self.best_f1;
+        let _ = writeln!(
+            s,
+            "  best F1 over score thresholds: {:.3} at score ≥ {:.2} (precision {:.1} %, recall {:.1} %)",
+            b.f1,
+            b.threshold,
+            pct(b.precision),
+            pct(b.recall)
+        );
+        s
+    }
+
+    /// The score sweep, one line per threshold.
+    pub fn sweep_table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "  {:>6} {:>6} {:>6} {:>6} {:>5} {:>5} {:>5}",
+            "score≥", "prec", "recall", "F1", "TP", "FP", "FN"
+        );
+        for p in &self.score_sweep {
+            let best = if p.threshold == self.best_f1.threshold {
+                "  ← best F1"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                s,
+                "  {:>6.2} {:>6.3} {:>6.3} {:>6.3} {:>5} {:>5} {:>5}{best}",
+                p.threshold, p.precision, p.recall, p.f1, p.tp, p.fp, p.fn_
+            );
         }
         s
     }
@@ -674,6 +894,28 @@ impl EvalReport {
     }
 }
 
+/// `value` with every float written as the shortest decimal of its `f32` (settings are `f32`: `0.3`, not
+/// `0.30000001192092896`).
+fn floats_as_f32(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let shortest = n
+                .as_f64()
+                .and_then(|x| (x as f32).to_string().parse::<f64>().ok())
+                .and_then(serde_json::Number::from_f64);
+            Value::Number(shortest.unwrap_or(n))
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(floats_as_f32).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, floats_as_f32(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// Writes `value` as pretty JSON to `path` (`-`: stdout).
 pub fn write_json<T: serde::Serialize>(value: &T, path: &str) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value)?;
@@ -690,17 +932,36 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading annotations {}", args.annotations.display()))?;
     let rows = parse_annotations(&text, &args.annotations)?;
     let items = items_from_folder(&args.images, &rows)?;
+    let items = select_split(items, args.split, &args.images)?;
+    let user_settings = args
+        .strategy_config
+        .as_deref()
+        .map(StrategyFile::load)
+        .transpose()?;
     let models = engine::load_models(&args.models)?;
-    let mut processor =
-        engine::build_processor(&models, &args.strategy, &StrategyConfigs::default())?;
+    let configs = engine::configs_with_user_file(user_settings.as_ref(), &models.weights_dir)?;
+    let mut processor = engine::build_processor_exact(&models, &args.strategy, &configs)?;
     let ignored: HashSet<String> = args
         .ignore_classes
         .iter()
         .map(|c| c.trim().to_string())
         .filter(|c| !c.is_empty())
         .collect();
-    let evaluation = evaluate(&mut processor, &args.strategy.strategy, &items, &ignored)?;
-    eprint!("{}", evaluation.report.human());
+    let mut evaluation = evaluate(&mut processor, &args.strategy.strategy, &items, &ignored)?;
+    let report = &mut evaluation.report;
+    report.split = args.split;
+    report.strategy_config = args
+        .strategy_config
+        .as_ref()
+        .map(|p| p.display().to_string());
+    report.strategy_settings = serde_json::to_value(&configs)?
+        .get(&args.strategy.strategy)
+        .cloned()
+        .map(floats_as_f32);
+    eprint!("{}", report.human());
+    if args.sweep {
+        eprint!("{}", report.sweep_table());
+    }
     if let Some(path) = &args.json {
         write_json(&evaluation.report, path)?;
     }
@@ -1199,7 +1460,14 @@ pub(crate) mod tests {
         ];
         let ignored: HashSet<String> = ["trafficlight".to_string()].into();
         let tally = tally_frame(&truth, &detections, &patches, &ignored);
-        let report = build_report("topk", &PipelineMetrics::default(), &tally, 0.0, 0.0);
+        let report = build_report(
+            "topk",
+            &PipelineMetrics::default(),
+            &tally,
+            Vec::new(),
+            0.0,
+            0.0,
+        );
         assert_eq!((report.tp, report.fp, report.fn_), (1, 0, 2));
         assert_eq!(report.signs, 3);
         assert_eq!(report.looked_at, 2);
@@ -1233,6 +1501,7 @@ pub(crate) mod tests {
             "topk",
             &PipelineMetrics::default(),
             &Tally::default(),
+            Vec::new(),
             0.0,
             0.0,
         );
@@ -1279,6 +1548,9 @@ pub(crate) mod tests {
             annotations,
             json: Some(json.display().to_string()),
             ignore_classes: vec!["trafficlight".to_string()],
+            split: EvalSplit::All,
+            strategy_config: None,
+            sweep: false,
             strategy: StrategyArgs {
                 strategy: "topk".to_string(),
                 max_patches: 8,
@@ -1310,6 +1582,11 @@ pub(crate) mod tests {
             "looked_at_share",
             "found_when_looked_at",
             "by_size",
+            "split",
+            "strategy_config",
+            "strategy_settings",
+            "score_sweep",
+            "best_f1",
         ] {
             assert!(v.get(key).is_some(), "missing {key} in {v}");
         }
@@ -1339,6 +1616,203 @@ pub(crate) mod tests {
         }
         assert!(v["mflops_per_frame"].as_f64().unwrap() > 0.0);
         assert!(v["stages"]["total"]["p50_ms"].as_f64().unwrap() > 0.0);
+        assert_eq!(v["split"], "all");
+        assert!(v["strategy_config"].is_null(), "{v}");
+        assert_eq!(v["strategy_settings"]["k"], 6, "the topk section: {v}");
+        assert_eq!(v["score_sweep"].as_array().unwrap().len(), 19);
+        // Every detection scores ≥ 0.05 (the default min_score is 0.5), so the lowest threshold repeats the
+        // main numbers.
+        for key in ["tp", "fp", "fn"] {
+            assert_eq!(v["score_sweep"][0][key], v[key], "{key}");
+        }
+        let best = v["best_f1"]["f1"].as_f64().unwrap();
+        assert!(best >= v["f1"].as_f64().unwrap(), "{v}");
+    }
+
+    #[test]
+    fn eval_applies_the_strategy_config_file_and_keeps_only_the_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = write_random_models(dir.path());
+        let images = dir.path().join("frames");
+        std::fs::create_dir_all(&images).unwrap();
+        for name in ["00005.png", "00006.png", "00011.png", "00600.png", "a.png"] {
+            image::RgbImage::from_pixel(64, 48, image::Rgb([90, 120, 90]))
+                .save(images.join(name))
+                .unwrap();
+        }
+        let annotations = dir.path().join("ann.csv");
+        std::fs::write(
+            &annotations,
+            format!("{HEADER}00600.png,64,48,stop,14,0,0,9,9\n"),
+        )
+        .unwrap();
+        let settings = dir.path().join("mine.toml");
+        std::fs::write(&settings, "[topk]\nk = 2\nmin_score = 0.05\n").unwrap();
+        let json = dir.path().join("eval.json");
+        let args = EvalArgs {
+            images,
+            annotations,
+            json: Some(json.display().to_string()),
+            ignore_classes: Vec::new(),
+            split: EvalSplit::Validation,
+            strategy_config: Some(settings.clone()),
+            sweep: true,
+            strategy: StrategyArgs {
+                strategy: "topk".to_string(),
+                max_patches: 8,
+                deadline_ms: None,
+            },
+            models,
+        };
+        eval(args.clone()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(v["split"], "validation");
+        assert_eq!(v["frames"], 2, "00005 and 00011: {v}");
+        assert_eq!(v["strategy_config"], settings.display().to_string());
+        assert_eq!(v["strategy_settings"]["k"], 2);
+        assert_eq!(v["strategy_settings"]["min_score"], 0.05);
+        std::fs::write(&settings, "[topk]\nkk = 2\n").unwrap();
+        let err = format!("{:#}", eval(args).unwrap_err());
+        assert!(
+            err.contains("mine.toml") && err.contains("`topk.kk`"),
+            "{err}"
+        );
+    }
+
+    fn frames_with_names(dir: &Path, names: &[&str]) -> Vec<EvalItem> {
+        for name in names {
+            image::RgbImage::new(8, 6).save(dir.join(name)).unwrap();
+        }
+        items_from_folder(dir, &[]).unwrap()
+    }
+
+    #[test]
+    fn split_keeps_the_gtsdb_frames_of_that_split_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let items = frames_with_names(dir.path(), &["00005.png", "00006.png", "00600.png"]);
+        let kept = |split| -> Vec<String> {
+            select_split(items.clone(), split, dir.path())
+                .unwrap()
+                .into_iter()
+                .map(|i| i.name)
+                .collect()
+        };
+        assert_eq!(kept(EvalSplit::Validation), ["00005.png"]);
+        assert_eq!(kept(EvalSplit::Test), ["00600.png"]);
+        assert_eq!(kept(EvalSplit::Train), ["00006.png"]);
+        assert_eq!(kept(EvalSplit::All).len(), 3);
+    }
+
+    #[test]
+    fn split_skips_frames_whose_stem_is_not_a_number_unless_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let items = frames_with_names(dir.path(), &["frame.png", "00005b.png", "00599.jpg"]);
+        let names = |split| -> Vec<String> {
+            select_split(items.clone(), split, dir.path())
+                .map(|kept| kept.into_iter().map(|i| i.name).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(names(EvalSplit::Validation), ["00599.jpg"]);
+        assert_eq!(names(EvalSplit::All).len(), 3);
+        let err = select_split(items.clone(), EvalSplit::Test, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("none of the 3 frames") && err.contains("test split"),
+            "{err}"
+        );
+    }
+
+    fn truth_at(x: f32) -> TruthEntry {
+        TruthEntry {
+            bbox: BoxPx::new(x, 10.0, x + 40.0, 50.0),
+            class_name: "stop".to_string(),
+            class_id: Some(14),
+        }
+    }
+
+    fn detection_at(x: f32, score: f32) -> DetectionEntry {
+        DetectionEntry {
+            bbox: BoxPx::new(x, 10.0, x + 40.0, 50.0),
+            score,
+            class_id: 14,
+            class_name: "stop".to_string(),
+        }
+    }
+
+    #[test]
+    fn score_sweep_drops_detections_below_each_threshold() {
+        // Frame 1: one sign found at score 0.9. Frame 2: no sign, a false positive at score 0.3.
+        let frames = [
+            ScoredFrame {
+                truth: vec![truth_at(100.0)],
+                detections: vec![detection_at(100.0, 0.9)],
+            },
+            ScoredFrame {
+                truth: Vec::new(),
+                detections: vec![detection_at(300.0, 0.3)],
+            },
+        ];
+        let sweep = score_sweep(&frames, &HashSet::new());
+        assert_eq!(sweep.len(), 19);
+        let at = |t: f64| {
+            sweep
+                .iter()
+                .find(|p| (p.threshold - t).abs() < 1e-9)
+                .unwrap()
+        };
+        assert_eq!(at(0.5).precision, 1.0);
+        assert_eq!((at(0.5).tp, at(0.5).fp, at(0.5).fn_), (1, 0, 0));
+        assert_eq!(at(0.25).precision, 0.5);
+        assert_eq!((at(0.25).tp, at(0.25).fp, at(0.25).fn_), (1, 1, 0));
+        // A detection scoring exactly the threshold counts.
+        assert_eq!(at(0.3).fp, 1);
+        assert_eq!(at(0.35).fp, 0);
+        // Above the true positive's score nothing is found.
+        assert_eq!((at(0.95).tp, at(0.95).fn_), (0, 1));
+        assert_eq!(at(0.95).recall, 0.0);
+        let mut tally = Tally::default();
+        for f in &frames {
+            tally.add(&tally_frame(&f.truth, &f.detections, &[], &HashSet::new()));
+        }
+        let report = build_report("topk", &PipelineMetrics::default(), &tally, sweep, 0.0, 0.0);
+        // The main numbers are the unfiltered ones; the best F1 is the highest threshold reaching F1 1.
+        assert_eq!(report.precision, 0.5);
+        assert_eq!(
+            report.best_f1,
+            BestF1 {
+                threshold: 0.9,
+                precision: 1.0,
+                recall: 1.0,
+                f1: 1.0
+            }
+        );
+        let table = report.sweep_table();
+        assert_eq!(table.lines().count(), 20, "{table}");
+        assert!(
+            table.contains("0.90  1.000  1.000  1.000     1     0     0  ← best F1"),
+            "{table}"
+        );
+        let v = serde_json::to_value(&report).unwrap();
+        assert_eq!(v["score_sweep"][9]["threshold"], 0.5);
+        assert_eq!(v["score_sweep"][9]["fn"], 0);
+        assert_eq!(v["best_f1"]["threshold"], 0.9);
+    }
+
+    #[test]
+    fn score_sweep_uses_the_ignore_set_of_the_main_numbers() {
+        let mut light = truth_at(100.0);
+        light.class_name = "trafficlight".to_string();
+        let frames = [ScoredFrame {
+            truth: vec![light],
+            detections: vec![detection_at(100.0, 0.9)],
+        }];
+        let ignored: HashSet<String> = ["trafficlight".to_string()].into();
+        let sweep = score_sweep(&frames, &ignored);
+        assert!(sweep.iter().all(|p| (p.tp, p.fp, p.fn_) == (0, 0, 0)));
+        let sweep = score_sweep(&frames, &HashSet::new());
+        assert_eq!((sweep[0].tp, sweep[0].fp), (1, 0));
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub struct EvalArgs {
     /// Also print the score-threshold sweep (the JSON always has it).
     #[arg(long)]
     pub sweep: bool,
+    /// Resize every frame to `WIDTHxHEIGHT` before it enters the pipeline (boxes scaled alike): the same
+    /// scene as a camera of another resolution sees it.
+    #[arg(long)]
+    pub rescale: Option<String>,
     #[command(flatten)]
     pub strategy: StrategyArgs,
     #[command(flatten)]
@@ -652,6 +656,56 @@ pub fn evaluate(
     items: &[EvalItem],
     ignored: &HashSet<String>,
 ) -> anyhow::Result<Evaluation> {
+    evaluate_rescaled(processor, strategy, items, ignored, None)
+}
+
+/// `frame` resized to `width × height` (bilinear, area-averaged when shrinking ≥ 2×) and `truth` scaled
+/// alike.
+pub fn rescale_frame(
+    frame: Frame,
+    truth: &[TruthEntry],
+    width: u32,
+    height: u32,
+) -> anyhow::Result<(Frame, Vec<TruthEntry>)> {
+    if (frame.width, frame.height) == (width, height) {
+        return Ok((frame, truth.to_vec()));
+    }
+    let mut rgb = vec![0u8; width as usize * height as usize * 3];
+    saccade_runtime::imageops::resize_rgb_bilinear(
+        &frame.rgb,
+        frame.width as usize,
+        frame.height as usize,
+        &mut rgb,
+        width as usize,
+        height as usize,
+    )?;
+    let sx = width as f32 / frame.width as f32;
+    let sy = height as f32 / frame.height as f32;
+    let mut out = Frame::from_rgb(frame.index, width, height, rgb)?;
+    out.file = frame.file.clone();
+    let truth = truth
+        .iter()
+        .map(|t| TruthEntry {
+            bbox: BoxPx::new(
+                t.bbox.xmin * sx,
+                t.bbox.ymin * sy,
+                t.bbox.xmax * sx,
+                t.bbox.ymax * sy,
+            ),
+            ..t.clone()
+        })
+        .collect();
+    Ok((out, truth))
+}
+
+/// [`evaluate`] with every frame first resized to `rescale` `(width, height)` when given.
+pub fn evaluate_rescaled(
+    processor: &mut FrameProcessor,
+    strategy: &str,
+    items: &[EvalItem],
+    ignored: &HashSet<String>,
+    rescale: Option<(u32, u32)>,
+) -> anyhow::Result<Evaluation> {
     let metrics = PipelineMetrics::default();
     let mut total = Tally::default();
     let mut frame_tallies = Vec::with_capacity(items.len());
@@ -663,19 +717,20 @@ pub fn evaluate(
         bar.inc(1);
         let load_start = Instant::now();
         let frame = load_frame(i as u64, item)?;
+        let (frame, truth) = match rescale {
+            Some((w, h)) => rescale_frame(frame, &item.truth, w, h)?,
+            None => (frame, item.truth.clone()),
+        };
         metrics.record(Stage::Capture, load_start.elapsed());
         let done = processor
             .process(frame, &metrics)
             .map_err(|e| anyhow::anyhow!("{e} ({})", item.name))?;
         let patches_frame: Vec<_> = done.outcome.patches.iter().map(|p| p.bbox).collect();
         let detections = detections_of(&done.outcome);
-        let tally = tally_frame(&item.truth, &detections, &patches_frame, ignored);
+        let tally = tally_frame(&truth, &detections, &patches_frame, ignored);
         total.add(&tally);
         frame_tallies.push(tally);
-        scored_frames.push(ScoredFrame {
-            truth: item.truth.clone(),
-            detections,
-        });
+        scored_frames.push(ScoredFrame { truth, detections });
     }
     bar.finish_and_clear();
     let wall_s = started.elapsed().as_secs_f64();
@@ -947,7 +1002,24 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         .map(|c| c.trim().to_string())
         .filter(|c| !c.is_empty())
         .collect();
-    let mut evaluation = evaluate(&mut processor, &args.strategy.strategy, &items, &ignored)?;
+    let rescale = match &args.rescale {
+        Some(text) => {
+            let (w, h) = crate::train::glance::parse_size(text)?;
+            ensure!(
+                w <= 8192 && h <= 8192,
+                "--rescale {text}: at most 8192 px a side"
+            );
+            Some((w as u32, h as u32))
+        }
+        None => None,
+    };
+    let mut evaluation = evaluate_rescaled(
+        &mut processor,
+        &args.strategy.strategy,
+        &items,
+        &ignored,
+        rescale,
+    )?;
     let report = &mut evaluation.report;
     report.split = args.split;
     report.strategy_config = args
@@ -1538,6 +1610,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn rescaled_frames_keep_their_boxes_on_the_same_pixels() {
+        let (w, h) = (40u32, 20u32);
+        let mut rgb = vec![10u8; (w * h * 3) as usize];
+        for y in 4..10 {
+            for x in 20..30 {
+                rgb[((y * w + x) * 3) as usize] = 250;
+            }
+        }
+        let frame = Frame::from_rgb(3, w, h, rgb).unwrap();
+        let truth = vec![TruthEntry {
+            bbox: BoxPx::new(20.0, 4.0, 30.0, 10.0),
+            class_name: "stop".into(),
+            class_id: Some(14),
+        }];
+        let (big, t) = rescale_frame(frame, &truth, 80, 50).unwrap();
+        assert_eq!((big.width, big.height, big.index), (80, 50, 3));
+        let b = t[0].bbox;
+        assert_eq!(b.to_array(), [40.0, 10.0, 60.0, 25.0]);
+        let (cx, cy) = b.centre();
+        assert!(big.pixel(cx as u32, cy as u32)[0] > 200);
+        assert!(big.pixel(5, 5)[0] < 50);
+    }
+
+    #[test]
     fn eval_runs_real_nets_on_frames_of_any_size_and_writes_stable_json_keys() {
         let dir = tempfile::tempdir().unwrap();
         let models = write_random_models(dir.path());
@@ -1551,6 +1647,7 @@ pub(crate) mod tests {
             split: EvalSplit::All,
             strategy_config: None,
             sweep: false,
+            rescale: None,
             strategy: StrategyArgs {
                 strategy: "topk".to_string(),
                 max_patches: 8,
@@ -1657,6 +1754,7 @@ pub(crate) mod tests {
             split: EvalSplit::Validation,
             strategy_config: Some(settings.clone()),
             sweep: true,
+            rescale: None,
             strategy: StrategyArgs {
                 strategy: "topk".to_string(),
                 max_patches: 8,

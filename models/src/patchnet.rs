@@ -1061,6 +1061,74 @@ mod tests {
         );
     }
 
+    #[test]
+    fn patch_box_encoding_round_trips_and_clamps_wild_outputs() {
+        for b in [
+            [0.1f32, 0.2, 0.9, 0.7],
+            [0.3, 0.3, 0.5, 0.6],
+            [-0.2, 0.0, 0.6, 1.3],
+        ] {
+            let d = decode_patch_box(&encode_patch_box(b));
+            for (x, y) in d.iter().zip(b) {
+                assert!((x - y).abs() < 1e-5, "{b:?} -> {d:?}");
+            }
+        }
+        let wild = decode_patch_box(&[f32::NAN, 1e9, -1e9, f32::INFINITY]);
+        assert!(wild.iter().all(|v| v.is_finite()), "{wild:?}");
+        assert!(wild[2] - wild[0] >= 1.0 / 64.0 - 1e-6 && wild[3] - wild[1] <= 4.0 + 1e-6);
+        // Zero outputs: the sign fills the patch, centred.
+        assert_eq!(decode_patch_box(&[0.0; 4]), [0.0, 0.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn box_head_adds_four_outputs_that_survive_saving_and_q8_0() {
+        let cfg = PatchNetConfig {
+            box_head: true,
+            ..small_cfg()
+        };
+        assert_eq!(cfg.num_outputs(), NUM_CLASSES + BOX_OUTPUTS);
+        let specs = cfg.tensor_specs();
+        let fc2 = specs.iter().find(|s| s.name == "fc2.weight").unwrap();
+        assert_eq!(fc2.shape, vec![NUM_CLASSES + BOX_OUTPUTS, cfg.hidden]);
+        // Files without the key have no box head.
+        let old: PatchNetConfig = serde_json::from_str(
+            r#"{"input_side_px":32,"channels":[16,32,32],"hidden":128,"num_classes":44}"#,
+        )
+        .unwrap();
+        assert!(!old.box_head);
+        let dir = tempfile::tempdir().unwrap();
+        let (_vm, vb) = varmap_builder();
+        let net = PatchNet::new(&cfg, vb).unwrap();
+        let x = random_tensor(&[5, 3, 16, 16], 0.0, 1.0, 5);
+        let want = net.classify_with_boxes(&x).unwrap();
+        assert_eq!(want.probs.dims(), &[5, NUM_CLASSES]);
+        let want_boxes = want.boxes.unwrap();
+        assert_eq!(want_boxes.len(), 5);
+        // The class probabilities are those of `classify`, untouched by the box rows.
+        assert_eq!(flat(&want.probs), flat(&net.classify(&x).unwrap()));
+        let path = dir.path().join("p.safetensors");
+        net.save_safetensors(&path).unwrap();
+        let q8 = dir.path().join("p.gguf");
+        crate::weights::quantize_file(&path, &q8, QuantDtype::Q8_0).unwrap();
+        for (file, tol) in [(&path, 1e-5f32), (&q8, 0.05)] {
+            let loaded = PatchNet::load(file, &Device::Cpu).unwrap();
+            assert!(loaded.config().box_head);
+            let got = loaded.classify_with_boxes(&x).unwrap().boxes.unwrap();
+            for (g, w) in got.iter().zip(&want_boxes) {
+                for (a, b) in g.iter().zip(w) {
+                    assert!(
+                        (a - b).abs() <= tol * (1.0 + b.abs()),
+                        "{file:?}: {g:?} vs {w:?}"
+                    );
+                }
+            }
+        }
+        // A net without a box head reports none.
+        let (_vm2, vb2) = varmap_builder();
+        let plain = PatchNet::new(&small_cfg(), vb2).unwrap();
+        assert!(plain.classify_with_boxes(&x).unwrap().boxes.is_none());
+    }
+
     /// Float vs quantised on seeded random weights (bound 2/sqrt(fan_in), so the softmax is neither flat nor
     /// saturated): max |Δ softmax| over a batch. Measured: f16 0.0003, Q8_0 0.016 (integer path: weights
     /// with one scale per row, activations rounded per patch), Q4_0 0.043, Q4K 0.045; the bounds are

@@ -1,12 +1,16 @@
 //! Baselines that ignore the glance, for the benchmark to beat.
 //!
 //! - `fullres`: the honest full-resolution baseline — the same backbone slid densely over the whole frame at
-//!   several window sides (default 32, 48, 64 px) at half-window stride, batched 256 at a time. It ignores
+//!   several window sides (default 32, 64, 128, 256 px: with the box head, a window frames a sign of 1/3 to 9/10
+//!   of its side, so these cover signs of 12–230 px) at half-window stride, batched 256 at a time. Where the net
+//!   has a box head, each window's box is the sign's regressed box and windows that may hold a sign get the
+//!   same second look at full resolution as the focus strategies. It ignores
 //!   `FocusBudget::max_patches` (which bounds the glance-driven strategies) and reports its real patch count;
 //!   it does honour `deadline_ms`, checked before every batch.
 //! - `downsample`: the whole frame shrunk uniformly by a fixed factor (default 4×, area averaging), and the
 //!   backbone window slid over the shrunk image at half-window stride: the cheap "just look at less pixels"
-//!   baseline. Boxes are the windows scaled back to frame px. Like `fullres` it ignores `max_patches`.
+//!   baseline. Boxes are the box head's boxes (else the windows) scaled back to frame px; no second look at full
+//!   resolution, which would make it a glance-and-focus system. Like `fullres` it ignores `max_patches`.
 //!
 //! Neither uses the frame-level early exit: they stand for systems without a glance.
 
@@ -33,7 +37,7 @@ pub struct FullResConfig {
 impl Default for FullResConfig {
     fn default() -> Self {
         Self {
-            window_sides_px: vec![32, 48, 64],
+            window_sides_px: vec![32, 64, 128, 256],
             stride_fraction: 0.5,
             batch_size: 256,
             detect: DetectConfig::default(),
@@ -59,7 +63,10 @@ impl Default for DownsampleConfig {
             factor: 4.0,
             stride_fraction: 0.5,
             batch_size: 256,
-            detect: DetectConfig::default(),
+            detect: DetectConfig {
+                second_look: false,
+                ..DetectConfig::default()
+            },
         }
     }
 }

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Fits each focus strategy's detection settings on the GTSDB *validation* frames and writes strategies.toml.
+
+The validation frames are the training frames whose number % 6 == 5 (`saccade eval --split validation`);
+the test frames 00600-00899 are never read. For every strategy, a coordinate search over a small grid of
+settings (one key at a time, a few rounds) maximises the validation F1 at the best score threshold that
+`saccade eval` reports (`best_f1`, from its score sweep run with min_score 0.05); the threshold becomes the
+strategy's `min_score`. Every evaluation is logged to a JSON-lines file.
+
+    python3 tools/fit/fit_strategies.py --data ../shared/data --weights-dir models/weights \
+        --out models/weights/strategies.toml --log models/weights/logs/fit_strategies.jsonl
+
+Needs a release build (`cargo build --release`); it runs `target/release/saccade`.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+# The grid: for each strategy, the keys searched and their candidate values (first value = starting point).
+SHARED = {
+    "context": [2.0, 1.6, 2.5],
+    "min_patch_side_px": [28.0, 20.0, 36.0],
+    "second_look_min": [0.1, 0.05, 0.2, 0.35],
+    "second_look_context": [1.3, 1.2, 1.5],
+    "nothing_threshold": [0.05, 0.02, 0.1],
+}
+GRIDS = {
+    "topk": {"k": [6, 8, 4, 10], **SHARED},
+    "coarse2fine": {
+        "threshold": [0.3, 0.2, 0.45],
+        "max_regions": [6, 4, 8],
+        "max_windows_per_region": [2, 1, 3],
+        **SHARED,
+    },
+    "zoom": {
+        "max_windows": [8, 6, 12],
+        "saliency_floor": [0.05, 0.02, 0.1],
+        "second_look_min": [0.1, 0.05, 0.2],
+        "second_look_context": [1.3, 1.2, 1.5],
+        "nothing_threshold": [0.05, 0.02, 0.1],
+    },
+    "gfnet": {"max_steps": [5, 3, 4], **SHARED},
+    "downsample": {"factor": [2.0, 1.5, 3.0], "second_look_min": [0.1, 0.05, 0.2]},
+}
+ROUNDS = 2
+
+
+def toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def write_toml(path, sections):
+    with open(path, "w") as f:
+        for name, keys in sections.items():
+            f.write(f"[{name}]\n")
+            for k, v in keys.items():
+                f.write(f"{k} = {toml_value(v)}\n")
+            f.write("\n")
+
+
+def evaluate(args, strategy, settings, log):
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as cfg:
+        path = cfg.name
+    out_json = path + ".json"
+    write_toml(path, {strategy: {**settings, "min_score": 0.05}})
+    cmd = [
+        args.saccade, "eval",
+        "--images", os.path.join(args.data, "gtsdb", "images"),
+        "--annotations", os.path.join(args.data, "gtsdb", "annotations.csv"),
+        "--split", "validation",
+        "--strategy", strategy,
+        "--max-patches", str(args.max_patches),
+        "--strategy-config", path,
+        "--json", out_json,
+    ]
+    if args.weights_dir:
+        cmd += ["--weights-dir", args.weights_dir]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(out_json) as f:
+        report = json.load(f)
+    os.unlink(path)
+    os.unlink(out_json)
+    best = report["best_f1"]
+    row = {"strategy": strategy, "settings": settings, "best_f1": best,
+           "looked_at_share": report.get("looked_at_share"),
+           "patches_per_frame": report.get("patches_per_frame")}
+    log.write(json.dumps(row) + "\n")
+    log.flush()
+    print(f"{strategy} {settings} -> F1 {best['f1']:.3f} (P {best['precision']:.3f} R {best['recall']:.3f} "
+          f"at {best['threshold']:.2f})", file=sys.stderr)
+    return best
+
+
+def fit(args, strategy, log):
+    grid = GRIDS[strategy]
+    settings = {k: vals[0] for k, vals in grid.items()}
+    best = evaluate(args, strategy, settings, log)
+    for _ in range(ROUNDS):
+        improved = False
+        for key, values in grid.items():
+            for v in values:
+                if v == settings[key]:
+                    continue
+                trial = {**settings, key: v}
+                result = evaluate(args, strategy, trial, log)
+                if result["f1"] > best["f1"] + 1e-9:
+                    settings, best, improved = trial, result, True
+        if not improved:
+            break
+    return {**settings, "min_score": round(best["threshold"], 2)}, best
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default="../shared/data")
+    p.add_argument("--weights-dir", default=None)
+    p.add_argument("--out", default="models/weights/strategies.toml")
+    p.add_argument("--log", default="models/weights/logs/fit_strategies.jsonl")
+    p.add_argument("--saccade", default="target/release/saccade")
+    p.add_argument("--max-patches", type=int, default=16)
+    p.add_argument("--strategies", default="topk,coarse2fine,zoom,gfnet,downsample")
+    args = p.parse_args()
+    sections, summary = {}, {}
+    with open(args.log, "a") as log:
+        for strategy in args.strategies.split(","):
+            sections[strategy], summary[strategy] = fit(args, strategy, log)
+    header = (
+        "# Detection settings fitted on the GTSDB validation frames (training frames with number % 6 == 5) by\n"
+        "# tools/fit/fit_strategies.py: coordinate search for the best validation F1; min_score = the best\n"
+        "# threshold of eval's score sweep. Validation F1 (precision, recall) per strategy:\n"
+    )
+    for s, b in summary.items():
+        header += f"#   {s}: {b['f1']:.3f} ({b['precision']:.3f}, {b['recall']:.3f})\n"
+    with open(args.out, "w") as f:
+        f.write(header + "\n")
+    with open(args.out, "a") as f:
+        pass
+    tmp = args.out + ".body"
+    write_toml(tmp, sections)
+    with open(tmp) as body, open(args.out, "a") as f:
+        f.write(body.read())
+    os.unlink(tmp)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -81,13 +81,9 @@ pub trait PatchClassifier: Send + Sync {
     fn input_side_px(&self) -> usize;
     /// `patches`: `(b, 3, s, s)` f32 RGB in 0..1 → `(b, NUM_CLASSES)` softmax probabilities.
     fn classify(&self, patches: &Tensor) -> Result<Tensor, ModelError>;
-    /// [`Self::classify`] plus the sign's box inside each patch where the net has a box head.
-    fn classify_with_boxes(&self, patches: &Tensor) -> Result<PatchVerdicts, ModelError> {
-        Ok(PatchVerdicts {
-            probs: self.classify(patches)?,
-            boxes: None,
-        })
-    }
+    /// [`Self::classify`] plus the sign's box inside each patch where the net has a box head. No default:
+    /// a wrapper that forgot to forward it would silently drop every box.
+    fn classify_with_boxes(&self, patches: &Tensor) -> Result<PatchVerdicts, ModelError>;
     /// Analytic cost of classifying one patch, in MFLOPs.
     fn mflops_per_patch(&self) -> f64;
     /// One line for logs: architecture and weight dtype.

@@ -79,6 +79,16 @@ impl PatchClassifier for TimedClassifier {
             .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         out
     }
+    fn classify_with_boxes(
+        &self,
+        patches: &Tensor,
+    ) -> Result<saccade_models::PatchVerdicts, ModelError> {
+        let t = Instant::now();
+        let out = self.inner.classify_with_boxes(patches);
+        self.spent_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        out
+    }
     fn mflops_per_patch(&self) -> f64 {
         self.inner.mflops_per_patch()
     }
@@ -428,6 +438,15 @@ mod tests {
                 candle_core::DType::F32,
                 &Device::Cpu,
             )?)
+        }
+        fn classify_with_boxes(
+            &self,
+            patches: &Tensor,
+        ) -> Result<saccade_models::PatchVerdicts, ModelError> {
+            Ok(saccade_models::PatchVerdicts {
+                probs: self.classify(patches)?,
+                boxes: None,
+            })
         }
         fn mflops_per_patch(&self) -> f64 {
             1.0

@@ -75,6 +75,15 @@ impl PatchClassifier for RednessClassifier {
         }
         Ok(Tensor::from_vec(out, (n, NUM_CLASSES), &Device::Cpu)?)
     }
+    fn classify_with_boxes(
+        &self,
+        patches: &Tensor,
+    ) -> Result<saccade_models::PatchVerdicts, ModelError> {
+        Ok(saccade_models::PatchVerdicts {
+            probs: self.classify(patches)?,
+            boxes: None,
+        })
+    }
     fn mflops_per_patch(&self) -> f64 {
         1.5
     }

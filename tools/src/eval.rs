@@ -556,9 +556,13 @@ pub struct ScoredFrame {
     pub detections: Vec<DetectionEntry>,
 }
 
-/// Score thresholds of the sweep: 0.05, 0.10, …, 0.95.
+/// Score thresholds of the sweep: 0.05, 0.10, …, 0.95, then 0.96 … 0.99 and 0.995 (a trained classifier's
+/// scores crowd near 1, where the best threshold often lies).
 pub fn sweep_thresholds() -> impl Iterator<Item = f32> {
-    (1..=19u8).map(|i| f32::from(i) / 20.0)
+    (1..=19u8)
+        .map(|i| f32::from(i) / 20.0)
+        .chain((96..=99u8).map(|i| f32::from(i) / 100.0))
+        .chain(std::iter::once(0.995))
 }
 
 /// Matches every frame again with only its detections scoring ≥ t, for each threshold t of
@@ -1716,7 +1720,7 @@ pub(crate) mod tests {
         assert_eq!(v["split"], "all");
         assert!(v["strategy_config"].is_null(), "{v}");
         assert_eq!(v["strategy_settings"]["k"], 6, "the topk section: {v}");
-        assert_eq!(v["score_sweep"].as_array().unwrap().len(), 19);
+        assert_eq!(v["score_sweep"].as_array().unwrap().len(), 24);
         // Every detection scores ≥ 0.05 (the default min_score is 0.5), so the lowest threshold repeats the
         // main numbers.
         for key in ["tp", "fp", "fn"] {
@@ -1853,7 +1857,7 @@ pub(crate) mod tests {
             },
         ];
         let sweep = score_sweep(&frames, &HashSet::new());
-        assert_eq!(sweep.len(), 19);
+        assert_eq!(sweep.len(), 24);
         let at = |t: f64| {
             sweep
                 .iter()
@@ -1887,7 +1891,7 @@ pub(crate) mod tests {
             }
         );
         let table = report.sweep_table();
-        assert_eq!(table.lines().count(), 20, "{table}");
+        assert_eq!(table.lines().count(), 25, "{table}");
         assert!(
             table.contains("0.90  1.000  1.000  1.000     1     0     0  ← best F1"),
             "{table}"

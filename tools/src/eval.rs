@@ -64,6 +64,10 @@ pub struct EvalArgs {
     /// scene as a camera of another resolution sees it.
     #[arg(long)]
     pub rescale: Option<String>,
+    /// Evaluate only the first N frames (in name order, after `--split`): for slow baselines such as
+    /// `fullres`.
+    #[arg(long)]
+    pub limit: Option<usize>,
     #[command(flatten)]
     pub strategy: StrategyArgs,
     #[command(flatten)]
@@ -991,7 +995,11 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading annotations {}", args.annotations.display()))?;
     let rows = parse_annotations(&text, &args.annotations)?;
     let items = items_from_folder(&args.images, &rows)?;
-    let items = select_split(items, args.split, &args.images)?;
+    let mut items = select_split(items, args.split, &args.images)?;
+    if let Some(n) = args.limit {
+        ensure!(n > 0, "--limit 0: expected at least one frame");
+        items.truncate(n);
+    }
     let user_settings = args
         .strategy_config
         .as_deref()
@@ -1652,6 +1660,7 @@ pub(crate) mod tests {
             strategy_config: None,
             sweep: false,
             rescale: None,
+            limit: None,
             strategy: StrategyArgs {
                 strategy: "topk".to_string(),
                 max_patches: 8,
@@ -1759,6 +1768,7 @@ pub(crate) mod tests {
             strategy_config: Some(settings.clone()),
             sweep: true,
             rescale: None,
+            limit: None,
             strategy: StrategyArgs {
                 strategy: "topk".to_string(),
                 max_patches: 8,

@@ -286,6 +286,7 @@ mod tests {
         let classifier = RednessClassifier::new(16);
         let config = FullResConfig {
             batch_size: 64,
+            window_sides_px: vec![32, 48, 64],
             ..FullResConfig::default()
         };
         let out = FullRes::new(config)

@@ -18,6 +18,7 @@ use saccade_models::patchnet::{
 use saccade_models::weights::{quantize_file, QuantDtype};
 use saccade_models::{PatchClassifier, BACKGROUND_CLASS, NUM_CLASSES};
 use saccade_runtime::frame::BoxPx;
+use saccade_runtime::imageops::crop_resize_rgb_chw;
 
 use super::augment::{augment_gtsrb, crop_square, gtsrb_chw, photometric, procedural_background};
 use super::common::{
@@ -125,6 +126,13 @@ pub struct ClassifierArgs {
     /// GTSRB draws per epoch (0 = as many as the set holds), a random subset of the epoch's draws.
     #[arg(long, default_value_t = 0)]
     pub gtsrb_per_epoch: usize,
+    /// Mine hard negatives with the detector in this weights folder (glance, patch net, strategies.toml):
+    /// every region its `topk` examines or reports on the GTSDB training frames that holds no sign.
+    #[arg(long)]
+    pub mine_with: Option<PathBuf>,
+    /// Mined hard negatives per epoch (drawn with replacement, jittered ±10 % in place and ±15 % in size).
+    #[arg(long, default_value_t = 0)]
+    pub hard_negatives_per_epoch: usize,
 }
 
 /// Where one training sample comes from; the pixels are made fresh (augmented) each time it is drawn.
@@ -139,6 +147,8 @@ enum Sample {
     GtsdbSign(usize, usize),
     /// A background crop of GTSDB training frame `0`.
     GtsdbBackground(usize),
+    /// Mined hard negative `0` (see [`super::mining`]).
+    HardNegative(usize),
 }
 
 /// Share of a patch's side by which a background crop must stay away from every annotated box.
@@ -155,6 +165,8 @@ struct Pools {
     gtsdb: Vec<GtsdbFrame>,
     /// `(frame, sign)` of every GTSDB training sign.
     gtsdb_signs: Vec<(usize, usize)>,
+    /// `(frame, region)` of every mined hard negative.
+    hard_negatives: Vec<(usize, BoxPx)>,
     crop_jitter: CropJitter,
 }
 
@@ -191,6 +203,38 @@ impl Pools {
                 photometric(&mut chw, rng);
                 (chw, BACKGROUND_CLASS as u32, None)
             }
+            Sample::HardNegative(k) => {
+                let (f, region) = self.hard_negatives[k];
+                let frame = &self.gtsdb[f];
+                let side_px = region.width() * rng.random_range(0.85f32..1.15);
+                let (cx, cy) = region.centre();
+                let cx = cx + region.width() * rng.random_range(-0.1f32..0.1);
+                let cy = cy + region.height() * rng.random_range(-0.1f32..0.1);
+                let jittered = BoxPx::new(
+                    cx - side_px / 2.0,
+                    cy - side_px / 2.0,
+                    cx + side_px / 2.0,
+                    cy + side_px / 2.0,
+                );
+                // Jitter must not slide the crop onto a sign.
+                let cut = if super::mining::holds_no_sign(frame, &jittered) {
+                    jittered
+                } else {
+                    region
+                };
+                let mut chw = vec![0f32; 3 * side * side];
+                crop_resize_rgb_chw(
+                    &frame.rgb,
+                    frame.width_px,
+                    frame.height_px,
+                    cut,
+                    side,
+                    &mut chw,
+                )
+                .ok();
+                photometric(&mut chw, rng);
+                (chw, BACKGROUND_CLASS as u32, None)
+            }
             other => {
                 let (chw, label) = self.make_unboxed(gtsrb, other, side, rng);
                 (chw, label, None)
@@ -207,7 +251,7 @@ impl Pools {
         rng: &mut R,
     ) -> (Vec<f32>, u32) {
         match sample {
-            Sample::GtsdbSign(..) | Sample::GtsdbBackground(_) => {
+            Sample::GtsdbSign(..) | Sample::GtsdbBackground(_) | Sample::HardNegative(_) => {
                 (vec![0.0; 3 * side * side], BACKGROUND_CLASS as u32)
             }
             Sample::Gtsrb(i) => (
@@ -393,6 +437,13 @@ fn epoch_samples<R: Rng>(
         for _ in 0..args.gtsdb_signs_per_epoch {
             let (f, k) = pools.gtsdb_signs[rng.random_range(0..pools.gtsdb_signs.len())];
             samples.push(Sample::GtsdbSign(f, k));
+        }
+    }
+    if !pools.hard_negatives.is_empty() {
+        for _ in 0..args.hard_negatives_per_epoch {
+            samples.push(Sample::HardNegative(
+                rng.random_range(0..pools.hard_negatives.len()),
+            ));
         }
     }
     if !pools.gtsdb.is_empty() {
@@ -665,7 +716,9 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
     } else {
         SceneCrops::default()
     };
-    let uses_gtsdb = args.gtsdb_signs_per_epoch > 0 || args.gtsdb_backgrounds_per_epoch > 0;
+    let uses_gtsdb = args.gtsdb_signs_per_epoch > 0
+        || args.gtsdb_backgrounds_per_epoch > 0
+        || args.mine_with.is_some();
     let (gtsdb, gtsdb_val) = if uses_gtsdb {
         (
             load_gtsdb(&args.data, GtsdbSplit::Train).context("loading GTSDB")?,
@@ -690,6 +743,18 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
         .enumerate()
         .flat_map(|(f, frame)| (0..frame.signs.len()).map(move |k| (f, k)))
         .collect();
+    let hard_negatives = match &args.mine_with {
+        Some(dir) => {
+            let mined = super::mining::mine_hard_negatives(&gtsdb, dir)?;
+            println!(
+                "mined {} hard negatives on the GTSDB training frames with {}",
+                mined.len(),
+                dir.display()
+            );
+            mined
+        }
+        None => Vec::new(),
+    };
     println!(
         "GTSDB: {} training frames ({} signs), {} validation frames",
         gtsdb.len(),
@@ -713,6 +778,7 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
         scene,
         gtsdb,
         gtsdb_signs,
+        hard_negatives,
         crop_jitter,
     };
     let val_crops = gtsdb_validation_crops(&gtsdb_val, &crop_jitter, args.seed);

@@ -8,6 +8,7 @@ pub mod common;
 pub mod data;
 pub mod glance;
 pub mod gtsdb;
+pub mod mining;
 pub mod pictos;
 pub mod scenes;
 pub mod scorer;

@@ -1,0 +1,113 @@
+//! Hard negatives for the patch net, mined the way a detector is bootstrapped: the shipped detector (glance,
+//! patch net and fitted `topk` settings) runs over the GTSDB *training* frames with a low score threshold, and
+//! every region it examined or reported that holds no sign becomes a background sample: the red boards, tail
+//! lights and other-country signs that the glance points at and the patch net half believes.
+
+use std::path::Path;
+
+use anyhow::Context;
+use saccade_runtime::focus::StrategyConfigs;
+use saccade_runtime::frame::{BoxPx, Frame};
+use saccade_runtime::metrics::PipelineMetrics;
+
+use super::gtsdb::GtsdbFrame;
+use crate::engine::{self, ModelArgs, StrategyArgs};
+
+/// Whether `region` holds no sign of `frame`: no sign overlaps it by more than 10 % of the sign's area.
+pub fn holds_no_sign(frame: &GtsdbFrame, region: &BoxPx) -> bool {
+    frame.signs.iter().all(|s| {
+        let b = &s.bbox;
+        let ix = (b.xmax.min(region.xmax) - b.xmin.max(region.xmin)).max(0.0);
+        let iy = (b.ymax.min(region.ymax) - b.ymin.max(region.ymin)).max(0.0);
+        ix * iy <= 0.1 * b.area()
+    })
+}
+
+/// A square of `context` × the larger side of `b`, around its centre.
+pub fn square_around(b: &BoxPx, context: f32) -> BoxPx {
+    let side = b.width().max(b.height()).max(1.0) * context;
+    let (cx, cy) = b.centre();
+    BoxPx::new(
+        cx - side / 2.0,
+        cy - side / 2.0,
+        cx + side / 2.0,
+        cy + side / 2.0,
+    )
+}
+
+/// Runs `topk` of the detector in `weights_dir` (its fitted settings, `min_score` 0.05) over `frames` and
+/// returns `(frame index, region)` of every examined patch and every detection (framed as the second look
+/// frames a sign, 1.3 × its side) that holds no sign.
+pub fn mine_hard_negatives(
+    frames: &[GtsdbFrame],
+    weights_dir: &Path,
+) -> anyhow::Result<Vec<(usize, BoxPx)>> {
+    let models = engine::load_models(&ModelArgs {
+        weights_dir: Some(weights_dir.to_path_buf()),
+        glance_weights: None,
+        classifier_weights: None,
+        dtype: "q8_0".to_string(),
+    })
+    .with_context(|| format!("loading the mining detector from {}", weights_dir.display()))?;
+    let mut configs = engine::effective_configs(&StrategyConfigs::default(), weights_dir)?;
+    configs.topk.detect.min_score = 0.05;
+    let strategy = StrategyArgs {
+        strategy: "topk".to_string(),
+        max_patches: 16,
+        deadline_ms: None,
+    };
+    let mut processor = engine::build_processor_exact(&models, &strategy, &configs)?;
+    let metrics = PipelineMetrics::default();
+    let mut out = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let frame = Frame::from_rgb(i as u64, f.width_px as u32, f.height_px as u32, f.rgb.clone())
+            .with_context(|| format!("GTSDB frame {}", f.file))?;
+        let done = processor
+            .process(frame, &metrics)
+            .map_err(|e| anyhow::anyhow!("mining on {}: {e}", f.file))?;
+        let regions = done
+            .outcome
+            .patches
+            .iter()
+            .map(|p| p.bbox)
+            .chain(
+                done.outcome
+                    .detections
+                    .iter()
+                    .map(|d| square_around(&d.bbox, 1.3)),
+            );
+        for region in regions {
+            if region.area() > 0.0 && holds_no_sign(f, &region) {
+                out.push((i, region));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::train::gtsdb::SignBox;
+
+    #[test]
+    fn a_region_on_a_sign_is_not_a_negative_and_one_beside_it_is() {
+        let frame = GtsdbFrame {
+            file: "f.jpg".into(),
+            width_px: 100,
+            height_px: 100,
+            rgb: vec![0; 100 * 100 * 3],
+            signs: vec![SignBox {
+                bbox: BoxPx::new(40.0, 40.0, 60.0, 60.0),
+                class_id: 14,
+            }],
+        };
+        assert!(!holds_no_sign(&frame, &BoxPx::new(35.0, 35.0, 65.0, 65.0)));
+        // Covering a quarter of the sign is still "on" it.
+        assert!(!holds_no_sign(&frame, &BoxPx::new(50.0, 50.0, 80.0, 80.0)));
+        assert!(holds_no_sign(&frame, &BoxPx::new(58.0, 0.0, 90.0, 30.0)));
+        let sq = square_around(&BoxPx::new(0.0, 0.0, 10.0, 20.0), 1.5);
+        assert_eq!(sq.to_array(), [-10.0, -5.0, 20.0, 25.0]);
+    }
+}

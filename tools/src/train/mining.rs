@@ -60,22 +60,22 @@ pub fn mine_hard_negatives(
     let metrics = PipelineMetrics::default();
     let mut out = Vec::new();
     for (i, f) in frames.iter().enumerate() {
-        let frame = Frame::from_rgb(i as u64, f.width_px as u32, f.height_px as u32, f.rgb.clone())
-            .with_context(|| format!("GTSDB frame {}", f.file))?;
+        let frame = Frame::from_rgb(
+            i as u64,
+            f.width_px as u32,
+            f.height_px as u32,
+            f.rgb.clone(),
+        )
+        .with_context(|| format!("GTSDB frame {}", f.file))?;
         let done = processor
             .process(frame, &metrics)
             .map_err(|e| anyhow::anyhow!("mining on {}: {e}", f.file))?;
-        let regions = done
-            .outcome
-            .patches
-            .iter()
-            .map(|p| p.bbox)
-            .chain(
-                done.outcome
-                    .detections
-                    .iter()
-                    .map(|d| square_around(&d.bbox, 1.3)),
-            );
+        let regions = done.outcome.patches.iter().map(|p| p.bbox).chain(
+            done.outcome
+                .detections
+                .iter()
+                .map(|d| square_around(&d.bbox, 1.3)),
+        );
         for region in regions {
             if region.area() > 0.0 && holds_no_sign(f, &region) {
                 out.push((i, region));

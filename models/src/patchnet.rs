@@ -1097,8 +1097,36 @@ mod tests {
         .unwrap();
         assert!(!old.box_head);
         let dir = tempfile::tempdir().unwrap();
-        let (_vm, vb) = varmap_builder();
-        let net = PatchNet::new(&cfg, vb).unwrap();
+        // Seeded weights of the usual scale (candle's initialiser is unseeded, and a wild box output would be
+        // clamped, hiding or inventing differences).
+        let (vm, vb) = varmap_builder();
+        PatchNet::new(&cfg, vb).unwrap();
+        let mut names: Vec<(String, Vec<usize>)> = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().dims().to_vec()))
+            .collect();
+        names.sort();
+        let seeded: std::collections::HashMap<String, Tensor> = names
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, dims))| {
+                let fan_in: usize = dims.iter().skip(1).product();
+                let a = if dims.len() > 1 {
+                    1.0 / (fan_in as f32).sqrt()
+                } else {
+                    0.1
+                };
+                (name, random_tensor(&dims, -a, a, 500 + i as u64))
+            })
+            .collect();
+        let net = PatchNet::new(
+            &cfg,
+            VarBuilder::from_tensors(seeded, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
         let x = random_tensor(&[5, 3, 16, 16], 0.0, 1.0, 5);
         let want = net.classify_with_boxes(&x).unwrap();
         assert_eq!(want.probs.dims(), &[5, NUM_CLASSES]);
@@ -1110,7 +1138,7 @@ mod tests {
         net.save_safetensors(&path).unwrap();
         let q8 = dir.path().join("p.gguf");
         crate::weights::quantize_file(&path, &q8, QuantDtype::Q8_0).unwrap();
-        for (file, tol) in [(&path, 1e-5f32), (&q8, 0.05)] {
+        for (file, tol) in [(&path, 1e-5f32), (&q8, 0.03)] {
             let loaded = PatchNet::load(file, &Device::Cpu).unwrap();
             assert!(loaded.config().box_head);
             let got = loaded.classify_with_boxes(&x).unwrap().boxes.unwrap();

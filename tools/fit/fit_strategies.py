@@ -29,7 +29,7 @@ SHARED = {
     "nothing_threshold": [0.05, 0.02, 0.1],
 }
 GRIDS = {
-    "topk": {"k": [6, 8, 4, 10], **SHARED},
+    "topk": {"k": [8, 6, 4], **SHARED},
     "coarse2fine": {
         "threshold": [0.3, 0.2, 0.45],
         "max_regions": [6, 4, 8],
@@ -125,7 +125,7 @@ def main():
     p.add_argument("--out", default="models/weights/strategies.toml")
     p.add_argument("--log", default="models/weights/logs/fit_strategies.jsonl")
     p.add_argument("--saccade", default="target/release/saccade")
-    p.add_argument("--max-patches", type=int, default=16)
+    p.add_argument("--max-patches", type=int, default=8)  # saccade's default per-frame budget
     p.add_argument("--strategies", default="topk,coarse2fine,zoom,gfnet,downsample")
     args = p.parse_args()
     sections, summary = {}, {}

@@ -41,9 +41,11 @@ pub fn annotate(img: &mut RgbImage, glance: &GlanceMap, outcome: &FocusOutcome) 
     for det in &outcome.detections {
         draw_rect(img, det.bbox, GREEN, 3);
     }
-    // Labels last, so no box line crosses a label's text.
+    // Labels last, so no box line crosses a label's text; a label that would cover one already drawn moves
+    // up (or down) until it is clear, so neighbouring signs keep readable labels.
+    let mut placed = Vec::new();
     for det in &outcome.detections {
-        draw_label(img, det);
+        draw_label_clear_of(img, det, &mut placed);
     }
 }
 
@@ -148,13 +150,52 @@ fn label_rect(b: BoxPx, text_size_px: (u32, u32), w: u32, h: u32) -> Option<Labe
     })
 }
 
+impl LabelRect {
+    fn overlaps(&self, o: &LabelRect) -> bool {
+        self.x_px < o.x_px + o.width_px
+            && o.x_px < self.x_px + self.width_px
+            && self.y_px < o.y_px + o.height_px
+            && o.y_px < self.y_px + self.height_px
+    }
+}
+
+/// `r` moved up by whole label heights, or else down, until it covers none of `placed` (unchanged when no
+/// clear spot is in the frame).
+fn clear_of(r: LabelRect, placed: &[LabelRect], h: u32) -> LabelRect {
+    let h = i64::from(h);
+    let free = |c: &LabelRect| placed.iter().all(|p| !c.overlaps(p));
+    if free(&r) {
+        return r;
+    }
+    for dir in [-1i64, 1] {
+        let mut c = r;
+        loop {
+            c.y_px += dir * r.height_px;
+            if c.y_px < 0 || c.y_px + c.height_px > h {
+                break;
+            }
+            if free(&c) {
+                return c;
+            }
+        }
+    }
+    r
+}
+
+#[cfg(test)]
 fn draw_label(img: &mut RgbImage, det: &Detection) {
+    draw_label_clear_of(img, det, &mut Vec::new());
+}
+
+fn draw_label_clear_of(img: &mut RgbImage, det: &Detection, placed: &mut Vec<LabelRect>) {
     let text = label_text(det);
     let text_size_px = font::text_size_px(&text, LABEL_SCALE);
     let (w, h) = img.dimensions();
     let Some(r) = label_rect(det.bbox, text_size_px, w, h) else {
         return;
     };
+    let r = clear_of(r, placed, h);
+    placed.push(r);
     font::fill_rect(
         img,
         r.x_px,
@@ -220,6 +261,27 @@ mod tests {
         let ink = count(&img, LABEL_TEXT);
         assert!(ink > 0, "no text drawn for {d:?}");
         ink
+    }
+
+    #[test]
+    fn labels_of_neighbouring_signs_do_not_cover_each_other() {
+        let a = LabelRect {
+            x_px: 100,
+            y_px: 200,
+            width_px: 300,
+            height_px: 20,
+        };
+        let b = LabelRect { x_px: 250, ..a };
+        let moved = clear_of(b, &[a], 800);
+        assert!(!moved.overlaps(&a), "{moved:?}");
+        assert_eq!(moved.y_px, 180);
+        // At the top edge it moves down instead.
+        let top = LabelRect { y_px: 0, ..a };
+        let moved = clear_of(LabelRect { x_px: 250, ..top }, &[top], 800);
+        assert_eq!(moved.y_px, 20);
+        // A clear label stays where it is.
+        let far = LabelRect { x_px: 600, ..a };
+        assert_eq!(clear_of(far, &[a], 800), far);
     }
 
     #[test]

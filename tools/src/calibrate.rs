@@ -1,10 +1,12 @@
 //! `saccade calibrate`: fit GFNet's exit thresholds η_t on a validation split to a compute budget, as the
 //! Glance-and-Focus paper does, and check on a second, held-out half that the budget is met.
 //!
-//! Validation frames are synthetic Eval-split scenes with seeds from 900 000 up, disjoint from the benchmark's
-//! and the demo's seeds (which start at 1). The thresholds are written as a `[gfnet]` table (`gfnet.toml`
-//! beside the weights by default), which `run`, `demo`, `eval` and `bench` use whenever the gfnet settings
-//! are not customised.
+//! Validation frames are the GTSDB validation frames with `--gtsdb DATA` (training frames with number % 6 == 5),
+//! else synthetic Eval-split scenes with seeds from 900 000 up, disjoint from the benchmark's seeds. The
+//! thresholds are written as a `[gfnet]` table (`gfnet.toml` beside the weights by default), which `run`,
+//! `demo`, `eval` and `bench` use when the gfnet settings are not customised and `strategies.toml` has no
+//! `[gfnet]` table. The budget is simulated as one patch per focus step: second looks (box-head nets) add
+//! patches the fit does not see, so the measured check can exceed the budget.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

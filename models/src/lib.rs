@@ -75,6 +75,13 @@ pub struct PatchVerdicts {
     pub boxes: Option<Vec<[f32; 4]>>,
 }
 
+impl PatchVerdicts {
+    /// The verdicts of a net without a box head.
+    pub fn without_boxes(probs: Tensor) -> Self {
+        Self { probs, boxes: None }
+    }
+}
+
 /// Classifies square full-resolution patches into the 43 GTSRB classes plus background.
 pub trait PatchClassifier: Send + Sync {
     /// Side of the square input in pixels (patches are resized to this).

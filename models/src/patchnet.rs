@@ -521,32 +521,10 @@ impl PatchClassifier for PatchNet {
     }
 
     fn classify(&self, patches: &Tensor) -> Result<Tensor, ModelError> {
-        let s = self.cfg.input_side_px;
-        let dims = patches.dims();
-        if dims.len() != 4 || dims[1] != 3 || dims[2] != s || dims[3] != s {
-            return Err(ModelError::BadInput {
-                expected: format!("(b, 3, {s}, {s})"),
-                found: dims.to_vec(),
-            });
-        }
-        if dims[0] == 0 {
-            return Ok(Tensor::zeros(
-                (0, self.cfg.num_classes),
-                DType::F32,
-                patches.device(),
-            )?);
-        }
-        let logits = self.logits(&patches.to_dtype(DType::F32)?)?;
-        Ok(candle_nn::ops::softmax_last_dim(&logits)?)
+        Ok(self.classify_with_boxes(patches)?.probs)
     }
 
     fn classify_with_boxes(&self, patches: &Tensor) -> Result<PatchVerdicts, ModelError> {
-        if !self.cfg.box_head {
-            return Ok(PatchVerdicts {
-                probs: self.classify(patches)?,
-                boxes: None,
-            });
-        }
         let s = self.cfg.input_side_px;
         let dims = patches.dims();
         if dims.len() != 4 || dims[1] != 3 || dims[2] != s || dims[3] != s {
@@ -558,11 +536,16 @@ impl PatchClassifier for PatchNet {
         if dims[0] == 0 {
             return Ok(PatchVerdicts {
                 probs: Tensor::zeros((0, self.cfg.num_classes), DType::F32, patches.device())?,
-                boxes: Some(Vec::new()),
+                boxes: self.cfg.box_head.then(Vec::new),
             });
         }
-        // (b, num_classes + 4): class logits, then the box head's raw outputs.
+        // (b, num_classes [+ 4]): class logits, then the box head's raw outputs when there is one.
         let out = self.outputs(&patches.to_dtype(DType::F32)?)?;
+        if !self.cfg.box_head {
+            return Ok(PatchVerdicts::without_boxes(
+                candle_nn::ops::softmax_last_dim(&out)?,
+            ));
+        }
         let probs = candle_nn::ops::softmax_last_dim(
             &out.narrow(1, 0, self.cfg.num_classes)?.contiguous()?,
         )?;
@@ -1061,6 +1044,40 @@ mod tests {
         );
     }
 
+    /// A net of `cfg` with seeded weights instead of candle's unseeded initialiser: weights uniform in
+    /// ±`scale`/sqrt(fan_in) (PyTorch's default bound at scale 1), biases ±0.1; variable `i` in name order
+    /// draws from seed `first_seed + i`.
+    fn seeded_net(cfg: &PatchNetConfig, scale: f32, first_seed: u64) -> PatchNet {
+        let (vm, vb) = varmap_builder();
+        PatchNet::new(cfg, vb).unwrap();
+        let mut names: Vec<(String, Vec<usize>)> = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().dims().to_vec()))
+            .collect();
+        names.sort();
+        let seeded: std::collections::HashMap<String, Tensor> = names
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, dims))| {
+                let fan_in: usize = dims.iter().skip(1).product();
+                let a = if dims.len() > 1 {
+                    scale / (fan_in as f32).sqrt()
+                } else {
+                    0.1
+                };
+                (name, random_tensor(&dims, -a, a, first_seed + i as u64))
+            })
+            .collect();
+        PatchNet::new(
+            cfg,
+            VarBuilder::from_tensors(seeded, DType::F32, &Device::Cpu),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn patch_box_encoding_round_trips_and_clamps_wild_outputs() {
         for b in [
@@ -1099,34 +1116,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Seeded weights of the usual scale (candle's initialiser is unseeded, and a wild box output would be
         // clamped, hiding or inventing differences).
-        let (vm, vb) = varmap_builder();
-        PatchNet::new(&cfg, vb).unwrap();
-        let mut names: Vec<(String, Vec<usize>)> = vm
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(n, v)| (n.clone(), v.as_tensor().dims().to_vec()))
-            .collect();
-        names.sort();
-        let seeded: std::collections::HashMap<String, Tensor> = names
-            .into_iter()
-            .enumerate()
-            .map(|(i, (name, dims))| {
-                let fan_in: usize = dims.iter().skip(1).product();
-                let a = if dims.len() > 1 {
-                    1.0 / (fan_in as f32).sqrt()
-                } else {
-                    0.1
-                };
-                (name, random_tensor(&dims, -a, a, 500 + i as u64))
-            })
-            .collect();
-        let net = PatchNet::new(
-            &cfg,
-            VarBuilder::from_tensors(seeded, DType::F32, &Device::Cpu),
-        )
-        .unwrap();
+        let net = seeded_net(&cfg, 1.0, 500);
         let x = random_tensor(&[5, 3, 16, 16], 0.0, 1.0, 5);
         let want = net.classify_with_boxes(&x).unwrap();
         assert_eq!(want.probs.dims(), &[5, NUM_CLASSES]);
@@ -1165,33 +1155,9 @@ mod tests {
     fn quantised_files_stay_close_to_float() {
         let dir = tempfile::tempdir().unwrap();
         let float_path = dir.path().join("patch.safetensors");
-        let (vm, vb) = varmap_builder();
-        PatchNet::new(&PatchNetConfig::default(), vb).unwrap();
-        // Seeded weights of the usual scale (PyTorch's default bound 1/sqrt(fan_in), ±0.1 for biases) instead
-        // of candle's unseeded init, so the measured error and the test's outcome are the same on every run.
-        let mut names: Vec<(String, Vec<usize>)> = vm
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(n, v)| (n.clone(), v.as_tensor().dims().to_vec()))
-            .collect();
-        names.sort();
-        let seeded: std::collections::HashMap<String, Tensor> = names
-            .into_iter()
-            .enumerate()
-            .map(|(i, (name, dims))| {
-                let fan_in: usize = dims.iter().skip(1).product();
-                let a = if dims.len() > 1 {
-                    2.0 / (fan_in as f32).sqrt()
-                } else {
-                    0.1
-                };
-                (name, random_tensor(&dims, -a, a, 1000 + i as u64))
-            })
-            .collect();
-        let vb = VarBuilder::from_tensors(seeded, DType::F32, &Device::Cpu);
-        let net = PatchNet::new(&PatchNetConfig::default(), vb).unwrap();
+        // Seeded weights of twice the usual scale (bound 2/sqrt(fan_in)), so the softmax is neither flat nor
+        // saturated, and the measured error and the test's outcome are the same on every run.
+        let net = seeded_net(&PatchNetConfig::default(), 2.0, 1000);
         net.save_safetensors(&float_path).unwrap();
         let x = random_tensor(&[16, 3, 32, 32], 0.0, 1.0, 16);
         let want = softmax_rows(&net.logits(&x).unwrap());

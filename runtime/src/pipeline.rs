@@ -443,10 +443,9 @@ mod tests {
             &self,
             patches: &Tensor,
         ) -> Result<saccade_models::PatchVerdicts, ModelError> {
-            Ok(saccade_models::PatchVerdicts {
-                probs: self.classify(patches)?,
-                boxes: None,
-            })
+            Ok(saccade_models::PatchVerdicts::without_boxes(
+                self.classify(patches)?,
+            ))
         }
         fn mflops_per_patch(&self) -> f64 {
             1.0

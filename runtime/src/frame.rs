@@ -34,11 +34,20 @@ impl BoxPx {
     pub fn centre(&self) -> (f32, f32) {
         ((self.xmin + self.xmax) * 0.5, (self.ymin + self.ymax) * 0.5)
     }
-    /// Intersection over union; 0 when either box is empty.
-    pub fn iou(&self, other: &BoxPx) -> f32 {
+    /// The square of side `side` centred on `(cx, cy)` (not clipped to any frame).
+    pub fn centred_square(cx: f32, cy: f32, side: f32) -> Self {
+        let half = side / 2.0;
+        Self::new(cx - half, cy - half, cx + half, cy + half)
+    }
+    /// Area of the overlap of the two boxes (0 when they do not overlap).
+    pub fn intersection_area(&self, other: &BoxPx) -> f32 {
         let ix = (self.xmax.min(other.xmax) - self.xmin.max(other.xmin)).max(0.0);
         let iy = (self.ymax.min(other.ymax) - self.ymin.max(other.ymin)).max(0.0);
-        let inter = ix * iy;
+        ix * iy
+    }
+    /// Intersection over union; 0 when either box is empty.
+    pub fn iou(&self, other: &BoxPx) -> f32 {
+        let inter = self.intersection_area(other);
         let union = self.area() + other.area() - inter;
         if union <= 0.0 {
             0.0

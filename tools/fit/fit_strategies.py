@@ -57,13 +57,19 @@ def toml_value(v):
     return str(v)
 
 
+def toml_text(sections):
+    out = ""
+    for name, keys in sections.items():
+        out += f"[{name}]\n"
+        for k, v in keys.items():
+            out += f"{k} = {toml_value(v)}\n"
+        out += "\n"
+    return out
+
+
 def write_toml(path, sections):
     with open(path, "w") as f:
-        for name, keys in sections.items():
-            f.write(f"[{name}]\n")
-            for k, v in keys.items():
-                f.write(f"{k} = {toml_value(v)}\n")
-            f.write("\n")
+        f.write(toml_text(sections))
 
 
 def evaluate(args, strategy, settings, log):
@@ -140,14 +146,7 @@ def main():
     for s, b in summary.items():
         header += f"#   {s}: {b['f1']:.3f} ({b['precision']:.3f}, {b['recall']:.3f})\n"
     with open(args.out, "w") as f:
-        f.write(header + "\n")
-    with open(args.out, "a") as f:
-        pass
-    tmp = args.out + ".body"
-    write_toml(tmp, sections)
-    with open(tmp) as body, open(args.out, "a") as f:
-        f.write(body.read())
-    os.unlink(tmp)
+        f.write(header + "\n" + toml_text(sections))
     print(f"wrote {args.out}")
 
 

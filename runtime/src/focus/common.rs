@@ -588,12 +588,7 @@ impl PatchBatcher {
                 .max(detect.min_patch_side_px.min(8.0));
             // Not shifted into the frame: the sign must stay where the net was trained to see it (the
             // cutter repeats edge pixels for the part outside).
-            let region = BoxPx::new(
-                cx - side / 2.0,
-                cy - side / 2.0,
-                cx + side / 2.0,
-                cy + side / 2.0,
-            );
+            let region = BoxPx::centred_square(cx, cy, side);
             if region.xmax <= 0.0 || region.ymax <= 0.0 || region.xmin >= fw || region.ymin >= fh {
                 continue;
             }

@@ -18,14 +18,15 @@ use saccade_models::patchnet::{
 use saccade_models::weights::{quantize_file, QuantDtype};
 use saccade_models::{PatchClassifier, BACKGROUND_CLASS, NUM_CLASSES};
 use saccade_runtime::frame::BoxPx;
-use saccade_runtime::imageops::crop_resize_rgb_chw;
 
 use super::augment::{augment_gtsrb, crop_square, gtsrb_chw, photometric, procedural_background};
 use super::common::{
     batch_tensor, cosine_lr, file_bytes, progress, rng_for, sample_rng, save_named, train_device,
 };
 use super::data::{load_photo_annotations, read_rgb, split_every, GtsrbSet, Photo, GTSRB_SIDE_PX};
-use super::gtsdb::{background_crop, load_gtsdb, sign_crop, CropJitter, GtsdbFrame, GtsdbSplit};
+use super::gtsdb::{
+    background_crop, crop, load_gtsdb, sign_crop, CropJitter, GtsdbFrame, GtsdbSplit,
+};
 use super::pictos::{composite_patch, load_pictograms, Pictogram};
 use super::scenes::{scene_crops, SceneCrops};
 use rayon::prelude::*;
@@ -185,20 +186,12 @@ impl Pools {
                 (chw, sign.class_id as u32, Some(target))
             }
             Sample::GtsdbBackground(f) => {
-                let (mut chw, _) = match background_crop(&self.gtsdb[f], side, 4, rng) {
-                    Some(found) => found,
-                    None => (
-                        crop_square(
-                            &procedural_background(side, rng),
-                            side,
-                            side,
-                            0.0,
-                            0.0,
-                            side as f32,
-                            side,
-                        ),
-                        BoxPx::new(0.0, 0.0, 1.0, 1.0),
-                    ),
+                let mut chw = match background_crop(&self.gtsdb[f], side, 4, rng) {
+                    Some((chw, _)) => chw,
+                    None => {
+                        let bg = procedural_background(side, rng);
+                        crop_square(&bg, side, side, 0.0, 0.0, side as f32, side)
+                    }
                 };
                 photometric(&mut chw, rng);
                 (chw, BACKGROUND_CLASS as u32, None)
@@ -210,77 +203,45 @@ impl Pools {
                 let (cx, cy) = region.centre();
                 let cx = cx + region.width() * rng.random_range(-0.1f32..0.1);
                 let cy = cy + region.height() * rng.random_range(-0.1f32..0.1);
-                let jittered = BoxPx::new(
-                    cx - side_px / 2.0,
-                    cy - side_px / 2.0,
-                    cx + side_px / 2.0,
-                    cy + side_px / 2.0,
-                );
+                let jittered = BoxPx::centred_square(cx, cy, side_px);
                 // Jitter must not slide the crop onto a sign.
-                let cut = if super::mining::holds_no_sign(frame, &jittered) {
+                let cut = if frame.holds_no_sign(&jittered) {
                     jittered
                 } else {
                     region
                 };
-                let mut chw = vec![0f32; 3 * side * side];
-                crop_resize_rgb_chw(
-                    &frame.rgb,
-                    frame.width_px,
-                    frame.height_px,
-                    cut,
-                    side,
-                    &mut chw,
-                )
-                .ok();
+                let mut chw = crop(frame, cut, side);
                 photometric(&mut chw, rng);
                 (chw, BACKGROUND_CLASS as u32, None)
-            }
-            other => {
-                let (chw, label) = self.make_unboxed(gtsrb, other, side, rng);
-                (chw, label, None)
-            }
-        }
-    }
-
-    /// Label and pixels of one sample of the sources without a known box.
-    fn make_unboxed<R: Rng>(
-        &self,
-        gtsrb: &GtsrbSet,
-        sample: Sample,
-        side: usize,
-        rng: &mut R,
-    ) -> (Vec<f32>, u32) {
-        match sample {
-            Sample::GtsdbSign(..) | Sample::GtsdbBackground(_) | Sample::HardNegative(_) => {
-                (vec![0.0; 3 * side * side], BACKGROUND_CLASS as u32)
             }
             Sample::Gtsrb(i) => (
                 augment_gtsrb(gtsrb.image(i), side, rng),
                 gtsrb.labels[i] as u32,
+                None,
             ),
             Sample::SceneCrop(i) => {
                 let (pixels, label) = &self.scene.crops[i];
                 let mut out = pixels.clone();
                 photometric(&mut out, rng);
-                (out, *label as u32)
+                (out, *label as u32, None)
             }
             Sample::Pictogram(i) => {
                 let picto = &self.pictograms[i];
                 let bg = self.background_rgb(64, rng);
                 let label = picto.class_id.unwrap_or(BACKGROUND_CLASS) as u32;
-                (composite_patch(picto, &bg, 64, side, rng), label)
+                (composite_patch(picto, &bg, 64, side, rng), label, None)
             }
             Sample::Procedural => {
                 let bg = procedural_background(side, rng);
                 let mut out = crop_square(&bg, side, side, 0.0, 0.0, side as f32, side);
                 photometric(&mut out, rng);
-                (out, BACKGROUND_CLASS as u32)
+                (out, BACKGROUND_CLASS as u32, None)
             }
             Sample::PhotoBackground => {
                 let bg = self.background_rgb(side, rng);
                 let mut out = crop_square(&bg, side, side, 0.0, 0.0, side as f32, side);
                 photometric(&mut out, rng);
-                (out, BACKGROUND_CLASS as u32)
+                (out, BACKGROUND_CLASS as u32, None)
             }
         }
     }
@@ -727,16 +688,11 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
     } else {
         (Vec::new(), Vec::new())
     };
-    anyhow::ensure!(
-        args.context_range.len() == 2
-            && args.context_range[0] > 0.0
-            && args.context_range[0] <= args.context_range[1],
-        "--context-range {:?}: expected MIN,MAX with 0 < MIN ≤ MAX",
-        args.context_range
-    );
+    let (context_min, context_max) =
+        super::common::positive_range("--context-range", &args.context_range)?;
     let crop_jitter = CropJitter {
-        context_min: args.context_range[0],
-        context_max: args.context_range[1],
+        context_min,
+        context_max,
     };
     let gtsdb_signs: Vec<(usize, usize)> = gtsdb
         .iter()
@@ -792,9 +748,7 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
             } else {
                 Sample::PhotoBackground
             };
-            pools
-                .make_unboxed(&gtsrb, kind, GTSRB_SIDE_PX, &mut held_rng)
-                .0
+            pools.make(&gtsrb, kind, GTSRB_SIDE_PX, &mut held_rng).0
         })
         .collect();
 

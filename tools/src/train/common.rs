@@ -100,6 +100,14 @@ pub fn save_named(
         .with_context(|| format!("saving {}", path.display()))
 }
 
+/// A `MIN,MAX` flag's two values, checked: `0 < MIN ≤ MAX`.
+pub fn positive_range(flag: &str, values: &[f32]) -> anyhow::Result<(f32, f32)> {
+    match values {
+        &[min, max] if min > 0.0 && min <= max => Ok((min, max)),
+        _ => anyhow::bail!("{flag} {values:?}: expected MIN,MAX with 0 < MIN ≤ MAX"),
+    }
+}
+
 /// Size of a file in bytes (0 when it cannot be read), for reports.
 pub fn file_bytes(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
@@ -187,6 +195,22 @@ pub fn init_varmap_from(varmap: &candle_nn::VarMap, path: &Path) -> anyhow::Resu
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn ranges_need_two_positive_ordered_values() {
+        assert_eq!(positive_range("--r", &[0.5, 2.0]).unwrap(), (0.5, 2.0));
+        assert_eq!(positive_range("--r", &[1.0, 1.0]).unwrap(), (1.0, 1.0));
+        for bad in [
+            &[2.0, 1.0][..],
+            &[0.0, 1.0],
+            &[1.0],
+            &[1.0, 2.0, 3.0],
+            &[f32::NAN, 1.0],
+        ] {
+            let err = positive_range("--r", bad).unwrap_err().to_string();
+            assert!(err.contains("--r") && err.contains("MIN,MAX"), "{err}");
+        }
+    }
+
     use super::*;
 
     #[test]

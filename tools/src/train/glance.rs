@@ -513,13 +513,7 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
         "--channels {:?}: expected 4 values (conv1..conv4)",
         args.channels
     );
-    anyhow::ensure!(
-        args.scale_range.len() == 2
-            && args.scale_range[0] > 0.0
-            && args.scale_range[0] <= args.scale_range[1],
-        "--scale-range {:?}: expected MIN,MAX with 0 < MIN ≤ MAX",
-        args.scale_range
-    );
+    let (scale_min, scale_max) = super::common::positive_range("--scale-range", &args.scale_range)?;
     let cfg = GlanceNetConfig {
         input_width_px: in_w,
         input_height_px: in_h,
@@ -582,8 +576,8 @@ pub fn train_glance(args: &GlanceArgs) -> anyhow::Result<()> {
     );
     train.extend(train_photos);
     let jitter = ViewJitter {
-        scale_min: args.scale_range[0],
-        scale_max: args.scale_range[1],
+        scale_min,
+        scale_max,
         aspect_max: 1.25,
         flip_probability: 0.5,
     };

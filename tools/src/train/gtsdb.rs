@@ -66,6 +66,16 @@ pub struct GtsdbFrame {
     pub signs: Vec<SignBox>,
 }
 
+impl GtsdbFrame {
+    /// Whether `region` holds no sign: no sign overlaps it by more than 10 % of the sign's area. The rule for
+    /// every background and hard-negative crop.
+    pub fn holds_no_sign(&self, region: &BoxPx) -> bool {
+        self.signs
+            .iter()
+            .all(|s| s.bbox.intersection_area(region) <= 0.1 * s.bbox.area())
+    }
+}
+
 fn frame_number(file: &str) -> Option<u32> {
     Path::new(file).file_stem()?.to_str()?.parse().ok()
 }
@@ -309,12 +319,7 @@ pub fn sign_crop<R: Rng>(
     let (cx, cy) = sign.bbox.centre();
     let px = cx + rng.random_range(-slack..=slack);
     let py = cy + rng.random_range(-slack..=slack);
-    let region = BoxPx::new(
-        px - side / 2.0,
-        py - side / 2.0,
-        px + side / 2.0,
-        py + side / 2.0,
-    );
+    let region = BoxPx::centred_square(px, py, side);
     let target = box_in_region(&sign.bbox, &region);
     (crop(frame, region, side_px), region, target)
 }
@@ -330,7 +335,8 @@ pub fn box_in_region(b: &BoxPx, region: &BoxPx) -> [f32; 4] {
     ]
 }
 
-fn crop(frame: &GtsdbFrame, region: BoxPx, side_px: usize) -> Vec<f32> {
+/// `region` of `frame` (frame px, may reach past the frame) at `side_px`, CHW f32 in 0..1: the runtime's cutter.
+pub fn crop(frame: &GtsdbFrame, region: BoxPx, side_px: usize) -> Vec<f32> {
     let mut out = vec![0f32; 3 * side_px * side_px];
     // The runtime's own cutter; a degenerate region (impossible here) leaves a black patch.
     let _ = crop_resize_rgb_chw(
@@ -378,13 +384,7 @@ pub fn background_crop<R: Rng>(
         let x0 = rng.random_range(0.0..(fw - side).max(1.0));
         let y0 = rng.random_range(0.0..(fh - side).max(1.0));
         let region = BoxPx::new(x0, y0, x0 + side, y0 + side);
-        let clear = frame.signs.iter().all(|s| {
-            let b = &s.bbox;
-            let ix = (b.xmax.min(region.xmax) - b.xmin.max(region.xmin)).max(0.0);
-            let iy = (b.ymax.min(region.ymax) - b.ymin.max(region.ymin)).max(0.0);
-            ix * iy <= 0.1 * b.area()
-        });
-        if !clear {
+        if !frame.holds_no_sign(&region) {
             continue;
         }
         let chw = crop(frame, region, side_px);
@@ -498,10 +498,8 @@ mod tests {
         for k in 0..30 {
             let (chw, r) = background_crop(&frame, 16, 4, &mut rng_for(5, k)).unwrap();
             assert_eq!(chw.len(), 3 * 16 * 16);
-            let ix = (sign.xmax.min(r.xmax) - sign.xmin.max(r.xmin)).max(0.0);
-            let iy = (sign.ymax.min(r.ymax) - sign.ymin.max(r.ymin)).max(0.0);
             assert!(
-                ix * iy <= 0.1 * sign.area(),
+                sign.intersection_area(&r) <= 0.1 * sign.area(),
                 "crop {k} {r:?} covers the sign"
             );
         }

@@ -13,26 +13,10 @@ use saccade_runtime::metrics::PipelineMetrics;
 use super::gtsdb::GtsdbFrame;
 use crate::engine::{self, ModelArgs, StrategyArgs};
 
-/// Whether `region` holds no sign of `frame`: no sign overlaps it by more than 10 % of the sign's area.
-pub fn holds_no_sign(frame: &GtsdbFrame, region: &BoxPx) -> bool {
-    frame.signs.iter().all(|s| {
-        let b = &s.bbox;
-        let ix = (b.xmax.min(region.xmax) - b.xmin.max(region.xmin)).max(0.0);
-        let iy = (b.ymax.min(region.ymax) - b.ymin.max(region.ymin)).max(0.0);
-        ix * iy <= 0.1 * b.area()
-    })
-}
-
 /// A square of `context` × the larger side of `b`, around its centre.
 pub fn square_around(b: &BoxPx, context: f32) -> BoxPx {
-    let side = b.width().max(b.height()).max(1.0) * context;
     let (cx, cy) = b.centre();
-    BoxPx::new(
-        cx - side / 2.0,
-        cy - side / 2.0,
-        cx + side / 2.0,
-        cy + side / 2.0,
-    )
+    BoxPx::centred_square(cx, cy, b.width().max(b.height()).max(1.0) * context)
 }
 
 /// Runs `topk` of the detector in `weights_dir` (its fitted settings, `min_score` 0.05) over `frames` and
@@ -77,7 +61,7 @@ pub fn mine_hard_negatives(
                 .map(|d| square_around(&d.bbox, 1.3)),
         );
         for region in regions {
-            if region.area() > 0.0 && holds_no_sign(f, &region) {
+            if region.area() > 0.0 && f.holds_no_sign(&region) {
                 out.push((i, region));
             }
         }
@@ -103,10 +87,10 @@ mod tests {
                 class_id: 14,
             }],
         };
-        assert!(!holds_no_sign(&frame, &BoxPx::new(35.0, 35.0, 65.0, 65.0)));
+        assert!(!frame.holds_no_sign(&BoxPx::new(35.0, 35.0, 65.0, 65.0)));
         // Covering a quarter of the sign is still "on" it.
-        assert!(!holds_no_sign(&frame, &BoxPx::new(50.0, 50.0, 80.0, 80.0)));
-        assert!(holds_no_sign(&frame, &BoxPx::new(58.0, 0.0, 90.0, 30.0)));
+        assert!(!frame.holds_no_sign(&BoxPx::new(50.0, 50.0, 80.0, 80.0)));
+        assert!(frame.holds_no_sign(&BoxPx::new(58.0, 0.0, 90.0, 30.0)));
         let sq = square_around(&BoxPx::new(0.0, 0.0, 10.0, 20.0), 1.5);
         assert_eq!(sq.to_array(), [-10.0, -5.0, 20.0, 25.0]);
     }

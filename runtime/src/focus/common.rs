@@ -425,13 +425,11 @@ pub fn detection_from(verdict: &PatchVerdict, bbox: BoxPx, min_score: f32) -> Op
 pub fn same_object(a: &BoxPx, b: &BoxPx, iou_threshold: f32) -> bool {
     let inside =
         |p: (f32, f32), r: &BoxPx| p.0 >= r.xmin && p.0 < r.xmax && p.1 >= r.ymin && p.1 < r.ymax;
-    let ix = (a.xmax.min(b.xmax) - a.xmin.max(b.xmin)).max(0.0);
-    let iy = (a.ymax.min(b.ymax) - a.ymin.max(b.ymin)).max(0.0);
     let smaller = a.area().min(b.area());
     a.iou(b) > iou_threshold
         || inside(a.centre(), b)
         || inside(b.centre(), a)
-        || (smaller > 0.0 && ix * iy >= 0.5 * smaller)
+        || (smaller > 0.0 && a.intersection_area(b) >= 0.5 * smaller)
 }
 
 /// Scores closer than this count as a tie when merging (saturated classifiers give many near-equal scores).

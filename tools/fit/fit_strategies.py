@@ -10,7 +10,8 @@ strategy's `min_score`. Every evaluation is logged to a JSON-lines file.
     python3 tools/fit/fit_strategies.py --data ../shared/data --weights-dir models/weights \
         --out models/weights/strategies.toml --log models/weights/logs/fit_strategies.jsonl
 
-Needs a release build (`cargo build --release`); it runs `target/release/saccade`.
+Needs a release build (`cargo build --release`); it runs `target/release/saccade`. `--strategies a,b` fits only
+those and keeps the other sections (and their summary lines) of an existing --out. Python ≥ 3.11 (tomllib).
 """
 
 import argparse
@@ -19,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import tomllib
 
 # The grid: for each strategy, the keys searched and their candidate values (first value = starting point).
 SHARED = {
@@ -45,6 +47,10 @@ GRIDS = {
     },
     "gfnet": {"max_steps": [5, 3, 4], **SHARED},
     "downsample": {"factor": [2.0, 1.5, 3.0], "second_look_min": [0.1, 0.05, 0.2]},
+    # The baselines: fullres costs ~2 s a frame on 2 cores, so only its second-look gate is searched
+    # (its threshold comes from the sweep like every strategy's).
+    "fullres": {"second_look_min": [0.1, 0.2]},
+    "glance-only": {"min_side_px": [12.0, 8.0, 16.0], "merge_iou": [0.3, 0.1, 0.5]},
 }
 ROUNDS = 2
 
@@ -132,19 +138,29 @@ def main():
     p.add_argument("--log", default="models/weights/logs/fit_strategies.jsonl")
     p.add_argument("--saccade", default="target/release/saccade")
     p.add_argument("--max-patches", type=int, default=8)  # saccade's default per-frame budget
-    p.add_argument("--strategies", default="topk,coarse2fine,zoom,gfnet,downsample")
+    p.add_argument("--strategies", default="topk,coarse2fine,zoom,gfnet,downsample,fullres,glance-only")
     args = p.parse_args()
+    # Sections of an existing --out that this run does not fit are kept, with their summary lines.
     sections, summary = {}, {}
+    if os.path.exists(args.out):
+        with open(args.out, "rb") as f:
+            sections = tomllib.load(f)
+        with open(args.out) as f:
+            for line in f:
+                if line.startswith("#   ") and ":" in line:
+                    name, rest = line[4:].split(":", 1)
+                    summary[name] = rest.strip()
     with open(args.log, "a") as log:
         for strategy in args.strategies.split(","):
-            sections[strategy], summary[strategy] = fit(args, strategy, log)
+            sections[strategy], b = fit(args, strategy, log)
+            summary[strategy] = f"{b['f1']:.3f} ({b['precision']:.3f}, {b['recall']:.3f})"
     header = (
         "# Detection settings fitted on the GTSDB validation frames (training frames with number % 6 == 5) by\n"
         "# tools/fit/fit_strategies.py: coordinate search for the best validation F1; min_score = the best\n"
         "# threshold of eval's score sweep. Validation F1 (precision, recall) per strategy:\n"
     )
     for s, b in summary.items():
-        header += f"#   {s}: {b['f1']:.3f} ({b['precision']:.3f}, {b['recall']:.3f})\n"
+        header += f"#   {s}: {b}\n"
     with open(args.out, "w") as f:
         f.write(header + "\n" + toml_text(sections))
     print(f"wrote {args.out}")

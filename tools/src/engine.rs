@@ -50,6 +50,18 @@ pub struct ModelArgs {
     pub dtype: String,
 }
 
+impl Default for ModelArgs {
+    /// The shipped Q8_0 weights in models/weights (what the command line gives without flags).
+    fn default() -> Self {
+        Self {
+            weights_dir: None,
+            glance_weights: None,
+            classifier_weights: None,
+            dtype: "q8_0".to_string(),
+        }
+    }
+}
+
 impl ModelArgs {
     fn file_in_dir(&self, stem: &str) -> PathBuf {
         let dir = self.weights_dir.clone().unwrap_or_else(default_weights_dir);
@@ -73,7 +85,7 @@ impl ModelArgs {
 /// The strategy and the per-frame budget.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StrategyArgs {
-    /// Focus strategy: topk, gfnet, zoom, coarse2fine, fullres, downsample.
+    /// Focus strategy: topk, gfnet, zoom, coarse2fine, or a baseline: fullres, downsample, glance-only.
     #[arg(long, default_value = "topk")]
     pub strategy: String,
     /// Hard limit of patches per frame (the patch pool size).
@@ -266,15 +278,25 @@ fn replace_sections(
         coarse2fine,
         fullres,
         downsample,
+        glance_only,
     } = from;
     macro_rules! replace {
         ($($section:ident),*) => {$(
-            if take(stringify!($section), to.$section == defaults.$section) {
+            // A section's TOML name spells the strategy's name (`glance-only`), not the field's.
+            if take(&stringify!($section).replace('_', "-"), to.$section == defaults.$section) {
                 to.$section = $section.clone();
             }
         )*};
     }
-    replace!(topk, gfnet, zoom, coarse2fine, fullres, downsample);
+    replace!(
+        topk,
+        gfnet,
+        zoom,
+        coarse2fine,
+        fullres,
+        downsample,
+        glance_only
+    );
 }
 
 /// The settings a run uses: `configs` (what the user gave) where a section differs from its default; else the

@@ -529,6 +529,64 @@ pub struct EvalReport {
     pub score_sweep: Vec<SweepPoint>,
     /// The sweep's point of highest F1 (ties: the highest threshold).
     pub best_f1: BestF1,
+    /// 95 % intervals of precision, recall and F1 by bootstrap over frames.
+    pub ci95: Intervals95,
+}
+
+/// 95 % percentile-bootstrap intervals `[low, high]` over frames: the frames are drawn with replacement
+/// [`BOOTSTRAP_RESAMPLES`] times (fixed seed, so a report is reproducible), each draw's counts summed and
+/// scored, and the 2.5th and 97.5th percentiles taken. Signs on one frame stay together, so the intervals
+/// count the frames, not the signs, as the independent draws.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Intervals95 {
+    pub precision: [f64; 2],
+    pub recall: [f64; 2],
+    pub f1: [f64; 2],
+    pub resamples: usize,
+}
+
+/// Bootstrap draws behind [`Intervals95`].
+pub const BOOTSTRAP_RESAMPLES: usize = 1000;
+
+/// The 95 % bootstrap intervals of the summed `per_frame` counts (see [`Intervals95`]): `[x, x]` for a single
+/// frame, and the (degenerate) scores of zero counts without frames.
+pub fn bootstrap_intervals(per_frame: &[crate::matching::Counts], resamples: usize) -> Intervals95 {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5acc_ade5);
+    let n = per_frame.len();
+    if n == 0 {
+        let c = crate::matching::Counts::default();
+        let point = |x: f64| [round3(x), round3(x)];
+        return Intervals95 {
+            precision: point(c.precision()),
+            recall: point(c.recall()),
+            f1: point(c.f1()),
+            resamples: 0,
+        };
+    }
+    let mut p = Vec::with_capacity(resamples);
+    let mut r = Vec::with_capacity(resamples);
+    let mut f = Vec::with_capacity(resamples);
+    for _ in 0..resamples.max(1) {
+        let mut c = crate::matching::Counts::default();
+        for _ in 0..n {
+            c.add(&per_frame[rng.random_range(0..n)]);
+        }
+        p.push(c.precision());
+        r.push(c.recall());
+        f.push(c.f1());
+    }
+    let interval = |v: &mut Vec<f64>| -> [f64; 2] {
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((q * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
+        [round3(at(0.025)), round3(at(0.975))]
+    };
+    Intervals95 {
+        precision: interval(&mut p),
+        recall: interval(&mut r),
+        f1: interval(&mut f),
+        resamples: resamples.max(1),
+    }
 }
 
 /// Detection quality when only detections scoring at least `threshold` count.
@@ -744,7 +802,9 @@ pub fn evaluate_rescaled(
     let wall_s = started.elapsed().as_secs_f64();
     let glance_mflops = processor.glance.net().mflops();
     let sweep = score_sweep(&scored_frames, ignored);
-    let report = build_report(strategy, &metrics, &total, sweep, glance_mflops, wall_s);
+    let mut report = build_report(strategy, &metrics, &total, sweep, glance_mflops, wall_s);
+    let per_frame: Vec<_> = frame_tallies.iter().map(|t| t.overall).collect();
+    report.ci95 = bootstrap_intervals(&per_frame, BOOTSTRAP_RESAMPLES);
     Ok(Evaluation {
         report,
         frame_tallies,
@@ -811,6 +871,7 @@ fn build_report(
         strategy_settings: None,
         best_f1: best_f1(&score_sweep),
         score_sweep,
+        ci95: bootstrap_intervals(std::slice::from_ref(c), 1),
     }
 }
 
@@ -838,6 +899,12 @@ impl EvalReport {
             self.fn_,
             self.class_accuracy
                 .map_or("n/a (no class ids)".to_string(), |a| format!("{:.1} %", pct(a)))
+        );
+        let ci = &self.ci95;
+        let _ = writeln!(
+            s,
+            "  95 % intervals over frames ({} bootstrap draws): precision {:.3}–{:.3}, recall {:.3}–{:.3}, F1 {:.3}–{:.3}",
+            ci.resamples, ci.precision[0], ci.precision[1], ci.recall[0], ci.recall[1], ci.f1[0], ci.f1[1]
         );
         self.write_sign_table(&mut s);
         crate::summary::write_stage_table(&mut s, &self.stages, "decode");
@@ -1385,6 +1452,47 @@ pub(crate) mod tests {
     use super::*;
 
     const HEADER: &str = "file,width,height,class,gtsrb_class_id,xmin,ymin,xmax,ymax\n";
+
+    fn counts(tp: u64, fp: u64, fn_: u64) -> crate::matching::Counts {
+        crate::matching::Counts {
+            tp,
+            fp,
+            fn_,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bootstrap_intervals_hold_the_point_estimate_and_narrow_with_more_frames() {
+        // Frames alternate between a found sign and a missed one: recall 0.5 overall.
+        let frames = |n: usize| -> Vec<_> {
+            (0..n)
+                .map(|i| {
+                    if i % 2 == 0 {
+                        counts(1, 0, 0)
+                    } else {
+                        counts(0, 1, 1)
+                    }
+                })
+                .collect()
+        };
+        let few = bootstrap_intervals(&frames(10), BOOTSTRAP_RESAMPLES);
+        let many = bootstrap_intervals(&frames(400), BOOTSTRAP_RESAMPLES);
+        for ci in [few, many] {
+            assert!(ci.recall[0] <= 0.5 && 0.5 <= ci.recall[1], "{ci:?}");
+            assert!(ci.precision[0] <= 0.5 && 0.5 <= ci.precision[1], "{ci:?}");
+            assert!(ci.f1[0] <= ci.f1[1]);
+        }
+        let width = |ci: Intervals95| ci.recall[1] - ci.recall[0];
+        assert!(width(many) < width(few) / 3.0, "{few:?} vs {many:?}");
+        assert!(width(few) > 0.2, "{few:?}");
+        // Reproducible: a fixed seed.
+        assert_eq!(few, bootstrap_intervals(&frames(10), BOOTSTRAP_RESAMPLES));
+        // Identical frames leave no uncertainty; no frames give zero-count scores, not a panic.
+        let same = bootstrap_intervals(&[counts(2, 1, 1); 5], 200);
+        assert_eq!(same.recall, [0.667, 0.667]);
+        assert_eq!(bootstrap_intervals(&[], 200).resamples, 0);
+    }
 
     #[test]
     fn annotations_parse_with_inclusive_corners_and_empty_class_id() {

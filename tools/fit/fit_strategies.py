@@ -31,21 +31,23 @@ SHARED = {
     "nothing_threshold": [0.05, 0.02, 0.1],
 }
 GRIDS = {
-    "topk": {"k": [8, 6, 4], **SHARED},
+    "topk": {"k": [16, 12, 8], **SHARED},
     "coarse2fine": {
         "threshold": [0.3, 0.2, 0.45],
-        "max_regions": [6, 4, 8],
+        "max_regions": [6, 8, 12],
         "max_windows_per_region": [2, 1, 3],
         **SHARED,
     },
     "zoom": {
-        "max_windows": [8, 6, 12],
-        "saliency_floor": [0.05, 0.02, 0.1],
-        "second_look_min": [0.1, 0.05, 0.2],
-        "second_look_context": [1.3, 1.2, 1.5],
+        "max_windows": [8, 12, 16],
+        "warped_side_px": [448, 320, 576],
+        "sigma_fraction": [0.25, 0.15, 0.1],
+        "saliency_floor": [0.02, 0.005, 0.05],
+        "second_look_min": [0.05, 0.1, 0.2],
+        "second_look_context": [1.2, 1.3, 1.5],
         "nothing_threshold": [0.05, 0.02, 0.1],
     },
-    "gfnet": {"max_steps": [5, 3, 4], **SHARED},
+    "gfnet": {"max_steps": [5, 8, 4], **SHARED},
     "downsample": {"factor": [2.0, 1.5, 3.0], "second_look_min": [0.1, 0.05, 0.2]},
     # The baselines: fullres costs ~2 s a frame on 2 cores, so only its second-look gate is searched
     # (its threshold comes from the sweep like every strategy's).
@@ -137,7 +139,7 @@ def main():
     p.add_argument("--out", default="models/weights/strategies.toml")
     p.add_argument("--log", default="models/weights/logs/fit_strategies.jsonl")
     p.add_argument("--saccade", default="target/release/saccade")
-    p.add_argument("--max-patches", type=int, default=8)  # saccade's default per-frame budget
+    p.add_argument("--max-patches", type=int, default=16)  # saccade's default per-frame budget
     p.add_argument("--strategies", default="topk,coarse2fine,zoom,gfnet,downsample,fullres,glance-only")
     args = p.parse_args()
     # Sections of an existing --out that this run does not fit are kept, with their summary lines.

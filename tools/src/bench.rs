@@ -99,7 +99,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     pub strategies: Vec<String>,
     /// Hard limit of patches per frame.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = engine::DEFAULT_MAX_PATCHES)]
     pub max_patches: usize,
     /// Per-frame deadline in ms.
     #[arg(long)]
@@ -131,7 +131,7 @@ impl BenchArgs {
             split: EvalSplit::All,
             synthetic: false,
             strategies: Vec::new(),
-            max_patches: 8,
+            max_patches: engine::DEFAULT_MAX_PATCHES,
             deadline_ms: None,
             queue_depth: 2,
             memory_budget_mb: DEFAULT_BENCH_BUDGET_MB,

@@ -99,7 +99,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             strategy: "topk".into(),
-            max_patches: 8,
+            max_patches: crate::engine::DEFAULT_MAX_PATCHES,
             deadline_ms: None,
             queue_depth: 2,
             memory_budget_mb: None,
@@ -119,7 +119,7 @@ const HEADER: &str = "\
 # saccade configuration (TOML). Every key is optional; absent keys take the values shown here.
 # Flags given on the command line override the file.
 #
-# strategy: topk | gfnet | zoom | coarse2fine | fullres | downsample
+# strategy: topk | gfnet | zoom | coarse2fine | fullres | downsample | glance-only
 # max_patches: hard limit of full-resolution patches per frame (the patch pool size)
 # deadline_ms: per-frame budget in milliseconds (omit for none)
 # queue_depth: capacity of each queue between the stages

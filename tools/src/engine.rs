@@ -82,14 +82,18 @@ impl ModelArgs {
     }
 }
 
+/// Default hard limit of full-resolution patches per frame: room for `topk`'s fitted K = 16 first looks
+/// (second looks come on top, one per first patch at most).
+pub const DEFAULT_MAX_PATCHES: usize = 16;
+
 /// The strategy and the per-frame budget.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StrategyArgs {
     /// Focus strategy: topk, gfnet, zoom, coarse2fine, or a baseline: fullres, downsample, glance-only.
     #[arg(long, default_value = "topk")]
     pub strategy: String,
-    /// Hard limit of patches per frame (the patch pool size).
-    #[arg(long, default_value_t = 8)]
+    /// Hard limit of first-look patches per frame (the patch pool size).
+    #[arg(long, default_value_t = DEFAULT_MAX_PATCHES)]
     pub max_patches: usize,
     /// Per-frame deadline in ms: the strategy stops when it is spent.
     #[arg(long)]

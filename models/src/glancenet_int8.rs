@@ -3,12 +3,15 @@
 //! layout so each im2col row is three contiguous runs of `3 · c` channel bytes.
 //!
 //! Layer by layer: conv1 (3 input channels, 27 taps: too few for whole blocks, and its normalised input is
-//! signed) stays f32: an im2col of the normalised image through candle's sgemm, then bias and ReLU. Its
-//! output is quantised to u8 with one scale per image; conv2, conv3 and conv4 multiply u8 im2col rows by i8
-//! kernels (one scale per output channel) with the bias and ReLU fused, and each output but the last is
-//! quantised again with one scale per image. The 1×1 `obj` and `size` heads and the pooled feature are
-//! computed in f32 from conv4's output, and `cls` is the float net's layer on the pooled feature. The buffers
-//! are kept between calls, so steady state allocates only candle's tensors (conv1's product and the outputs).
+//! signed) stays f32, a direct convolution over the normalised, zero-bordered image with the bias and ReLU
+//! fused (not candle's sgemm over an im2col: its three multi-megabyte tensors per frame cost more in fresh
+//! pages than the product itself once the pipeline's other stages run between glances). Its output is
+//! quantised to u8 with one scale per image; conv2, conv3 and conv4 multiply u8 im2col rows by i8 kernels
+//! (one scale per output channel) with the bias and ReLU fused, and each output but the last is quantised
+//! again with one scale per image. The 1×1 `obj` and `size` heads and the pooled feature are computed in f32
+//! from conv4's output, and `cls` is the float net's layer on the pooled feature. The buffers are kept
+//! between calls, so steady state allocates only candle's tensors at the two ends (the input's copy, the
+//! outputs).
 //!
 //! Where the i8 kernels come from: a Q8_0 glance file (`saccade quantize --dtype q8_0`) stores every 3×3 kernel
 //! whose rows are whole 32-value blocks (conv3 and conv4 of the shipped net, 288 taps) in Q8_0 with one scale
@@ -29,14 +32,15 @@ use crate::ModelError;
 
 /// Taps of conv1: 3 channels × 3 × 3.
 const CONV1_TAPS: usize = 27;
+/// conv1's output channels per block of the f32 kernel: the shipped net's 16, whose running sums stay in
+/// four SSE registers while the 27 taps are unrolled.
+const LANES: usize = 16;
 
 #[derive(Default)]
 struct Scratch {
     /// The normalised input image with a border of zeros, `(3, h + 2, w + 2)`.
     padded: Vec<f32>,
-    /// conv1's f32 im2col, `(cells, 27)`.
-    cols1: Vec<f32>,
-    /// The last integer conv's output, NHWC f32.
+    /// A conv's output, NHWC f32.
     act: Vec<f32>,
     /// The current layer's input as u8 codes, NHWC.
     codes: Vec<u8>,
@@ -58,12 +62,21 @@ struct IntConv {
     from_file: bool,
 }
 
+/// conv1 in f32: 3×3, padding 1, on the normalised image.
+#[derive(Debug)]
+struct Conv1 {
+    c_out: usize,
+    stride: usize,
+    /// `c_out / LANES` (rounded up) blocks of 27 taps in `(c, dy, dx)` order, each tap the weights of the
+    /// block's output channels (zero past `c_out`).
+    weights: Vec<[[f32; LANES]; CONV1_TAPS]>,
+    /// One per block, zero past `c_out`.
+    bias: Vec<[f32; LANES]>,
+}
+
 pub(crate) struct Int8GlanceNet {
     channels: [usize; 4],
-    conv1_stride: usize,
-    /// conv1 kernel as `(27, c0)` for `im2col · w`, rows in `(c, dy, dx)` order.
-    conv1_w: Tensor,
-    conv1_b: Vec<f32>,
+    conv1: Conv1,
     convs: [IntConv; 3],
     obj_w: Vec<f32>,
     obj_b: f32,
@@ -145,16 +158,15 @@ impl Int8GlanceNet {
                 }),
             }
         };
-        let conv1_w = set
-            .tensor_f32("conv1.weight")?
-            .reshape((c0, CONV1_TAPS))?
-            .t()?
-            .contiguous()?;
+        let conv1 = Conv1::new(
+            &values("conv1.weight")?,
+            &values("conv1.bias")?,
+            c0,
+            CONV_LAYERS[0].2,
+        );
         Ok(Some(Self {
             channels: cfg.channels,
-            conv1_stride: CONV_LAYERS[0].2,
-            conv1_w,
-            conv1_b: values("conv1.bias")?,
+            conv1,
             convs,
             obj_w: values("obj.weight")?,
             obj_b: scalar("obj.bias")?,
@@ -197,15 +209,15 @@ impl Int8GlanceNet {
         let input = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let out_side = |side: usize, stride: usize| conv_out_side_px(side, 3, stride, 1);
         let (h1, w1) = (
-            out_side(h, self.conv1_stride),
-            out_side(w, self.conv1_stride),
+            out_side(h, self.conv1.stride),
+            out_side(w, self.conv1.stride),
         );
         let (mut map_h, mut map_w) = (h1, w1);
         for conv in &self.convs {
             (map_h, map_w) = (out_side(map_h, conv.stride), out_side(map_w, conv.stride));
         }
         let cells = map_h * map_w;
-        let [c0, .., c3] = self.channels;
+        let c3 = self.channels[3];
         let mut guard = self
             .scratch
             .lock()
@@ -219,27 +231,14 @@ impl Int8GlanceNet {
         sc.pooled.resize(b * c3, 0.0);
 
         for (bi, image) in input.chunks_exact(3 * h * w).enumerate() {
-            // conv1: f32 im2col (cells, 27) of the normalised image, candle sgemm, then bias + ReLU.
-            im2col_rgb_normalised(
-                image,
-                h,
-                w,
-                self.conv1_stride,
-                &mut sc.padded,
-                &mut sc.cols1,
-            );
-            let mut a1 = Tensor::from_slice(&sc.cols1, (h1 * w1, CONV1_TAPS), &Device::Cpu)?
-                .matmul(&self.conv1_w)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            for px in a1.chunks_exact_mut(c0) {
-                for (v, bias) in px.iter_mut().zip(&self.conv1_b) {
-                    *v = (*v + bias).max(0.0);
-                }
-            }
+            // conv1 in f32 (bias and ReLU fused), then u8 codes with one scale per image.
+            pad_normalised(image, h, w, &mut sc.padded);
+            sc.act.clear();
+            sc.act.resize(h1 * w1 * self.conv1.c_out, 0.0);
+            self.conv1.forward(&sc.padded, (h, w), &mut sc.act);
             sc.codes.clear();
-            sc.codes.resize(a1.len(), 0);
-            let mut scale = quantise_u8(&a1, &mut sc.codes);
+            sc.codes.resize(sc.act.len(), 0);
+            let mut scale = quantise_u8(&sc.act, &mut sc.codes);
 
             // conv2..conv4: u8 im2col · i8 kernels (bias and ReLU fused), requantised per image between them.
             let (mut side_h, mut side_w) = (h1, w1);
@@ -299,17 +298,9 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// im2col of one `(3, h, w)` NCHW image for a 3×3 conv with padding 1 and `stride`, normalised as the float
-/// net normalises its input (`(v − 0.5) / 0.25`; the padding is 0 after normalisation): `(ho · wo, 27)`,
-/// columns in `(c, dy, dx)` order. `padded` holds the normalised image with its border of zeros.
-fn im2col_rgb_normalised(
-    image: &[f32],
-    h: usize,
-    w: usize,
-    stride: usize,
-    padded: &mut Vec<f32>,
-    out: &mut Vec<f32>,
-) {
+/// One `(3, h, w)` NCHW image normalised as the float net normalises its input (`(v − 0.5) / 0.25`), with a
+/// border of one zero (the float net's padding, after normalisation) around each plane: `(3, h + 2, w + 2)`.
+fn pad_normalised(image: &[f32], h: usize, w: usize, padded: &mut Vec<f32>) {
     let (hp, wp) = (h + 2, w + 2);
     padded.clear();
     padded.resize(3 * hp * wp, 0.0);
@@ -323,20 +314,59 @@ fn im2col_rgb_normalised(
             }
         }
     }
-    let (ho, wo) = (
-        conv_out_side_px(h, 3, stride, 1),
-        conv_out_side_px(w, 3, stride, 1),
-    );
-    out.clear();
-    out.resize(ho * wo * CONV1_TAPS, 0.0);
-    for (oy, band) in out.chunks_exact_mut(wo * CONV1_TAPS).enumerate() {
-        for (ox, row) in band.chunks_exact_mut(CONV1_TAPS).enumerate() {
-            // Padded rows and columns oy·stride ..= oy·stride + 2 (≤ h + 1) and likewise for x.
-            let (y0, x0) = (oy * stride, ox * stride);
-            for (taps, plane) in row.chunks_exact_mut(9).zip(padded.chunks_exact(hp * wp)) {
-                for (dy, tap_row) in taps.chunks_exact_mut(3).enumerate() {
-                    let start = (y0 + dy) * wp + x0;
-                    tap_row.copy_from_slice(&plane[start..start + 3]);
+}
+
+impl Conv1 {
+    /// From the float kernel `(c_out, 3, 3, 3)` and bias, flattened.
+    fn new(kernel: &[f32], bias: &[f32], c_out: usize, stride: usize) -> Self {
+        let blocks = c_out.div_ceil(LANES);
+        let mut weights = vec![[[0f32; LANES]; CONV1_TAPS]; blocks];
+        let mut block_bias = vec![[0f32; LANES]; blocks];
+        for (o, (taps, &b)) in kernel.chunks_exact(CONV1_TAPS).zip(bias).enumerate() {
+            let (block, lane) = (o / LANES, o % LANES);
+            block_bias[block][lane] = b;
+            for (t, &v) in taps.iter().enumerate() {
+                weights[block][t][lane] = v;
+            }
+        }
+        Self {
+            c_out,
+            stride,
+            weights,
+            bias: block_bias,
+        }
+    }
+
+    /// relu(conv1(image) + bias) of an `(h, w)` image given as [`pad_normalised`] leaves it, into `out`
+    /// (NHWC, `ho · wo · c_out`). On the calling thread: splitting it over the two cores of the reference
+    /// CPU measured no faster.
+    fn forward(&self, padded: &[f32], (h, w): (usize, usize), out: &mut [f32]) {
+        let (hp, wp) = (h + 2, w + 2);
+        let wo = conv_out_side_px(w, 3, self.stride, 1);
+        for (r, out_row) in out.chunks_exact_mut(wo * self.c_out).enumerate() {
+            // Padded rows y0 ..= y0 + 2 and columns x0 ..= x0 + 2: at most h + 1 and w + 1.
+            let y0 = r * self.stride;
+            for (ox, px) in out_row.chunks_exact_mut(self.c_out).enumerate() {
+                let x0 = ox * self.stride;
+                let mut taps = [0f32; CONV1_TAPS];
+                for (channel, plane) in taps.chunks_exact_mut(9).zip(padded.chunks_exact(hp * wp)) {
+                    for (dy, tap_row) in channel.chunks_exact_mut(3).enumerate() {
+                        let start = (y0 + dy) * wp + x0;
+                        tap_row.copy_from_slice(&plane[start..start + 3]);
+                    }
+                }
+                for ((out_block, block), bias) in
+                    px.chunks_mut(LANES).zip(&self.weights).zip(&self.bias)
+                {
+                    let mut acc = *bias;
+                    for (&v, tap_weights) in taps.iter().zip(block) {
+                        for (a, &wv) in acc.iter_mut().zip(tap_weights) {
+                            *a += v * wv;
+                        }
+                    }
+                    for (o, a) in out_block.iter_mut().zip(acc) {
+                        *o = a.max(0.0);
+                    }
                 }
             }
         }

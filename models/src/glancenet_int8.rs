@@ -112,8 +112,9 @@ impl Int8GlanceNet {
             let taps = 9 * c_in;
             let (kernel, from_file) = match set.int8(&weight, taps)? {
                 Some(kernel) if kernel.padded_cols() == taps => (kernel, true),
-                // Whole-block rows stored as float: the file was not written for the integer path.
+                // A Q8_0 kernel of another width: validation rules it out.
                 Some(_) => return Ok(None),
+                // Whole-block rows stored as float: the file was not written for the integer path.
                 None if taps.is_multiple_of(BLOCK) => return Ok(None),
                 None => {
                     let w = set.tensor_f32(&weight)?.flatten_all()?.to_vec1::<f32>()?;

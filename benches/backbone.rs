@@ -1,5 +1,6 @@
 //! PatchNet latency per batch size and weight format (f32, Q8_0, Q4_0 of the shipped weights), with file sizes,
-//! so a change to the backbone or to quantisation shows its speed and size ratios against f32 in one run.
+//! so a change to the backbone or to quantisation shows its speed and size ratios against f32 in one run; the
+//! `glance` group does the same for the shipped glance net (f32 against Q8_0 on the integer kernels).
 //! The `train_step` group times one forward + backward pass of the trainers' graphs (NHWC, convolutions as
 //! im2col matrix products) against the same networks' candle conv2d graphs.
 
@@ -7,8 +8,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use saccade_models::{
-    quantize_file, GlanceNetConfig, GlanceNetModel, PatchClassifier, PatchNet, PatchNetConfig,
-    QuantDtype,
+    quantize_file, GlanceNet, GlanceNetConfig, GlanceNetModel, PatchClassifier, PatchNet,
+    PatchNetConfig, QuantDtype,
 };
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -63,6 +64,29 @@ fn backbone(c: &mut Criterion) {
     }
     group.finish();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The shipped glance net on one 448×264 frame: the f32 file through candle's conv2d, and the Q8_0 file on
+/// the integer kernels (`glancenet_int8`) and, for reference, the same Q8_0 weights through candle.
+#[allow(clippy::unwrap_used)]
+fn glance(c: &mut Criterion) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/weights");
+    let float = GlanceNetModel::load(&dir.join("glancenet.safetensors"), &Device::Cpu).unwrap();
+    let q8 = GlanceNetModel::load(&dir.join("glancenet.q8_0.gguf"), &Device::Cpu).unwrap();
+    assert!(q8.runs_integer_kernels(), "{}", q8.describe());
+    let (w, h) = q8.input_size_px();
+    let x = Tensor::rand(0f32, 1f32, (1, 3, h, w), &Device::Cpu).unwrap();
+    let mut group = c.benchmark_group("glance");
+    for (label, net) in [
+        ("f32", float),
+        ("q8_0_candle", q8.without_integer_kernels()),
+        ("q8_0_int8", q8),
+    ] {
+        group.bench_function(BenchmarkId::new(label, format!("{w}x{h}")), |b| {
+            b.iter(|| black_box(net.glance(&x).unwrap()))
+        });
+    }
+    group.finish();
 }
 
 /// One forward + backward pass: the patch classifier at the trainer's batch of 128 (32×32) and the glance
@@ -125,5 +149,5 @@ fn train_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, backbone, train_step);
+criterion_group!(benches, backbone, glance, train_step);
 criterion_main!(benches);

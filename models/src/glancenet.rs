@@ -4,6 +4,7 @@
 //! feature. The runtime's glance stage calls it through [`GlanceNet`]; the trainer uses [`GlanceMaps`].
 
 use crate::flops::{conv2d_flops, conv_out_side_px, linear_flops, total_mflops, LayerCost};
+use crate::glancenet_int8::Int8GlanceNet;
 use crate::linear::QLinear;
 use crate::patchnet::normalise_unit_rgb;
 use crate::train_ops::{conv1x1_nhwc_to_nchw, conv3x3_bn_relu_nhwc, conv3x3_relu_nhwc, BatchNorm};
@@ -47,7 +48,7 @@ impl Default for GlanceNetConfig {
 pub const MAX_INPUT_SIDE_PX: usize = 8192;
 
 /// Convolution geometry: (name, kernel, stride, padding).
-const CONV_LAYERS: [(&str, usize, usize, usize); 4] = [
+pub(crate) const CONV_LAYERS: [(&str, usize, usize, usize); 4] = [
     ("conv1", 3, 2, 1),
     ("conv2", 3, 2, 1),
     ("conv3", 3, 2, 1),
@@ -195,6 +196,8 @@ pub struct GlanceNetModel {
     size: Conv2d,
     cls: QLinear,
     conv_stored_dtype: DType,
+    /// The integer forward pass, for Q8_0 files on the CPU.
+    int8: Option<Arc<Int8GlanceNet>>,
     /// Batch normalisation of the four convolutions while training ([`Self::new_with_batch_norm`]);
     /// folded into the convolutions for inference and saving.
     norms: Option<Arc<[BatchNorm; 4]>>,
@@ -226,6 +229,7 @@ impl GlanceNetModel {
             obj,
             size,
             cls,
+            int8: None,
             norms: None,
         })
     }
@@ -262,6 +266,7 @@ impl GlanceNetModel {
                 norms[3].fold_into(&self.convs[3])?,
             ],
             norms: None,
+            int8: None,
             ..self.clone()
         })
     }
@@ -278,9 +283,16 @@ impl GlanceNetModel {
             let (name, _, s, p) = CONV_LAYERS[i];
             set.conv(name, conv_cfg(s, p))
         };
+        let convs = [conv(0)?, conv(1)?, conv(2)?, conv(3)?];
+        let int8 = if convs[0].weight().device().is_cpu() {
+            Int8GlanceNet::from_weight_set(cfg, set)?.map(Arc::new)
+        } else {
+            None
+        };
         Ok(Self {
             cfg: cfg.clone(),
-            convs: [conv(0)?, conv(1)?, conv(2)?, conv(3)?],
+            convs,
+            int8,
             obj: set.conv("obj", conv_cfg(1, 0))?,
             size: set.conv("size", conv_cfg(1, 0))?,
             cls: set.linear("cls")?,
@@ -301,6 +313,20 @@ impl GlanceNetModel {
         &self.cfg
     }
 
+    /// Whether the forward pass runs on the integer kernels (a Q8_0 file on the CPU).
+    pub fn runs_integer_kernels(&self) -> bool {
+        self.int8.is_some()
+    }
+
+    /// The same net through candle's float convolutions (weights as stored, dequantised): the reference the
+    /// integer path is checked and timed against.
+    pub fn without_integer_kernels(&self) -> Self {
+        Self {
+            int8: None,
+            ..self.clone()
+        }
+    }
+
     /// Checks the input has 3 channels, moves it to the weights' device and normalises it.
     fn normalised_input(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (_b, c, _h, _w) = x.dims4()?;
@@ -315,10 +341,13 @@ impl GlanceNetModel {
         normalise_unit_rgb(&x.to_dtype(self.convs[0].weight().dtype())?)
     }
 
-    /// All heads of the glance net.
+    /// All heads of the glance net: on the integer kernels for a Q8_0 file on the CPU, else through candle.
     pub fn forward_maps(&self, x: &Tensor) -> candle_core::Result<GlanceMaps> {
         if self.norms.is_some() {
             return self.folded()?.forward_maps(x);
+        }
+        if let Some(int8) = &self.int8 {
+            return int8.maps(x, &self.cls);
         }
         let mut x = self.normalised_input(x)?;
         // (b, 3, H, W) -> (b, c0, H/2, W/2) -> (b, c1, H/4, W/4) -> (b, c2, H/8, W/8) -> (b, c3, H/8, W/8)
@@ -447,6 +476,19 @@ impl GlanceNet for GlanceNetModel {
     }
 
     fn describe(&self) -> String {
+        if let Some(int8) = &self.int8 {
+            return format!(
+                "glancenet {}×{} conv {:?} (conv1 {:?}, conv2–4 int8: {}) → obj/size maps at stride {} + cls ({:?}), integer kernels, {:.1} MFLOP",
+                self.cfg.input_width_px,
+                self.cfg.input_height_px,
+                self.cfg.channels,
+                self.conv_stored_dtype,
+                int8.kernel_sources(),
+                GLANCE_STRIDE_PX,
+                self.cls.weight_dtype(),
+                self.mflops(),
+            );
+        }
         format!(
             "glancenet {}×{} conv {:?} ({:?}) → obj/size maps at stride {} + cls ({:?}), {:.1} MFLOP",
             self.cfg.input_width_px,

@@ -9,6 +9,7 @@ pub mod classes;
 pub mod error;
 pub mod flops;
 pub mod glancenet;
+mod glancenet_int8;
 pub mod int8;
 pub mod linear;
 pub mod patchnet;

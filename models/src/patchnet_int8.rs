@@ -53,7 +53,7 @@ impl std::fmt::Debug for Int8PatchNet {
 }
 
 /// Column order that turns a `(c, dy, dx)`-flattened 3×3 kernel row into `(dy, dx, c)`.
-fn taps_last_to_channels_last(c: usize) -> Vec<usize> {
+pub(crate) fn taps_last_to_channels_last(c: usize) -> Vec<usize> {
     let mut order = Vec::with_capacity(9 * c);
     for tap in 0..9 {
         for ch in 0..c {

@@ -1,6 +1,6 @@
 //! Weight files of the models: float checkpoints in safetensors (what the trainer writes) and deployable
 //! GGUF files (what `saccade quantize` writes, fully-connected weights in Q8_0/Q4_0/Q4K/f16, convolutions
-//! float). Both carry the model kind and its config JSON in their metadata, so a file alone rebuilds its
+//! float, or Q8_0 where a Q8_0 file's 3×3 kernels have whole blocks). Both carry the model kind and its config JSON in their metadata, so a file alone rebuilds its
 //! model. Every check happens here, before candle sees the bytes, so a bad file is an error that names
 //! the file, the tensor or key, what was expected and what was found, and never a panic.
 
@@ -759,7 +759,8 @@ fn dtype_for(name: &str, shape: &[usize], requested: QuantDtype) -> (QuantDtype,
 
 /// Converts a model file (safetensors or GGUF) into a GGUF file: fully-connected weights in `dtype`
 /// (falling back per tensor where the shape does not allow it), conv weights f16 (f32 when `dtype` is
-/// f32), biases f32. The config, kind, requested dtype and fallbacks go into the GGUF metadata.
+/// f32; Q8_0 with one scale per output row, flattened, for 3×3 kernels with whole blocks when `dtype` is
+/// Q8_0), biases f32. The config, kind, requested dtype and fallbacks go into the GGUF metadata.
 pub fn quantize_file(
     input: &Path,
     output: &Path,
@@ -782,9 +783,9 @@ pub fn quantize_file(
     let mut entries = Vec::with_capacity(specs.len());
     for spec in &specs {
         let t = set.tensor_f32(&spec.name)?;
-        // The patch classifier's Q8_0 weights run on the integer kernel (`int8`), which wants one scale per
-        // output row: its 3×3 convs (where `in · 9` fits whole blocks) go to Q8_0 too, flattened.
-        let int8_rows = kind == PATCHNET_KIND && dtype == QuantDtype::Q8_0;
+        // Both nets' Q8_0 weights run on the integer kernel (`int8`), which wants one scale per output row:
+        // their 3×3 convs (where `in · 9` fits whole blocks) go to Q8_0 too, flattened.
+        let int8_rows = dtype == QuantDtype::Q8_0;
         let conv_flat = conv_q8_0_shape(&spec.shape).filter(|_| int8_rows);
         let target = match spec.role {
             TensorRole::Bias => GgmlDType::F32,

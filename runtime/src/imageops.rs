@@ -254,6 +254,11 @@ pub fn resize_rgb_bilinear(
         box_shrink_integer(src, sw, dst, dw, dh, sw / dw, sh / dh);
         return Ok(());
     }
+    if area && scale_x.max(scale_y) <= (FAST_AREA_TAPS - 1) as f32 {
+        // Fractional shrinks (1360×800 → 448×264): the same area average with each footprint computed once.
+        area_shrink_fractional(src, sw, sh, dst, dw, dh, scale_x, scale_y);
+        return Ok(());
+    }
     for v in 0..dh {
         for u in 0..dw {
             let p = resample_pixel(src, sw, sh, 0.0, 0.0, scale_x, scale_y, area, u, v);
@@ -264,6 +269,92 @@ pub fn resize_rgb_bilinear(
         }
     }
     Ok(())
+}
+
+/// Most source pixels the area footprint of one output pixel spans on one axis on the fast path (shrinks of
+/// up to 7×; larger ones take the general path).
+const FAST_AREA_TAPS: usize = 8;
+
+/// The footprint of output index `o` on one axis of an area shrink by `scale`: the first source index, how
+/// many source pixels it touches, and the covered length of each (the [`area_average_rgb`] weights).
+#[derive(Debug, Clone, Copy, Default)]
+struct Footprint {
+    first: usize,
+    len: usize,
+    weights: [f32; FAST_AREA_TAPS],
+}
+
+impl Footprint {
+    fn new(o: usize, scale: f32, src_len: usize) -> Self {
+        let x0 = o as f32 * scale;
+        let x1 = x0 + scale;
+        let first = (x0.floor().max(0.0) as usize).min(src_len.saturating_sub(1));
+        let mut f = Footprint {
+            first,
+            ..Footprint::default()
+        };
+        for t in 0..FAST_AREA_TAPS.min(src_len - first) {
+            let i = (first + t) as f32;
+            let w = (i + 1.0).min(x1) - i.max(x0);
+            if w <= 0.0 {
+                break;
+            }
+            f.weights[t] = w;
+            f.len = t + 1;
+        }
+        f
+    }
+}
+
+thread_local! {
+    /// The column footprints of the last fractional shrink, kept so steady state allocates nothing.
+    static COLUMN_FOOTPRINTS: std::cell::RefCell<Vec<Footprint>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Area averaging for fractional shrink factors of at most `FAST_AREA_TAPS − 1`: what the general path
+/// computes per pixel with [`area_average_rgb`], with the column footprints computed once per image and the
+/// row footprint once per row, and no index clamping in the inner loop.
+#[allow(clippy::too_many_arguments)]
+fn area_shrink_fractional(
+    src: &[u8],
+    sw: usize,
+    sh: usize,
+    dst: &mut [u8],
+    dw: usize,
+    dh: usize,
+    scale_x: f32,
+    scale_y: f32,
+) {
+    COLUMN_FOOTPRINTS.with(|cell| {
+        let mut columns = cell.borrow_mut();
+        columns.clear();
+        columns.extend((0..dw).map(|u| Footprint::new(u, scale_x, sw)));
+        for (v, out_row) in dst.chunks_exact_mut(dw * 3).take(dh).enumerate() {
+            let fy = Footprint::new(v, scale_y, sh);
+            for (fx, out) in columns.iter().zip(out_row.chunks_exact_mut(3)) {
+                let mut sum = [0.0f32; 3];
+                let mut total = 0.0f32;
+                for (ty, &wy) in fy.weights[..fy.len].iter().enumerate() {
+                    let start = ((fy.first + ty) * sw + fx.first) * 3;
+                    let pixels = &src[start..start + fx.len * 3];
+                    for (&wx, px) in fx.weights[..fx.len].iter().zip(pixels.chunks_exact(3)) {
+                        let w = wx * wy;
+                        sum[0] += w * f32::from(px[0]);
+                        sum[1] += w * f32::from(px[1]);
+                        sum[2] += w * f32::from(px[2]);
+                        total += w;
+                    }
+                }
+                for c in 0..3 {
+                    out[c] = if total > 0.0 {
+                        (sum[c] / total).min(255.0).round() as u8
+                    } else {
+                        0
+                    };
+                }
+            }
+        }
+    });
 }
 
 /// Box filter for integer shrink factors `fx × fy`: each output pixel is the rounded mean of its block.
@@ -595,6 +686,31 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn fractional_area_shrink_matches_the_per_pixel_area_average(
+            sw in 8usize..160, sh in 8usize..120, shrink_x in 2.0f32..6.9, shrink_y in 1.0f32..6.9,
+            seed in any::<u32>(),
+        ) {
+            let dw = ((sw as f32 / shrink_x) as usize).max(1);
+            let dh = ((sh as f32 / shrink_y) as usize).max(1);
+            let (scale_x, scale_y) = (sw as f32 / dw as f32, sh as f32 / dh as f32);
+            prop_assume!(scale_x.max(scale_y) >= AREA_SCALE_THRESHOLD);
+            prop_assume!(scale_x.max(scale_y) <= (FAST_AREA_TAPS - 1) as f32);
+            let src = pattern(sw, sh, seed);
+            let mut fast = vec![0u8; dw * dh * 3];
+            area_shrink_fractional(&src, sw, sh, &mut fast, dw, dh, scale_x, scale_y);
+            for v in 0..dh {
+                for u in 0..dw {
+                    let p = resample_pixel(&src, sw, sh, 0.0, 0.0, scale_x, scale_y, true, u, v);
+                    for c in 0..3 {
+                        let a = fast[(v * dw + u) * 3 + c];
+                        let b = p[c].round().clamp(0.0, 255.0) as u8;
+                        prop_assert!(a.abs_diff(b) <= 1, "({u}, {v}) channel {c}: {a} vs {b}");
+                    }
+                }
+            }
+        }
 
         #[test]
         fn integer_box_shrink_matches_the_general_area_path(

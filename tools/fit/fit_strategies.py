@@ -47,7 +47,12 @@ GRIDS = {
         "second_look_context": [1.2, 1.3, 1.5],
         "nothing_threshold": [0.05, 0.02, 0.1],
     },
-    "gfnet": {"max_steps": [5, 8, 4], **SHARED},
+    "gfnet": {
+        "max_steps": [5, 4, 3],
+        # Exit thresholds (glance, then after each step): the lower, the earlier a frame stops.
+        "eta": [[0.95, 0.9, 0.9, 0.9, 0.9, 0.9], [0.95, 0.8, 0.8, 0.8, 0.8, 0.8]],
+        **SHARED,
+    },
     "downsample": {"factor": [2.0, 1.5, 3.0], "second_look_min": [0.1, 0.05, 0.2]},
     # The baselines: fullres costs ~2 s a frame on 2 cores, so only its second-look gate is searched
     # (its threshold comes from the sweep like every strategy's).

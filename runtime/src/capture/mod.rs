@@ -62,6 +62,7 @@ pub enum SourceError {
 pub mod convert;
 pub mod dir;
 pub mod fault;
+pub mod memory;
 pub mod synthetic;
 pub mod uri;
 #[cfg(feature = "camera")]

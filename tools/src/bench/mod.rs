@@ -1,0 +1,319 @@
+//! `saccade bench`: every focus strategy and three baselines on the same real frames, with the ratios against
+//! the full-resolution baseline measured in the same run, then Q8_0 vs f32 backbone and single-threaded vs
+//! pipelined throughput.
+//!
+//! Frames: by default the 38 real GTSDB test frames shipped in `benches/gtsdb-test/` (provenance there); any
+//! annotated folder with `--images/--annotations` (`--split test` keeps the GTSDB test frames of a full copy
+//! of the benchmark); held-out synthetic 1280×960 scenes with `--synthetic`.
+//!
+//! The baselines use the same trained nets as the focus strategies, so the only difference is where the
+//! network looks: `fullres` runs the patch detector (box head, second look, NMS, fitted threshold) densely
+//! over every pixel at every window scale the signs need, `downsample` over the whole frame shrunk,
+//! `glance-only` reports the glance's own boxes with no patch at all. Each strategy's numbers come from
+//! [`crate::eval::evaluate`], so `bench` and `eval` agree, with 95 % bootstrap intervals over frames.
+
+mod frames;
+mod plot;
+mod report;
+mod run;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::engine::{self, ModelArgs};
+use crate::eval::{write_json, EvalSplit};
+
+pub use frames::{default_frames_dir, synthetic_items};
+pub use plot::{pareto_front, write_plot};
+pub use report::{
+    BenchMemory, BenchReport, CeilingShortfall, DtypeRun, HeadToHead, Machine, RatioVsBaseline,
+    Throughput,
+};
+pub use run::run_bench;
+pub use saccade_runtime::capture::memory::VecSource;
+
+/// The baseline every ratio is measured against: it looks everywhere.
+pub const BASELINE: &str = "fullres";
+/// Strategies without focus, for the focus strategies to beat: they run whatever `--strategies` says.
+pub const BASELINES: &[&str] = &["fullres", "downsample", "glance-only"];
+/// First seed of the benchmark's synthetic scenes (Eval split), fixed so runs compare.
+const FIRST_SEED: u64 = 9_000_001;
+/// Synthetic scenes the bench generates when `--frames` does not say.
+const DEFAULT_SYNTHETIC_FRAMES: usize = 20;
+/// Frames decoded and held in memory for the throughput runs (replayed in a cycle to `--frames`).
+const THROUGHPUT_FRAMES_HELD: usize = 12;
+/// Where the bench writes its JSON and SVG unless told otherwise.
+const DEFAULT_JSON: &str = "saccade-bench/bench.json";
+const DEFAULT_PLOT: &str = "saccade-bench/bench.svg";
+
+/// The goals the best focus strategy is held to against `fullres`, measured in one run.
+pub const GOAL_F1_BELOW_FULLRES: f64 = 0.02;
+pub const GOAL_P50_SPEEDUP: f64 = 20.0;
+pub const GOAL_MFLOPS_RATIO: f64 = 0.05;
+
+/// Default `--memory-budget-mb` of the bench.
+#[cfg(not(feature = "cuda"))]
+const DEFAULT_BENCH_BUDGET_MB: f64 = 512.0;
+#[cfg(feature = "cuda")]
+const DEFAULT_BENCH_BUDGET_MB: f64 = 1024.0;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// At most this many frames per strategy (default: every frame of the folder; 20 with --synthetic).
+    #[arg(long)]
+    pub frames: Option<usize>,
+    /// Frames the slow `fullres` baseline runs on: the first M (default: all the frames the others see).
+    #[arg(long)]
+    pub fullres_frames: Option<usize>,
+    /// Write the results as JSON to this path (`-` for stdout).
+    #[arg(long, default_value = DEFAULT_JSON)]
+    pub json: Option<String>,
+    /// Write an SVG: F1 (95 % interval bars) vs p50 latency, Pareto front marked, and per-stage latency bars.
+    #[arg(long, default_value = DEFAULT_PLOT)]
+    pub plot: Option<PathBuf>,
+    /// Annotated folder of frames (default: the real GTSDB test frames in benches/gtsdb-test/).
+    #[arg(long, requires = "annotations")]
+    pub images: Option<PathBuf>,
+    /// Annotations CSV of --images.
+    #[arg(long, requires = "images")]
+    pub annotations: Option<PathBuf>,
+    /// Keep only these GTSDB frames of --images (`test` on a full copy of the benchmark).
+    #[arg(long, value_enum, default_value_t = EvalSplit::All)]
+    pub split: EvalSplit,
+    /// Held-out synthetic 1280×960 scenes instead of real frames.
+    #[arg(long, conflicts_with_all = ["images", "annotations"])]
+    pub synthetic: bool,
+    /// Comma-separated focus strategies to run (default: all); the baselines always run.
+    #[arg(long, value_delimiter = ',')]
+    pub strategies: Vec<String>,
+    /// Hard limit of patches per frame.
+    #[arg(long, default_value_t = engine::DEFAULT_MAX_PATCHES)]
+    pub max_patches: usize,
+    /// Per-frame deadline in ms.
+    #[arg(long)]
+    pub deadline_ms: Option<f64>,
+    /// Queue depth of the pipelined throughput run.
+    #[arg(long, default_value_t = 2)]
+    pub queue_depth: usize,
+    /// Memory budget of the run in MiB: the memory plan (models, pipeline buffers, the frames the bench
+    /// holds) must fit at start, and the peak RSS at the end; the bench fails when either does not.
+    /// The default fits the `fullres` baseline's 256-window batches, whose activations the plan counts at
+    /// their im2col worst case. A `cuda` build's default is 1024: the CUDA libraries alone add about
+    /// 350 MiB to the process (measured on an H100).
+    #[arg(long, default_value_t = DEFAULT_BENCH_BUDGET_MB)]
+    pub memory_budget_mb: f64,
+    #[command(flatten)]
+    pub models: ModelArgs,
+}
+
+impl BenchArgs {
+    /// The bench's defaults with these models (what `saccade bench` with no flags does, minus the files).
+    pub fn with_models(models: ModelArgs) -> Self {
+        Self {
+            frames: None,
+            fullres_frames: None,
+            json: None,
+            plot: None,
+            images: None,
+            annotations: None,
+            split: EvalSplit::All,
+            synthetic: false,
+            strategies: Vec::new(),
+            max_patches: engine::DEFAULT_MAX_PATCHES,
+            deadline_ms: None,
+            queue_depth: 2,
+            memory_budget_mb: DEFAULT_BENCH_BUDGET_MB,
+            models,
+        }
+    }
+}
+
+pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let report = run_bench(&args)?;
+    print!("{}", report.human());
+    let make_parent = |path: &Path| -> anyhow::Result<()> {
+        match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+            }
+            _ => Ok(()),
+        }
+    };
+    if let Some(path) = &args.json {
+        if path != "-" {
+            make_parent(Path::new(path))?;
+        }
+        write_json(&report, path)?;
+        if path != "-" {
+            eprintln!("bench: JSON written to {path}");
+        }
+    }
+    if let Some(path) = &args.plot {
+        make_parent(path)?;
+        write_plot(&report, path)?;
+        eprintln!("bench: plot written to {}", path.display());
+    }
+    anyhow::ensure!(
+        report.memory.peak_within_budget,
+        "peak RSS {:.1} MiB exceeded --memory-budget-mb {} (the plan counted {:.1} MiB)",
+        report.memory.peak_rss_mb,
+        report.memory.budget_mb,
+        report.memory.plan_mb
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::bench::frames::bench_items;
+    use crate::bench::run::wanted_strategies;
+    use saccade_runtime::focus::STRATEGY_NAMES;
+
+    #[test]
+    fn bench_runs_every_strategy_on_a_folder_and_writes_json_and_plot() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = crate::eval::write_random_models(dir.path());
+        let (images, annotations) = crate::eval::tests::small_annotated_folder(dir.path());
+        // Nested: the bench makes the folders it writes into.
+        let json = dir.path().join("out").join("bench.json");
+        let plot = dir.path().join("out").join("bench.svg");
+        bench(BenchArgs {
+            frames: Some(2),
+            fullres_frames: Some(1),
+            json: Some(json.display().to_string()),
+            plot: Some(plot.clone()),
+            images: Some(images),
+            annotations: Some(annotations),
+            max_patches: 4,
+            // Generous: the test process holds every test's memory.
+            memory_budget_mb: 8192.0,
+            ..BenchArgs::with_models(models.clone())
+        })
+        .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+        let names: Vec<&str> = v["strategies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["strategy"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, STRATEGY_NAMES.to_vec());
+        let fullres = v["strategies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["strategy"] == "fullres")
+            .unwrap();
+        assert_eq!(fullres["frames"], 1);
+        assert_eq!(
+            v["ratios_vs_fullres"].as_object().unwrap().len(),
+            STRATEGY_NAMES.len() - 1
+        );
+        assert!(
+            v["ratios_vs_fullres"]["topk"]["p50_speedup"]
+                .as_f64()
+                .unwrap()
+                > 0.0
+        );
+        assert!(
+            v["dtype_comparison"]["f32"]["p50_ms"].as_f64().is_some(),
+            "{}",
+            v["dtype_comparison"]
+        );
+        assert!(v["dtype_comparison"]["q8_0"]["p50_ms"].as_f64().is_some());
+        assert!(v["throughput"]["pipelined_fps"].as_f64().unwrap() > 0.0);
+        assert!(v["machine"]["logical_cpus"].as_u64().unwrap() > 0);
+        for s in v["strategies"].as_array().unwrap() {
+            let name = s["strategy"].as_str().unwrap();
+            let ci = &s["ci95"]["recall"];
+            assert!(
+                ci[0].as_f64().unwrap() <= s["recall"].as_f64().unwrap() + 1e-9
+                    && s["recall"].as_f64().unwrap() <= ci[1].as_f64().unwrap() + 1e-9,
+                "{name}: {s}"
+            );
+            assert!(s["by_size"]["small"]["signs"].is_u64(), "{name}");
+            assert!(s.get("looked_at_share").is_some(), "{name}");
+        }
+        let glance_only = v["strategies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["strategy"] == "glance-only")
+            .unwrap();
+        assert_eq!(glance_only["patches_per_frame"].as_f64(), Some(0.0));
+        assert_eq!(glance_only["backbone_mflops_per_frame"].as_f64(), Some(0.0));
+        let h = &v["head_to_head"];
+        assert!(STRATEGY_NAMES.contains(&h["strategy"].as_str().unwrap()));
+        assert!(!BASELINES.contains(&h["strategy"].as_str().unwrap()));
+        assert_eq!(h["frames_compared"], 1);
+        let svg = std::fs::read_to_string(plot).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("topk") && svg.contains("Pareto"));
+    }
+
+    #[test]
+    fn the_shipped_real_frames_are_the_default_and_parse() {
+        let args = BenchArgs::with_models(ModelArgs::default());
+        let (source, items) = bench_items(&args).unwrap();
+        assert!(source.contains("gtsdb-test"), "{source}");
+        assert_eq!(items.len(), 38);
+        let signs: usize = items.iter().map(|i| i.truth.len()).sum();
+        assert_eq!(signs, 51);
+        // Every one a GTSDB test frame: the bench never measures on frames the nets were fitted on.
+        assert!(items.iter().all(|i| EvalSplit::Test.keeps(&i.name)));
+        let limited = bench_items(&BenchArgs {
+            frames: Some(5),
+            ..BenchArgs::with_models(ModelArgs::default())
+        })
+        .unwrap()
+        .1;
+        assert_eq!(limited.len(), 5);
+    }
+
+    #[test]
+    fn the_baselines_always_run_after_the_chosen_focus_strategies() {
+        let args = BenchArgs {
+            strategies: vec!["gfnet".into()],
+            ..BenchArgs::with_models(ModelArgs::default())
+        };
+        assert_eq!(
+            wanted_strategies(&args).unwrap(),
+            vec!["gfnet", "fullres", "downsample", "glance-only"]
+        );
+        let bad = BenchArgs {
+            strategies: vec!["saliency".into()],
+            ..BenchArgs::with_models(ModelArgs::default())
+        };
+        let err = wanted_strategies(&bad).unwrap_err().to_string();
+        assert!(err.contains("`saliency`"), "{err}");
+    }
+
+    #[test]
+    fn bench_refuses_to_start_over_its_memory_budget_and_reports_peak_against_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = crate::eval::write_random_models(dir.path());
+        let (images, annotations) = crate::eval::tests::small_annotated_folder(dir.path());
+        let args = |budget: f64, strategies: Vec<String>| BenchArgs {
+            frames: Some(1),
+            fullres_frames: Some(1),
+            images: Some(images.clone()),
+            annotations: Some(annotations.clone()),
+            strategies,
+            max_patches: 4,
+            memory_budget_mb: budget,
+            ..BenchArgs::with_models(models.clone())
+        };
+        let err = run_bench(&args(1.0, Vec::new())).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("memory-budget-mb"), "{text}");
+        assert!(text.contains("MiB"), "{text}");
+        let report = run_bench(&args(8192.0, vec!["topk".into()])).unwrap();
+        assert!(report.memory.plan_mb > 0.0);
+        assert!(report.memory.peak_rss_mb >= report.peak_rss_mb - 1e-9);
+        assert!(report.memory.peak_within_budget);
+        assert!(report.human().contains("budget 8192 MiB: within"));
+    }
+}

@@ -1,0 +1,289 @@
+//! What the bench reports: the JSON structures and the human summary.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::{GOAL_F1_BELOW_FULLRES, GOAL_MFLOPS_RATIO, GOAL_P50_SPEEDUP};
+use crate::eval::EvalReport;
+
+/// One strategy against the baseline, on the frames both ran on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RatioVsBaseline {
+    /// `fullres` p50 latency / this strategy's p50 latency.
+    pub p50_speedup: f64,
+    /// This strategy's MFLOPs per frame / `fullres`'s.
+    pub mflops_ratio: f64,
+    /// This strategy's F1 − `fullres`'s F1, both on the first `frames_compared` frames.
+    pub f1_diff: f64,
+    /// This strategy's recall − `fullres`'s recall on those frames.
+    pub recall_diff: f64,
+    pub frames_compared: usize,
+}
+
+/// The best focus strategy (highest F1 on the frames `fullres` ran on) against `fullres`, with the goals.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HeadToHead {
+    pub strategy: String,
+    pub frames_compared: usize,
+    pub f1: f64,
+    pub fullres_f1: f64,
+    pub recall: f64,
+    pub fullres_recall: f64,
+    pub p50_speedup: f64,
+    pub mflops_ratio: f64,
+    /// F1 no more than [`GOAL_F1_BELOW_FULLRES`] below `fullres`.
+    pub f1_goal_met: bool,
+    /// p50 at least [`GOAL_P50_SPEEDUP`]× lower.
+    pub speedup_goal_met: bool,
+    /// At most [`GOAL_MFLOPS_RATIO`] of `fullres`'s MFLOPs per frame.
+    pub mflops_goal_met: bool,
+    /// `fullres` looks everywhere, so its recall should be the ceiling of every focus strategy's; `null` when
+    /// it is, else why not.
+    pub fullres_below_focus: Option<CeilingShortfall>,
+}
+
+/// Why `fullres` found fewer signs than a focus strategy on the same frames: the signs the focus strategy
+/// found and `fullres` did not, split by what `fullres` reported there.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CeilingShortfall {
+    /// The focus strategy with the highest recall.
+    pub strategy: String,
+    pub recall: f64,
+    pub fullres_recall: f64,
+    /// Signs that strategy found and `fullres` missed.
+    pub signs_missed_by_fullres: u64,
+    /// Of those, signs where a `fullres` detection overlapped the sign but below the matching IoU (a box
+    /// off the sign: its window grid or regressed box framed it worse).
+    pub boxed_off: u64,
+    /// Of those, signs no `fullres` detection touched (every window scored below its threshold).
+    pub no_detection: u64,
+    pub explanation: String,
+}
+
+/// Q8_0 vs f32 weights for `topk`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DtypeRun {
+    pub weights: String,
+    pub p50_ms: f64,
+    pub classify_p50_ms: f64,
+    pub f1: f64,
+    pub class_accuracy: Option<f64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Throughput {
+    pub strategy: String,
+    pub frames: usize,
+    pub single_threaded_fps: f64,
+    pub pipelined_fps: f64,
+    pub queue_depth: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub logical_cpus: usize,
+    pub arch: &'static str,
+    pub os: &'static str,
+    pub rayon_num_threads: Option<String>,
+    pub classifier: String,
+    pub glance: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    pub frames_source: String,
+    pub frames: usize,
+    /// Non-ignored annotated signs on those frames.
+    pub signs: u64,
+    pub fullres_frames: usize,
+    /// Focus strategies first, then the baselines; each with the frames it ran on and its 95 % intervals.
+    pub strategies: Vec<EvalReport>,
+    pub ratios_vs_fullres: BTreeMap<String, RatioVsBaseline>,
+    /// `null` when no focus strategy ran.
+    pub head_to_head: Option<HeadToHead>,
+    /// `f32`, `q8_0` (each a [`DtypeRun`] or `{"skipped": reason}`) and `classify_speedup_q8_0_vs_f32`.
+    pub dtype_comparison: BTreeMap<String, serde_json::Value>,
+    pub throughput: Option<Throughput>,
+    pub peak_rss_mb: f64,
+    pub memory: BenchMemory,
+    pub machine: Machine,
+}
+
+/// The run's memory against its budget (MiB).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchMemory {
+    pub budget_mb: f64,
+    /// What the memory plan counted at start.
+    pub plan_mb: f64,
+    /// Peak resident memory of the whole run.
+    pub peak_rss_mb: f64,
+    pub peak_within_budget: bool,
+}
+
+/// `[lo–hi]` of an interval.
+fn interval(ci: [f64; 2]) -> String {
+    format!("{:.2}–{:.2}", ci[0], ci[1])
+}
+
+/// A share with two decimals, or `-` where there is nothing to share (no sign in the bucket).
+fn opt2(x: Option<f64>) -> String {
+    x.map_or("-".to_string(), |v| format!("{v:.2}"))
+}
+
+impl BenchReport {
+    pub fn human(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "saccade bench: {} frames, {} signs: {}",
+            self.frames, self.signs, self.frames_source
+        );
+        let _ = writeln!(
+            s,
+            "  {:<12} {:>6} {:>5} {:>16} {:>16} {:>16} {:>6} {:>6} {:>6} {:>6} {:>7} {:>8} {:>8} {:>7} {:>9}",
+            "strategy",
+            "frames",
+            "signs",
+            "prec [95 % CI]",
+            "recall [95 % CI]",
+            "F1 [95 % CI]",
+            "R<32",
+            "R32-96",
+            "R>96",
+            "looked",
+            "cls acc",
+            "p50 ms",
+            "p99 ms",
+            "patches",
+            "MFLOPs"
+        );
+        for r in &self.strategies {
+            let _ = writeln!(
+                s,
+                "  {:<12} {:>6} {:>5} {:>16} {:>16} {:>16} {:>6} {:>6} {:>6} {:>6} {:>7} {:>8.2} {:>8.2} {:>7.2} {:>9.1}",
+                r.strategy,
+                r.frames,
+                r.signs,
+                format!("{:.3} {}", r.precision, interval(r.ci95.precision)),
+                format!("{:.3} {}", r.recall, interval(r.ci95.recall)),
+                format!("{:.3} {}", r.f1, interval(r.ci95.f1)),
+                opt2(r.by_size.small.recall),
+                opt2(r.by_size.medium.recall),
+                opt2(r.by_size.large.recall),
+                opt2(r.looked_at_share),
+                r.class_accuracy.map_or("-".to_string(), |a| format!("{a:.3}")),
+                r.p50_ms,
+                r.p99_ms,
+                r.patches_per_frame,
+                r.mflops_per_frame,
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  (R<32 … R>96: recall per sign size, larger side in px; looked: share of signs whose centre lay in \
+             an examined patch; intervals: bootstrap over frames)"
+        );
+        let _ = writeln!(
+            s,
+            "against fullres (measured in this run, on the {} frames fullres ran on):",
+            self.fullres_frames
+        );
+        let _ = writeln!(
+            s,
+            "  {:<12} {:>12} {:>13} {:>8} {:>8}",
+            "strategy", "p50 speed-up", "MFLOPs ratio", "ΔF1", "Δrecall"
+        );
+        for (name, r) in &self.ratios_vs_fullres {
+            let _ = writeln!(
+                s,
+                "  {name:<12} {:>11.1}× {:>13.4} {:>+8.3} {:>+8.3}",
+                r.p50_speedup, r.mflops_ratio, r.f1_diff, r.recall_diff
+            );
+        }
+        if let Some(h) = &self.head_to_head {
+            let yes = |ok: bool| if ok { "met" } else { "NOT met" };
+            let _ = writeln!(
+                s,
+                "best focus strategy `{}` vs fullres on {} frames: F1 {:.3} vs {:.3} (goal: at most {GOAL_F1_BELOW_FULLRES} below: {}), \
+                 p50 {:.1}× lower (goal ≥ {GOAL_P50_SPEEDUP}×: {}), {:.2} % of its MFLOPs (goal ≤ {:.0} %: {})",
+                h.strategy,
+                h.frames_compared,
+                h.f1,
+                h.fullres_f1,
+                yes(h.f1_goal_met),
+                h.p50_speedup,
+                yes(h.speedup_goal_met),
+                h.mflops_ratio * 100.0,
+                GOAL_MFLOPS_RATIO * 100.0,
+                yes(h.mflops_goal_met),
+            );
+            match &h.fullres_below_focus {
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "  fullres recall {:.3} is the ceiling: no focus strategy found more signs on these frames",
+                        h.fullres_recall
+                    );
+                }
+                Some(c) => {
+                    let _ = writeln!(
+                        s,
+                        "  fullres recall {:.3} is below {}'s {:.3}: {}",
+                        c.fullres_recall, c.strategy, c.recall, c.explanation
+                    );
+                }
+            }
+        }
+        let _ = writeln!(s, "topk backbone weights:");
+        for dtype in ["f32", "q8_0"] {
+            if let Some(v) = self.dtype_comparison.get(dtype) {
+                match v.get("skipped") {
+                    Some(reason) => {
+                        let _ =
+                            writeln!(s, "  {dtype:<5} skipped: {}", reason.as_str().unwrap_or(""));
+                    }
+                    None => {
+                        let f =
+                            |k: &str| v.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+                        let _ = writeln!(
+                            s,
+                            "  {dtype:<5} p50 {:.2} ms/frame, classify p50 {:.2} ms, F1 {:.3}",
+                            f("p50_ms"),
+                            f("classify_p50_ms"),
+                            f("f1")
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(x) = self.dtype_comparison.get("classify_speedup_q8_0_vs_f32") {
+            let _ = writeln!(s, "  classify speed-up of q8_0 over f32: {x}×");
+        }
+        if let Some(t) = &self.throughput {
+            let _ = writeln!(
+                s,
+                "throughput of {} on {} frames: single-threaded {:.2} fps, pipelined {:.2} fps (queue depth {})",
+                t.strategy, t.frames, t.single_threaded_fps, t.pipelined_fps, t.queue_depth
+            );
+        }
+        let _ = writeln!(
+            s,
+            "memory: plan {:.0} MiB, peak RSS {:.0} MiB, budget {:.0} MiB: {}",
+            self.memory.plan_mb,
+            self.memory.peak_rss_mb,
+            self.memory.budget_mb,
+            if self.memory.peak_within_budget {
+                "within"
+            } else {
+                "OVER"
+            }
+        );
+        let _ = writeln!(
+            s,
+            "{} ({} logical CPUs)",
+            self.machine.cpu, self.machine.logical_cpus
+        );
+        s
+    }
+}

@@ -4,6 +4,9 @@ use std::path::Path;
 
 use super::report::BenchReport;
 
+/// Bottom of the log-scale stage bars (a stage below it shows as no bar).
+const BAR_FLOOR_MS: f64 = 0.01;
+
 /// Indices of the strategies no other beats on both latency (lower) and F1 (higher), by latency.
 pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
     let mut front: Vec<usize> = (0..points.len())
@@ -87,15 +90,15 @@ pub fn write_plot(report: &BenchReport, path: &Path) -> anyhow::Result<()> {
                     .filter_map(|s| r.stages.get(s).map(|x| x.p50_ms))
             })
             .fold(0.0, f64::max)
-            .max(0.001)
-            * 1.1;
+            .max(2.0 * BAR_FLOOR_MS)
+            * 1.5;
         let n = report.strategies.len();
         let mut bars = ChartBuilder::on(&right)
-            .caption("p50 latency per stage (ms)", ("sans-serif", 20))
+            .caption("p50 latency per stage (ms, log)", ("sans-serif", 20))
             .margin(15)
             .x_label_area_size(40)
             .y_label_area_size(50)
-            .build_cartesian_2d(0.0..n as f64, 0.0..max_ms)?;
+            .build_cartesian_2d(0.0..n as f64, (BAR_FLOOR_MS..max_ms).log_scale())?;
         let names: Vec<String> = report
             .strategies
             .iter()
@@ -103,10 +106,14 @@ pub fn write_plot(report: &BenchReport, path: &Path) -> anyhow::Result<()> {
             .collect();
         bars.configure_mesh()
             .disable_x_mesh()
-            .x_labels(n.max(1))
+            // Label positions every half unit; a strategy's name sits under the middle of its bars.
+            .x_labels(2 * n + 1)
             .x_label_formatter(&|x| {
-                let i = x.floor() as usize;
-                names.get(i).cloned().unwrap_or_default()
+                if (x.fract() - 0.5).abs() < 1e-6 {
+                    names.get(x.floor() as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
             })
             .y_desc("ms")
             .draw()?;
@@ -115,7 +122,10 @@ pub fn write_plot(report: &BenchReport, path: &Path) -> anyhow::Result<()> {
             bars.draw_series(report.strategies.iter().enumerate().map(|(i, r)| {
                 let v = r.stages.get(stage).map_or(0.0, |x| x.p50_ms);
                 let x0 = i as f64 + 0.1 + k as f64 * width;
-                Rectangle::new([(x0, 0.0), (x0 + width, v)], colour.filled())
+                Rectangle::new(
+                    [(x0, BAR_FLOOR_MS), (x0 + width, v.max(BAR_FLOOR_MS))],
+                    colour.filled(),
+                )
             }))?
             .label(*stage)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled()));

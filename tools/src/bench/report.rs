@@ -192,13 +192,16 @@ impl BenchReport {
         let _ = writeln!(
             s,
             "  {:<12} {:>12} {:>13} {:>8} {:>8}",
-            "strategy", "p50 speed-up", "MFLOPs ratio", "ΔF1", "Δrecall"
+            "strategy", "p50 speed-up", "MFLOPs share", "ΔF1", "Δrecall"
         );
         for (name, r) in &self.ratios_vs_fullres {
             let _ = writeln!(
                 s,
-                "  {name:<12} {:>11.1}× {:>13.4} {:>+8.3} {:>+8.3}",
-                r.p50_speedup, r.mflops_ratio, r.f1_diff, r.recall_diff
+                "  {name:<12} {:>11.1}× {:>11.2} % {:>+8.3} {:>+8.3}",
+                r.p50_speedup,
+                r.mflops_ratio * 100.0,
+                r.f1_diff,
+                r.recall_diff
             );
         }
         if let Some(h) = &self.head_to_head {
@@ -235,7 +238,10 @@ impl BenchReport {
                 }
             }
         }
-        let _ = writeln!(s, "topk backbone weights:");
+        let _ = writeln!(
+            s,
+            "topk with the f32 and the q8_0 weight files (glance and patch net) of the weights folder:"
+        );
         for dtype in ["f32", "q8_0"] {
             if let Some(v) = self.dtype_comparison.get(dtype) {
                 match v.get("skipped") {

@@ -322,7 +322,11 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
             e.report.strategy.clone(),
             RatioVsBaseline {
                 p50_speedup: ratio(b.p50_ms, e.report.p50_ms),
-                mflops_ratio: ratio(e.report.mflops_per_frame, b.mflops_per_frame),
+                // Five decimals: focus strategies spend well under 1 % of fullres's MFLOPs.
+                mflops_ratio: {
+                    let r = e.report.mflops_per_frame / b.mflops_per_frame.max(f64::MIN_POSITIVE);
+                    (r * 1e5).round() / 1e5
+                },
                 f1_diff: round3(here.f1() - base.f1()),
                 recall_diff: round3(here.recall() - base.recall()),
                 frames_compared: fullres_n,

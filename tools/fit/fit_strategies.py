@@ -31,7 +31,8 @@ SHARED = {
     "nothing_threshold": [0.05, 0.02, 0.1],
 }
 GRIDS = {
-    "topk": {"k": [16, 12, 8], **SHARED},
+    # nms_iou: how much two chosen patches may overlap (signs stacked on one post sit a patch apart).
+    "topk": {"k": [16, 12, 8], "nms_iou": [0.3, 0.5, 0.7], **SHARED},
     "coarse2fine": {
         "threshold": [0.3, 0.2, 0.45],
         "max_regions": [6, 8, 12],

@@ -275,13 +275,19 @@ pub fn resize_rgb_bilinear(
 /// up to 7×; larger ones take the general path).
 const FAST_AREA_TAPS: usize = 8;
 
+/// Fixed-point unit of the fast path's per-axis weights: each footprint's weights sum to exactly
+/// `1 << FIXED_ONE_BITS`. 24 bits keep a row sum (≤ 255 · 2²⁴) in a `u32` and the weights' rounding under
+/// 10⁻³ of a level, so results match the float path to its last rounding.
+const FIXED_ONE_BITS: u32 = 24;
+
 /// The footprint of output index `o` on one axis of an area shrink by `scale`: the first source index, how
-/// many source pixels it touches, and the covered length of each (the [`area_average_rgb`] weights).
+/// many source pixels it touches, and the covered length of each (the [`area_average_rgb`] weights) as a
+/// share of the footprint in fixed point, summing to exactly `1 << FIXED_ONE_BITS`.
 #[derive(Debug, Clone, Copy, Default)]
 struct Footprint {
     first: usize,
     len: usize,
-    weights: [f32; FAST_AREA_TAPS],
+    weights: [u32; FAST_AREA_TAPS],
 }
 
 impl Footprint {
@@ -289,18 +295,39 @@ impl Footprint {
         let x0 = o as f32 * scale;
         let x1 = x0 + scale;
         let first = (x0.floor().max(0.0) as usize).min(src_len.saturating_sub(1));
-        let mut f = Footprint {
-            first,
-            ..Footprint::default()
-        };
-        for t in 0..FAST_AREA_TAPS.min(src_len - first) {
+        let mut covered = [0f32; FAST_AREA_TAPS];
+        let mut len = 0;
+        for (t, c) in covered
+            .iter_mut()
+            .enumerate()
+            .take(FAST_AREA_TAPS.min(src_len - first))
+        {
             let i = (first + t) as f32;
             let w = (i + 1.0).min(x1) - i.max(x0);
             if w <= 0.0 {
                 break;
             }
-            f.weights[t] = w;
-            f.len = t + 1;
+            *c = w;
+            len = t + 1;
+        }
+        let total: f32 = covered[..len].iter().sum();
+        let one = 1u32 << FIXED_ONE_BITS;
+        let mut f = Footprint {
+            first,
+            len: len.max(1),
+            ..Footprint::default()
+        };
+        if total <= 0.0 {
+            f.weights[0] = one;
+            return f;
+        }
+        for (w, c) in f.weights.iter_mut().zip(&covered[..len]) {
+            *w = (f64::from(*c) / f64::from(total) * f64::from(one)).round() as u32;
+        }
+        // Rounding may leave the sum a unit or two off: the largest weight takes the difference.
+        let sum: u32 = f.weights[..len].iter().sum();
+        if let Some(largest) = f.weights[..len].iter_mut().max() {
+            *largest = (*largest + one).saturating_sub(sum);
         }
         f
     }
@@ -312,8 +339,9 @@ thread_local! {
 }
 
 /// Area averaging for fractional shrink factors of at most `FAST_AREA_TAPS − 1`: what the general path
-/// computes per pixel with [`area_average_rgb`], with the column footprints computed once per image and the
-/// row footprint once per row, and no index clamping in the inner loop.
+/// computes per pixel with [`area_average_rgb`], in integers (fixed-point weights per axis, exact sums), with
+/// the column footprints computed once per image and the row footprint once per row, and no index clamping in
+/// the inner loop. Equal to the float path but for ties in the last rounding (at most 1 apart).
 #[allow(clippy::too_many_arguments)]
 fn area_shrink_fractional(
     src: &[u8],
@@ -325,6 +353,7 @@ fn area_shrink_fractional(
     scale_x: f32,
     scale_y: f32,
 ) {
+    let half = 1u64 << (2 * FIXED_ONE_BITS - 1);
     COLUMN_FOOTPRINTS.with(|cell| {
         let mut columns = cell.borrow_mut();
         columns.clear();
@@ -332,25 +361,22 @@ fn area_shrink_fractional(
         for (v, out_row) in dst.chunks_exact_mut(dw * 3).take(dh).enumerate() {
             let fy = Footprint::new(v, scale_y, sh);
             for (fx, out) in columns.iter().zip(out_row.chunks_exact_mut(3)) {
-                let mut sum = [0.0f32; 3];
-                let mut total = 0.0f32;
+                let mut acc = [0u64; 3];
                 for (ty, &wy) in fy.weights[..fy.len].iter().enumerate() {
                     let start = ((fy.first + ty) * sw + fx.first) * 3;
                     let pixels = &src[start..start + fx.len * 3];
+                    let mut row = [0u32; 3];
                     for (&wx, px) in fx.weights[..fx.len].iter().zip(pixels.chunks_exact(3)) {
-                        let w = wx * wy;
-                        sum[0] += w * f32::from(px[0]);
-                        sum[1] += w * f32::from(px[1]);
-                        sum[2] += w * f32::from(px[2]);
-                        total += w;
+                        row[0] += wx * u32::from(px[0]);
+                        row[1] += wx * u32::from(px[1]);
+                        row[2] += wx * u32::from(px[2]);
+                    }
+                    for c in 0..3 {
+                        acc[c] += u64::from(wy) * u64::from(row[c]);
                     }
                 }
                 for c in 0..3 {
-                    out[c] = if total > 0.0 {
-                        (sum[c] / total).min(255.0).round() as u8
-                    } else {
-                        0
-                    };
+                    out[c] = ((acc[c] + half) >> (2 * FIXED_ONE_BITS)).min(255) as u8;
                 }
             }
         }

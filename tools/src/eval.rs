@@ -372,7 +372,8 @@ pub fn truth_from_boxes(boxes: &[TruthBox]) -> Vec<TruthEntry> {
 }
 
 /// Decodes (or copies) the frame; its capture clock starts now, so latency is that of glance + focus.
-fn load_frame(index: u64, item: &EvalItem) -> anyhow::Result<Frame> {
+/// Decodes `item` (checking a file against the size its annotations give) as frame number `index`.
+pub(crate) fn load_frame(index: u64, item: &EvalItem) -> anyhow::Result<Frame> {
     let frame = match &item.source {
         FrameData::File(path) => {
             let image = image::open(path)
@@ -802,9 +803,17 @@ pub fn evaluate_rescaled(
     let wall_s = started.elapsed().as_secs_f64();
     let glance_mflops = processor.glance.net().mflops();
     let sweep = score_sweep(&scored_frames, ignored);
-    let mut report = build_report(strategy, &metrics, &total, sweep, glance_mflops, wall_s);
     let per_frame: Vec<_> = frame_tallies.iter().map(|t| t.overall).collect();
-    report.ci95 = bootstrap_intervals(&per_frame, BOOTSTRAP_RESAMPLES);
+    let ci95 = bootstrap_intervals(&per_frame, BOOTSTRAP_RESAMPLES);
+    let report = build_report(
+        strategy,
+        &metrics,
+        &total,
+        sweep,
+        ci95,
+        glance_mflops,
+        wall_s,
+    );
     Ok(Evaluation {
         report,
         frame_tallies,
@@ -817,6 +826,7 @@ fn build_report(
     metrics: &PipelineMetrics,
     tally: &Tally,
     score_sweep: Vec<SweepPoint>,
+    ci95: Intervals95,
     glance_mflops: f64,
     wall_s: f64,
 ) -> EvalReport {
@@ -871,7 +881,7 @@ fn build_report(
         strategy_settings: None,
         best_f1: best_f1(&score_sweep),
         score_sweep,
-        ci95: bootstrap_intervals(std::slice::from_ref(c), 1),
+        ci95,
     }
 }
 
@@ -1657,6 +1667,7 @@ pub(crate) mod tests {
             &PipelineMetrics::default(),
             &tally,
             Vec::new(),
+            bootstrap_intervals(&[tally.overall], 1),
             0.0,
             0.0,
         );
@@ -1694,6 +1705,7 @@ pub(crate) mod tests {
             &PipelineMetrics::default(),
             &Tally::default(),
             Vec::new(),
+            bootstrap_intervals(&[], 1),
             0.0,
             0.0,
         );
@@ -1996,7 +2008,16 @@ pub(crate) mod tests {
         for f in &frames {
             tally.add(&tally_frame(&f.truth, &f.detections, &[], &HashSet::new()));
         }
-        let report = build_report("topk", &PipelineMetrics::default(), &tally, sweep, 0.0, 0.0);
+        let ci95 = bootstrap_intervals(&[tally.overall], 1);
+        let report = build_report(
+            "topk",
+            &PipelineMetrics::default(),
+            &tally,
+            sweep,
+            ci95,
+            0.0,
+            0.0,
+        );
         // The main numbers are the unfiltered ones; the best F1 is the highest threshold reaching F1 1.
         assert_eq!(report.precision, 0.5);
         assert_eq!(

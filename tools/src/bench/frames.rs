@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use saccade_runtime::frame::Frame;
 use saccade_runtime::synth::{SceneConfig, SceneGenerator};
 
 use super::{BenchArgs, DEFAULT_SYNTHETIC_FRAMES, FIRST_SEED};
@@ -103,26 +102,4 @@ pub(crate) fn bench_items(args: &BenchArgs) -> anyhow::Result<(String, Vec<EvalI
         ),
         items,
     ))
-}
-
-pub(crate) fn decode(item: &EvalItem, index: u64) -> anyhow::Result<Frame> {
-    let (w, h, rgb) = match &item.source {
-        FrameData::Rgb { width, height, rgb } => (*width, *height, rgb.clone()),
-        FrameData::File(path) => {
-            let image = image::open(path)
-                .with_context(|| format!("decoding {}", path.display()))?
-                .into_rgb8();
-            let (w, h) = image.dimensions();
-            (w, h, image.into_raw())
-        }
-    };
-    Frame::from_rgb(index, w, h, rgb).with_context(|| format!("frame {}", item.name))
-}
-
-pub(crate) fn decode_all(items: &[EvalItem]) -> anyhow::Result<Vec<Frame>> {
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| decode(item, i as u64))
-        .collect()
 }

@@ -14,7 +14,7 @@ use saccade_runtime::focus::{StrategyConfigs, STRATEGY_NAMES};
 use saccade_runtime::metrics::PipelineMetrics;
 use saccade_runtime::pipeline::{run_pipeline, PipelineOptions};
 
-use super::frames::{bench_items, decode, decode_all};
+use super::frames::bench_items;
 use super::report::{
     BenchMemory, BenchReport, CeilingShortfall, DtypeRun, HeadToHead, Machine, RatioVsBaseline,
     Throughput,
@@ -24,7 +24,7 @@ use super::{
     THROUGHPUT_FRAMES_HELD,
 };
 use crate::engine::{self, ModelArgs, Models, StrategyArgs};
-use crate::eval::{evaluate, EvalItem, Evaluation, FrameData, ScoredFrame};
+use crate::eval::{evaluate, load_frame, EvalItem, Evaluation, FrameData, ScoredFrame};
 use crate::matching::{match_detections, Counts, Verdict, IOU_MATCH_THRESHOLD};
 use crate::summary::round3;
 
@@ -52,7 +52,7 @@ fn run_strategy(
     if name != BASELINE {
         if let Some(first) = items.first() {
             processor
-                .process(decode(first, 0)?, &PipelineMetrics::default())
+                .process(load_frame(0, first)?, &PipelineMetrics::default())
                 .map_err(|e| anyhow::anyhow!("warm-up of {name}: {e}"))?;
         }
     }
@@ -100,7 +100,12 @@ fn dtype_run(
 /// [`THROUGHPUT_FRAMES_HELD`] decoded frames in a cycle (decoding is not part of either figure).
 fn throughput(models: &Models, args: &BenchArgs, items: &[EvalItem]) -> anyhow::Result<Throughput> {
     let name = "topk";
-    let frames = decode_all(&items[..items.len().min(THROUGHPUT_FRAMES_HELD)])?;
+    let frames = items
+        .iter()
+        .take(THROUGHPUT_FRAMES_HELD)
+        .enumerate()
+        .map(|(i, item)| load_frame(i as u64, item))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let n = items.len();
     let mut processor = engine::build_processor(
         models,
@@ -317,16 +322,14 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         let b = &baseline.report;
         let here = prefix_counts(&e.frame_tallies, fullres_n);
         let base = prefix_counts(&baseline.frame_tallies, fullres_n);
-        let ratio = |num: f64, den: f64| round3(if den > 0.0 { num / den } else { 0.0 });
+        let ratio = |num: f64, den: f64| if den > 0.0 { num / den } else { 0.0 };
         ratios.insert(
             e.report.strategy.clone(),
             RatioVsBaseline {
-                p50_speedup: ratio(b.p50_ms, e.report.p50_ms),
+                p50_speedup: round3(ratio(b.p50_ms, e.report.p50_ms)),
                 // Five decimals: focus strategies spend well under 1 % of fullres's MFLOPs.
-                mflops_ratio: {
-                    let r = e.report.mflops_per_frame / b.mflops_per_frame.max(f64::MIN_POSITIVE);
-                    (r * 1e5).round() / 1e5
-                },
+                mflops_ratio: (ratio(e.report.mflops_per_frame, b.mflops_per_frame) * 1e5).round()
+                    / 1e5,
                 f1_diff: round3(here.f1() - base.f1()),
                 recall_diff: round3(here.recall() - base.recall()),
                 frames_compared: fullres_n,

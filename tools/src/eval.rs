@@ -68,6 +68,10 @@ pub struct EvalArgs {
     /// `fullres`.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Write every missed sign and every false positive to this CSV (one row each: frame, kind, class, box,
+    /// side, whether the strategy looked at it, the nearest detection): where each miss was lost.
+    #[arg(long)]
+    pub misses: Option<PathBuf>,
     #[command(flatten)]
     pub strategy: StrategyArgs,
     #[command(flatten)]
@@ -688,6 +692,108 @@ pub struct Evaluation {
     pub report: EvalReport,
     pub frame_tallies: Vec<Tally>,
     pub scored_frames: Vec<ScoredFrame>,
+    /// The boxes of the patches examined in each frame, in the order of `scored_frames`.
+    pub examined: Vec<Vec<BoxPx>>,
+}
+
+/// Header of [`misses_csv`].
+pub const MISSES_HEADER: &str =
+    "frame,kind,class,xmin,ymin,xmax,ymax,side_px,looked_at,nearest_iou,nearest_class,nearest_score";
+
+/// One CSV row per missed sign (`kind` = `glance-miss` when no examined patch held its centre, else
+/// `focus-miss`) and per false positive (`kind` = `fp`, `looked_at` empty), each with the detection (for a
+/// miss) or truth box (for a false positive) it overlaps most, if any. Ignored classes are left out, as in the tally.
+pub fn misses_csv(
+    names: &[&str],
+    frames: &[ScoredFrame],
+    examined: &[Vec<BoxPx>],
+    ignored: &HashSet<String>,
+) -> String {
+    use crate::matching::{is_looked_at, match_detections, Verdict, IOU_MATCH_THRESHOLD};
+    use std::fmt::Write as _;
+    let mut out = format!("{MISSES_HEADER}\n");
+    let csv_text = |t: &str| {
+        if t.contains([',', '"', '\n']) {
+            format!("\"{}\"", t.replace('"', "\"\""))
+        } else {
+            t.to_string()
+        }
+    };
+    for ((name, frame), patches) in names.iter().zip(frames).zip(examined) {
+        let verdicts = match_detections(
+            &frame.truth,
+            &frame.detections,
+            ignored,
+            IOU_MATCH_THRESHOLD,
+        );
+        let mut found = vec![false; frame.truth.len()];
+        for v in &verdicts {
+            if let Verdict::TruePositive { truth } = *v {
+                found[truth] = true;
+            }
+        }
+        for (t, entry) in frame.truth.iter().enumerate() {
+            if found[t] || ignored.contains(&entry.class_name) {
+                continue;
+            }
+            let looked = is_looked_at(&entry.bbox, patches);
+            let nearest = frame
+                .detections
+                .iter()
+                .map(|d| (entry.bbox.iou(&d.bbox), d))
+                .filter(|(iou, _)| *iou > 0.0)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            let b = &entry.bbox;
+            let _ = write!(
+                out,
+                "{name},{},{},{:.0},{:.0},{:.0},{:.0},{:.0},{looked},",
+                if looked { "focus-miss" } else { "glance-miss" },
+                csv_text(&entry.class_name),
+                b.xmin,
+                b.ymin,
+                b.xmax,
+                b.ymax,
+                b.width().max(b.height()),
+            );
+            match nearest {
+                Some((iou, d)) => {
+                    let _ = writeln!(out, "{iou:.3},{},{:.3}", csv_text(&d.class_name), d.score);
+                }
+                None => out.push_str(",,\n"),
+            }
+        }
+        for (d, v) in frame.detections.iter().zip(&verdicts) {
+            if *v != Verdict::FalsePositive {
+                continue;
+            }
+            let nearest = frame
+                .truth
+                .iter()
+                .map(|t| (t.bbox.iou(&d.bbox), t))
+                .filter(|(iou, _)| *iou > 0.0)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            let b = &d.bbox;
+            let _ = write!(
+                out,
+                "{name},fp,{},{:.0},{:.0},{:.0},{:.0},{:.0},,",
+                csv_text(&d.class_name),
+                b.xmin,
+                b.ymin,
+                b.xmax,
+                b.ymax,
+                b.width().max(b.height()),
+            );
+            match nearest {
+                Some((iou, t)) => {
+                    let _ = writeln!(out, "{iou:.3},{},{:.3}", csv_text(&t.class_name), d.score);
+                }
+                None => {
+                    let _ = writeln!(out, ",,{:.3}", d.score);
+                }
+            }
+        }
+    }
+    out
 }
 
 fn class_report(c: &crate::matching::Counts) -> ClassReport {
@@ -777,6 +883,7 @@ pub fn evaluate_rescaled(
     let mut total = Tally::default();
     let mut frame_tallies = Vec::with_capacity(items.len());
     let mut scored_frames = Vec::with_capacity(items.len());
+    let mut examined = Vec::with_capacity(items.len());
     let started = Instant::now();
     // Drawn on stderr only when it is a terminal.
     let bar = crate::train::common::progress(items.len(), strategy);
@@ -798,6 +905,7 @@ pub fn evaluate_rescaled(
         total.add(&tally);
         frame_tallies.push(tally);
         scored_frames.push(ScoredFrame { truth, detections });
+        examined.push(patches_frame);
     }
     bar.finish_and_clear();
     let wall_s = started.elapsed().as_secs_f64();
@@ -818,6 +926,7 @@ pub fn evaluate_rescaled(
         report,
         frame_tallies,
         scored_frames,
+        examined,
     })
 }
 
@@ -1125,6 +1234,17 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.json {
         write_json(&evaluation.report, path)?;
+    }
+    if let Some(path) = &args.misses {
+        let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
+        let csv = misses_csv(
+            &names,
+            &evaluation.scored_frames,
+            &evaluation.examined,
+            &ignored,
+        );
+        std::fs::write(path, csv)
+            .with_context(|| format!("writing --misses {}", path.display()))?;
     }
     Ok(())
 }
@@ -1781,6 +1901,7 @@ pub(crate) mod tests {
             sweep: false,
             rescale: None,
             limit: None,
+            misses: None,
             strategy: StrategyArgs {
                 strategy: "topk".to_string(),
                 max_patches: 8,
@@ -1889,6 +2010,7 @@ pub(crate) mod tests {
             sweep: true,
             rescale: None,
             limit: None,
+            misses: None,
             strategy: StrategyArgs {
                 strategy: "topk".to_string(),
                 max_patches: 8,
@@ -1971,6 +2093,46 @@ pub(crate) mod tests {
             class_id: 14,
             class_name: "stop".to_string(),
         }
+    }
+
+    #[test]
+    fn misses_csv_tells_glance_misses_from_focus_misses_and_lists_false_positives() {
+        // Frame a: sign at 100 found; sign at 300 inside an examined patch but not found; sign at 600 never
+        // looked at. Frame b: no sign, one false positive.
+        let frames = [
+            ScoredFrame {
+                truth: vec![truth_at(100.0), truth_at(300.0), truth_at(600.0)],
+                detections: vec![detection_at(100.0, 0.9), detection_at(320.0, 0.4)],
+            },
+            ScoredFrame {
+                truth: Vec::new(),
+                detections: vec![detection_at(50.0, 0.7)],
+            },
+        ];
+        let examined = vec![
+            vec![
+                BoxPx::new(80.0, 0.0, 160.0, 80.0),
+                BoxPx::new(280.0, 0.0, 360.0, 80.0),
+            ],
+            Vec::new(),
+        ];
+        let csv = misses_csv(&["a.jpg", "b.jpg"], &frames, &examined, &HashSet::new());
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], MISSES_HEADER);
+        // The detection at 320 overlaps the sign at 300 with IoU 20·40 / (2·1600 − 800) = 1/3: a miss that
+        // was looked at, and a false positive.
+        assert_eq!(
+            &lines[1..],
+            [
+                "a.jpg,focus-miss,stop,300,10,340,50,40,true,0.333,stop,0.400",
+                "a.jpg,glance-miss,stop,600,10,640,50,40,false,,,",
+                "a.jpg,fp,stop,320,10,360,50,40,,0.333,stop,0.400",
+                "b.jpg,fp,stop,50,10,90,50,40,,,,0.700",
+            ]
+        );
+        let ignored: HashSet<String> = ["stop".to_string()].into();
+        let csv = misses_csv(&["a.jpg", "b.jpg"], &frames, &examined, &ignored);
+        assert!(!csv.contains("miss"), "{csv}");
     }
 
     #[test]

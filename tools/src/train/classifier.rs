@@ -25,7 +25,7 @@ use super::common::{
 };
 use super::data::{load_photo_annotations, read_rgb, split_every, GtsrbSet, Photo, GTSRB_SIDE_PX};
 use super::gtsdb::{
-    background_crop, crop, load_gtsdb, sign_crop, CropJitter, GtsdbFrame, GtsdbSplit,
+    background_crop, box_in_region, crop, load_gtsdb, sign_crop, CropJitter, GtsdbFrame, GtsdbSplit,
 };
 use super::pictos::{composite_patch, load_pictograms, Pictogram};
 use super::scenes::{scene_crops, SceneCrops};
@@ -134,6 +134,10 @@ pub struct ClassifierArgs {
     /// Mined hard negatives per epoch (drawn with replacement, jittered ±10 % in place and ±15 % in size).
     #[arg(long, default_value_t = 0)]
     pub hard_negatives_per_epoch: usize,
+    /// Mined hard positives per epoch: the `--mine-with` detector's own patches that hold a sign's centre,
+    /// labelled with that sign's class and box (drawn with replacement, jittered like the negatives).
+    #[arg(long, default_value_t = 0)]
+    pub hard_positives_per_epoch: usize,
 }
 
 /// Where one training sample comes from; the pixels are made fresh (augmented) each time it is drawn.
@@ -150,6 +154,8 @@ enum Sample {
     GtsdbBackground(usize),
     /// Mined hard negative `0` (see [`super::mining`]).
     HardNegative(usize),
+    /// Mined hard positive `0` (see [`super::mining`]).
+    HardPositive(usize),
 }
 
 /// Share of a patch's side by which a background crop must stay away from every annotated box.
@@ -168,6 +174,8 @@ struct Pools {
     gtsdb_signs: Vec<(usize, usize)>,
     /// `(frame, region)` of every mined hard negative.
     hard_negatives: Vec<(usize, BoxPx)>,
+    /// `(frame, region, sign)` of every mined hard positive.
+    hard_positives: Vec<(usize, BoxPx, usize)>,
     crop_jitter: CropJitter,
 }
 
@@ -196,14 +204,25 @@ impl Pools {
                 photometric(&mut chw, rng);
                 (chw, BACKGROUND_CLASS as u32, None)
             }
+            Sample::HardPositive(k) => {
+                let (f, region, sign) = self.hard_positives[k];
+                let frame = &self.gtsdb[f];
+                let jittered = jitter_region(&region, rng);
+                // Jitter must keep the sign's centre inside the crop (and the same sign the nearest).
+                let cut = if super::mining::sign_centred_in(frame, &jittered) == Some(sign) {
+                    jittered
+                } else {
+                    region
+                };
+                let mut chw = crop(frame, cut, side);
+                photometric(&mut chw, rng);
+                let target = box_in_region(&frame.signs[sign].bbox, &cut);
+                (chw, frame.signs[sign].class_id as u32, Some(target))
+            }
             Sample::HardNegative(k) => {
                 let (f, region) = self.hard_negatives[k];
                 let frame = &self.gtsdb[f];
-                let side_px = region.width() * rng.random_range(0.85f32..1.15);
-                let (cx, cy) = region.centre();
-                let cx = cx + region.width() * rng.random_range(-0.1f32..0.1);
-                let cy = cy + region.height() * rng.random_range(-0.1f32..0.1);
-                let jittered = BoxPx::centred_square(cx, cy, side_px);
+                let jittered = jitter_region(&region, rng);
                 // Jitter must not slide the crop onto a sign.
                 let cut = if frame.holds_no_sign(&jittered) {
                     jittered
@@ -381,6 +400,15 @@ fn background_accuracy(
     Ok(correct as f64 / patches.len().max(1) as f64)
 }
 
+/// A mined region moved by up to ±10 % of its side and scaled by 0.85–1.15, as a square.
+fn jitter_region<R: Rng>(region: &BoxPx, rng: &mut R) -> BoxPx {
+    let side_px = region.width() * rng.random_range(0.85f32..1.15);
+    let (cx, cy) = region.centre();
+    let cx = cx + region.width() * rng.random_range(-0.1f32..0.1);
+    let cy = cy + region.height() * rng.random_range(-0.1f32..0.1);
+    BoxPx::centred_square(cx, cy, side_px)
+}
+
 /// One epoch's sample list, shuffled.
 fn epoch_samples<R: Rng>(
     args: &ClassifierArgs,
@@ -404,6 +432,13 @@ fn epoch_samples<R: Rng>(
         for _ in 0..args.hard_negatives_per_epoch {
             samples.push(Sample::HardNegative(
                 rng.random_range(0..pools.hard_negatives.len()),
+            ));
+        }
+    }
+    if !pools.hard_positives.is_empty() {
+        for _ in 0..args.hard_positives_per_epoch {
+            samples.push(Sample::HardPositive(
+                rng.random_range(0..pools.hard_positives.len()),
             ));
         }
     }
@@ -699,17 +734,18 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
         .enumerate()
         .flat_map(|(f, frame)| (0..frame.signs.len()).map(move |k| (f, k)))
         .collect();
-    let hard_negatives = match &args.mine_with {
+    let mined = match &args.mine_with {
         Some(dir) => {
-            let mined = super::mining::mine_hard_negatives(&gtsdb, dir)?;
+            let mined = super::mining::mine(&gtsdb, dir)?;
             println!(
-                "mined {} hard negatives on the GTSDB training frames with {}",
-                mined.len(),
+                "mined {} hard negatives and {} hard positives on the GTSDB training frames with {}",
+                mined.negatives.len(),
+                mined.positives.len(),
                 dir.display()
             );
             mined
         }
-        None => Vec::new(),
+        None => super::mining::Mined::default(),
     };
     println!(
         "GTSDB: {} training frames ({} signs), {} validation frames",
@@ -734,7 +770,8 @@ pub fn train_classifier(args: &ClassifierArgs) -> anyhow::Result<()> {
         scene,
         gtsdb,
         gtsdb_signs,
-        hard_negatives,
+        hard_negatives: mined.negatives,
+        hard_positives: mined.positives,
         crop_jitter,
     };
     let val_crops = gtsdb_validation_crops(&gtsdb_val, &crop_jitter, args.seed);

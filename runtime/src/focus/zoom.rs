@@ -4,18 +4,25 @@
 //! samples and are magnified. As in the paper, the saliency map is padded by replication and the average runs
 //! over the padded domain (whose coordinates continue past 0 and 1), so a uniform map gives the identity and
 //! the borders are not squeezed inward. The full-resolution frame is warped through the grid into one small
-//! square image (bilinear), cut into backbone-sized windows that are classified as one batch, and every
-//! window's detections are mapped back through the grid to frame pixels.
+//! square image (bilinear), and windows of the warped image are classified as one batch; every window's
+//! detections are mapped back through the grid to frame pixels.
+//!
+//! Windows follow the signs' size: the warped image is scanned with backbone-sized windows, each scored by the
+//! best glance cell under it; one window per distinct cell is kept, re-centred on that cell's warped position
+//! and sized to the glance's size estimate × `context`, magnified as the warp magnifies that spot (never below
+//! the backbone's side). It is resampled from the warped image to the backbone's side, so a large or strongly
+//! magnified sign is seen whole instead of in fragments (`object_sized_windows = false`: the fixed windows).
 
 use saccade_models::GlanceMap;
 
 use super::common::{
     clip_to_frame, frame_box_from_patch, max_objectness, nms, nothing_salient, object_side_at,
-    BudgetClock, DetectConfig, GlanceGeometry, Looked, OutcomeRecorder, PatchBatcher,
+    patch_for_cell, BudgetClock, DetectConfig, GlanceGeometry, Looked, OutcomeRecorder,
+    PatchBatcher,
 };
 use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::{BoxPx, Frame};
-use crate::imageops::sample_bilinear_rgb;
+use crate::imageops::{sample_bilinear_plane, sample_bilinear_rgb};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -32,6 +39,9 @@ pub struct ZoomConfig {
     pub window_stride_px: usize,
     /// Most windows classified per frame (before the budget's `max_patches` cap).
     pub max_windows: usize,
+    /// Size each window to its sign (glance size estimate × `context`, in warped px) and centre it on the
+    /// glance peak; `false`: fixed backbone-sized windows at the stride grid's positions.
+    pub object_sized_windows: bool,
     #[serde(flatten)]
     pub detect: DetectConfig,
 }
@@ -45,6 +55,7 @@ impl Default for ZoomConfig {
             warped_side_px: 192,
             window_stride_px: 16,
             max_windows: 12,
+            object_sized_windows: true,
             detect: DetectConfig::default(),
         }
     }
@@ -351,6 +362,73 @@ impl Zoom {
     }
 }
 
+/// The window for glance cell `cell`: the frame patch [`patch_for_cell`] would cut (refined centre, size estimate
+/// × context, at least `min_patch_side_px`) carried into the warped image — centred on the warped position of
+/// its centre, its side times the warp's local magnification there, at least `min_side` (the backbone's side,
+/// so no window is magnified past the warped image's own pixels) and at most the warped image, shifted inside
+/// it. Returns the window (warped px) and the frame box it covers.
+fn object_window(
+    grid: &ZoomGrid,
+    glance: &GlanceMap,
+    geometry: &GlanceGeometry,
+    cell: usize,
+    detect: &DetectConfig,
+    min_side: f32,
+    warped_side: f32,
+) -> (BoxPx, BoxPx) {
+    let (patch, _) = patch_for_cell(glance, geometry, cell, detect);
+    let (cx, cy) = patch.centre();
+    let (u, v) = grid.warped_from_frame(f64::from(cx), f64::from(cy));
+    // Warped px per frame px around (u, v), from a small square's image.
+    let d = 2.0;
+    let (x0, y0) = grid.frame_from_warped(u - d, v - d);
+    let (x1, y1) = grid.frame_from_warped(u + d, v + d);
+    let span = ((x1 - x0).abs() + (y1 - y0).abs()) / 2.0;
+    let magnification = if span > 1e-6 { 2.0 * d / span } else { 1.0 };
+    let side_w = (patch.width().max(patch.height()) * magnification as f32)
+        .max(min_side)
+        .min(warped_side);
+    let half = side_w / 2.0;
+    let xmin = (u as f32 - half).clamp(0.0, warped_side - side_w);
+    let ymin = (v as f32 - half).clamp(0.0, warped_side - side_w);
+    let window = BoxPx::new(xmin, ymin, xmin + side_w, ymin + side_w);
+    (window, grid.frame_box_from_warped(window))
+}
+
+/// Resamples `window` (warped px, inside the image) of the CHW warped image (`warped_side²` per plane) to
+/// `side × side` CHW: each output pixel is the mean of `n × n` bilinear samples spread over its footprint, with
+/// `n` the shrink factor rounded up (at most 4), so a large window is averaged rather than aliased.
+fn resample_window(
+    warped: &[f32],
+    warped_side: usize,
+    window: &BoxPx,
+    side: usize,
+    out: &mut [f32],
+) {
+    let plane = warped_side * warped_side;
+    let scale = window.width() / side as f32;
+    let n = (scale.ceil() as usize).clamp(1, 4);
+    let inv = 1.0 / (n * n) as f32;
+    for c in 0..3 {
+        let src = &warped[c * plane..(c + 1) * plane];
+        let dst = &mut out[c * side * side..(c + 1) * side * side];
+        for y in 0..side {
+            for x in 0..side {
+                let mut acc = 0.0;
+                for j in 0..n {
+                    let fy = window.ymin + (y as f32 + (j as f32 + 0.5) / n as f32) * scale - 0.5;
+                    for i in 0..n {
+                        let fx =
+                            window.xmin + (x as f32 + (i as f32 + 0.5) / n as f32) * scale - 0.5;
+                        acc += sample_bilinear_plane(src, warped_side, warped_side, fx, fy);
+                    }
+                }
+                dst[y * side + x] = acc * inv;
+            }
+        }
+    }
+}
+
 /// Window origins along one axis: every `stride` from 0, plus one flush with the far edge.
 fn window_origins(length: usize, window: usize, stride: usize) -> Vec<usize> {
     if window >= length {
@@ -418,8 +496,33 @@ impl FocusStrategy for Zoom {
         let scored: Vec<(BoxPx, f32)> = windows.iter().map(|w| (w.0, w.2)).collect();
         let ranked = nms(&scored, 0.5);
         let limit = self.config.max_windows.min(input.budget.max_patches);
+        let ranked: Vec<usize> = if self.config.object_sized_windows {
+            // Windows whose best cell is the same look at the same sign: one window per cell.
+            let mut seen = std::collections::HashSet::new();
+            ranked
+                .into_iter()
+                .filter(|&i| seen.insert(windows[i].3))
+                .collect()
+        } else {
+            ranked
+        };
         let budget_cut = ranked.len() > limit && limit < self.config.max_windows;
         let chosen: Vec<usize> = ranked.into_iter().take(limit).collect();
+        if self.config.object_sized_windows {
+            for &i in &chosen {
+                let (w, f) = object_window(
+                    &grid,
+                    glance,
+                    &geometry,
+                    windows[i].3,
+                    &detect,
+                    side as f32,
+                    warped_side as f32,
+                );
+                windows[i].0 = w;
+                windows[i].1 = f;
+            }
+        }
 
         let mut recorder = OutcomeRecorder::new();
         if clock.expired() {
@@ -431,7 +534,12 @@ impl FocusStrategy for Zoom {
         let plane = warped_side * warped_side;
         let buffer = self.batcher.prepare(chosen.len(), side);
         for (&i, out) in chosen.iter().zip(buffer.chunks_exact_mut(per_patch)) {
-            let (ox, oy) = (windows[i].0.xmin as usize, windows[i].0.ymin as usize);
+            let w = windows[i].0;
+            if self.config.object_sized_windows {
+                resample_window(&self.warped, warped_side, &w, side, out);
+                continue;
+            }
+            let (ox, oy) = (w.xmin as usize, w.ymin as usize);
             for c in 0..3 {
                 for y in 0..side {
                     let src = c * plane + (oy + y) * warped_side + ox;
@@ -550,6 +658,58 @@ mod tests {
             classifier.calls.load(std::sync::atomic::Ordering::SeqCst),
             1
         );
+    }
+
+    #[test]
+    fn object_sized_windows_see_a_large_sign_whole() {
+        // A 160 px sign in a 640×480 frame: fixed 32 px windows of a 192 px warp each see a red fragment.
+        let frame = frame_with_squares(640, 480, &[(260, 160, 160)]);
+        let glance = redness_glance(&frame, (160, 120), 4, 160.0);
+        let truth = BoxPx::new(260.0, 160.0, 420.0, 320.0);
+        let classifier = BoxingRednessClassifier {
+            side_px: 32,
+            ..Default::default()
+        };
+        let mut config = ZoomConfig::default();
+        config.detect.context = 1.5;
+        let mut sized = Zoom::new(config.clone());
+        let out = sized
+            .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
+            .unwrap();
+        assert!(found(&out, truth, STOP_CLASS, 0.7), "{out:?}");
+        // The window holds the whole sign: its frame box covers the square.
+        assert!(
+            out.patches
+                .iter()
+                .any(|p| p.bbox.intersection_area(&truth) >= 0.99 * truth.area()),
+            "{:?}",
+            out.patches
+        );
+        config.object_sized_windows = false;
+        let mut fixed = Zoom::new(config);
+        let out = fixed
+            .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
+            .unwrap();
+        assert!(
+            out.patches
+                .iter()
+                .all(|p| p.bbox.intersection_area(&truth) < 0.99 * truth.area()),
+            "{:?}",
+            out.patches
+        );
+    }
+
+    #[test]
+    fn resampled_window_averages_a_shrunk_region() {
+        // A 4×4 warped image, one plane of 0/1 columns: shrinking it 2× to 2×2 averages to 0.5 everywhere.
+        let side = 4;
+        let plane: Vec<f32> = (0..side * side).map(|i| (i % 2) as f32).collect();
+        let warped: Vec<f32> = plane.iter().chain(&plane).chain(&plane).copied().collect();
+        let mut out = vec![0.0; 3 * 4];
+        resample_window(&warped, side, &BoxPx::new(0.0, 0.0, 4.0, 4.0), 2, &mut out);
+        for v in out {
+            assert!((v - 0.5).abs() < 1e-6, "{v}");
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@ strategy's `min_score`. Every evaluation is logged to a JSON-lines file.
         --out models/weights/strategies.toml --log models/weights/logs/fit_strategies.jsonl
 
 Needs a release build (`cargo build --release`); it runs `target/release/saccade`. `--strategies a,b` fits only
-those and keeps the other sections (and their summary lines) of an existing --out. Python ≥ 3.11 (tomllib).
+those and keeps the other sections (and their summary lines) of an existing --out; `--from-existing` starts
+each search from the settings already in --out (a refit after retraining a net), `--rounds N` sets the passes
+over the grid. Python ≥ 3.11 (tomllib).
 """
 
 import argparse
@@ -41,6 +43,9 @@ GRIDS = {
     },
     "zoom": {
         "max_windows": [8, 12, 16],
+        # Windows follow the glance's size estimate × context (at least min_patch_side_px in frame px).
+        "context": [2.0, 1.6, 2.5],
+        "min_patch_side_px": [28.0, 20.0, 36.0],
         "warped_side_px": [448, 320, 576],
         "sigma_fraction": [0.25, 0.15, 0.1],
         "saliency_floor": [0.02, 0.005, 0.05],
@@ -54,13 +59,13 @@ GRIDS = {
         "eta": [[0.95, 0.9, 0.9, 0.9, 0.9, 0.9], [0.95, 0.8, 0.8, 0.8, 0.8, 0.8]],
         **SHARED,
     },
-    "downsample": {"factor": [2.0, 1.5, 3.0], "second_look_min": [0.1, 0.05, 0.2]},
+    # downsample takes no second look (it would stop being a shrunk-frame baseline): only its factor.
+    "downsample": {"factor": [2.0, 1.5, 3.0]},
     # The baselines: fullres costs ~2 s a frame on 2 cores, so only its second-look gate is searched
     # (its threshold comes from the sweep like every strategy's).
     "fullres": {"second_look_min": [0.1, 0.2]},
     "glance-only": {"min_side_px": [12.0, 8.0, 16.0], "merge_iou": [0.3, 0.1, 0.5]},
 }
-ROUNDS = 2
 
 
 def toml_value(v):
@@ -119,11 +124,13 @@ def evaluate(args, strategy, settings, log):
     return best
 
 
-def fit(args, strategy, log):
+def fit(args, strategy, log, start=None):
     grid = GRIDS[strategy]
     settings = {k: vals[0] for k, vals in grid.items()}
+    if start:
+        settings.update({k: v for k, v in start.items() if k in grid})
     best = evaluate(args, strategy, settings, log)
-    for _ in range(ROUNDS):
+    for _ in range(args.rounds):
         improved = False
         for key, values in grid.items():
             for v in values:
@@ -147,6 +154,10 @@ def main():
     p.add_argument("--saccade", default="target/release/saccade")
     p.add_argument("--max-patches", type=int, default=16)  # saccade's default per-frame budget
     p.add_argument("--strategies", default="topk,coarse2fine,zoom,gfnet,downsample,fullres,glance-only")
+    p.add_argument("--rounds", type=int, default=2, help="passes over the grid's keys (stops early when none helps)")
+    p.add_argument("--from-existing", action="store_true",
+                   help="start each search from the settings in --out instead of each grid's first values "
+                        "(a refit after retraining a net)")
     args = p.parse_args()
     # Sections of an existing --out that this run does not fit are kept, with their summary lines.
     sections, summary = {}, {}
@@ -160,7 +171,8 @@ def main():
                     summary[name] = rest.strip()
     with open(args.log, "a") as log:
         for strategy in args.strategies.split(","):
-            sections[strategy], b = fit(args, strategy, log)
+            start = sections.get(strategy) if args.from_existing else None
+            sections[strategy], b = fit(args, strategy, log, start)
             summary[strategy] = f"{b['f1']:.3f} ({b['precision']:.3f}, {b['recall']:.3f})"
     header = (
         "# Detection settings fitted on the GTSDB validation frames (training frames with number % 6 == 5) by\n"

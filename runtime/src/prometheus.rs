@@ -171,7 +171,7 @@ pub fn render(
         }
     }
     let _ = writeln!(out, "# HELP saccade_memory_used_bytes Resident memory of the process.\n# TYPE saccade_memory_used_bytes gauge\nsaccade_memory_used_bytes {memory_used_bytes}");
-    let _ = writeln!(out, "# HELP saccade_memory_budget_bytes The configured memory budget.\n# TYPE saccade_memory_budget_bytes gauge\nsaccade_memory_budget_bytes {memory_budget_bytes}");
+    let _ = writeln!(out, "# HELP saccade_memory_budget_bytes The memory budget the plan was checked against (memory_budget_mb, or 75 % of the memory available at start).\n# TYPE saccade_memory_budget_bytes gauge\nsaccade_memory_budget_bytes {memory_budget_bytes}");
     out
 }
 

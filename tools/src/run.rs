@@ -414,6 +414,10 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
     for s in &summaries {
         eprint!("{}", s.human());
     }
+    let annotations_lost = PipelineMetrics::get(&outputs.annotations_errors);
+    if annotations_lost > 0 {
+        eprintln!("  {annotations_lost} annotated frames not written (see the errors above)");
+    }
     if let Some(path) = json {
         let text = if summaries.len() == 1 {
             serde_json::to_string_pretty(&summaries[0])?

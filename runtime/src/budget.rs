@@ -4,6 +4,10 @@
 //! The plan counts the frame pool (every place a frame can sit: queues and stages), the glance buffers, the
 //! patch pool, model weights, model activations for the largest batch, and the process baseline measured at
 //! start (code, allocator, thread stacks). Peak RSS is read from `/proc/self/status` so runs can report it.
+//!
+//! Without a configured budget the plan is still checked, against [`DEFAULT_BUDGET_FRACTION_OF_AVAILABLE`] of
+//! the memory the machine has available at start (`MemAvailable`), so a run that cannot fit is refused with
+//! an error rather than killed by the allocator or the OOM killer part-way.
 
 use std::fmt;
 
@@ -99,9 +103,13 @@ impl MemoryPlan {
 
     /// `Ok` when the plan fits `budget_mb`; otherwise an error naming the largest items and what to lower.
     pub fn check(&self, budget_mb: f64) -> Result<(), BudgetError> {
-        let budget_bytes = (budget_mb * 1024.0 * 1024.0) as u64;
+        self.check_budget(&MemoryBudget::Configured { budget_mb })
+    }
+
+    /// [`check`](Self::check) against a configured or default budget; the error says which it was.
+    pub fn check_budget(&self, budget: &MemoryBudget) -> Result<(), BudgetError> {
         let total = self.total_bytes();
-        if total <= budget_bytes {
+        if total <= budget.budget_bytes() {
             return Ok(());
         }
         let mut largest: Vec<&BudgetItem> = self.items.iter().collect();
@@ -112,10 +120,21 @@ impl MemoryPlan {
             .map(|i| format!("{} {:.1} MiB (lower {})", i.name, mib(i.bytes), i.lower))
             .collect::<Vec<_>>()
             .join("; ");
-        Err(BudgetError::DoesNotFit {
-            needed_mb: mib(total),
-            budget_mb,
-            advice,
+        Err(match *budget {
+            MemoryBudget::Configured { budget_mb } => BudgetError::DoesNotFit {
+                needed_mb: mib(total),
+                budget_mb,
+                advice,
+            },
+            MemoryBudget::Default {
+                budget_mb,
+                available_mb,
+            } => BudgetError::DoesNotFitDefault {
+                needed_mb: mib(total),
+                budget_mb,
+                available_mb,
+                advice,
+            },
         })
     }
 }
@@ -142,6 +161,83 @@ pub enum BudgetError {
         budget_mb: f64,
         advice: String,
     },
+    #[error("memory budget exceeded: the run needs {needed_mb:.1} MiB but the default budget is {budget_mb:.1} MiB ({percent} % of the {available_mb:.1} MiB this machine has available); largest items: {advice}; or set memory_budget_mb explicitly", percent = DEFAULT_BUDGET_FRACTION_OF_AVAILABLE * 100.0)]
+    DoesNotFitDefault {
+        needed_mb: f64,
+        budget_mb: f64,
+        available_mb: f64,
+        advice: String,
+    },
+}
+
+/// Share of the machine's available memory (`MemAvailable` in `/proc/meminfo`) a run may plan for when no
+/// `memory_budget_mb` is given: the rest stays for the page cache and other processes.
+pub const DEFAULT_BUDGET_FRACTION_OF_AVAILABLE: f64 = 0.75;
+
+/// The budget a run's plan is checked against.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MemoryBudget {
+    /// `memory_budget_mb` as configured.
+    Configured { budget_mb: f64 },
+    /// None configured: [`DEFAULT_BUDGET_FRACTION_OF_AVAILABLE`] of what the machine had available at start.
+    Default { budget_mb: f64, available_mb: f64 },
+}
+
+impl MemoryBudget {
+    /// The configured budget, else the default from this machine's available memory; `None` only where
+    /// `/proc/meminfo` cannot be read.
+    pub fn resolve(configured_mb: Option<f64>) -> Option<Self> {
+        match configured_mb {
+            Some(budget_mb) => Some(Self::Configured { budget_mb }),
+            None => mem_available_bytes().map(Self::default_from_available),
+        }
+    }
+
+    pub fn default_from_available(available_bytes: u64) -> Self {
+        let available_mb = mib(available_bytes);
+        Self::Default {
+            budget_mb: available_mb * DEFAULT_BUDGET_FRACTION_OF_AVAILABLE,
+            available_mb,
+        }
+    }
+
+    pub fn budget_mb(&self) -> f64 {
+        match *self {
+            Self::Configured { budget_mb } | Self::Default { budget_mb, .. } => budget_mb,
+        }
+    }
+
+    pub fn budget_bytes(&self) -> u64 {
+        (self.budget_mb() * 1024.0 * 1024.0) as u64
+    }
+}
+
+impl fmt::Display for MemoryBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Configured { budget_mb } => write!(f, "memory_budget_mb = {budget_mb}"),
+            Self::Default {
+                budget_mb,
+                available_mb,
+            } => write!(
+                f,
+                "the default memory budget of {budget_mb:.1} MiB ({} % of {available_mb:.1} MiB available)",
+                DEFAULT_BUDGET_FRACTION_OF_AVAILABLE * 100.0
+            ),
+        }
+    }
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes; `None` where it cannot be read.
+pub fn mem_available_bytes() -> Option<u64> {
+    mem_available_from_meminfo(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+/// `MemAvailable` (kB in the file) of a `/proc/meminfo` text, in bytes.
+pub fn mem_available_from_meminfo(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
 }
 
 /// Resident set size now and at its peak (VmRSS, VmHWM), in bytes; `None` where `/proc` is unavailable.
@@ -190,6 +286,40 @@ mod tests {
         assert!(err.contains("frame pool"), "{err}");
         assert!(err.contains("queue_depth"), "{err}");
         assert!(plan.check(200.0).is_ok());
+    }
+
+    #[test]
+    fn the_default_budget_is_a_fixed_share_of_available_memory_and_names_itself_when_exceeded() {
+        let meminfo = "MemTotal:       16000000 kB\nMemFree:         1000000 kB\nMemAvailable:      40960 kB\n";
+        let available = mem_available_from_meminfo(meminfo).unwrap();
+        assert_eq!(available, 40960 * 1024);
+        let budget = MemoryBudget::default_from_available(available);
+        assert_eq!(budget.budget_mb(), 30.0);
+        let plan = MemoryPlan::new(&input());
+        let err = plan.check_budget(&budget).unwrap_err().to_string();
+        assert!(
+            err.contains("default budget is 30.0 MiB")
+                && err.contains("75 % of the 40.0 MiB")
+                && err.contains("frame pool"),
+            "{err}"
+        );
+        assert!(plan
+            .check_budget(&MemoryBudget::default_from_available(400 << 20))
+            .is_ok());
+        assert_eq!(mem_available_from_meminfo("MemTotal: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn a_configured_budget_wins_over_the_default() {
+        assert_eq!(
+            MemoryBudget::resolve(Some(64.0)),
+            Some(MemoryBudget::Configured { budget_mb: 64.0 })
+        );
+        // This machine has a /proc/meminfo: without a budget the default applies.
+        assert!(matches!(
+            MemoryBudget::resolve(None),
+            Some(MemoryBudget::Default { .. })
+        ));
     }
 
     #[test]

@@ -1,16 +1,27 @@
 //! JSON-lines events: one line per processed frame, the product's main output.
 //!
-//! Schema version 1 (documented in `docs/EVENTS.md`). The sink flushes after every frame, so a stop at any
-//! moment loses no detection already computed; a write failure (full disk, closed stdout) is reported once and
-//! counted, never a panic.
+//! Schema version 1 (documented in `docs/EVENTS.md`). Each event is written as soon as its frame is done, so a
+//! stop at any moment loses no detection already computed.
+//!
+//! Every line is written whole or not at all. The events file remembers the length of its last complete line;
+//! when a write fails part-way (a full disk), the partial line is cut back. A line that could not be written is
+//! counted as not written (by the sink, and in `saccade_output_errors_total{output="events"}`), the error is
+//! logged at most once a minute, the pipeline goes on, and the next event simply tries again: writing resumes by
+//! itself when the disk has room again, and rotation goes on after it.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crate::focus::{Detection, FocusOutcome, PatchVisit};
 use crate::frame::Frame;
+use crate::metrics::OutputMetrics;
+
+/// An output's write errors are logged at most this often (the count in between is in the next message).
+pub const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Version of the event schema; bumped on any incompatible change.
 pub const EVENT_SCHEMA_VERSION: u32 = 1;
@@ -102,64 +113,344 @@ impl EventTarget {
     }
 }
 
-/// One output of the sink and its own failure state: a failing file does not silence stdout.
-struct Output {
-    out: Box<dyn Write + Send>,
-    name: String,
-    failed: Option<String>,
+/// Lets an error through to the log at most once per `interval`, counting the ones it held back.
+#[derive(Debug, Clone)]
+pub struct RateLimitedLog {
+    interval: Duration,
+    last: Option<Instant>,
+    held_back: u64,
 }
 
-/// Writes events as JSON lines to each output, flushing after each; reports each output's first write error
-/// once and goes on with the others.
+impl RateLimitedLog {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: None,
+            held_back: 0,
+        }
+    }
+
+    /// `Some(n)` when a message is due at `now` (`n`: messages held back since the last one), else `None`.
+    pub fn due(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.interval => {
+                self.held_back += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held_back))
+            }
+        }
+    }
+}
+
+/// A file the events go to: it is written to and, after a partial write, cut back. [`File`] in production;
+/// tests wrap a file to fail like a full disk.
+pub trait LineFile: Write + Send {
+    /// Shrinks the file to `len` bytes and moves the write position there.
+    fn cut_back_to(&mut self, len: u64) -> std::io::Result<()>;
+}
+
+impl LineFile for File {
+    fn cut_back_to(&mut self, len: u64) -> std::io::Result<()> {
+        // A character device or FIFO (`/dev/full`, a pipe) keeps nothing to cut back.
+        if !self.metadata()?.is_file() {
+            return Ok(());
+        }
+        self.set_len(len)?;
+        self.seek(SeekFrom::Start(len))?;
+        Ok(())
+    }
+}
+
+/// Opens a file for the events: `(file, its length)`, positioned at its end; `truncate` starts it empty.
+pub type FileOpener =
+    Box<dyn FnMut(&Path, bool) -> std::io::Result<(Box<dyn LineFile>, u64)> + Send>;
+
+/// The [`FileOpener`] of real files: creates the folder and the file as needed.
+pub fn open_std_file(path: &Path, truncate: bool) -> std::io::Result<(Box<dyn LineFile>, u64)> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(truncate)
+        .open(path)?;
+    let len = if file.metadata()?.is_file() {
+        file.seek(SeekFrom::End(0))?
+    } else {
+        0
+    };
+    Ok((Box::new(file), len))
+}
+
+/// The events file: whole lines only, rotated by size when `max_bytes` is set.
+///
+/// It tracks `committed_bytes`, the length up to the end of the last complete line. A write that fails part-way
+/// is cut back to it; if even that fails, the cut is retried before the next line, which is refused until it
+/// succeeds. A file that could not be reopened after a rotation is opened again by the next line.
+pub struct EventFile {
+    target: FileTarget,
+    opener: FileOpener,
+    file: Option<Box<dyn LineFile>>,
+    committed_bytes: u64,
+    /// Bytes of a partial line may lie past `committed_bytes`.
+    torn: bool,
+}
+
+impl EventFile {
+    /// Opens the target's file. Without rotation a run starts the file afresh; with rotation it appends (the
+    /// rotated files are one stream across restarts) and the bytes already there count towards `max_bytes`.
+    pub fn open(target: &FileTarget) -> std::io::Result<Self> {
+        Self::open_with(target, Box::new(open_std_file))
+    }
+
+    /// [`open`](Self::open) through `opener` (tests inject files that fail).
+    pub fn open_with(target: &FileTarget, mut opener: FileOpener) -> std::io::Result<Self> {
+        if target.max_bytes == Some(0) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("rotation size of {} is 0 bytes", target.path.display()),
+            ));
+        }
+        let (file, len) = opener(&target.path, target.max_bytes.is_none())?;
+        Ok(Self {
+            target: target.clone(),
+            opener,
+            file: Some(file),
+            committed_bytes: len,
+            torn: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.target.path
+    }
+
+    /// Length of the current file up to its last complete line.
+    pub fn committed_bytes(&self) -> u64 {
+        self.committed_bytes
+    }
+
+    /// Appends `line` (a complete line, newline included) whole, or leaves the file as it was and returns the
+    /// error. Rotates first when the line would take the file past `max_bytes`; a line longer than `max_bytes`
+    /// still goes into a fresh file of its own.
+    pub fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        self.reopen_if_closed()?;
+        self.cut_back_if_torn()?;
+        if let Some(max_bytes) = self.target.max_bytes {
+            if self.committed_bytes > 0 && self.committed_bytes + line.len() as u64 > max_bytes {
+                self.rotate()?;
+            }
+        }
+        let file = self.reopen_if_closed()?;
+        let mut done = 0;
+        let result = loop {
+            if done == line.len() {
+                break Ok(());
+            }
+            match file.write(&line[done..]) {
+                Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.committed_bytes += line.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                if done > 0 {
+                    self.torn = true;
+                    // Cutting back frees the space the partial line took; a failure is retried next line.
+                    if let Err(cut) = self.cut_back_if_torn() {
+                        tracing::warn!(
+                            "events file {}: a partial line could not be cut back to {} bytes: {cut}",
+                            self.target.path.display(),
+                            self.committed_bytes
+                        );
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn reopen_if_closed(&mut self) -> std::io::Result<&mut Box<dyn LineFile>> {
+        if self.file.is_none() {
+            let (file, len) = (self.opener)(&self.target.path, false)?;
+            self.file = Some(file);
+            self.committed_bytes = len;
+            self.torn = false;
+        }
+        self.file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("events file is closed"))
+    }
+
+    fn cut_back_if_torn(&mut self) -> std::io::Result<()> {
+        if self.torn {
+            if let Some(file) = self.file.as_mut() {
+                file.cut_back_to(self.committed_bytes)?;
+            }
+            self.torn = false;
+        }
+        Ok(())
+    }
+
+    fn rotated(&self, n: usize) -> PathBuf {
+        let mut name = self.target.path.clone().into_os_string();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
+
+    /// `events.jsonl` → `.1` → `.2` …, the oldest beyond `keep` removed, then a fresh `events.jsonl`. The current
+    /// file is closed first, so a failure part-way leaves at most a gap in the numbering and the next line
+    /// reopens (and, if still too big, rotates) the file at `path`.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        if let Some(mut file) = self.file.take() {
+            file.flush()?;
+        }
+        let path = self.target.path.clone();
+        let keep = self.target.keep;
+        if keep == 0 {
+            std::fs::remove_file(&path)?;
+        } else {
+            let oldest = self.rotated(keep);
+            if oldest.exists() {
+                std::fs::remove_file(&oldest)?;
+            }
+            for n in (1..keep).rev() {
+                let from = self.rotated(n);
+                if from.exists() {
+                    std::fs::rename(&from, self.rotated(n + 1))?;
+                }
+            }
+            std::fs::rename(&path, self.rotated(1))?;
+        }
+        let (file, len) = (self.opener)(&path, true)?;
+        self.file = Some(file);
+        self.committed_bytes = len;
+        Ok(())
+    }
+}
+
+/// Where one output of the sink puts its lines.
+enum Lines {
+    /// The events file: whole lines or nothing.
+    File(EventFile),
+    /// Stdout or any writer: flushed after each line; a partial line cannot be taken back.
+    Stream(Box<dyn Write + Send>),
+}
+
+impl Lines {
+    fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        match self {
+            Lines::File(file) => file.write_line(line),
+            Lines::Stream(out) => out.write_all(line).and_then(|()| out.flush()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Lines::File(_) => Ok(()),
+            Lines::Stream(out) => out.flush(),
+        }
+    }
+}
+
+/// One output of the sink and its own failure state: a failing file does not silence stdout.
+struct Output {
+    lines: Lines,
+    name: String,
+    /// Events this output did not take.
+    not_written: u64,
+    last_error: Option<String>,
+    /// The last write failed: the next success is logged as the output's recovery.
+    failing: bool,
+    log: RateLimitedLog,
+}
+
+impl Output {
+    fn new(lines: Lines, name: String) -> Self {
+        Self {
+            lines,
+            name,
+            not_written: 0,
+            last_error: None,
+            failing: false,
+            log: RateLimitedLog::new(ERROR_LOG_INTERVAL),
+        }
+    }
+}
+
+/// Writes events as JSON lines to each output. An output that fails loses that event only: the error is counted
+/// and logged (at most once a minute per output) and the next event tries again.
 pub struct EventSink {
     outs: Vec<Output>,
+    /// Events that reached every output.
     written: u64,
+    /// Events that missed at least one output.
+    not_written: u64,
+    /// Why the last event that could not even be serialised failed.
+    serialise_error: Option<String>,
     line: Vec<u8>,
+    metrics: Arc<OutputMetrics>,
 }
 
 impl EventSink {
     pub fn open(target: &EventTarget) -> std::io::Result<Self> {
         let mut outs = Vec::new();
         if target.stdout {
-            outs.push(Output {
-                out: Box::new(BufWriter::new(std::io::stdout())),
-                name: "stdout".into(),
-                failed: None,
-            });
+            outs.push(Output::new(
+                Lines::Stream(Box::new(std::io::stdout())),
+                "stdout".into(),
+            ));
         }
         if let Some(file) = &target.file {
-            let out: Box<dyn Write + Send> = match file.max_bytes {
-                Some(max_bytes) => Box::new(RotatingFile::open(&file.path, max_bytes, file.keep)?),
-                None => Box::new(BufWriter::new(create_file(&file.path)?)),
-            };
-            outs.push(Output {
-                out,
-                name: file.path.display().to_string(),
-                failed: None,
-            });
+            outs.push(Output::new(
+                Lines::File(EventFile::open(file)?),
+                file.path.display().to_string(),
+            ));
         }
-        Ok(Self {
+        Ok(Self::with_outputs(outs))
+    }
+
+    fn with_outputs(outs: Vec<Output>) -> Self {
+        Self {
             outs,
             written: 0,
+            not_written: 0,
+            serialise_error: None,
             line: Vec::with_capacity(4096),
-        })
-    }
-
-    /// A sink writing into any writer (tests, custom outputs).
-    pub fn from_writer(out: Box<dyn Write + Send>, name: &str) -> Self {
-        Self {
-            outs: vec![Output {
-                out,
-                name: name.into(),
-                failed: None,
-            }],
-            written: 0,
-            line: Vec::with_capacity(4096),
+            metrics: Arc::new(OutputMetrics::default()),
         }
     }
 
-    /// Write one event to every working output and flush. Returns false once every output has failed (each
-    /// failure is logged once).
+    /// A sink writing into any writer (tests, custom outputs); a partial line there cannot be taken back.
+    pub fn from_writer(out: Box<dyn Write + Send>, name: &str) -> Self {
+        Self::with_outputs(vec![Output::new(Lines::Stream(out), name.into())])
+    }
+
+    /// A sink writing whole lines into an events file.
+    pub fn from_file(file: EventFile) -> Self {
+        let name = file.path().display().to_string();
+        Self::with_outputs(vec![Output::new(Lines::File(file), name)])
+    }
+
+    /// Count failed writes in `metrics` (shared with the metrics endpoint) instead of a private counter.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<OutputMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Write one event to every output. Returns whether every output took it; an output that did not is
+    /// counted (and logged at most once a minute) and tries again with the next event.
     pub fn write(&mut self, event: &FrameEvent<'_>) -> bool {
         if self.outs.is_empty() {
             return true;
@@ -170,140 +461,88 @@ impl EventSink {
                 "event of frame {} could not be serialised: {e}",
                 event.frame
             );
-            return self.outs.iter().any(|o| o.failed.is_none());
+            self.serialise_error = Some(format!("serialisation failed: {e}"));
+            self.not_written += 1;
+            return false;
         }
         self.line.push(b'\n');
-        let mut any_ok = false;
-        for o in self.outs.iter_mut().filter(|o| o.failed.is_none()) {
-            match o.out.write_all(&self.line).and_then(|()| o.out.flush()) {
-                Ok(()) => any_ok = true,
+        let mut all_ok = true;
+        let now = Instant::now();
+        for o in &mut self.outs {
+            match o.lines.write_line(&self.line) {
+                Ok(()) => {
+                    if o.failing {
+                        o.failing = false;
+                        tracing::warn!(
+                            "events output {} writes again; {} events were not written to it so far",
+                            o.name,
+                            o.not_written
+                        );
+                    }
+                }
                 Err(e) => {
-                    tracing::error!(
-                        "events output {} failed after {} events: {e}; further events to it are dropped",
-                        o.name,
-                        self.written
-                    );
-                    o.failed = Some(e.to_string());
+                    all_ok = false;
+                    o.failing = true;
+                    o.not_written += 1;
+                    self.metrics.events_errors.fetch_add(1, Ordering::Relaxed);
+                    if let Some(held_back) = o.log.due(now) {
+                        tracing::error!(
+                            "events output {} failed at frame {}: {e}; {} events not written to it so far \
+                             ({held_back} errors since the last message); the next event tries again",
+                            o.name,
+                            event.frame,
+                            o.not_written
+                        );
+                    }
+                    o.last_error = Some(e.to_string());
                 }
             }
         }
-        if any_ok {
+        if all_ok {
             self.written += 1;
+        } else {
+            self.not_written += 1;
         }
-        any_ok
+        all_ok
     }
 
-    /// Events written to at least one output.
+    /// Events written to every output.
     pub fn written(&self) -> u64 {
         self.written
     }
 
-    /// The first output failure, if any.
-    pub fn failure(&self) -> Option<&str> {
-        self.outs.iter().find_map(|o| o.failed.as_deref())
+    /// Events that at least one output did not take.
+    pub fn not_written(&self) -> u64 {
+        self.not_written
+    }
+
+    /// Why events were not written: the last error of each output that failed, `name: error`; `None` when
+    /// every event was written.
+    pub fn failure(&self) -> Option<String> {
+        let mut reasons: Vec<String> = self
+            .outs
+            .iter()
+            .filter_map(|o| o.last_error.as_ref().map(|e| format!("{}: {e}", o.name)))
+            .collect();
+        reasons.extend(self.serialise_error.clone());
+        (!reasons.is_empty()).then(|| reasons.join("; "))
     }
 
     pub fn flush(&mut self) {
-        for o in self.outs.iter_mut().filter(|o| o.failed.is_none()) {
-            if let Err(e) = o.out.flush() {
+        for o in &mut self.outs {
+            if let Err(e) = o.lines.flush() {
                 tracing::error!("events output {} failed to flush: {e}", o.name);
-                o.failed = Some(e.to_string());
+                o.last_error = Some(e.to_string());
             }
         }
     }
-}
-
-/// A file that rotates before a write would take it past `max_bytes` (writes are whole lines, so a line is
-/// never split across files). A single line longer than `max_bytes` still goes into a fresh file of its own.
-pub struct RotatingFile {
-    path: PathBuf,
-    max_bytes: u64,
-    keep: usize,
-    file: BufWriter<File>,
-    bytes: u64,
-}
-
-impl RotatingFile {
-    /// Opens `path` for appending (an existing file keeps its lines and counts towards `max_bytes`).
-    pub fn open(path: &Path, max_bytes: u64, keep: usize) -> std::io::Result<Self> {
-        if max_bytes == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("rotation size of {} is 0 bytes", path.display()),
-            ));
-        }
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        let bytes = file.metadata()?.len();
-        Ok(Self {
-            path: path.to_path_buf(),
-            max_bytes,
-            keep,
-            file: BufWriter::new(file),
-            bytes,
-        })
-    }
-
-    fn rotated(&self, n: usize) -> PathBuf {
-        let mut name = self.path.clone().into_os_string();
-        name.push(format!(".{n}"));
-        PathBuf::from(name)
-    }
-
-    fn rotate(&mut self) -> std::io::Result<()> {
-        self.file.flush()?;
-        if self.keep == 0 {
-            std::fs::remove_file(&self.path)?;
-        } else {
-            let oldest = self.rotated(self.keep);
-            if oldest.exists() {
-                std::fs::remove_file(&oldest)?;
-            }
-            for n in (1..self.keep).rev() {
-                let from = self.rotated(n);
-                if from.exists() {
-                    std::fs::rename(&from, self.rotated(n + 1))?;
-                }
-            }
-            std::fs::rename(&self.path, self.rotated(1))?;
-        }
-        self.file = BufWriter::new(File::create(&self.path)?);
-        self.bytes = 0;
-        Ok(())
-    }
-}
-
-impl Write for RotatingFile {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.bytes > 0 && self.bytes + buf.len() as u64 > self.max_bytes {
-            self.rotate()?;
-        }
-        self.file.write_all(buf)?;
-        self.bytes += buf.len() as u64;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
-}
-
-fn create_file(path: &Path) -> std::io::Result<File> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    File::create(path)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     fn lines(path: &Path) -> Vec<String> {
         std::fs::read_to_string(path)
@@ -313,15 +552,22 @@ mod tests {
             .collect()
     }
 
+    fn target(path: &Path, max_bytes: Option<u64>, keep: usize) -> FileTarget {
+        FileTarget {
+            path: path.to_path_buf(),
+            max_bytes,
+            keep,
+        }
+    }
+
     #[test]
     fn rotating_file_keeps_whole_lines_and_the_newest_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ev.jsonl");
-        let mut f = RotatingFile::open(&path, 25, 2).unwrap();
+        let mut f = EventFile::open(&target(&path, Some(25), 2)).unwrap();
         for i in 0..10 {
             // 10-byte lines: two fit in 25 bytes, the third rotates.
-            f.write_all(format!("line {i:04}\n").as_bytes()).unwrap();
-            f.flush().unwrap();
+            f.write_line(format!("line {i:04}\n").as_bytes()).unwrap();
         }
         assert_eq!(lines(&path), ["line 0008", "line 0009"]);
         assert_eq!(
@@ -334,9 +580,8 @@ mod tests {
         );
         assert!(!dir.path().join("ev.jsonl.3").exists());
         // Reopening appends and counts the bytes already there.
-        let mut f = RotatingFile::open(&path, 25, 2).unwrap();
-        f.write_all(b"line 0010\n").unwrap();
-        f.flush().unwrap();
+        let mut f = EventFile::open(&target(&path, Some(25), 2)).unwrap();
+        f.write_line(b"line 0010\n").unwrap();
         assert_eq!(lines(&path), ["line 0010"]);
         assert_eq!(
             lines(&dir.path().join("ev.jsonl.1")),
@@ -345,12 +590,278 @@ mod tests {
     }
 
     #[test]
+    fn a_file_without_rotation_starts_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ev.jsonl");
+        std::fs::write(&path, "old line\n").unwrap();
+        let mut f = EventFile::open(&target(&path, None, 5)).unwrap();
+        f.write_line(b"new line\n").unwrap();
+        assert_eq!(lines(&path), ["new line"]);
+    }
+
+    #[test]
     fn rotating_file_refuses_a_zero_size() {
         let dir = tempfile::tempdir().unwrap();
-        let err = RotatingFile::open(&dir.path().join("e"), 0, 1)
+        let err = EventFile::open(&target(&dir.path().join("e"), Some(0), 1))
             .err()
             .unwrap();
         assert!(err.to_string().contains("0 bytes"), "{err}");
+    }
+
+    /// A real file on a pretend disk of `free` bytes: a write takes what still fits (a partial write) and
+    /// fails with ENOSPC once nothing does; cutting a file back gives its bytes back, like a real file system.
+    #[derive(Clone)]
+    struct TinyDisk {
+        free: Arc<Mutex<u64>>,
+    }
+
+    struct TinyDiskFile {
+        file: File,
+        len: u64,
+        free: Arc<Mutex<u64>>,
+    }
+
+    impl TinyDisk {
+        fn new(free: u64) -> Self {
+            Self {
+                free: Arc::new(Mutex::new(free)),
+            }
+        }
+
+        fn set_free(&self, free: u64) {
+            *self.free.lock().unwrap() = free;
+        }
+
+        fn opener(&self) -> FileOpener {
+            let free = self.free.clone();
+            Box::new(move |path, truncate| {
+                let (_, len) = open_std_file(path, truncate)?;
+                let file = OpenOptions::new().append(true).open(path)?;
+                let file: Box<dyn LineFile> = Box::new(TinyDiskFile {
+                    file,
+                    len,
+                    free: free.clone(),
+                });
+                Ok((file, len))
+            })
+        }
+    }
+
+    impl Write for TinyDiskFile {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let mut free = self.free.lock().unwrap();
+            let n = (*free).min(buf.len() as u64) as usize;
+            if n == 0 {
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
+            self.file.write_all(&buf[..n])?;
+            *free -= n as u64;
+            self.len += n as u64;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl LineFile for TinyDiskFile {
+        fn cut_back_to(&mut self, len: u64) -> std::io::Result<()> {
+            self.file.set_len(len)?;
+            *self.free.lock().unwrap() += self.len.saturating_sub(len);
+            self.len = len;
+            Ok(())
+        }
+    }
+
+    /// Events of frames `indices` (all the same length: 3-digit indices), one JSON line each.
+    fn write_frames(sink: &mut EventSink, indices: std::ops::Range<u64>) -> Vec<bool> {
+        let outcome = FocusOutcome::default();
+        indices
+            .map(|i| {
+                let mut frame = Frame::from_rgb(0, 2, 2, vec![0; 12]).unwrap();
+                frame.index = i;
+                sink.write(&FrameEvent::new("test", "topk", &frame, &outcome, 1.0))
+            })
+            .collect()
+    }
+
+    /// The frame index of every line of `path`; panics on a line that is not a whole JSON event.
+    fn frames_in(path: &Path) -> Vec<u64> {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{} ends in a torn line: {text:?}",
+            path.display()
+        );
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("torn line in {}: {l:?}: {e}", path.display()));
+                v["frame"].as_u64().unwrap()
+            })
+            .collect()
+    }
+
+    fn event_line_bytes() -> u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("probe.jsonl");
+        let mut sink = EventSink::from_file(EventFile::open(&target(&path, None, 0)).unwrap());
+        write_frames(&mut sink, 100..101);
+        std::fs::metadata(&path).unwrap().len()
+    }
+
+    #[test]
+    fn a_full_disk_loses_whole_events_only_counts_them_and_writing_resumes_when_space_returns() {
+        let line = event_line_bytes();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ev.jsonl");
+        // Room for three and a half lines: the fourth is written in part, then cut back.
+        let disk = TinyDisk::new(3 * line + line / 2);
+        let metrics = Arc::new(OutputMetrics::default());
+        let file = EventFile::open_with(&target(&path, None, 0), disk.opener()).unwrap();
+        let mut sink = EventSink::from_file(file).with_metrics(metrics.clone());
+        let taken = write_frames(&mut sink, 100..110);
+        assert_eq!(
+            taken,
+            [true, true, true, false, false, false, false, false, false, false]
+        );
+        assert_eq!(frames_in(&path), [100, 101, 102]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 3 * line);
+        assert_eq!((sink.written(), sink.not_written()), (3, 7));
+        assert_eq!(metrics.events_errors.load(Ordering::Relaxed), 7);
+        let reason = sink.failure().unwrap();
+        assert!(
+            reason.contains("ev.jsonl") && reason.contains("os error 28"),
+            "{reason}"
+        );
+        // Space comes back: the next events are written, after the last whole line.
+        disk.set_free(100 * line);
+        assert!(write_frames(&mut sink, 110..115).iter().all(|&ok| ok));
+        assert_eq!(frames_in(&path), [100, 101, 102, 110, 111, 112, 113, 114]);
+        assert_eq!((sink.written(), sink.not_written()), (8, 7));
+        assert_eq!(metrics.events_errors.load(Ordering::Relaxed), 7);
+    }
+
+    #[test]
+    fn rotation_goes_on_after_a_full_disk() {
+        let line = event_line_bytes();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ev.jsonl");
+        let disk = TinyDisk::new(5 * line + 7);
+        // Three lines a file, two rotated files kept.
+        let file =
+            EventFile::open_with(&target(&path, Some(3 * line + 1), 2), disk.opener()).unwrap();
+        let mut sink = EventSink::from_file(file);
+        let taken = write_frames(&mut sink, 100..108);
+        assert_eq!(taken.iter().filter(|&&ok| ok).count(), 5, "{taken:?}");
+        assert_eq!(sink.not_written(), 3);
+        assert_eq!(frames_in(&dir.path().join("ev.jsonl.1")), [100, 101, 102]);
+        assert_eq!(frames_in(&path), [103, 104]);
+        disk.set_free(100 * line);
+        assert!(write_frames(&mut sink, 108..115).iter().all(|&ok| ok));
+        // 103 104 108 | 109 110 111 | 112 113 114: the oldest file (100..102) is gone.
+        assert_eq!(frames_in(&dir.path().join("ev.jsonl.2")), [103, 104, 108]);
+        assert_eq!(frames_in(&dir.path().join("ev.jsonl.1")), [109, 110, 111]);
+        assert_eq!(frames_in(&path), [112, 113, 114]);
+        assert!(!dir.path().join("ev.jsonl.3").exists());
+        assert_eq!((sink.written(), sink.not_written()), (12, 3));
+    }
+
+    #[test]
+    fn a_partial_line_that_cannot_be_cut_back_at_once_is_cut_before_the_next_line() {
+        struct FlakyCut {
+            inner: TinyDiskFile,
+            refuse_cuts: u32,
+        }
+        impl Write for FlakyCut {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.inner.write(buf)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        impl LineFile for FlakyCut {
+            fn cut_back_to(&mut self, len: u64) -> std::io::Result<()> {
+                if self.refuse_cuts > 0 {
+                    self.refuse_cuts -= 1;
+                    return Err(std::io::Error::other("cut refused"));
+                }
+                self.inner.cut_back_to(len)
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ev.jsonl");
+        let disk = TinyDisk::new(15);
+        let free = disk.free.clone();
+        let opener: FileOpener = Box::new(move |path, truncate| {
+            let (_, len) = open_std_file(path, truncate)?;
+            let inner = TinyDiskFile {
+                file: OpenOptions::new().append(true).open(path)?,
+                len,
+                free: free.clone(),
+            };
+            Ok((
+                Box::new(FlakyCut {
+                    inner,
+                    refuse_cuts: 2,
+                }) as Box<dyn LineFile>,
+                len,
+            ))
+        });
+        let mut f = EventFile::open_with(&target(&path, None, 0), opener).unwrap();
+        f.write_line(b"first\n").unwrap();
+        assert!(f.write_line(b"second line\n").is_err());
+        // The cut failed twice (after the write, and before the next line): that line is refused too.
+        assert!(f.write_line(b"third\n").is_err());
+        disk.set_free(100);
+        f.write_line(b"fourth\n").unwrap();
+        assert_eq!(lines(&path), ["first", "fourth"]);
+    }
+
+    #[test]
+    fn a_file_that_could_not_be_made_after_a_rotation_is_made_by_the_next_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ev.jsonl");
+        let opens = Arc::new(Mutex::new(0u32));
+        let counted = opens.clone();
+        // The second open (the fresh file after the first rotation) fails, like a disk out of inodes.
+        let opener: FileOpener = Box::new(move |path, truncate| {
+            let mut n = counted.lock().unwrap();
+            *n += 1;
+            if *n == 2 {
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
+            open_std_file(path, truncate)
+        });
+        let mut f = EventFile::open_with(&target(&path, Some(25), 3), opener).unwrap();
+        f.write_line(b"line 0000\n").unwrap();
+        f.write_line(b"line 0001\n").unwrap();
+        assert!(f.write_line(b"line 0002\n").is_err());
+        f.write_line(b"line 0003\n").unwrap();
+        f.write_line(b"line 0004\n").unwrap();
+        f.write_line(b"line 0005\n").unwrap();
+        assert_eq!(*opens.lock().unwrap(), 4);
+        assert_eq!(lines(&path), ["line 0005"]);
+        assert_eq!(
+            lines(&dir.path().join("ev.jsonl.1")),
+            ["line 0003", "line 0004"]
+        );
+        assert_eq!(
+            lines(&dir.path().join("ev.jsonl.2")),
+            ["line 0000", "line 0001"]
+        );
+    }
+
+    #[test]
+    fn the_error_log_lets_one_message_through_per_interval_and_counts_the_rest() {
+        let mut log = RateLimitedLog::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(log.due(t0), Some(0));
+        assert_eq!(log.due(t0 + Duration::from_secs(1)), None);
+        assert_eq!(log.due(t0 + Duration::from_secs(59)), None);
+        assert_eq!(log.due(t0 + Duration::from_secs(60)), Some(2));
+        assert_eq!(log.due(t0 + Duration::from_secs(61)), None);
     }
 
     /// A writer that fails every write, like a full disk.
@@ -365,7 +876,7 @@ mod tests {
     }
 
     #[derive(Clone, Default)]
-    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    struct Shared(Arc<Mutex<Vec<u8>>>);
     impl Write for Shared {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(b);
@@ -377,25 +888,27 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_output_is_reported_once_and_the_other_goes_on() {
+    fn a_failing_output_loses_its_events_and_the_other_goes_on() {
         let good = Shared::default();
         let mut sink = EventSink::from_writer(Box::new(Full), "disk");
-        sink.outs.push(Output {
-            out: Box::new(good.clone()),
-            name: "stdout".into(),
-            failed: None,
-        });
-        let frame = Frame::from_rgb(0, 2, 2, vec![0; 12]).unwrap();
-        let outcome = FocusOutcome::default();
-        let event = FrameEvent::new("test", "topk", &frame, &outcome, 1.0);
-        for _ in 0..3 {
-            assert!(sink.write(&event));
-        }
-        assert_eq!(sink.written(), 3);
-        assert!(sink.failure().unwrap().contains("no space"));
+        sink.outs.push(Output::new(
+            Lines::Stream(Box::new(good.clone())),
+            "stdout".into(),
+        ));
+        let taken = write_frames(&mut sink, 100..103);
+        assert_eq!(taken, [false, false, false]);
+        assert_eq!((sink.written(), sink.not_written()), (0, 3));
+        let reason = sink.failure().unwrap();
+        assert!(reason.contains("disk: no space"), "{reason}");
         let text = String::from_utf8(good.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 3);
-        let mut only_full = EventSink::from_writer(Box::new(Full), "disk");
-        assert!(!only_full.write(&event));
+    }
+
+    #[test]
+    fn a_sink_without_outputs_takes_everything() {
+        let mut sink = EventSink::open(&EventTarget::discard()).unwrap();
+        assert!(write_frames(&mut sink, 100..102).iter().all(|&ok| ok));
+        assert_eq!(sink.not_written(), 0);
+        assert!(sink.failure().is_none());
     }
 }

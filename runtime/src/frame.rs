@@ -69,6 +69,49 @@ pub struct TruthBox {
     pub class_id: Option<usize>,
 }
 
+/// Largest frame any source may produce, in pixels: 8192×8192 (64 Mpx, 192 MiB of RGB per frame, and the
+/// pipeline holds several). Sizes are checked against it wherever a source learns them (URI, image header,
+/// negotiated camera format) before any buffer is allocated.
+pub const MAX_FRAME_PIXELS: u64 = 8192 * 8192;
+
+/// Largest side of a frame, in pixels, so a strip within [`MAX_FRAME_PIXELS`] cannot be absurdly long either.
+pub const MAX_FRAME_SIDE_PX: u32 = 16_384;
+
+/// `Ok` when a `width`×`height` frame is within [`MAX_FRAME_PIXELS`] and [`MAX_FRAME_SIDE_PX`]; otherwise an
+/// error naming `what` (the source or file), the size and the limit.
+pub fn check_frame_size(what: &str, width: u32, height: u32) -> Result<(), FrameError> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_FRAME_PIXELS || width > MAX_FRAME_SIDE_PX || height > MAX_FRAME_SIDE_PX {
+        return Err(FrameError::TooLarge {
+            what: what.to_string(),
+            width,
+            height,
+        });
+    }
+    Ok(())
+}
+
+/// A zeroed buffer of `len` bytes, or an error instead of an abort when the memory is not there.
+pub fn try_zeroed(len: usize) -> Result<Vec<u8>, FrameError> {
+    let mut buf = Vec::new();
+    try_resize(&mut buf, len)?;
+    Ok(buf)
+}
+
+/// Resizes `buf` to `len` bytes (new bytes zero), reserving the memory fallibly: an error instead of an abort.
+pub fn try_resize(buf: &mut Vec<u8>, len: usize) -> Result<(), FrameError> {
+    if len > buf.len() {
+        buf.try_reserve_exact(len - buf.len())
+            .map_err(|e| FrameError::OutOfMemory {
+                bytes: len,
+                message: e.to_string(),
+            })?;
+    }
+    // Within the reserved capacity: cannot allocate.
+    buf.resize(len, 0);
+    Ok(())
+}
+
 /// One RGB frame, 8 bits per channel, row-major, `width * height * 3` bytes.
 #[derive(Debug, Clone)]
 pub struct Frame {
@@ -168,6 +211,18 @@ pub enum FrameError {
     },
     #[error("image {path} could not be read: {message}")]
     Image { path: String, message: String },
+    #[error(
+        "{what}: frame size {width}×{height} ({} px) is over the limit of {MAX_FRAME_PIXELS} px (8192×8192) \
+         and {MAX_FRAME_SIDE_PX} px a side",
+        u64::from(*width) * u64::from(*height)
+    )]
+    TooLarge {
+        what: String,
+        width: u32,
+        height: u32,
+    },
+    #[error("a frame buffer of {bytes} bytes could not be allocated: {message}")]
+    OutOfMemory { bytes: usize, message: String },
 }
 
 impl FrameError {
@@ -180,6 +235,57 @@ impl FrameError {
             FrameError::Jpeg { .. } => "corrupt_jpeg",
             FrameError::SizeChanged { .. } => "size_changed",
             FrameError::Image { .. } => "unreadable_image",
+            FrameError::TooLarge { .. } => "too_large",
+            FrameError::OutOfMemory { .. } => "out_of_memory",
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_up_to_the_cap_pass_and_one_pixel_more_is_refused_with_size_and_limit() {
+        assert!(check_frame_size("test", 8192, 8192).is_ok());
+        assert!(check_frame_size("test", 16_384, 4096).is_ok());
+        assert!(check_frame_size("test", 1, 1).is_ok());
+        let err = check_frame_size("source synthetic://", 8192, 8193)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("source synthetic://")
+                && err.contains("8192×8193")
+                && err.contains("67117056 px")
+                && err.contains("limit of 67108864 px"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_long_strip_is_refused_by_the_side_limit() {
+        let err = check_frame_size("strip", 16_385, 2).unwrap_err();
+        assert_eq!(err.kind(), "too_large");
+        assert!(err.to_string().contains("16385×2"), "{err}");
+    }
+
+    #[test]
+    fn sizes_that_overflow_32_bits_are_counted_in_64() {
+        let err = check_frame_size("huge", 100_000, 100_000)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("10000000000 px"), "{err}");
+    }
+
+    #[test]
+    fn an_impossible_buffer_is_an_error_not_an_abort() {
+        let err = try_zeroed(usize::MAX).unwrap_err();
+        assert_eq!(err.kind(), "out_of_memory");
+        assert!(err.to_string().contains(&usize::MAX.to_string()), "{err}");
+        assert_eq!(try_zeroed(12).unwrap(), vec![0; 12]);
+        let mut buf = vec![7u8; 4];
+        try_resize(&mut buf, 6).unwrap();
+        assert_eq!(buf, [7, 7, 7, 7, 0, 0]);
     }
 }

@@ -131,6 +131,7 @@ pub struct PipelineMetrics {
     pub backbone_kflops_total: AtomicU64,
     pub pixels_examined_total: AtomicU64,
     pub pixels_total: AtomicU64,
+    /// Events of this pipeline that at least one events output did not take (full disk, closed stdout).
     pub events_write_errors: AtomicU64,
     /// Frame buffers the pool had to allocate (steady state: none after the first `frames_in_flight`).
     pub frame_buffers_allocated: AtomicU64,
@@ -141,6 +142,16 @@ pub struct PipelineMetrics {
     focus: StageHistogram,
     classify: StageHistogram,
     total: StageHistogram,
+}
+
+/// Failed writes of the process's outputs, shared by every pipeline: exposed as
+/// `saccade_output_errors_total{output="events"|"annotations"}`.
+#[derive(Debug, Default)]
+pub struct OutputMetrics {
+    /// Event lines an events output could not write (each one cut back, none torn).
+    pub events_errors: AtomicU64,
+    /// Annotated PNGs that could not be written (none left half-written).
+    pub annotations_errors: AtomicU64,
 }
 
 impl PipelineMetrics {

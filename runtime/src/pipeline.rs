@@ -544,7 +544,7 @@ mod tests {
             }
             let (w, h) = (64u32, 48u32);
             let len = (w * h * 3) as usize;
-            let mut rgb = FramePool::take_or_new(self.pool.as_ref(), len);
+            let mut rgb = FramePool::take_or_new(self.pool.as_ref(), len).unwrap();
             rgb.fill(self.next as u8);
             let frame = Frame::from_rgb(self.next, w, h, rgb).unwrap();
             self.next += 1;

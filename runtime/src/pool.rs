@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use crate::frame::{try_zeroed, FrameError};
+
 /// Counters of a pool, shared by its clones (read with [`FramePool::counts`]).
 #[derive(Debug, Default)]
 struct PoolStats {
@@ -62,25 +64,30 @@ impl FramePool {
     }
 
     /// A buffer of exactly `len` bytes (contents unspecified: the caller overwrites all of it). A recycled
-    /// buffer is used when its capacity fits; one too small (the source changed size) is freed instead.
-    pub fn take(&self, len: usize) -> Vec<u8> {
+    /// buffer is used when its capacity fits; one too small (the source changed size) is freed instead. A new
+    /// buffer is reserved fallibly: when the memory is not there this is an error, not an abort.
+    pub fn take(&self, len: usize) -> Result<Vec<u8>, FrameError> {
         while let Ok(mut buf) = self.inner.idle_rx.try_recv() {
             if buf.capacity() >= len {
                 self.inner.stats.reused.fetch_add(1, Ordering::Relaxed);
                 // Within capacity: neither truncate nor resize allocates.
                 buf.truncate(len);
                 buf.resize(len, 0);
-                return buf;
+                return Ok(buf);
             }
             self.inner.stats.freed.fetch_add(1, Ordering::Relaxed);
         }
+        let buf = try_zeroed(len)?;
         self.inner.stats.allocated.fetch_add(1, Ordering::Relaxed);
-        vec![0; len]
+        Ok(buf)
     }
 
-    /// [`take`](Self::take) from `pool`, or a fresh buffer when a source runs without one.
-    pub fn take_or_new(pool: Option<&FramePool>, len: usize) -> Vec<u8> {
-        pool.map_or_else(|| vec![0; len], |pool| pool.take(len))
+    /// [`take`](Self::take) from `pool`, or a fresh buffer (reserved as fallibly) when a source runs without one.
+    pub fn take_or_new(pool: Option<&FramePool>, len: usize) -> Result<Vec<u8>, FrameError> {
+        match pool {
+            Some(pool) => pool.take(len),
+            None => try_zeroed(len),
+        }
     }
 
     /// Hands a buffer back; it is freed if the pool already holds `capacity` idle buffers.
@@ -118,7 +125,7 @@ mod tests {
     #[test]
     fn a_dropped_frame_gives_its_buffer_back_and_the_next_take_reuses_it() {
         let pool = FramePool::new(2);
-        let buf = pool.take(4 * 2 * 3);
+        let buf = pool.take(4 * 2 * 3).unwrap();
         let ptr = buf.as_ptr();
         let frame = Frame::from_rgb(0, 4, 2, buf)
             .unwrap()
@@ -126,7 +133,7 @@ mod tests {
         assert_eq!(pool.idle(), 0);
         drop(frame);
         assert_eq!(pool.idle(), 1);
-        let again = pool.take(24);
+        let again = pool.take(24).unwrap();
         assert_eq!(again.as_ptr(), ptr, "the recycled buffer was not reused");
         assert_eq!(pool.counts(), (1, 1, 0));
     }
@@ -135,19 +142,19 @@ mod tests {
     fn a_buffer_too_small_for_the_new_size_is_freed_not_reused() {
         let pool = FramePool::new(2);
         pool.give(vec![0; 10]);
-        let big = pool.take(100);
+        let big = pool.take(100).unwrap();
         assert_eq!(big.len(), 100);
         assert_eq!(pool.counts(), (1, 0, 1));
         // A smaller size fits a recycled bigger buffer.
         pool.give(big);
-        assert_eq!(pool.take(50).len(), 50);
+        assert_eq!(pool.take(50).unwrap().len(), 50);
         assert_eq!(pool.counts(), (1, 1, 1));
     }
 
     #[test]
     fn clones_of_a_frame_all_come_back_but_the_pool_never_exceeds_its_capacity() {
         let pool = FramePool::new(3);
-        let frame = Frame::from_rgb(0, 2, 2, pool.take(12))
+        let frame = Frame::from_rgb(0, 2, 2, pool.take(12).unwrap())
             .unwrap()
             .with_pool(Some(&pool));
         let clones: Vec<Frame> = (0..5).map(|_| frame.clone()).collect();
@@ -155,6 +162,16 @@ mod tests {
         drop(clones);
         assert_eq!(pool.idle(), 3);
         assert_eq!(pool.counts().2, 3, "three of six buffers had to be freed");
+    }
+
+    #[test]
+    fn a_buffer_that_cannot_be_reserved_is_an_error_and_is_not_counted() {
+        let pool = FramePool::new(2);
+        let err = pool.take(usize::MAX).unwrap_err();
+        assert_eq!(err.kind(), "out_of_memory");
+        assert_eq!(pool.counts(), (0, 0, 0));
+        assert!(FramePool::take_or_new(None, usize::MAX).is_err());
+        assert_eq!(FramePool::take_or_new(Some(&pool), 6).unwrap().len(), 6);
     }
 
     proptest! {
@@ -167,7 +184,7 @@ mod tests {
             let mut takes = 0u64;
             for (take, len) in ops {
                 if take || held.is_empty() {
-                    let buf = pool.take(len);
+                    let buf = pool.take(len).unwrap();
                     prop_assert_eq!(buf.len(), len);
                     takes += 1;
                     held.push(buf);

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::metrics::{PipelineMetrics, Stage};
+use crate::metrics::{OutputMetrics, PipelineMetrics, Stage};
 
 /// Histogram bucket upper bounds, seconds.
 pub const LATENCY_BUCKETS_S: [f64; 12] = [
@@ -26,9 +26,10 @@ fn escape(label: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Render every source's metrics, plus process memory in use vs budget.
+/// Render every source's metrics, the process's output errors, and process memory in use vs budget.
 pub fn render(
     sources: &[SourceMetrics<'_>],
+    outputs: &OutputMetrics,
     memory_used_bytes: u64,
     memory_budget_bytes: u64,
 ) -> String {
@@ -91,7 +92,7 @@ pub fn render(
         ),
         (
             "saccade_event_write_errors_total",
-            "Failed writes of events.",
+            "Events of this source that an events output did not take.",
             |m| PipelineMetrics::get(&m.events_write_errors),
         ),
     ];
@@ -105,6 +106,17 @@ pub fn render(
                 f(s.metrics)
             );
         }
+    }
+    let name = "saccade_output_errors_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Failed writes of an output (a line or file not written, none left torn).\n# TYPE {name} counter"
+    );
+    for (output, counter) in [
+        ("events", &outputs.events_errors),
+        ("annotations", &outputs.annotations_errors),
+    ] {
+        let _ = writeln!(out, "{name}{{output=\"{output}\"}} {}", get(counter));
     }
     let _ = writeln!(
         out,
@@ -159,7 +171,7 @@ pub fn render(
         }
     }
     let _ = writeln!(out, "# HELP saccade_memory_used_bytes Resident memory of the process.\n# TYPE saccade_memory_used_bytes gauge\nsaccade_memory_used_bytes {memory_used_bytes}");
-    let _ = writeln!(out, "# HELP saccade_memory_budget_bytes The configured memory budget.\n# TYPE saccade_memory_budget_bytes gauge\nsaccade_memory_budget_bytes {memory_budget_bytes}");
+    let _ = writeln!(out, "# HELP saccade_memory_budget_bytes The memory budget the plan was checked against (memory_budget_mb, or 75 % of the memory available at start).\n# TYPE saccade_memory_budget_bytes gauge\nsaccade_memory_budget_bytes {memory_budget_bytes}");
     out
 }
 
@@ -173,6 +185,8 @@ mod tests {
     fn exposition_has_counters_and_histograms_per_source() {
         let m = PipelineMetrics::default();
         PipelineMetrics::add(&m.frames_captured, 7);
+        let outputs = OutputMetrics::default();
+        PipelineMetrics::add(&outputs.events_errors, 3);
         m.record(Stage::Glance, Duration::from_millis(3));
         let text = render(
             &[SourceMetrics {
@@ -180,6 +194,7 @@ mod tests {
                 metrics: &m,
                 fps: 30.0,
             }],
+            &outputs,
             10,
             20,
         );
@@ -190,6 +205,14 @@ mod tests {
         assert!(text.contains("saccade_stage_latency_seconds_bucket{source=\"synthetic://?seed=1\",stage=\"glance\",le=\"0.005\"} 1"), "{text}");
         assert!(text.contains("saccade_stage_latency_seconds_bucket{source=\"synthetic://?seed=1\",stage=\"glance\",le=\"0.0025\"} 0"), "{text}");
         assert!(text.contains("saccade_memory_budget_bytes 20"));
+        assert!(
+            text.contains("saccade_output_errors_total{output=\"events\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("saccade_output_errors_total{output=\"annotations\"} 0"),
+            "{text}"
+        );
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();

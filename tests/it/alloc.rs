@@ -12,6 +12,8 @@ use std::sync::Arc;
 use candle_core::Device;
 use saccade_models::glancenet::GlanceNetModel;
 use saccade_models::patchnet::PatchNet;
+use saccade_runtime::capture::convert::mjpeg_to_rgb;
+use saccade_runtime::capture::dir::decode_image;
 use saccade_runtime::capture::{Capture, FrameSource, QueuePolicy};
 use saccade_runtime::focus::{strategy_by_name, FocusBudget, StrategyConfigs};
 use saccade_runtime::frame::{BoxPx, Frame};
@@ -26,18 +28,25 @@ struct Counting;
 
 thread_local! {
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    /// The largest single allocation of this thread, bytes (reset by [`largest_allocation_since`]).
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count(size: usize) {
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+    let _ = LARGEST.try_with(|c| c.set(c.get().max(size)));
 }
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        count(layout.size());
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        count(new_size);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -47,6 +56,55 @@ static GLOBAL: Counting = Counting;
 
 fn allocations() -> u64 {
     ALLOCATIONS.with(|c| c.get())
+}
+
+/// The largest single allocation `f` made on this thread.
+fn largest_allocation_in<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    LARGEST.with(|c| c.set(0));
+    let out = f();
+    (out, LARGEST.with(|c| c.get()))
+}
+
+/// A small real JPEG whose baseline SOF claims `width`×`height`.
+fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
+    let mut jpeg = Vec::new();
+    image::RgbImage::from_pixel(16, 16, image::Rgb([9, 9, 9]))
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    let sof = jpeg.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
+    // FF C0, length (2), precision (1), height (2), width (2).
+    jpeg[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+    jpeg[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+    jpeg
+}
+
+#[test]
+fn a_jpeg_header_claiming_a_huge_frame_is_refused_before_its_pixels_are_allocated() {
+    // 12000×12000 is 432 MB of RGB; nothing near that may be allocated on the way to the refusal.
+    let jpeg = jpeg_claiming(12_000, 12_000);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.jpg");
+    std::fs::write(&path, &jpeg).unwrap();
+    let (decoded, largest) = largest_allocation_in(|| decode_image(&path));
+    let err = decoded.unwrap_err().to_string();
+    assert!(
+        err.contains("huge.jpg") && err.contains("12000×12000") && err.contains("67108864 px"),
+        "{err}"
+    );
+    assert!(
+        largest < 1 << 20,
+        "a {largest}-byte allocation for a refused file"
+    );
+    let mut out = Vec::new();
+    let (decoded, largest) = largest_allocation_in(|| mjpeg_to_rgb(&jpeg, &mut out));
+    assert_eq!(decoded.unwrap_err().kind(), "too_large");
+    assert!(
+        largest < 1 << 20,
+        "a {largest}-byte allocation for a refused MJPEG frame"
+    );
 }
 
 fn frames(n: u64) -> Vec<Frame> {
@@ -182,7 +240,7 @@ impl FrameSource for CycleSource {
             return Capture::End;
         }
         let (rgb, w, h) = &self.scenes[(self.next % self.scenes.len() as u64) as usize];
-        let mut buf = FramePool::take_or_new(self.pool.as_ref(), rgb.len());
+        let mut buf = FramePool::take_or_new(self.pool.as_ref(), rgb.len()).unwrap();
         buf.copy_from_slice(rgb);
         let frame = Frame::from_rgb(self.next, *w, *h, buf).unwrap();
         self.next += 1;

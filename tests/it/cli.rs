@@ -419,3 +419,185 @@ fn bad_flags_and_files_get_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.gguf"));
 }
+
+/// Runs `saccade` with `args`, expecting it to fail with an error (an exit code, not a signal such as an
+/// allocation abort); returns its stderr.
+fn run_fails(args: &[&str]) -> String {
+    let out = saccade().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?} should fail with exit code 1, got {}:\n{stderr}",
+        out.status
+    );
+    stderr
+}
+
+#[test]
+fn a_huge_frame_size_is_an_error_naming_size_and_limit_with_and_without_a_memory_budget() {
+    let uri = "synthetic://?width=100000&height=100000&frames=1";
+    for budget in [None, Some("512")] {
+        let mut args = vec!["run", "--source", uri];
+        args.extend(budget.iter().flat_map(|b| ["--memory-budget-mb", b]));
+        let stderr = run_fails(&args);
+        assert!(
+            stderr.contains(uri)
+                && stderr.contains("100000×100000")
+                && stderr.contains("limit of 67108864 px"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("memory allocation"), "{stderr}");
+    }
+}
+
+#[test]
+fn without_a_memory_budget_the_plan_is_checked_against_the_available_memory() {
+    // The largest frames allowed in the deepest queues: 772 frames of 192 MiB, 145 GiB.
+    let available_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    if available_kb * 3 / 4 > 145 << 20 {
+        eprintln!(
+            "skipped: this machine has {available_kb} kB available, more than the plan needs"
+        );
+        return;
+    }
+    let stderr = run_fails(&[
+        "run",
+        "--source",
+        "synthetic://?width=8192&height=8192&frames=1",
+        "--queue-depth",
+        "256",
+    ]);
+    assert!(
+        stderr.contains("memory budget exceeded")
+            && stderr.contains("the default budget")
+            && stderr.contains("available")
+            && stderr.contains("frame pool"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn events_to_a_full_device_are_counted_as_not_written_and_the_run_goes_on_then_fails() {
+    // `/dev/full` answers every write with ENOSPC, like a disk with no room left.
+    let stderr = run_fails(&[
+        "run",
+        "--source",
+        "synthetic://?width=320&height=240&frames=4",
+        "--events",
+        "/dev/full",
+    ]);
+    assert!(stderr.contains("saccade: 4 frames"), "{stderr}");
+    assert!(
+        stderr.contains("4 events not written (/dev/full: No space left on device (os error 28))"),
+        "{stderr}"
+    );
+    // Logged once, not once per event.
+    assert_eq!(
+        stderr.matches("events output /dev/full failed").count(),
+        1,
+        "{stderr}"
+    );
+}
+
+/// A tmpfs of `size` mounted for the test's lifetime; `None` where this process may not mount (not root).
+struct TinyFs {
+    dir: tempfile::TempDir,
+}
+
+impl TinyFs {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the file system with one file, until it is full.
+    fn fill(&self) -> PathBuf {
+        let path = self.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        path
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_file_system_loses_whole_events_only_and_writing_resumes_when_space_returns() {
+    // Room for about a hundred events once the filler is gone: the run's 40 fit.
+    let Some(fs) = TinyFs::mount("256k") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let filler = fs.fill();
+    let events = fs.path().join("events.jsonl");
+    let frames = 40;
+    let mut child = saccade()
+        .args([
+            "run",
+            "--source",
+            &format!("synthetic://?width=320&height=240&frames={frames}&fps=10"),
+            "--events",
+        ])
+        .arg(&events)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first failure to be logged, then make room.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    loop {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() == 0 {
+            panic!("the run ended without an events error:\n{log}");
+        }
+        log.push_str(&line);
+        if line.contains("events output") && line.contains("failed") {
+            break;
+        }
+    }
+    std::fs::remove_file(filler).unwrap();
+    stderr.read_to_string(&mut log).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let written = read_events(&events);
+    let lost: u64 = log
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_suffix(")")?
+                .split_once(" events not written (")
+        })
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count of events not written:\n{log}"));
+    assert!(lost > 0 && !written.is_empty(), "{lost} lost:\n{log}");
+    assert_eq!(written.len() as u64 + lost, frames, "{log}");
+    // Writing resumed: the events after the failures are there, up to the last frame.
+    let indices: Vec<u64> = written
+        .iter()
+        .map(|e| e["frame"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indices.last(), Some(&(frames - 1)), "{indices:?}");
+    assert!(log.contains("writes again"), "{log}");
+    assert!(log.contains("os error 28"), "{log}");
+}

@@ -22,13 +22,17 @@ const LABEL_SCALE: u32 = 2;
 /// Dark margin around the text, image pixels.
 const LABEL_PAD_PX: u32 = 3;
 
-/// Draw the overlay for `done` and save it as PNG at `path`.
+/// Draw the overlay for `done` and save it as PNG at `path`, whole or not at all (a full disk leaves no
+/// half-written PNG).
 pub fn write_annotated(done: &ProcessedFrame, path: &Path) -> anyhow::Result<()> {
     let f = &done.frame;
     let mut img = RgbImage::from_raw(f.width, f.height, f.rgb.clone())
         .context("frame buffer does not match its size")?;
     annotate(&mut img, &done.glance, &done.outcome);
-    img.save(path)
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)
+        .with_context(|| format!("encoding annotated frame {}", path.display()))?;
+    crate::output::write_whole_file(path, png.get_ref())
         .with_context(|| format!("writing annotated frame {}", path.display()))
 }
 

@@ -21,7 +21,8 @@ pub struct Config {
     pub deadline_ms: Option<f64>,
     /// Capacity of each queue between stages.
     pub queue_depth: usize,
-    /// The run refuses to start if its memory plan exceeds this (absent: no limit).
+    /// The run refuses to start if its memory plan exceeds this (absent: 75 % of the memory available at start,
+    /// `saccade_runtime::budget::DEFAULT_BUDGET_FRACTION_OF_AVAILABLE`).
     pub memory_budget_mb: Option<f64>,
     pub models: ModelsConfig,
     pub output: OutputConfig,
@@ -123,7 +124,7 @@ const HEADER: &str = "\
 # max_patches: hard limit of full-resolution patches per frame (the patch pool size)
 # deadline_ms: per-frame budget in milliseconds (omit for none)
 # queue_depth: capacity of each queue between the stages
-# memory_budget_mb: refuse to start when the memory plan exceeds this (omit for no limit)
+# memory_budget_mb: refuse to start when the memory plan exceeds this (omit: 75 % of the memory available at start)
 # [models] weights_dir / glance_weights / classifier_weights: weight files; dtype: q8_0 | q4_0 | f32
 # [output] events: JSON-lines path or \"-\" for stdout; events_stdout: also copy a file's events to stdout
 #          events_max_mb: rotate the events file at this size (omit: never); events_keep: rotated files kept

@@ -381,7 +381,12 @@ pub fn frame_size_hint(spec: &SourceSpec) -> (u32, u32) {
             .and_then(|entries| {
                 let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
                 files.sort();
-                files.iter().find_map(|p| image::image_dimensions(p).ok())
+                // A file over the frame cap is refused as a bad frame when its turn comes: not planned for.
+                files.iter().find_map(|p| {
+                    image::image_dimensions(p).ok().filter(|&(w, h)| {
+                        saccade_runtime::frame::check_frame_size("", w, h).is_ok()
+                    })
+                })
             })
             .unwrap_or((1920, 1080)),
     }

@@ -380,9 +380,9 @@ pub fn truth_from_boxes(boxes: &[TruthBox]) -> Vec<TruthEntry> {
 pub(crate) fn load_frame(index: u64, item: &EvalItem) -> anyhow::Result<Frame> {
     let frame = match &item.source {
         FrameData::File(path) => {
-            let image = image::open(path)
-                .with_context(|| format!("decoding frame {}", path.display()))?
-                .into_rgb8();
+            // Header size checked against the frame cap before the pixels are decoded.
+            let image = saccade_runtime::capture::dir::decode_image(path)
+                .with_context(|| format!("decoding frame {}", path.display()))?;
             let (w, h) = image.dimensions();
             if let Some((ew, eh)) = item.expected_size_px {
                 ensure!(

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod eval;
 pub mod font;
 pub mod matching;
+pub mod output;
 pub mod run;
 pub mod serve;
 pub mod summary;

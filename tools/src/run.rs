@@ -8,10 +8,13 @@ use clap::parser::ValueSource;
 use clap::ArgMatches;
 
 use anyhow::{bail, Context};
+use saccade_runtime::budget::MemoryBudget;
 use saccade_runtime::capture::uri::{open_source, parse_source_uri};
 use saccade_runtime::capture::QueuePolicy;
-use saccade_runtime::events::{EventSink, EventTarget, FileTarget, FrameEvent};
-use saccade_runtime::metrics::PipelineMetrics;
+use saccade_runtime::events::{
+    EventSink, EventTarget, FileTarget, FrameEvent, RateLimitedLog, ERROR_LOG_INTERVAL,
+};
+use saccade_runtime::metrics::{OutputMetrics, PipelineMetrics};
 use saccade_runtime::pipeline::{run_pipeline, PipelineOptions};
 
 use crate::config::{Config, SourceConfig};
@@ -251,11 +254,18 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
         println!("{plan}");
         println!("{}", toml::to_string_pretty(config)?);
     }
-    if let Some(budget_mb) = config.memory_budget_mb {
-        plan.check(budget_mb)?;
-        if dry_run {
-            println!("fits memory_budget_mb = {budget_mb}");
+    // Without memory_budget_mb the plan is checked against a share of the memory available now.
+    let budget = MemoryBudget::resolve(config.memory_budget_mb);
+    match &budget {
+        Some(budget) => {
+            plan.check_budget(budget)?;
+            if dry_run {
+                println!("fits {budget}");
+            }
         }
+        None => tracing::warn!(
+            "/proc/meminfo is unreadable and no memory_budget_mb is set: the memory plan is not checked"
+        ),
     }
     if dry_run {
         return Ok(Vec::new());
@@ -276,7 +286,12 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
             }),
         },
     };
-    let sink = Mutex::new(EventSink::open(&target).context("opening the events output")?);
+    let outputs = Arc::new(OutputMetrics::default());
+    let sink = Mutex::new(
+        EventSink::open(&target)
+            .context("opening the events output")?
+            .with_metrics(outputs.clone()),
+    );
     if let Some(dir) = &config.output.annotate {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating annotation folder {}", dir.display()))?;
@@ -292,11 +307,9 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
             .zip(&metrics)
             .map(|((uri, _, _), m)| (uri.clone(), m.clone()))
             .collect(),
+        outputs: outputs.clone(),
         started: std::time::Instant::now(),
-        memory_budget_bytes: config
-            .memory_budget_mb
-            .map(|mb| (mb * 1024.0 * 1024.0) as u64)
-            .unwrap_or(0),
+        memory_budget_bytes: budget.map_or(0, |b| b.budget_bytes()),
     });
     let server_stop = Arc::new(AtomicBool::new(false));
     let server = match &config.metrics.addr {
@@ -322,8 +335,10 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
             let (stop, sink, annotate, strategy) =
                 (stop.clone(), &sink, annotate.clone(), &config.strategy);
             let m = m.clone();
+            let outputs = outputs.clone();
+            let source_metrics = m.clone();
             handles.push(scope.spawn(move || {
-                let mut annotate_failed = false;
+                let mut annotate_log = RateLimitedLog::new(ERROR_LOG_INTERVAL);
                 let run = run_pipeline(source, processor, options, m, stop, |done| {
                     let event = FrameEvent::new(
                         &uri,
@@ -332,10 +347,14 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
                         &done.outcome,
                         done.latency_ms,
                     );
-                    if let Ok(mut sink) = sink.lock() {
-                        sink.write(&event);
+                    let written = match sink.lock() {
+                        Ok(mut sink) => sink.write(&event),
+                        Err(_) => false,
+                    };
+                    if !written {
+                        PipelineMetrics::add(&source_metrics.events_write_errors, 1);
                     }
-                    if let (Some(dir), false) = (&annotate, annotate_failed) {
+                    if let Some(dir) = &annotate {
                         let stem = match &done.frame.file {
                             Some(file) => file
                                 .rsplit_once('.')
@@ -349,8 +368,12 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
                             format!("{stem}.png")
                         };
                         if let Err(e) = crate::annotate::write_annotated(&done, &dir.join(name)) {
-                            tracing::error!("{e:#}; no more annotated frames are written");
-                            annotate_failed = true;
+                            PipelineMetrics::add(&outputs.annotations_errors, 1);
+                            if let Some(held_back) = annotate_log.due(std::time::Instant::now()) {
+                                tracing::error!(
+                                    "{e:#}; the next frame tries again ({held_back} errors since the last message)"
+                                );
+                            }
                         }
                     }
                 });
@@ -385,10 +408,15 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
                 models.glance.mflops(),
                 sink.written(),
             )
+            .with_events_error(sink.failure())
         })
         .collect();
     for s in &summaries {
         eprint!("{}", s.human());
+    }
+    let annotations_lost = PipelineMetrics::get(&outputs.annotations_errors);
+    if annotations_lost > 0 {
+        eprintln!("  {annotations_lost} annotated frames not written (see the errors above)");
     }
     if let Some(path) = json {
         let text = if summaries.len() == 1 {
@@ -399,12 +427,16 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
         if path == "-" {
             println!("{text}");
         } else {
-            std::fs::write(path, text + "\n")
+            crate::output::write_whole_file(std::path::Path::new(path), (text + "\n").as_bytes())
                 .with_context(|| format!("writing summary JSON to {path}"))?;
         }
     }
-    if let Some(err) = sink.failure() {
-        bail!("events output failed: {err}");
+    if sink.not_written() > 0 {
+        bail!(
+            "{} events not written ({})",
+            sink.not_written(),
+            sink.failure().unwrap_or_else(|| "unknown error".into())
+        );
     }
     Ok(summaries)
 }

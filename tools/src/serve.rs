@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use saccade_runtime::budget::rss_bytes;
-use saccade_runtime::metrics::PipelineMetrics;
+use saccade_runtime::metrics::{OutputMetrics, PipelineMetrics};
 use saccade_runtime::prometheus::{render, SourceMetrics};
 
 /// The pipelines the endpoint reports on.
 pub struct Registry {
     pub sources: Vec<(String, Arc<PipelineMetrics>)>,
+    /// Failed writes of the events and annotation outputs, shared by every source.
+    pub outputs: Arc<OutputMetrics>,
     pub started: Instant,
     pub memory_budget_bytes: u64,
 }
@@ -32,7 +34,7 @@ impl Registry {
             })
             .collect();
         let used = rss_bytes().map(|(rss, _)| rss).unwrap_or(0);
-        render(&views, used, self.memory_budget_bytes)
+        render(&views, &self.outputs, used, self.memory_budget_bytes)
     }
 }
 

@@ -48,6 +48,11 @@ pub struct Summary {
     pub mflops_per_frame: f64,
     pub pixel_fraction: f64,
     pub events_written: u64,
+    /// Events of this source that an events output did not take (a full disk, a closed stdout).
+    pub events_not_written: u64,
+    /// Why, when `events_not_written` is not 0: each failing output and its last error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_error: Option<String>,
 }
 
 /// The per-stage latency table of the printed summaries, one row per stage in pipeline order; the capture
@@ -120,7 +125,18 @@ impl Summary {
                 0.0
             },
             events_written,
+            events_not_written: get(&metrics.events_write_errors),
+            events_error: None,
         }
+    }
+
+    /// Records why this source's events were not written (the sink's failure), when some were not.
+    #[must_use]
+    pub fn with_events_error(mut self, error: Option<String>) -> Self {
+        if self.events_not_written > 0 {
+            self.events_error = error;
+        }
+        self
     }
 
     /// The human summary printed at the end of a run.
@@ -149,6 +165,14 @@ impl Summary {
             self.bad_frames,
             self.detections
         );
+        if self.events_not_written > 0 {
+            let _ = writeln!(
+                s,
+                "  {} events not written ({})",
+                self.events_not_written,
+                self.events_error.as_deref().unwrap_or("unknown error")
+            );
+        }
         s
     }
 }

@@ -9,10 +9,7 @@ use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
-use crate::frame::FrameError;
-
-/// Largest side we agree to decode: a corrupt header must not make us allocate gigabytes.
-pub const MAX_SIDE_PX: u32 = 8192;
+use crate::frame::{check_frame_size, try_resize, FrameError, MAX_FRAME_SIDE_PX};
 
 /// Converts packed YUYV 4:2:2 (`Y0 U Y1 V` per pixel pair) to RGB using BT.601 limited-range coefficients in
 /// 8.8 fixed point. `rgb_out` is resized only when its length differs from `width * height * 3`.
@@ -28,6 +25,7 @@ pub fn yuyv_to_rgb(
     if !width.is_multiple_of(2) {
         return Err(FrameError::OddWidth { width, height });
     }
+    check_frame_size("YUYV frame", width, height)?;
     let pixels = width as usize * height as usize;
     let expected = pixels * 2;
     if yuyv.len() != expected {
@@ -40,7 +38,7 @@ pub fn yuyv_to_rgb(
         });
     }
     if rgb_out.len() != pixels * 3 {
-        rgb_out.resize(pixels * 3, 0);
+        try_resize(rgb_out, pixels * 3)?;
     }
     for (pair, out) in yuyv.chunks_exact(4).zip(rgb_out.chunks_exact_mut(6)) {
         let d = i32::from(pair[1]) - 128;
@@ -74,8 +72,8 @@ pub fn mjpeg_to_rgb(jpeg: &[u8], rgb_out: &mut Vec<u8>) -> Result<(u32, u32), Fr
     let patched = with_default_huffman_tables(jpeg).map_err(|m| bad(m.to_string()))?;
     let options = DecoderOptions::default()
         .jpeg_set_out_colorspace(ColorSpace::RGB)
-        .set_max_width(MAX_SIDE_PX as usize)
-        .set_max_height(MAX_SIDE_PX as usize)
+        .set_max_width(MAX_FRAME_SIDE_PX as usize)
+        .set_max_height(MAX_FRAME_SIDE_PX as usize)
         // Strict mode turns truncated scans into errors instead of silently grey-filled frames.
         .set_strict_mode(true);
     let mut decoder = JpegDecoder::new_with_options(ZCursor::new(patched.as_ref()), options);
@@ -87,6 +85,12 @@ pub fn mjpeg_to_rgb(jpeg: &[u8], rgb_out: &mut Vec<u8>) -> Result<(u32, u32), Fr
     if width == 0 || height == 0 {
         return Err(FrameError::ZeroSize { width, height });
     }
+    // From the header, before the output buffer exists: a corrupt or hostile header allocates nothing.
+    check_frame_size(
+        &format!("MJPEG frame of {} bytes", jpeg.len()),
+        width,
+        height,
+    )?;
     let expected = width as usize * height as usize * 3;
     let size = decoder
         .output_buffer_size()
@@ -97,7 +101,7 @@ pub fn mjpeg_to_rgb(jpeg: &[u8], rgb_out: &mut Vec<u8>) -> Result<(u32, u32), Fr
         )));
     }
     if rgb_out.len() != expected {
-        rgb_out.resize(expected, 0);
+        try_resize(rgb_out, expected)?;
     }
     decoder
         .decode_into(rgb_out.as_mut_slice())
@@ -459,6 +463,46 @@ mod tests {
             usize::from(u16::from_be_bytes([ANNEX_K_DHT[2], ANNEX_K_DHT[3]])),
             ANNEX_K_DHT.len() - 2
         );
+    }
+
+    /// `jpeg` with its baseline SOF claiming `width`×`height` (the scan data stays that of the real image).
+    fn with_claimed_size(jpeg: &[u8], width: u16, height: u16) -> Vec<u8> {
+        let mut out = jpeg.to_vec();
+        let sof = out
+            .windows(2)
+            .position(|m| m == [0xFF, 0xC0])
+            .expect("a baseline SOF marker");
+        // FF C0, length (2), precision (1), height (2), width (2).
+        out[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+        out[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn a_jpeg_header_claiming_a_huge_frame_is_refused_before_any_allocation() {
+        let (jpeg, _, _, _) = test_jpeg();
+        let huge = with_claimed_size(&jpeg, 12_000, 12_000);
+        let mut out = Vec::new();
+        let err = mjpeg_to_rgb(&huge, &mut out).unwrap_err();
+        assert_eq!(err.kind(), "too_large", "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("12000×12000") && message.contains("limit of 67108864 px"),
+            "{message}"
+        );
+        assert_eq!(out.capacity(), 0, "the output buffer was allocated");
+        // Past the side limit the decoder's own header check refuses it, still without output.
+        let wide = with_claimed_size(&jpeg, 20_000, 8);
+        assert!(mjpeg_to_rgb(&wide, &mut out).is_err());
+        assert_eq!(out.capacity(), 0);
+    }
+
+    #[test]
+    fn a_yuyv_frame_over_the_cap_is_refused_before_its_length_is_checked() {
+        let mut out = Vec::new();
+        let err = yuyv_to_rgb(&[0; 8], 10_000, 10_000, &mut out).unwrap_err();
+        assert_eq!(err.kind(), "too_large", "{err}");
+        assert_eq!(out.capacity(), 0);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{Capture, FrameSource, QueuePolicy, SourceError};
-use crate::frame::{Frame, FrameError};
+use crate::frame::{check_frame_size, Frame, FrameError, MAX_FRAME_SIDE_PX};
 
 /// Options of a folder replay, parsed from its URI by `capture::uri`.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +89,27 @@ impl DirSource {
     }
 }
 
+/// Decodes an image file to RGB, having checked the size its header gives against the frame cap first: a file
+/// that claims an absurd size is refused before its pixels are allocated.
+pub fn decode_image(path: &Path) -> Result<image::RgbImage, FrameError> {
+    let unreadable = |e: image::ImageError| FrameError::Image {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let (width, height) = image::ImageReader::open(path)
+        .map_err(|e| unreadable(e.into()))?
+        .into_dimensions()
+        .map_err(unreadable)?;
+    check_frame_size(&format!("image {}", path.display()), width, height)?;
+    let mut reader = image::ImageReader::open(path).map_err(|e| unreadable(e.into()))?;
+    // The same limits again, in case the file changed between the two reads.
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_FRAME_SIDE_PX);
+    limits.max_image_height = Some(MAX_FRAME_SIDE_PX);
+    reader.limits(limits);
+    Ok(reader.decode().map_err(unreadable)?.into_rgb8())
+}
+
 fn is_image_file(path: &Path) -> bool {
     path.is_file()
         && path
@@ -160,14 +181,9 @@ impl FrameSource for DirSource {
         self.next_file += 1;
         self.wait_for_slot();
         let name = file_name(&path);
-        let image = match image::open(&path) {
-            Ok(image) => image.into_rgb8(),
-            Err(e) => {
-                return Capture::Bad(FrameError::Image {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })
-            }
+        let image = match decode_image(&path) {
+            Ok(image) => image,
+            Err(e) => return Capture::Bad(e),
         };
         let (width, height) = image.dimensions();
         match Frame::from_rgb(self.next_index, width, height, image.into_raw()) {
@@ -260,6 +276,46 @@ mod tests {
             matches!(source.next_frame(), Capture::Frame(f) if f.index == 1 && f.pixel(0, 0) == [4, 5, 6])
         );
         assert!(matches!(source.next_frame(), Capture::End));
+    }
+
+    /// A small real JPEG whose baseline SOF claims `width`×`height`.
+    fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
+        let mut jpeg = Vec::new();
+        image::RgbImage::from_pixel(16, 16, image::Rgb([9, 9, 9]))
+            .write_to(
+                &mut std::io::Cursor::new(&mut jpeg),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        let sof = jpeg.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
+        // FF C0, length (2), precision (1), height (2), width (2).
+        jpeg[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+        jpeg[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+        jpeg
+    }
+
+    #[test]
+    fn a_file_whose_header_claims_a_huge_frame_is_a_bad_frame_naming_it_and_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        write_png(dir.path(), "a.png", 4, 4, [1, 2, 3]);
+        std::fs::write(dir.path().join("b.jpg"), jpeg_claiming(12_000, 12_000)).unwrap();
+        write_png(dir.path(), "c.png", 4, 4, [4, 5, 6]);
+        let mut source = DirSource::open("dir://t", options(dir.path())).unwrap();
+        assert!(matches!(source.next_frame(), Capture::Frame(f) if f.index == 0));
+        match source.next_frame() {
+            Capture::Bad(e) => {
+                assert_eq!(e.kind(), "too_large", "{e}");
+                let message = e.to_string();
+                assert!(
+                    message.contains("b.jpg")
+                        && message.contains("12000×12000")
+                        && message.contains("limit of 67108864 px"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a refused frame, got {other:?}"),
+        }
+        assert!(matches!(source.next_frame(), Capture::Frame(f) if f.index == 1));
     }
 
     #[test]

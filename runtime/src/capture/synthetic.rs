@@ -52,6 +52,12 @@ impl SyntheticSource {
                 ),
             });
         }
+        crate::frame::check_frame_size("synthetic frames", options.width, options.height).map_err(
+            |e| SourceError::BadUri {
+                uri: uri.to_string(),
+                message: e.to_string(),
+            },
+        )?;
         if let Some(fps) = options.fps {
             if !(fps.is_finite() && fps > 0.0) {
                 return Err(SourceError::BadUri {

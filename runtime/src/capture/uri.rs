@@ -13,6 +13,7 @@ use std::str::FromStr;
 use super::dir::{DirOptions, DirSource};
 use super::synthetic::{SyntheticOptions, SyntheticSource};
 use super::{FrameSource, SourceError};
+use crate::frame::check_frame_size;
 
 /// Pixel format asked of a V4L2 device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,10 +130,13 @@ pub fn parse_source_uri(uri: &str) -> Result<SourceSpec, SourceError> {
                     )))
                 }
             };
+            let width = query.positive("width", DEFAULT_WIDTH_PX).map_err(&bad)?;
+            let height = query.positive("height", DEFAULT_HEIGHT_PX).map_err(&bad)?;
+            check_frame_size("asked size", width, height).map_err(|e| bad(e.to_string()))?;
             SourceSpec::V4l(V4lOptions {
                 device: PathBuf::from(device),
-                width: query.positive("width", DEFAULT_WIDTH_PX).map_err(&bad)?,
-                height: query.positive("height", DEFAULT_HEIGHT_PX).map_err(&bad)?,
+                width,
+                height,
                 fps: query.positive("fps", DEFAULT_V4L_FPS).map_err(&bad)?,
                 format,
                 timeout_ms: query
@@ -175,9 +179,12 @@ struct SyntheticSpecDefaults;
 
 impl SyntheticSpecDefaults {
     fn apply(query: &mut Query<'_>) -> Result<SourceSpec, String> {
+        let width = query.positive("width", DEFAULT_WIDTH_PX)?;
+        let height = query.positive("height", DEFAULT_HEIGHT_PX)?;
+        check_frame_size("asked size", width, height).map_err(|e| e.to_string())?;
         Ok(SourceSpec::Synthetic(SyntheticOptions {
-            width: query.positive("width", DEFAULT_WIDTH_PX)?,
-            height: query.positive("height", DEFAULT_HEIGHT_PX)?,
+            width,
+            height,
             seed: query.number("seed", 1)?,
             frames: match query.take("frames") {
                 None => None,
@@ -401,6 +408,25 @@ mod tests {
         assert!(bad_message("synthetic://?frames=0").contains("`frames`"));
         assert!(bad_message("synthetic://?seed=1&seed=2").contains("twice"));
         assert!(bad_message("no scheme").contains("SCHEME"));
+    }
+
+    #[test]
+    fn a_frame_size_over_the_cap_is_refused_naming_the_uri_the_size_and_the_limit() {
+        for uri in [
+            "synthetic://?width=100000&height=100000",
+            "v4l:///dev/video0?width=100000&height=100000",
+        ] {
+            let m = parse_source_uri(uri).unwrap_err().to_string();
+            assert!(
+                m.contains(uri)
+                    && m.contains("100000×100000")
+                    && m.contains("10000000000 px")
+                    && m.contains("limit of 67108864 px"),
+                "{m}"
+            );
+        }
+        assert!(parse_source_uri("synthetic://?width=8192&height=8192").is_ok());
+        assert!(bad_message("synthetic://?width=8192&height=8193").contains("8192×8193"));
     }
 
     #[cfg(not(feature = "camera"))]

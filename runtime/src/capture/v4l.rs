@@ -119,6 +119,12 @@ impl V4lDevice {
                 None
             }
         };
+        crate::frame::check_frame_size(
+            &format!("camera {} negotiated", path.display()),
+            accepted.width,
+            accepted.height,
+        )
+        .map_err(|e| DeviceError::Gone(e.to_string()))?;
         let negotiated = Negotiated {
             width: accepted.width,
             height: accepted.height,
@@ -199,10 +205,13 @@ impl Device for V4lDevice {
         self.sequence.observe(meta.sequence);
         // Only `bytesused` is frame data: the rest of the mapping is stale bytes of an older frame.
         let used = (meta.bytesused as usize).min(buffer.len());
-        let rgb = FramePool::take_or_new(
+        let rgb = match FramePool::take_or_new(
             self.pool.as_ref(),
             decoder.width as usize * decoder.height as usize * 3,
-        );
+        ) {
+            Ok(rgb) => rgb,
+            Err(e) => return Ok(Capture::Bad(e)),
+        };
         let capture = match decoder.decode_into(&buffer[..used], self.next_index, rgb) {
             Ok(frame) => {
                 self.next_index += 1;

@@ -175,6 +175,11 @@ impl SceneGenerator {
                 height: config.height,
             });
         }
+        crate::frame::check_frame_size("scene", config.width, config.height).map_err(|e| {
+            SynthError::Config {
+                message: e.to_string(),
+            }
+        })?;
         let (min_px, max_px) = config.sign_side_px;
         if !(min_px >= 4.0 && max_px >= min_px) {
             return Err(SynthError::Config {

@@ -171,6 +171,13 @@ fn too_small_or_inconsistent_configs_are_refused() {
         ..SceneConfig::default()
     })
     .is_err());
+    let err = SceneGenerator::new(SceneConfig {
+        width: 100_000,
+        height: 100_000,
+        ..SceneConfig::default()
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("100000×100000"), "{err}");
 }
 
 #[test]

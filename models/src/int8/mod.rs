@@ -89,7 +89,7 @@ fn padded_rows(n: usize) -> usize {
 /// Row-major `(np, kp)` codes in the packed layout: for group `g` of 16 rows and column quad `q`, the 64
 /// bytes at `g·16·kp + q·64` are rows `16g .. 16g + 16`'s columns `4q .. 4q + 4`, row after row.
 fn pack(codes: &[i8], np: usize, kp: usize) -> Vec<i8> {
-    debug_assert!(np % GROUP == 0 && kp % 4 == 0 && codes.len() == np * kp);
+    debug_assert!(np.is_multiple_of(GROUP) && kp.is_multiple_of(4) && codes.len() == np * kp);
     let mut packed = vec![0i8; np * kp];
     for (dst, src) in packed
         .chunks_exact_mut(GROUP * kp)
@@ -551,8 +551,8 @@ fn matmul_rows(
 /// The shapes every kernel's pointer arithmetic relies on, asserted by each kernel's safe entry point.
 fn check_kernel_shapes(codes: &[u8], scales: &[f32], w: &Int8Matrix, out: &[f32]) {
     assert!(
-        w.kp % BLOCK == 0
-            && w.np % GROUP == 0
+        w.kp.is_multiple_of(BLOCK)
+            && w.np.is_multiple_of(GROUP)
             && w.n <= w.np
             && w.np < w.n + GROUP
             && w.packed.len() == w.np * w.kp

@@ -1,12 +1,15 @@
 //! PatchNet latency per batch size and weight format (f32, Q8_0, Q4_0 of the shipped weights), with file sizes,
 //! so a change to the backbone or to quantisation shows its speed and size ratios against f32 in one run; the
 //! `glance` group does the same for the shipped glance net (f32 against Q8_0 on the integer kernels).
+//! The `int8` group times the integer matrix product alone with every kernel this CPU runs (scalar, AVX2,
+//! AVX-512 VNNI, NEON, NEON dot product), at the shipped nets' shapes, on one thread.
 //! The `train_step` group times one forward + backward pass of the trainers' graphs (NHWC, convolutions as
 //! im2col matrix products) against the same networks' candle conv2d graphs.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use saccade_models::int8::{self, Int8Kernel, Int8Matrix, QuantRows};
 use saccade_models::{
     quantize_file, GlanceNet, GlanceNetConfig, GlanceNetModel, PatchClassifier, PatchNet,
     PatchNetConfig, QuantDtype,
@@ -149,5 +152,48 @@ fn train_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, backbone, glance, train_step);
+/// The integer product of each int8 layer of the shipped nets, `(name, m, n, k)`: the patch classifier at a
+/// batch of 8 patches (32×32: conv2 on 16×16, conv3 on 8×8, fc1), and the glance net on a 448×264 frame
+/// (conv2 on 224×132 with stride 2, conv3 and conv4 on 56×33).
+const INT8_SHAPES: [(&str, usize, usize, usize); 5] = [
+    ("patch_conv2_b8", 8 * 16 * 16, 64, 9 * 32),
+    ("patch_conv3_b8", 8 * 8 * 8, 128, 9 * 64),
+    ("patch_fc1_b8", 8, 256, 2048),
+    ("glance_conv2", 112 * 66, 32, 9 * 16),
+    ("glance_conv3", 56 * 33, 32, 9 * 32),
+];
+
+/// One int8 matrix product per kernel and shape, on the calling thread (the kernels' own speed; `matmul`
+/// splits large products across cores).
+fn int8_kernels(c: &mut Criterion) {
+    let available = Int8Kernel::available();
+    let names: Vec<&str> = available.iter().map(|k| k.name()).collect();
+    println!(
+        "int8 kernel: {} (available: {})",
+        int8::kernel_name(),
+        names.join(", ")
+    );
+    let mut group = c.benchmark_group("int8");
+    for (name, m, n, k) in INT8_SHAPES {
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 500.0)
+            .collect();
+        let x: Vec<f32> = (0..m * k).map(|i| (i * 104729 % 997) as f32).collect();
+        let w = Int8Matrix::quantize(&w, n, k);
+        let mut a = QuantRows::default();
+        a.quantize(&x, m, k);
+        let mut out = vec![0f32; m * n];
+        for &kernel in &available {
+            group.bench_function(BenchmarkId::new(kernel.name(), name), |b| {
+                b.iter(|| {
+                    int8::matmul_on_this_thread(kernel, &a, &w, true, &mut out);
+                    black_box(&out);
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, int8_kernels, backbone, glance, train_step);
 criterion_main!(benches);

@@ -86,6 +86,8 @@ pub struct Machine {
     pub arch: &'static str,
     pub os: &'static str,
     pub rayon_num_threads: Option<String>,
+    /// The int8 matrix-product kernel the Q8_0 nets run on (`SACCADE_INT8_KERNEL` overrides it).
+    pub int8_kernel: &'static str,
     pub classifier: String,
     pub glance: String,
 }
@@ -287,8 +289,8 @@ impl BenchReport {
         );
         let _ = writeln!(
             s,
-            "{} ({} logical CPUs)",
-            self.machine.cpu, self.machine.logical_cpus
+            "{} ({} logical CPUs, int8 kernel {})",
+            self.machine.cpu, self.machine.logical_cpus, self.machine.int8_kernel
         );
         s
     }

@@ -173,6 +173,7 @@ fn machine(models: &Models) -> Machine {
         arch: std::env::consts::ARCH,
         os: std::env::consts::OS,
         rayon_num_threads: std::env::var("RAYON_NUM_THREADS").ok(),
+        int8_kernel: saccade_models::int8::kernel_name(),
         classifier: models.classifier.describe(),
         glance: models.glance.describe(),
     }

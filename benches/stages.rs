@@ -115,18 +115,18 @@ fn stages(c: &mut Criterion) {
     let (rw, rh) = (REAL_WIDTH_PX, REAL_HEIGHT_PX);
     let real = Frame::from_rgb(0, rw as u32, rh as u32, resized(&rgb, rw, rh)).unwrap();
     let mut shrunk = vec![0u8; gw * gh * 3];
-    c.bench_function("glance_resize_1360x800_to_448x264", |b| {
+    c.bench_function(&format!("glance_resize_1360x800_to_{gw}x{gh}"), |b| {
         b.iter(|| {
             imageops::resize_rgb_bilinear(black_box(&real.rgb), rw, rh, &mut shrunk, gw, gh)
                 .unwrap()
         })
     });
     let mut chw = vec![0f32; gw * gh * 3];
-    c.bench_function("glance_chw_448x264", |b| {
+    c.bench_function(&format!("glance_chw_{gw}x{gh}"), |b| {
         b.iter(|| imageops::rgb_to_chw_f32(black_box(&shrunk), gw, gh, &mut chw).unwrap())
     });
     let shipped_input = Tensor::from_slice(&chw, (1, 3, gh, gw), &device).unwrap();
-    c.bench_function("glance_net_448x264_shipped_q8_0", |b| {
+    c.bench_function(&format!("glance_net_{gw}x{gh}_shipped_q8_0"), |b| {
         b.iter(|| shipped.glance(black_box(&shipped_input)).unwrap())
     });
     let mut stage = GlanceStage::new(shipped.clone(), device.clone());

@@ -4,3 +4,4 @@
 mod alloc;
 mod cli;
 mod fuzz;
+mod http;

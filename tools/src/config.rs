@@ -27,6 +27,7 @@ pub struct Config {
     pub models: ModelsConfig,
     pub output: OutputConfig,
     pub metrics: MetricsConfig,
+    pub http: HttpConfig,
     pub sources: Vec<SourceConfig>,
     pub strategies: StrategyConfigs,
 }
@@ -72,8 +73,37 @@ impl Default for OutputConfig {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Prometheus `/metrics` and `/healthz` on this address, e.g. `127.0.0.1:9464` (absent: off).
+    /// The same as `http.addr` (kept for older configs; give one of the two).
     pub addr: Option<String>,
+}
+
+/// The HTTP server: live page, JSON API, MJPEG streams, `/metrics` and `/healthz`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen on this address, e.g. `127.0.0.1:8080` (absent: no server).
+    pub addr: Option<String>,
+    /// Bearer token required on every path but `/healthz` (absent: none).
+    pub token: Option<String>,
+    /// `/healthz` answers 503 when a source delivered no frame for this many seconds.
+    pub stall_s: f64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: None,
+            token: None,
+            stall_s: crate::serve::DEFAULT_STALL_S,
+        }
+    }
+}
+
+impl Config {
+    /// The HTTP server's address: `http.addr`, else `metrics.addr`.
+    pub fn http_addr(&self) -> Option<&str> {
+        self.http.addr.as_deref().or(self.metrics.addr.as_deref())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -107,6 +137,7 @@ impl Default for Config {
             models: ModelsConfig::default(),
             output: OutputConfig::default(),
             metrics: MetricsConfig::default(),
+            http: HttpConfig::default(),
             sources: vec![SourceConfig {
                 uri: "synthetic://?width=1280&height=960&seed=1".into(),
                 policy: None,
@@ -129,7 +160,11 @@ const HEADER: &str = "\
 # [output] events: JSON-lines path or \"-\" for stdout; events_stdout: also copy a file's events to stdout
 #          events_max_mb: rotate the events file at this size (omit: never); events_keep: rotated files kept
 #          annotate: folder for annotated PNGs
-# [metrics] addr: Prometheus endpoint, e.g. \"127.0.0.1:9464\" (omit to turn off)
+# [http] addr: HTTP server (live page /, /api/*, /stream/N.mjpg, /metrics, /healthz), e.g. \"127.0.0.1:8080\"
+#        (omit to turn off; bind 0.0.0.0 only with a token on a trusted network)
+#        token: bearer token for everything but /healthz (omit: none)
+#        stall_s: /healthz answers 503 when a source delivered no frame for this many seconds
+# [metrics] addr: older name of http.addr
 # [[sources]] uri: v4l:///dev/video0?width=1280&height=960&fps=30&format=yuyv | dir://PATH | synthetic://?seed=1
 #             policy: latest (drop the oldest frame when behind) | lossless (block); omit for the source's default
 # [strategies.NAME]: the settings of each focus strategy
@@ -210,10 +245,31 @@ impl Config {
                 self.output.events_keep
             );
         }
-        if let Some(addr) = &self.metrics.addr {
-            addr.parse::<SocketAddr>().map_err(|e| {
-                anyhow::anyhow!("key `metrics.addr` is `{addr}`, expected HOST:PORT ({e})")
-            })?;
+        for (key, addr) in [
+            ("metrics.addr", &self.metrics.addr),
+            ("http.addr", &self.http.addr),
+        ] {
+            if let Some(addr) = addr {
+                addr.parse::<SocketAddr>().map_err(|e| {
+                    anyhow::anyhow!("key `{key}` is `{addr}`, expected HOST:PORT ({e})")
+                })?;
+            }
+        }
+        if let (Some(a), Some(b)) = (&self.metrics.addr, &self.http.addr) {
+            if a != b {
+                bail!("keys `metrics.addr` (`{a}`) and `http.addr` (`{b}`) differ, expected one address: give only `http.addr`");
+            }
+        }
+        if let Some(token) = &self.http.token {
+            if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bail!("key `http.token` is empty or has spaces or control characters, expected a non-empty word");
+            }
+        }
+        if !(self.http.stall_s.is_finite() && self.http.stall_s > 0.0) {
+            bail!(
+                "key `http.stall_s` is {}, expected a number of seconds > 0",
+                self.http.stall_s
+            );
         }
         if self.sources.is_empty() {
             bail!("key `sources` is empty, expected at least one [[sources]] entry");
@@ -254,6 +310,18 @@ mod tests {
         assert!(format!("{err:#}").contains("queue_depth"));
         let err = Config::from_toml("[metrics]\naddr = \"nowhere\"", "t.toml").unwrap_err();
         assert!(format!("{err:#}").contains("metrics.addr"));
+        let err = Config::from_toml("[http]\nstall_s = 0", "t.toml").unwrap_err();
+        assert!(format!("{err:#}").contains("http.stall_s` is 0"), "{err:#}");
+        let err = Config::from_toml("[http]\ntoken = \"a b\"", "t.toml").unwrap_err();
+        assert!(format!("{err:#}").contains("http.token"), "{err:#}");
+        let err = Config::from_toml(
+            "[http]\naddr = \"127.0.0.1:1\"\n[metrics]\naddr = \"127.0.0.1:2\"",
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("127.0.0.1:2"), "{err:#}");
+        let old = Config::from_toml("[metrics]\naddr = \"127.0.0.1:9464\"", "t.toml").unwrap();
+        assert_eq!(old.http_addr(), Some("127.0.0.1:9464"));
         let err = Config::from_toml("[[sources]]\nuri = \"ftp://x\"", "t.toml").unwrap_err();
         assert!(format!("{err:#}").contains("sources[0].uri"), "{err:#}");
     }

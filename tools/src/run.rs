@@ -19,7 +19,7 @@ use saccade_runtime::pipeline::{run_pipeline, PipelineOptions};
 
 use crate::config::{Config, SourceConfig};
 use crate::engine::{self, ModelArgs, StrategyArgs};
-use crate::serve::{self, Registry};
+use crate::serve::{self, Registry, ServerOptions};
 use crate::summary::Summary;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -33,6 +33,16 @@ pub struct DemoArgs {
     /// Folder of sample frames (default: the frames that ship with saccade).
     #[arg(long)]
     pub samples: Option<PathBuf>,
+    /// Show the live page: replay the samples in a loop at --fps until Ctrl-C, serving on --http-addr (no PNGs
+    /// or events file are written).
+    #[arg(long)]
+    pub serve: bool,
+    /// Address of the live page with --serve.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http_addr: String,
+    /// Frames per second of the looped samples with --serve.
+    #[arg(long, default_value_t = 5.0)]
+    pub fps: f64,
     #[command(flatten)]
     pub strategy: StrategyArgs,
     #[command(flatten)]
@@ -78,9 +88,13 @@ pub struct RunArgs {
     /// Print the memory plan and the resolved settings, then exit without running.
     #[arg(long)]
     pub dry_run: bool,
-    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    /// Serve the live page, JSON API, MJPEG streams, Prometheus /metrics and /healthz on this address
+    /// (e.g. 127.0.0.1:8080; 0.0.0.0:PORT makes it reachable from other hosts).
+    #[arg(long, visible_alias = "metrics-addr")]
+    pub http_addr: Option<String>,
+    /// /healthz answers 503 when a source delivered no frame for this many seconds (default 10).
     #[arg(long)]
-    pub metrics_addr: Option<String>,
+    pub stall_s: Option<f64>,
     #[command(flatten)]
     pub strategy: StrategyArgs,
     #[command(flatten)]
@@ -103,15 +117,31 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         deadline_ms: args.strategy.deadline_ms,
         ..Config::default()
     };
-    config.sources = vec![SourceConfig {
-        uri: format!("dir://{}", samples.display()),
-        policy: Some("lossless".into()),
-    }];
-    config.output.events = Some(args.out.join("events.jsonl").display().to_string());
-    config.output.annotate = Some(args.out.clone());
+    let uri = format!("dir://{}", samples.display());
+    if args.serve {
+        if !(args.fps.is_finite() && args.fps > 0.0) {
+            bail!("--fps is {}, expected a positive number", args.fps);
+        }
+        // Looped at a camera-like rate until Ctrl-C; nothing is written to disk.
+        config.sources = vec![SourceConfig {
+            uri: format!("{uri}?loop=true&fps={}", args.fps),
+            policy: Some("latest".into()),
+        }];
+        config.http.addr = Some(args.http_addr.clone());
+    } else {
+        config.sources = vec![SourceConfig {
+            uri,
+            policy: Some("lossless".into()),
+        }];
+        config.output.events = Some(args.out.join("events.jsonl").display().to_string());
+        config.output.annotate = Some(args.out.clone());
+    }
     apply_model_args(&mut config, &args.models, None);
     config.validate()?;
     let summaries = execute(&config, args.json.as_deref(), false)?;
+    if args.serve {
+        return Ok(());
+    }
     println!(
         "annotated frames and events.jsonl written to {}",
         args.out.display()
@@ -190,8 +220,12 @@ pub fn resolve_run_config(args: &RunArgs, matches: Option<&ArgMatches>) -> anyho
     if args.annotate.is_some() {
         config.output.annotate = args.annotate.clone();
     }
-    if args.metrics_addr.is_some() {
-        config.metrics.addr = args.metrics_addr.clone();
+    if args.http_addr.is_some() {
+        config.http.addr = args.http_addr.clone();
+        config.metrics.addr = None;
+    }
+    if let Some(stall_s) = args.stall_s {
+        config.http.stall_s = stall_s;
     }
     apply_model_args(&mut config, &args.models, matches);
     config.validate()?;
@@ -301,22 +335,26 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
         .iter()
         .map(|_| Arc::new(PipelineMetrics::default()))
         .collect();
-    let registry = Arc::new(Registry {
-        sources: sources
+    let registry = Arc::new(Registry::new(
+        sources
             .iter()
             .zip(&metrics)
             .map(|((uri, _, _), m)| (uri.clone(), m.clone()))
             .collect(),
-        outputs: outputs.clone(),
-        started: std::time::Instant::now(),
-        memory_budget_bytes: budget.map_or(0, |b| b.budget_bytes()),
-    });
-    let server_stop = Arc::new(AtomicBool::new(false));
-    let server = match &config.metrics.addr {
+        outputs.clone(),
+        budget.map_or(0, |b| b.budget_bytes()),
+    ));
+    let server = match config.http_addr() {
         Some(addr) => {
-            let (local, handle) = serve::spawn(addr, registry.clone(), server_stop.clone())?;
-            eprintln!("saccade: metrics on http://{local}/metrics");
-            Some(handle)
+            let options = ServerOptions {
+                addr: addr.to_string(),
+                token: config.http.token.clone(),
+                stall: std::time::Duration::from_secs_f64(config.http.stall_s),
+            };
+            let server = serve::spawn(&options, registry.clone())?;
+            let local = server.local_addr;
+            eprintln!("saccade: live view on http://{local}/, metrics on http://{local}/metrics");
+            Some(server)
         }
         None => None,
     };
@@ -337,6 +375,7 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
             let m = m.clone();
             let outputs = outputs.clone();
             let source_metrics = m.clone();
+            let registry = registry.clone();
             handles.push(scope.spawn(move || {
                 let mut annotate_log = RateLimitedLog::new(ERROR_LOG_INTERVAL);
                 let run = run_pipeline(source, processor, options, m, stop, |done| {
@@ -354,6 +393,7 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
                     if !written {
                         PipelineMetrics::add(&source_metrics.events_write_errors, 1);
                     }
+                    registry.hub.frame_done(i, &done, &event);
                     if let Some(dir) = &annotate {
                         let stem = match &done.frame.file {
                             Some(file) => file
@@ -388,9 +428,8 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
         }
         Ok(())
     })?;
-    server_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(h) = server {
-        let _ = h.join();
+    if let Some(server) = server {
+        server.stop();
     }
     let mut sink = sink
         .into_inner()

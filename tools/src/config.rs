@@ -27,8 +27,32 @@ pub struct Config {
     pub models: ModelsConfig,
     pub output: OutputConfig,
     pub metrics: MetricsConfig,
+    pub threads: ThreadsConfig,
     pub sources: Vec<SourceConfig>,
     pub strategies: StrategyConfigs,
+}
+
+/// The thread layout's overrides (docs/THREADS.md); absent keys take the computed layout.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThreadsConfig {
+    /// Cores to plan for (absent: `available_parallelism`).
+    pub cores: Option<usize>,
+    /// Threads one op may split over: candle's rayon pools and the int8 product (absent: cores / sources,
+    /// or `RAYON_NUM_THREADS` when that is set).
+    pub intra_op: Option<usize>,
+    /// With several sources, how long the classify worker waits for the other sources' patches, ms.
+    pub batch_wait_ms: f64,
+}
+
+impl Default for ThreadsConfig {
+    fn default() -> Self {
+        Self {
+            cores: None,
+            intra_op: None,
+            batch_wait_ms: 1.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -107,6 +131,7 @@ impl Default for Config {
             models: ModelsConfig::default(),
             output: OutputConfig::default(),
             metrics: MetricsConfig::default(),
+            threads: ThreadsConfig::default(),
             sources: vec![SourceConfig {
                 uri: "synthetic://?width=1280&height=960&seed=1".into(),
                 policy: None,
@@ -130,6 +155,8 @@ const HEADER: &str = "\
 #          events_max_mb: rotate the events file at this size (omit: never); events_keep: rotated files kept
 #          annotate: folder for annotated PNGs
 # [metrics] addr: Prometheus endpoint, e.g. \"127.0.0.1:9464\" (omit to turn off)
+# [threads] cores: cores to plan for (omit: all); intra_op: threads per op (omit: cores / sources);
+#           batch_wait_ms: with several sources, how long classify waits to batch their patches (docs/THREADS.md)
 # [[sources]] uri: v4l:///dev/video0?width=1280&height=960&fps=30&format=yuyv | dir://PATH | synthetic://?seed=1
 #             policy: latest (drop the oldest frame when behind) | lossless (block); omit for the source's default
 # [strategies.NAME]: the settings of each focus strategy
@@ -184,6 +211,20 @@ impl Config {
             if !(d.is_finite() && d >= 0.0) {
                 bail!("key `deadline_ms` is {d}, expected a number ≥ 0");
             }
+        }
+        for (key, value) in [
+            ("threads.cores", self.threads.cores),
+            ("threads.intra_op", self.threads.intra_op),
+        ] {
+            if let Some(n) = value {
+                if !(1..=1024).contains(&n) {
+                    bail!("key `{key}` is {n}, expected 1..=1024");
+                }
+            }
+        }
+        let wait = self.threads.batch_wait_ms;
+        if !(wait.is_finite() && (0.0..=100.0).contains(&wait)) {
+            bail!("key `threads.batch_wait_ms` is {wait}, expected 0..=100");
         }
         if let Some(m) = self.memory_budget_mb {
             if !(m.is_finite() && m > 0.0) {

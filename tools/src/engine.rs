@@ -522,11 +522,11 @@ pub fn memory_plan(
         max_patches: batch,
         patch_side_px: models.classifier.input_side_px(),
         weight_bytes: models.weight_bytes,
-        // Scratch is per thread: each source's glance thread holds a glance's, and each source's patches are
-        // classified once at a time (on its focus thread, or in a shared worker's batch of all sources).
-        activation_bytes: (patchnet_activation_bytes(&models.classifier_config, batch)
-            + glance_activation_bytes(&models.glance_config))
-            * frame_sizes.len().max(1) as u64,
+        // Per source (the plan multiplies): scratch is per thread, each source's glance thread holds a
+        // glance's, and each source's patches are classified once at a time (on its focus thread, or in a
+        // shared worker's batch of all sources).
+        activation_bytes: patchnet_activation_bytes(&models.classifier_config, batch)
+            + glance_activation_bytes(&models.glance_config),
         baseline_bytes: rss_bytes().map(|(rss, _)| rss).unwrap_or(0),
     })
 }

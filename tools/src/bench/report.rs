@@ -103,11 +103,17 @@ pub struct MultiSource {
     pub batching: Option<BatchingReport>,
 }
 
+/// One source of a multi-source run. `p50_ms`/`p99_ms` are capture-to-result: in a saturated lossless
+/// replay they include the time a frame waits in the source's queues (about `frames in flight / fps`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SourceThroughput {
     pub fps: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// The glance of one frame.
+    pub glance_p99_ms: f64,
+    /// The classify calls of one frame, including the wait for a shared batch and the batch's classify.
+    pub classify_p99_ms: f64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -337,8 +343,8 @@ impl BenchReport {
             for (i, p) in m.per_source.iter().enumerate() {
                 let _ = writeln!(
                     s,
-                    "  source {i}: {:.2} fps, p50 {:.1} ms, p99 {:.1} ms",
-                    p.fps, p.p50_ms, p.p99_ms
+                    "  source {i}: {:.2} fps, p50 {:.1} ms, p99 {:.1} ms (glance p99 {:.1} ms, classify p99 {:.1} ms)",
+                    p.fps, p.p50_ms, p.p99_ms, p.glance_p99_ms, p.classify_p99_ms
                 );
             }
             if let Some(b) = &m.batching {

@@ -248,6 +248,8 @@ fn multi_source(
             fps: round3(run.fps),
             p50_ms: round3(latency.p50_ms),
             p99_ms: round3(latency.p99_ms),
+            glance_p99_ms: round3(m.histogram(Stage::Glance).summary().p99_ms),
+            classify_p99_ms: round3(m.histogram(Stage::Classify).summary().p99_ms),
         });
     }
     let aggregate_fps = if wall_s > 0.0 {
@@ -526,8 +528,8 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     })
 }
 
-/// The plan of the largest configuration the bench runs (the `fullres` baseline's 256-window batches, as many
-/// pipelines as `--sources`), plus the frames it holds in memory: synthetic scenes all, files only the throughput run's
+/// The plan of the largest configuration the bench runs (the `fullres` baseline's 256-window batches, one
+/// pipeline; with `--sources N`, what N pipelines of `topk` add to one), plus the frames it holds in memory: synthetic scenes all, files only the throughput run's
 /// (the evaluations decode one file at a time).
 fn bench_memory_plan(
     models: &Models,
@@ -540,9 +542,26 @@ fn bench_memory_plan(
         queue_depth: args.queue_depth,
         ..crate::config::Config::default()
     };
-    // `--sources N` runs N pipelines at once: N sets of pipeline buffers and scratch.
-    let frame_sizes = vec![(1280, 960); args.sources.max(1) as usize];
-    let mut plan = engine::memory_plan(models, &args.models, &config, &frame_sizes);
+    let mut plan = engine::memory_plan(models, &args.models, &config, &[(1280, 960)]);
+    if args.sources > 1 {
+        // `--sources N` runs N pipelines of topk at once: what N cost more than one.
+        let topk = crate::config::Config {
+            strategy: "topk".to_string(),
+            ..config.clone()
+        };
+        let one = engine::memory_plan(models, &args.models, &topk, &[(1280, 960)]);
+        let all = engine::memory_plan(
+            models,
+            &args.models,
+            &topk,
+            &vec![(1280, 960); args.sources as usize],
+        );
+        plan.items.push(saccade_runtime::budget::BudgetItem {
+            name: "more sources",
+            bytes: all.total_bytes().saturating_sub(one.total_bytes()),
+            lower: "--sources",
+        });
+    }
     let held: u64 = items
         .iter()
         .enumerate()

@@ -100,6 +100,7 @@ impl std::fmt::Display for ThreadBudget {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

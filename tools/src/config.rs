@@ -338,4 +338,28 @@ mod tests {
         .unwrap();
         assert_eq!(c.sources.len(), 2);
     }
+
+    #[test]
+    fn the_threads_section_parses_and_bad_values_name_the_key() {
+        let c = Config::from_toml(
+            "[threads]\ncores = 4\nintra_op = 2\nbatch_wait_ms = 0.5\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.threads.cores, c.threads.intra_op, c.threads.batch_wait_ms),
+            (Some(4), Some(2), 0.5)
+        );
+        let budget = crate::engine::thread_budget(8, &c.threads);
+        assert_eq!((budget.cores, budget.intra_op_threads), (4, 2));
+        for (text, key) in [
+            ("[threads]\nintra_op = 0\n", "threads.intra_op"),
+            ("[threads]\ncores = 0\n", "threads.cores"),
+            ("[threads]\nbatch_wait_ms = -1.0\n", "threads.batch_wait_ms"),
+        ] {
+            let err = Config::from_toml(text, "t.toml").unwrap_err();
+            let err = format!("{err:#}");
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
 }

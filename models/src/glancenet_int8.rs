@@ -11,14 +11,15 @@
 //! again with one scale per image. The 1×1 `obj` and `size` heads and the pooled feature are computed in f32
 //! from conv4's output, and `cls` is the float net's layer on the pooled feature. The buffers are kept
 //! between calls, so steady state allocates only candle's tensors at the two ends (the input's copy, the
-//! outputs).
+//! outputs). They live in a thread-local, one set per glancing thread (tract's `SimpleState` beside the
+//! immutable `SimplePlan`), so the sources' glance threads share one net without a lock.
 //!
 //! Where the i8 kernels come from: a Q8_0 glance file (`saccade quantize --dtype q8_0`) stores every 3×3 kernel
 //! whose rows are whole 32-value blocks (conv3 and conv4 of the shipped net, 288 taps) in Q8_0 with one scale
 //! per row, which loads exactly; a kernel whose rows are not (conv2 of the shipped net: 16 channels × 9 = 144
 //! taps) stays f16 in the file and is quantised per row at load.
 
-use std::sync::Mutex;
+use std::cell::RefCell;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 
@@ -48,6 +49,11 @@ struct Scratch {
     objectness_logits: Vec<f32>,
     log2_side: Vec<f32>,
     pooled: Vec<f32>,
+}
+
+thread_local! {
+    /// This thread's buffers: shared by every `Int8GlanceNet` it runs (one forward pass at a time per thread).
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 /// conv2, conv3 or conv4 on the integer path.
@@ -82,7 +88,6 @@ pub(crate) struct Int8GlanceNet {
     obj_b: f32,
     size_w: Vec<f32>,
     size_b: f32,
-    scratch: Mutex<Scratch>,
 }
 
 impl std::fmt::Debug for Int8GlanceNet {
@@ -173,7 +178,6 @@ impl Int8GlanceNet {
             obj_b: scalar("obj.bias")?,
             size_w: values("size.weight")?,
             size_b: scalar("size.bias")?,
-            scratch: Mutex::new(Scratch::default()),
         }))
     }
 
@@ -217,13 +221,30 @@ impl Int8GlanceNet {
         for conv in &self.convs {
             (map_h, map_w) = (out_side(map_h, conv.stride), out_side(map_w, conv.stride));
         }
+        SCRATCH.with(|cell| {
+            let mut sc = cell.try_borrow_mut().map_err(|_| {
+                candle_core::Error::Msg(
+                    "int8 glancenet: a forward pass re-entered its thread's scratch".into(),
+                )
+            })?;
+            self.maps_in(&input, (b, h, w), (h1, w1), (map_h, map_w), cls, &mut sc)
+        })
+    }
+
+    /// [`Self::maps`] on `input` (`(b, 3, h, w)` flattened) with this thread's buffers.
+    #[allow(clippy::too_many_arguments)]
+    fn maps_in(
+        &self,
+        input: &[f32],
+        (b, h, w): (usize, usize, usize),
+        (h1, w1): (usize, usize),
+        (map_h, map_w): (usize, usize),
+        cls: &QLinear,
+        sc: &mut Scratch,
+    ) -> Result<GlanceMaps> {
+        let out_side = |side: usize, stride: usize| conv_out_side_px(side, 3, stride, 1);
         let cells = map_h * map_w;
         let c3 = self.channels[3];
-        let mut guard = self
-            .scratch
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("int8 glancenet scratch poisoned".into()))?;
-        let sc = &mut *guard;
         for out in [&mut sc.objectness_logits, &mut sc.log2_side] {
             out.clear();
             out.resize(b * cells, 0.0);
@@ -231,7 +252,7 @@ impl Int8GlanceNet {
         sc.pooled.clear();
         sc.pooled.resize(b * c3, 0.0);
 
-        for (bi, image) in input.chunks_exact(3 * h * w).enumerate() {
+        for (bi, image) in input.chunks_exact(3 * h * w).enumerate().take(b) {
             // conv1 in f32 (bias and ReLU fused), then u8 codes with one scale per image.
             pad_normalised(image, h, w, &mut sc.padded);
             sc.act.clear();

@@ -1195,6 +1195,63 @@ mod tests {
             assert!(diff <= tolerance, "{dtype}: {diff} > {tolerance}");
         }
     }
+
+    /// The shipped Q8_0 net on its integer path (its scratch is per thread, not behind a lock).
+    fn shipped_q8_0() -> PatchNet {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("weights")
+            .join("patchnet.q8_0.gguf");
+        let net = PatchNet::load(&path, &Device::Cpu).unwrap();
+        assert!(
+            net.int8.is_some(),
+            "{} is not on the integer path",
+            path.display()
+        );
+        net
+    }
+
+    #[test]
+    fn the_integer_net_classifies_from_several_threads_at_once_as_it_does_alone() {
+        let net = shipped_q8_0();
+        let side = net.input_side_px();
+        let inputs: Vec<Tensor> = (0..4)
+            .map(|i| random_tensor(&[3 + i, 3, side, side], 0.0, 1.0, 40 + i as u64))
+            .collect();
+        let alone: Vec<Vec<f32>> = inputs
+            .iter()
+            .map(|x| flat(&net.classify(x).unwrap()))
+            .collect();
+        let barrier = std::sync::Barrier::new(inputs.len());
+        std::thread::scope(|scope| {
+            for (x, want) in inputs.iter().zip(&alone) {
+                let (net, barrier) = (&net, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    for _ in 0..5 {
+                        assert_eq!(&flat(&net.classify(x).unwrap()), want);
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
+    fn a_patch_gets_the_same_verdict_in_any_batch() {
+        // What lets a batching stage concatenate several sources' patches: rows do not mix.
+        let net = shipped_q8_0();
+        let side = net.input_side_px();
+        let a = random_tensor(&[2, 3, side, side], 0.0, 1.0, 7);
+        let b = random_tensor(&[5, 3, side, side], 0.0, 1.0, 8);
+        let both = Tensor::cat(&[&a, &b], 0).unwrap();
+        let together = flat(&net.classify(&both).unwrap());
+        let apart = [
+            flat(&net.classify(&a).unwrap()),
+            flat(&net.classify(&b).unwrap()),
+        ]
+        .concat();
+        let d = max_abs_diff(&together, &apart);
+        assert!(d <= 1e-5, "max |Δ softmax| {d} between one batch and two");
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,11 @@
 //! and conv3 multiply u8 im2col rows by i8 kernels with the bias and ReLU fused; fc1 and fc2 take per-patch
 //! u8 rows. The buffers are kept between calls, so steady-state classification allocates only candle's
 //! tensors at the two ends.
+//!
+//! The net itself is immutable (tract's `SimplePlan`); its scratch buffers (tract's `SimpleState`) live in a
+//! thread-local, one set per classifying thread, so several sources' threads classify at once without a lock.
 
-use std::sync::Mutex;
+use std::cell::RefCell;
 
 use candle_core::{Device, Result, Tensor};
 
@@ -16,6 +19,7 @@ use crate::patchnet::PatchNetConfig;
 use crate::weights::WeightSet;
 use crate::ModelError;
 
+/// The buffers of one forward pass, sized by the largest batch this thread has run.
 #[derive(Default)]
 struct Scratch {
     cols1: Vec<f32>,
@@ -25,6 +29,11 @@ struct Scratch {
     sample_scales: Vec<f32>,
     rows: QuantRows,
     logits: Vec<f32>,
+}
+
+thread_local! {
+    /// This thread's buffers: shared by every `Int8PatchNet` it runs (one forward pass at a time per thread).
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 pub(crate) struct Int8PatchNet {
@@ -40,7 +49,6 @@ pub(crate) struct Int8PatchNet {
     /// `(hidden, flat)`, columns in `(y, x, c)` order.
     fc1: Int8Matrix,
     fc2: Int8Matrix,
-    scratch: Mutex<Scratch>,
 }
 
 impl std::fmt::Debug for Int8PatchNet {
@@ -110,7 +118,6 @@ impl Int8PatchNet {
                 .permute_columns(&fc1_order)
                 .with_bias(&bias("fc1.bias")?),
             fc2: fc2.with_bias(&bias("fc2.bias")?),
-            scratch: Mutex::new(Scratch::default()),
         }))
     }
 
@@ -119,14 +126,20 @@ impl Int8PatchNet {
     /// # Shapes
     /// `(b, 3, s, s)` f32 on the CPU → `(b, num_classes)`.
     pub(crate) fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        SCRATCH.with(|cell| {
+            let mut sc = cell.try_borrow_mut().map_err(|_| {
+                candle_core::Error::Msg(
+                    "int8 patchnet: a forward pass re-entered its thread's scratch".into(),
+                )
+            })?;
+            self.logits_in(x, &mut sc)
+        })
+    }
+
+    fn logits_in(&self, x: &Tensor, sc: &mut Scratch) -> Result<Tensor> {
         let (b, _, _, _) = x.dims4()?;
         let s = self.side;
         let [c0, c1, c2] = self.channels;
-        let mut guard = self
-            .scratch
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("int8 patchnet scratch poisoned".into()))?;
-        let sc = &mut *guard;
         let input = x.flatten_all()?.to_vec1::<f32>()?;
 
         // conv1: f32 im2col (m, 27) in (c, dy, dx) order, candle sgemm, then bias + ReLU + pool.

@@ -2,6 +2,7 @@
 //! classify them with a quantised backbone, exit early, and emit detections — on threads joined by bounded
 //! queues, under a fixed memory budget. It knows models only through `saccade_models`' traits.
 
+pub mod batching;
 pub mod budget;
 pub mod capture;
 pub mod events;
@@ -14,3 +15,4 @@ pub mod pipeline;
 pub mod pool;
 pub mod prometheus;
 pub mod synth;
+pub mod threads;

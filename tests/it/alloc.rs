@@ -9,9 +9,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use saccade_models::glancenet::GlanceNetModel;
 use saccade_models::patchnet::PatchNet;
+use saccade_models::{ModelError, PatchClassifier, PatchVerdicts};
 use saccade_runtime::capture::convert::mjpeg_to_rgb;
 use saccade_runtime::capture::dir::decode_image;
 use saccade_runtime::capture::{Capture, FrameSource, QueuePolicy};
@@ -206,6 +207,159 @@ fn allocations_per_frame_stay_constant_in_steady_state() {
     }
     eprintln!("allocations per frame (topk, steady state): {per_frame:?}");
 }
+
+/// The shipped Q8_0 classifier seen from a batching stage's worker thread: records, on that thread, the
+/// allocations of each model call and those the worker made between two calls (gathering, concatenating,
+/// splitting and answering: the batching stage's own cost).
+struct WorkerCounting {
+    inner: Arc<dyn PatchClassifier>,
+    state: std::sync::Mutex<WorkerState>,
+}
+
+struct WorkerState {
+    last_exit: Option<u64>,
+    /// Per model call: (rows, allocations inside, allocations on the worker since the previous call ended).
+    calls: Vec<(usize, u64, u64)>,
+}
+
+impl PatchClassifier for WorkerCounting {
+    fn input_side_px(&self) -> usize {
+        self.inner.input_side_px()
+    }
+    fn classify(&self, patches: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(self.classify_with_boxes(patches)?.probs)
+    }
+    fn classify_with_boxes(&self, patches: &Tensor) -> Result<PatchVerdicts, ModelError> {
+        let entry = allocations();
+        let last_exit = self.state.lock().unwrap().last_exit;
+        let before = allocations();
+        let out = self.inner.classify_with_boxes(patches);
+        let inside = allocations() - before;
+        let mut state = self.state.lock().unwrap();
+        let between = last_exit.map_or(0, |exit| entry - exit);
+        // Preallocated below: this push does not allocate.
+        state.calls.push((patches.dim(0)?, inside, between));
+        state.last_exit = Some(allocations());
+        out
+    }
+    fn mflops_per_patch(&self) -> f64 {
+        self.inner.mflops_per_patch()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[test]
+fn four_sources_sharing_one_model_through_the_batching_stage_allocate_a_constant_amount_per_frame()
+{
+    use saccade_runtime::batching::{BatchingClassifier, BatchingConfig};
+    const SOURCES: usize = 4;
+    const ROUNDS: usize = 6;
+    let device = Device::Cpu;
+    let classifier = PatchNet::load(&weights().join("patchnet.q8_0.gguf"), &device).unwrap();
+    let counting = Arc::new(WorkerCounting {
+        inner: Arc::new(classifier),
+        state: std::sync::Mutex::new(WorkerState {
+            last_exit: None,
+            calls: Vec::with_capacity(10_000),
+        }),
+    });
+    // A long wait: the four sources reach classify at different times, and what is counted here is
+    // allocations, not time, so every batch should hold all four sources' calls.
+    let batcher = Arc::new(
+        BatchingClassifier::new(
+            counting.clone(),
+            BatchingConfig {
+                max_batch_patches: SOURCES * 8,
+                max_wait: std::time::Duration::from_millis(200),
+                workers: 1,
+            },
+        )
+        .unwrap(),
+    );
+    let glance =
+        Arc::new(GlanceNetModel::load(&weights().join("glancenet.q8_0.gguf"), &device).unwrap());
+    let frames = frames(3);
+    let barrier = std::sync::Barrier::new(SOURCES);
+    let per_source: Vec<Vec<u64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..SOURCES)
+            .map(|_| {
+                let mut processor = FrameProcessor::new(
+                    GlanceStage::new(glance.clone(), device.clone()),
+                    strategy_by_name("topk", &StrategyConfigs::default()).unwrap(),
+                    batcher.source(),
+                    FocusBudget {
+                        max_patches: 8,
+                        deadline_ms: None,
+                    },
+                );
+                let (frames, barrier) = (&frames, &barrier);
+                scope.spawn(move || {
+                    let metrics = PipelineMetrics::default();
+                    let mut per_frame = Vec::with_capacity(ROUNDS * frames.len());
+                    for round in 0..ROUNDS {
+                        for f in frames {
+                            barrier.wait();
+                            let frame = f.clone();
+                            let before = allocations();
+                            let done = processor.process(frame, &metrics).unwrap();
+                            let n = allocations() - before;
+                            drop(done);
+                            if round > 0 {
+                                per_frame.push(n);
+                            }
+                        }
+                    }
+                    per_frame
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // On each source's thread: the same frame allocates the same in every round, as with one source.
+    for (s, per_frame) in per_source.iter().enumerate() {
+        for (i, n) in per_frame.iter().enumerate().skip(3) {
+            let first = per_frame[i % 3];
+            let slack = first / 50 + 2;
+            assert!(
+                n.abs_diff(first) <= slack,
+                "source {s}, frame {} allocated {n} vs {first} earlier: {per_frame:?}",
+                i % 3
+            );
+        }
+    }
+    let stats = batcher.stats();
+    let calls = counting.state.lock().unwrap().calls.clone();
+    eprintln!("allocations per frame on each source thread (4 sources, batched): {per_source:?}");
+    eprintln!("batching: {stats:?}");
+    eprintln!(
+        "worker per model call (rows, inside the model, batching stage before it): {calls:?}"
+    );
+    assert!(
+        stats.merged_batches > 0,
+        "the four sources never shared a batch: {stats:?}"
+    );
+    // On the worker: the model's own allocations per call do not grow with the rounds, and the batching
+    // stage's own (concatenating the calls' patches, a narrowed view and the boxes per call) stay within a
+    // fixed count per call of the batch, whatever the round.
+    let steady = &calls[calls.len() / 3..];
+    let inside_max_early = calls[..calls.len() / 3].iter().map(|c| c.1).max().unwrap();
+    for &(rows, inside, between) in steady {
+        assert!(
+            inside <= inside_max_early + inside_max_early / 50 + 2,
+            "a model call of {rows} rows allocated {inside}, at most {inside_max_early} earlier: {calls:?}"
+        );
+        assert!(
+            between <= BATCHING_ALLOCATIONS_PER_BATCH,
+            "the batching stage allocated {between} times around a batch: {calls:?}"
+        );
+    }
+}
+
+/// What the batching stage may allocate per batch of up to four calls. Measured: 21 for every batch of four
+/// (candle's concatenated input, and per call its narrowed view of the result and its list of boxes).
+const BATCHING_ALLOCATIONS_PER_BATCH: u64 = 24;
 
 /// A camera-like source for the soak: `frames` distinct 1280×960 synthetic scenes made once, then each
 /// capture copies one into a buffer from the pipeline's frame pool, as the V4L2 source decodes into one.

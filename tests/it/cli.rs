@@ -352,11 +352,18 @@ fn default_config_round_trips_and_a_two_source_config_runs_two_pipelines() {
 
     let events = dir.path().join("events.jsonl");
     let config = format!(
-        "strategy = \"topk\"\n[output]\nevents = \"{}\"\n[[sources]]\nuri = \"synthetic://?width=640&height=480&seed=1&frames=3\"\n[[sources]]\nuri = \"synthetic://?width=320&height=240&seed=2&frames=4\"\n",
+        "strategy = \"topk\"\n[output]\nevents = \"{}\"\n[threads]\nbatch_wait_ms = 2.0\n[[sources]]\nuri = \"synthetic://?width=640&height=480&seed=1&frames=3\"\n[[sources]]\nuri = \"synthetic://?width=320&height=240&seed=2&frames=4\"\n",
         events.display()
     );
     let cfg = dir.path().join("two.toml");
     std::fs::write(&cfg, config).unwrap();
+    // Two sources on this machine: one shared classify worker, batching both sources' patches.
+    let (plan, _) = run_ok(saccade().args(["run", "--dry-run", "--config"]).arg(&cfg));
+    assert!(
+        plan.contains("2 source(s)")
+            && plan.contains("1 classify worker(s) (batching across sources)"),
+        "{plan}"
+    );
     run_ok(saccade().args(["run", "--config"]).arg(&cfg));
     let ev = read_events(&events);
     assert_eq!(ev.len(), 7);

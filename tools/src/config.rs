@@ -28,8 +28,32 @@ pub struct Config {
     pub output: OutputConfig,
     pub metrics: MetricsConfig,
     pub http: HttpConfig,
+    pub threads: ThreadsConfig,
     pub sources: Vec<SourceConfig>,
     pub strategies: StrategyConfigs,
+}
+
+/// The thread layout's overrides (docs/THREADS.md); absent keys take the computed layout.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThreadsConfig {
+    /// Cores to plan for (absent: `available_parallelism`).
+    pub cores: Option<usize>,
+    /// Threads one op may split over: candle's rayon pools and the int8 product (absent: cores / sources,
+    /// or `RAYON_NUM_THREADS` when that is set).
+    pub intra_op: Option<usize>,
+    /// With several sources, how long the classify worker waits for the other sources' patches, ms.
+    pub batch_wait_ms: f64,
+}
+
+impl Default for ThreadsConfig {
+    fn default() -> Self {
+        Self {
+            cores: None,
+            intra_op: None,
+            batch_wait_ms: 1.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -138,6 +162,7 @@ impl Default for Config {
             output: OutputConfig::default(),
             metrics: MetricsConfig::default(),
             http: HttpConfig::default(),
+            threads: ThreadsConfig::default(),
             sources: vec![SourceConfig {
                 uri: "synthetic://?width=1280&height=960&seed=1".into(),
                 policy: None,
@@ -165,6 +190,8 @@ const HEADER: &str = "\
 #        token: bearer token for everything but /healthz (omit: none)
 #        stall_s: /healthz answers 503 when a source delivered no frame for this many seconds
 # [metrics] addr: older name of http.addr
+# [threads] cores: cores to plan for (omit: all); intra_op: threads per op (omit: cores / sources);
+#           batch_wait_ms: with several sources, how long classify waits to batch their patches (docs/THREADS.md)
 # [[sources]] uri: v4l:///dev/video0?width=1280&height=960&fps=30&format=yuyv | dir://PATH | synthetic://?seed=1
 #             policy: latest (drop the oldest frame when behind) | lossless (block); omit for the source's default
 # [strategies.NAME]: the settings of each focus strategy
@@ -219,6 +246,20 @@ impl Config {
             if !(d.is_finite() && d >= 0.0) {
                 bail!("key `deadline_ms` is {d}, expected a number ≥ 0");
             }
+        }
+        for (key, value) in [
+            ("threads.cores", self.threads.cores),
+            ("threads.intra_op", self.threads.intra_op),
+        ] {
+            if let Some(n) = value {
+                if !(1..=1024).contains(&n) {
+                    bail!("key `{key}` is {n}, expected 1..=1024");
+                }
+            }
+        }
+        let wait = self.threads.batch_wait_ms;
+        if !(wait.is_finite() && (0.0..=100.0).contains(&wait)) {
+            bail!("key `threads.batch_wait_ms` is {wait}, expected 0..=100");
         }
         if let Some(m) = self.memory_budget_mb {
             if !(m.is_finite() && m > 0.0) {
@@ -364,5 +405,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.sources.len(), 2);
+    }
+
+    #[test]
+    fn the_threads_section_parses_and_bad_values_name_the_key() {
+        let c = Config::from_toml(
+            "[threads]\ncores = 4\nintra_op = 2\nbatch_wait_ms = 0.5\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.threads.cores, c.threads.intra_op, c.threads.batch_wait_ms),
+            (Some(4), Some(2), 0.5)
+        );
+        let budget = crate::engine::thread_budget(8, &c.threads);
+        assert_eq!((budget.cores, budget.intra_op_threads), (4, 2));
+        for (text, key) in [
+            ("[threads]\nintra_op = 0\n", "threads.intra_op"),
+            ("[threads]\ncores = 0\n", "threads.cores"),
+            ("[threads]\nbatch_wait_ms = -1.0\n", "threads.batch_wait_ms"),
+        ] {
+            let err = Config::from_toml(text, "t.toml").unwrap_err();
+            let err = format!("{err:#}");
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 }

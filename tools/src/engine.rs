@@ -19,6 +19,9 @@ use saccade_runtime::capture::uri::SourceSpec;
 use saccade_runtime::focus::{strategy_by_name, FocusBudget, FocusStrategy, StrategyConfigs};
 use saccade_runtime::glance::GlanceStage;
 use saccade_runtime::pipeline::FrameProcessor;
+use saccade_runtime::threads::ThreadBudget;
+
+use crate::config::ThreadsConfig;
 
 /// Where the weights of a fresh checkout are: `models/weights/` of the source tree this binary was built from.
 pub fn default_weights_dir() -> PathBuf {
@@ -164,6 +167,75 @@ pub fn load_models(args: &ModelArgs) -> anyhow::Result<Models> {
         weight_bytes,
         weights_dir: args.weights_dir.clone().unwrap_or_else(default_weights_dir),
     })
+}
+
+/// The thread layout of a run of `sources` sources: [`ThreadBudget::new`] on `threads.cores` (else this
+/// machine's), with `threads.intra_op` (else a `RAYON_NUM_THREADS` set by the user) per op.
+pub fn thread_budget(sources: usize, threads: &ThreadsConfig) -> ThreadBudget {
+    let budget = match threads.cores {
+        Some(cores) => ThreadBudget::new(sources, cores),
+        None => ThreadBudget::for_this_machine(sources),
+    };
+    let from_env = std::env::var(RAYON_THREADS_VAR)
+        .ok()
+        .filter(|_| !THREADS_SET_HERE.load(std::sync::atomic::Ordering::Acquire))
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0);
+    match threads.intra_op.or(from_env) {
+        Some(n) => budget.with_intra_op_threads(n),
+        None => budget,
+    }
+}
+
+/// candle sizes its per-op split (`Parallelism::Rayon(n)` of its matrix products) from this variable, read
+/// on every call; rayon sizes its global pool from it.
+const RAYON_THREADS_VAR: &str = "RAYON_NUM_THREADS";
+/// Whether [`apply_thread_budget`] set [`RAYON_THREADS_VAR`] (so a later run does not take it for the user's).
+static THREADS_SET_HERE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Caps candle's per-op threads at `budget.intra_op_threads` (through `RAYON_NUM_THREADS` and
+/// `CANDLE_NUM_THREADS`, which candle reads on each matrix product) and logs the layout. Call before the
+/// run's threads start. rayon's global pool, which candle's parallel ops share, keeps one thread per core:
+/// the pool itself never exceeds the cores. saccade's int8 product still splits over every core for large
+/// products (it reads `available_parallelism`; see docs/THREADS.md).
+pub fn apply_thread_budget(budget: &ThreadBudget) {
+    let n = budget.intra_op_threads.to_string();
+    for var in [RAYON_THREADS_VAR, "CANDLE_NUM_THREADS"] {
+        if std::env::var(var).ok().as_deref() != Some(n.as_str()) {
+            // std's environment lock orders this against candle's reads (both go through std::env).
+            std::env::set_var(var, &n);
+            THREADS_SET_HERE.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+    tracing::info!("{budget}");
+}
+
+/// `models` for one source of a run: its classifier is `batcher`'s handle when the sources share one.
+pub fn models_for_source(
+    models: &Models,
+    batcher: Option<&Arc<saccade_runtime::batching::BatchingClassifier>>,
+) -> Models {
+    let mut m = models.clone();
+    if let Some(batcher) = batcher {
+        m.classifier = batcher.source();
+    }
+    m
+}
+
+/// The classify stage shared by the sources of a run, when `budget` has one (more than one source).
+pub fn batching_classifier(
+    models: &Models,
+    budget: &ThreadBudget,
+    max_patches: usize,
+    threads: &ThreadsConfig,
+) -> anyhow::Result<Option<Arc<saccade_runtime::batching::BatchingClassifier>>> {
+    let Some(config) = budget.batching(max_patches, threads.batch_wait_ms) else {
+        return Ok(None);
+    };
+    let batcher =
+        saccade_runtime::batching::BatchingClassifier::new(models.classifier.clone(), config)
+            .context("starting the classify workers shared by the sources")?;
+    Ok(Some(Arc::new(batcher)))
 }
 
 pub fn build_strategy(
@@ -450,6 +522,9 @@ pub fn memory_plan(
         max_patches: batch,
         patch_side_px: models.classifier.input_side_px(),
         weight_bytes: models.weight_bytes,
+        // Per source (the plan multiplies): scratch is per thread, each source's glance thread holds a
+        // glance's, and each source's patches are classified once at a time (on its focus thread, or in a
+        // shared worker's batch of all sources).
         activation_bytes: patchnet_activation_bytes(&models.classifier_config, batch)
             + glance_activation_bytes(&models.glance_config),
         baseline_bytes: rss_bytes().map(|(rss, _)| rss).unwrap_or(0),

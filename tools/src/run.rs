@@ -267,6 +267,8 @@ fn strategy_args(config: &Config) -> StrategyArgs {
 pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Result<Vec<Summary>> {
     let margs = model_args(config);
     let sargs = strategy_args(config);
+    let threads = engine::thread_budget(config.sources.len(), &config.threads);
+    engine::apply_thread_budget(&threads);
     let models = engine::load_models(&margs)?;
     let mut sources = Vec::new();
     let mut frame_sizes = Vec::new();
@@ -286,6 +288,7 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
     tracing::info!("{plan}");
     if dry_run {
         println!("{plan}");
+        println!("{threads}");
         println!("{}", toml::to_string_pretty(config)?);
     }
     // Without memory_budget_mb the plan is checked against a share of the memory available now.
@@ -359,12 +362,18 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
         None => None,
     };
     let multi = sources.len() > 1;
+    let batcher =
+        engine::batching_classifier(&models, &threads, sargs.max_patches, &config.threads)?;
     let annotate = config.output.annotate.clone();
     let mut runs = Vec::new();
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let mut handles = Vec::new();
         for (i, ((uri, source, policy), m)) in sources.into_iter().zip(&metrics).enumerate() {
-            let processor = engine::build_processor(&models, &sargs, &config.strategies)?;
+            let processor = engine::build_processor(
+                &engine::models_for_source(&models, batcher.as_ref()),
+                &sargs,
+                &config.strategies,
+            )?;
             let options = PipelineOptions {
                 queue_depth: config.queue_depth,
                 policy,
@@ -428,6 +437,16 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
         }
         Ok(())
     })?;
+    if let Some(batcher) = &batcher {
+        let stats = batcher.stats();
+        tracing::info!(
+            "classify batching: {} batches of {:.2} calls on average ({} merged), {:.1} ms waited",
+            stats.batches,
+            stats.requests_per_batch(),
+            stats.merged_batches,
+            stats.waited_ms
+        );
+    }
     if let Some(server) = server {
         server.stop();
     }

@@ -27,8 +27,8 @@ use crate::eval::{write_json, EvalSplit};
 pub use frames::{default_frames_dir, synthetic_items};
 pub use plot::{pareto_front, write_plot};
 pub use report::{
-    BenchMemory, BenchReport, CeilingShortfall, DtypeRun, HeadToHead, Machine, RatioVsBaseline,
-    Throughput,
+    BatchingReport, BenchMemory, BenchReport, CeilingShortfall, DtypeRun, HeadToHead, Machine,
+    MultiSource, RatioVsBaseline, SourceThroughput, Throughput,
 };
 pub use run::run_bench;
 pub use saccade_runtime::capture::memory::VecSource;
@@ -96,6 +96,16 @@ pub struct BenchArgs {
     /// Queue depth of the pipelined throughput run.
     #[arg(long, default_value_t = 2)]
     pub queue_depth: usize,
+    /// Also run N pipelines of `topk` at once on the same frames, sharing one model and (N > 1) one batching
+    /// classifier; reports aggregate fps, per-source p50/p99 and the ratio to one source.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub sources: u64,
+    /// With --sources N > 1: how long classify waits for the other sources' patches, ms.
+    #[arg(long, default_value_t = 1.0)]
+    pub batch_wait_ms: f64,
+    /// Threads one op may split over (default: cores / sources; see docs/THREADS.md).
+    #[arg(long)]
+    pub intra_op_threads: Option<usize>,
     /// Memory budget of the run in MiB: the memory plan (models, pipeline buffers, the frames the bench
     /// holds) must fit at start, and the peak RSS at the end; the bench fails when either does not.
     /// The default fits the `fullres` baseline's 256-window batches, whose activations the plan counts at
@@ -123,6 +133,9 @@ impl BenchArgs {
             max_patches: engine::DEFAULT_MAX_PATCHES,
             deadline_ms: None,
             queue_depth: 2,
+            sources: 1,
+            batch_wait_ms: 1.0,
+            intra_op_threads: None,
             memory_budget_mb: DEFAULT_BENCH_BUDGET_MB,
             models,
         }
@@ -188,6 +201,7 @@ mod tests {
             images: Some(images),
             annotations: Some(annotations),
             max_patches: 4,
+            sources: 3,
             // Generous: the test process holds every test's memory.
             memory_budget_mb: 8192.0,
             ..BenchArgs::with_models(models.clone())
@@ -226,6 +240,29 @@ mod tests {
         );
         assert!(v["dtype_comparison"]["q8_0"]["p50_ms"].as_f64().is_some());
         assert!(v["throughput"]["pipelined_fps"].as_f64().unwrap() > 0.0);
+        let multi = &v["throughput"]["multi_source"];
+        assert_eq!(multi["sources"], 3, "{multi}");
+        assert_eq!(multi["per_source"].as_array().unwrap().len(), 3);
+        assert!(multi["aggregate_fps"].as_f64().unwrap() > 0.0);
+        let ratio =
+            multi["aggregate_fps"].as_f64().unwrap() / multi["one_source_fps"].as_f64().unwrap();
+        assert!(
+            (multi["ratio_vs_one_source"].as_f64().unwrap() - ratio).abs() < 0.01,
+            "{multi}"
+        );
+        for p in multi["per_source"].as_array().unwrap() {
+            assert!(
+                p["p99_ms"].as_f64().unwrap() >= p["p50_ms"].as_f64().unwrap(),
+                "{p}"
+            );
+        }
+        // Every source's frames went through the one shared classify stage.
+        let batching = &multi["batching"];
+        assert_eq!(batching["workers"], 1, "{batching}");
+        assert!(
+            batching["batches"].as_u64().unwrap() <= batching["requests"].as_u64().unwrap(),
+            "{batching}"
+        );
         assert!(v["machine"]["logical_cpus"].as_u64().unwrap() > 0);
         for s in v["strategies"].as_array().unwrap() {
             let name = s["strategy"].as_str().unwrap();

@@ -76,7 +76,57 @@ pub struct Throughput {
     pub frames: usize,
     pub single_threaded_fps: f64,
     pub pipelined_fps: f64,
+    /// Capture-to-result latency of the pipelined run, per frame.
+    pub pipelined_p50_ms: f64,
+    pub pipelined_p99_ms: f64,
     pub queue_depth: usize,
+    /// `--sources N` > 1: N pipelines on the same frames sharing one model; `null` otherwise.
+    pub multi_source: Option<MultiSource>,
+}
+
+/// N pipelines of `topk` on the same frames at once, sharing the loaded model and one batching classifier.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MultiSource {
+    pub sources: usize,
+    pub frames_per_source: usize,
+    /// Frames of all sources / wall time of the whole run.
+    pub aggregate_fps: f64,
+    /// The single-source pipelined fps of the same bench ([`Throughput::pipelined_fps`]).
+    pub one_source_fps: f64,
+    /// `aggregate_fps / one_source_fps`.
+    pub ratio_vs_one_source: f64,
+    /// Each source's own fps and capture-to-result latency.
+    pub per_source: Vec<SourceThroughput>,
+    /// The thread layout the run used.
+    pub threads: saccade_runtime::threads::ThreadBudget,
+    /// What the shared classify stage did (`null` when the sources did not share one).
+    pub batching: Option<BatchingReport>,
+}
+
+/// One source of a multi-source run. `p50_ms`/`p99_ms` are capture-to-result: in a saturated lossless
+/// replay they include the time a frame waits in the source's queues (about `frames in flight / fps`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceThroughput {
+    pub fps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// The glance of one frame.
+    pub glance_p99_ms: f64,
+    /// The classify calls of one frame, including the wait for a shared batch and the batch's classify.
+    pub classify_p99_ms: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BatchingReport {
+    pub max_wait_ms: f64,
+    pub max_batch_patches: usize,
+    pub workers: usize,
+    pub batches: u64,
+    pub requests: u64,
+    pub patches: u64,
+    pub merged_batches: u64,
+    pub requests_per_batch: f64,
+    pub waited_ms: f64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -271,9 +321,41 @@ impl BenchReport {
         if let Some(t) = &self.throughput {
             let _ = writeln!(
                 s,
-                "throughput of {} on {} frames: single-threaded {:.2} fps, pipelined {:.2} fps (queue depth {})",
-                t.strategy, t.frames, t.single_threaded_fps, t.pipelined_fps, t.queue_depth
+                "throughput of {} on {} frames: single-threaded {:.2} fps, pipelined {:.2} fps (p50 {:.1} ms, \
+                 p99 {:.1} ms; queue depth {})",
+                t.strategy,
+                t.frames,
+                t.single_threaded_fps,
+                t.pipelined_fps,
+                t.pipelined_p50_ms,
+                t.pipelined_p99_ms,
+                t.queue_depth
             );
+        }
+        if let Some(m) = self
+            .throughput
+            .as_ref()
+            .and_then(|t| t.multi_source.as_ref())
+        {
+            let _ = writeln!(
+                s,
+                "{} sources sharing one model: {:.2} fps in all, {:.2}× one source's {:.2} fps ({})",
+                m.sources, m.aggregate_fps, m.ratio_vs_one_source, m.one_source_fps, m.threads
+            );
+            for (i, p) in m.per_source.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "  source {i}: {:.2} fps, p50 {:.1} ms, p99 {:.1} ms (glance p99 {:.1} ms, classify p99 {:.1} ms)",
+                    p.fps, p.p50_ms, p.p99_ms, p.glance_p99_ms, p.classify_p99_ms
+                );
+            }
+            if let Some(b) = &m.batching {
+                let _ = writeln!(
+                    s,
+                    "  classify batches: {} of {:.2} calls on average ({} merged), {:.1} ms waited in all",
+                    b.batches, b.requests_per_batch, b.merged_batches, b.waited_ms
+                );
+            }
         }
         let _ = writeln!(
             s,

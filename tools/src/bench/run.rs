@@ -11,18 +11,20 @@ use saccade_runtime::budget::{mib, rss_bytes};
 use saccade_runtime::capture::memory::VecSource;
 use saccade_runtime::capture::{Capture, FrameSource, QueuePolicy};
 use saccade_runtime::focus::{StrategyConfigs, STRATEGY_NAMES};
-use saccade_runtime::metrics::PipelineMetrics;
+use saccade_runtime::frame::Frame;
+use saccade_runtime::metrics::{PipelineMetrics, Stage};
 use saccade_runtime::pipeline::{run_pipeline, PipelineOptions};
 
 use super::frames::bench_items;
 use super::report::{
-    BenchMemory, BenchReport, CeilingShortfall, DtypeRun, HeadToHead, Machine, RatioVsBaseline,
-    Throughput,
+    BatchingReport, BenchMemory, BenchReport, CeilingShortfall, DtypeRun, HeadToHead, Machine,
+    MultiSource, RatioVsBaseline, SourceThroughput, Throughput,
 };
 use super::{
     BenchArgs, BASELINE, BASELINES, GOAL_F1_BELOW_FULLRES, GOAL_MFLOPS_RATIO, GOAL_P50_SPEEDUP,
     THROUGHPUT_FRAMES_HELD,
 };
+use crate::config::ThreadsConfig;
 use crate::engine::{self, ModelArgs, Models, StrategyArgs};
 use crate::eval::{evaluate, load_frame, EvalItem, Evaluation, FrameData, ScoredFrame};
 use crate::matching::{match_detections, Counts, Verdict, IOU_MATCH_THRESHOLD};
@@ -136,14 +138,25 @@ fn throughput(models: &Models, args: &BenchArgs, items: &[EvalItem]) -> anyhow::
         policy: QueuePolicy::Lossless,
         budget: strategy_args(args, name).budget(),
     };
+    let pipelined_metrics = Arc::new(PipelineMetrics::default());
     let summary = run_pipeline(
-        Box::new(VecSource::cycling(frames, n)),
+        Box::new(VecSource::cycling(frames.clone(), n)),
         processor,
         options,
-        Arc::new(PipelineMetrics::default()),
+        pipelined_metrics.clone(),
         Arc::new(AtomicBool::new(false)),
         |_| {},
     );
+    let latency = pipelined_metrics.histogram(Stage::Total).summary();
+    let multi_source = if args.sources > 1 {
+        eprintln!(
+            "bench: topk on {} sources sharing one model ...",
+            args.sources
+        );
+        Some(multi_source(models, args, &frames, n, summary.fps)?)
+    } else {
+        None
+    };
     Ok(Throughput {
         strategy: name.to_string(),
         frames: n,
@@ -153,7 +166,124 @@ fn throughput(models: &Models, args: &BenchArgs, items: &[EvalItem]) -> anyhow::
             0.0
         }),
         pipelined_fps: round3(summary.fps),
+        pipelined_p50_ms: round3(latency.p50_ms),
+        pipelined_p99_ms: round3(latency.p99_ms),
         queue_depth: args.queue_depth,
+        multi_source,
+    })
+}
+
+/// The thread overrides of the bench's flags.
+fn threads_config(args: &BenchArgs) -> ThreadsConfig {
+    ThreadsConfig {
+        cores: None,
+        intra_op: args.intra_op_threads,
+        batch_wait_ms: args.batch_wait_ms,
+    }
+}
+
+/// `args.sources` pipelines of `topk` at once, each replaying `frames` in a cycle to `n` frames, sharing the
+/// loaded model and (more than one source) one batching classifier, under the thread layout for that many
+/// sources (restored to one source's afterwards).
+fn multi_source(
+    models: &Models,
+    args: &BenchArgs,
+    frames: &[Frame],
+    n: usize,
+    one_source_fps: f64,
+) -> anyhow::Result<MultiSource> {
+    let name = "topk";
+    let sources = args.sources as usize;
+    let threads = threads_config(args);
+    let budget = engine::thread_budget(sources, &threads);
+    engine::apply_thread_budget(&budget);
+    let batcher = engine::batching_classifier(models, &budget, args.max_patches, &threads)?;
+    let mut processors = Vec::with_capacity(sources);
+    for _ in 0..sources {
+        processors.push(engine::build_processor(
+            &engine::models_for_source(models, batcher.as_ref()),
+            &strategy_args(args, name),
+            &StrategyConfigs::default(),
+        )?);
+    }
+    let metrics: Vec<Arc<PipelineMetrics>> = (0..sources)
+        .map(|_| Arc::new(PipelineMetrics::default()))
+        .collect();
+    let options = PipelineOptions {
+        queue_depth: args.queue_depth,
+        policy: QueuePolicy::Lossless,
+        budget: strategy_args(args, name).budget(),
+    };
+    let started = Instant::now();
+    let runs: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = processors
+            .into_iter()
+            .zip(&metrics)
+            .map(|(processor, m)| {
+                let source = VecSource::cycling(frames.to_vec(), n);
+                let m = m.clone();
+                scope.spawn(move || {
+                    run_pipeline(
+                        Box::new(source),
+                        processor,
+                        options,
+                        m,
+                        Arc::new(AtomicBool::new(false)),
+                        |_| {},
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    });
+    let wall_s = started.elapsed().as_secs_f64();
+    engine::apply_thread_budget(&engine::thread_budget(1, &threads));
+    let mut per_source = Vec::with_capacity(sources);
+    let mut total_frames = 0;
+    for (run, m) in runs.into_iter().zip(&metrics) {
+        let run = run.map_err(|_| anyhow::anyhow!("a source's pipeline panicked"))?;
+        total_frames += run.frames;
+        let latency = m.histogram(Stage::Total).summary();
+        per_source.push(SourceThroughput {
+            fps: round3(run.fps),
+            p50_ms: round3(latency.p50_ms),
+            p99_ms: round3(latency.p99_ms),
+            glance_p99_ms: round3(m.histogram(Stage::Glance).summary().p99_ms),
+            classify_p99_ms: round3(m.histogram(Stage::Classify).summary().p99_ms),
+        });
+    }
+    let aggregate_fps = if wall_s > 0.0 {
+        total_frames as f64 / wall_s
+    } else {
+        0.0
+    };
+    let batching = batcher.map(|b| {
+        let (config, stats) = (b.config(), b.stats());
+        BatchingReport {
+            max_wait_ms: round3(config.max_wait.as_secs_f64() * 1e3),
+            max_batch_patches: config.max_batch_patches,
+            workers: config.workers,
+            batches: stats.batches,
+            requests: stats.requests,
+            patches: stats.patches,
+            merged_batches: stats.merged_batches,
+            requests_per_batch: round3(stats.requests_per_batch()),
+            waited_ms: round3(stats.waited_ms),
+        }
+    });
+    Ok(MultiSource {
+        sources,
+        frames_per_source: n,
+        aggregate_fps: round3(aggregate_fps),
+        one_source_fps: round3(one_source_fps),
+        ratio_vs_one_source: round3(if one_source_fps > 0.0 {
+            aggregate_fps / one_source_fps
+        } else {
+            0.0
+        }),
+        per_source,
+        threads: budget,
+        batching,
     })
 }
 
@@ -295,6 +425,13 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let n = items.len();
     let fullres_n = args.fullres_frames.unwrap_or(n).clamp(1, n);
     let wanted = wanted_strategies(args)?;
+    anyhow::ensure!(
+        args.batch_wait_ms.is_finite() && (0.0..=100.0).contains(&args.batch_wait_ms),
+        "--batch-wait-ms is {}, expected 0..=100",
+        args.batch_wait_ms
+    );
+    // Every figure but the multi-source run's is one source's: its thread layout.
+    engine::apply_thread_budget(&engine::thread_budget(1, &threads_config(args)));
     let models = engine::load_models(&args.models)?;
     let plan = bench_memory_plan(&models, args, &items);
     eprintln!("{plan}");
@@ -393,7 +530,7 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
 }
 
 /// The plan of the largest configuration the bench runs (the `fullres` baseline's 256-window batches, one
-/// pipeline), plus the frames it holds in memory: synthetic scenes all, files only the throughput run's
+/// pipeline; with `--sources N`, what N pipelines of `topk` add to one), plus the frames it holds in memory: synthetic scenes all, files only the throughput run's
 /// (the evaluations decode one file at a time).
 fn bench_memory_plan(
     models: &Models,
@@ -407,6 +544,25 @@ fn bench_memory_plan(
         ..crate::config::Config::default()
     };
     let mut plan = engine::memory_plan(models, &args.models, &config, &[(1280, 960)]);
+    if args.sources > 1 {
+        // `--sources N` runs N pipelines of topk at once: what N cost more than one.
+        let topk = crate::config::Config {
+            strategy: "topk".to_string(),
+            ..config.clone()
+        };
+        let one = engine::memory_plan(models, &args.models, &topk, &[(1280, 960)]);
+        let all = engine::memory_plan(
+            models,
+            &args.models,
+            &topk,
+            &vec![(1280, 960); args.sources as usize],
+        );
+        plan.items.push(saccade_runtime::budget::BudgetItem {
+            name: "more sources",
+            bytes: all.total_bytes().saturating_sub(one.total_bytes()),
+            lower: "--sources",
+        });
+    }
     let held: u64 = items
         .iter()
         .enumerate()

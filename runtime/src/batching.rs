@@ -1,0 +1,666 @@
+//! Cross-source batching between focus selection and classify: one [`BatchingClassifier`] shared by every
+//! source's focus thread gathers their patches into one classify batch (DeepStream's `nvstreammux`, Triton's
+//! dynamic batching, for patches).
+//!
+//! Each `classify` call of a source's handle ([`BatchingClassifier::source`]) sends its patches through a
+//! bounded channel to a classify worker thread and waits for its own rows of the result. A worker takes the
+//! first request, everything already queued, and then waits for the other live sources' requests until the
+//! batch holds one request per live source, reaches [`BatchingConfig::max_batch_patches`], or
+//! [`BatchingConfig::max_wait`] has passed since the first request; with one live source it never waits. It
+//! runs one classify over the concatenated patches and sends each caller its slice; an error goes to every
+//! caller of that batch. A source keeps its own frame order, queue policy and metrics: only the classify
+//! call in its focus thread goes through here. Workers end when the classifier and all its handles are
+//! dropped.
+//!
+//! Allocations: a request, its reply and the worker's lists use preallocated channel slots and buffers; a
+//! batch of one request is classified as it came. A batch of several allocates candle's concatenated input
+//! and, per request, the narrowed view of the result (and the request's boxes, for a net with a box head).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use candle_core::Tensor;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use saccade_models::{ModelError, PatchClassifier, PatchVerdicts};
+
+/// How a [`BatchingClassifier`] gathers batches.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BatchingConfig {
+    /// A worker stops gathering once its batch holds this many patches (a request is never split).
+    pub max_batch_patches: usize,
+    /// Longest a worker waits after a batch's first request for the other sources' requests.
+    pub max_wait: Duration,
+    /// Classify worker threads pulling from the one request queue.
+    pub workers: usize,
+}
+
+impl Default for BatchingConfig {
+    /// One worker, batches of up to 64 patches, 1 ms of waiting at most.
+    fn default() -> Self {
+        Self {
+            max_batch_patches: 64,
+            max_wait: Duration::from_millis(1),
+            workers: 1,
+        }
+    }
+}
+
+/// What the workers have done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct BatchingStats {
+    /// Classify calls of the inner model.
+    pub batches: u64,
+    /// Calls the sources made.
+    pub requests: u64,
+    pub patches: u64,
+    /// Batches that held requests of more than one call.
+    pub merged_batches: u64,
+    /// Time the workers spent waiting for more requests after a batch's first, ms.
+    pub waited_ms: f64,
+}
+
+impl BatchingStats {
+    /// Calls per classify of the inner model (1 when nothing was merged).
+    pub fn requests_per_batch(&self) -> f64 {
+        if self.batches == 0 {
+            0.0
+        } else {
+            self.requests as f64 / self.batches as f64
+        }
+    }
+}
+
+type Reply = Result<PatchVerdicts, ModelError>;
+
+struct Request {
+    patches: Tensor,
+    reply: Sender<Reply>,
+}
+
+/// What the workers and the handles share.
+#[derive(Default)]
+struct Shared {
+    /// Handles alive: the requests a full batch waits for (one per source).
+    live_sources: AtomicUsize,
+    /// Workers still running (a caller stops waiting for a reply when none is).
+    live_workers: AtomicUsize,
+    batches: AtomicU64,
+    requests: AtomicU64,
+    patches: AtomicU64,
+    merged_batches: AtomicU64,
+    waited_ns: AtomicU64,
+}
+
+/// Decrements the live worker count when a worker ends, however it ends.
+struct WorkerAlive(Arc<Shared>);
+
+impl Drop for WorkerAlive {
+    fn drop(&mut self) {
+        self.0.live_workers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+thread_local! {
+    /// This thread's reply slot: a caller has one request in flight at a time, so one slot per thread is
+    /// enough, and it is made once per thread instead of once per call.
+    static REPLY: (Sender<Reply>, Receiver<Reply>) = bounded(1);
+}
+
+/// How often a caller waiting for its reply checks that a worker is still alive.
+const REPLY_CHECK: Duration = Duration::from_millis(200);
+
+/// A [`PatchClassifier`] that classifies the patches of several sources' calls in one batch of `inner`.
+pub struct BatchingClassifier {
+    inner: Arc<dyn PatchClassifier>,
+    config: BatchingConfig,
+    /// `None` only while dropping.
+    tx: Option<Sender<Request>>,
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for BatchingClassifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchingClassifier")
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Why a batching classifier could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchingError {
+    #[error("batching classifier: {field} is {value}, expected at least 1")]
+    Zero { field: &'static str, value: usize },
+    #[error("batching classifier: starting classify worker {index}: {source}")]
+    Spawn {
+        index: usize,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl BatchingClassifier {
+    /// Starts `config.workers` classify workers over `inner`.
+    pub fn new(
+        inner: Arc<dyn PatchClassifier>,
+        config: BatchingConfig,
+    ) -> Result<Self, BatchingError> {
+        for (field, value) in [
+            ("workers", config.workers),
+            ("max_batch_patches", config.max_batch_patches),
+        ] {
+            if value == 0 {
+                return Err(BatchingError::Zero { field, value });
+            }
+        }
+        // Every caller has at most one request in flight, so a queue this deep rarely blocks a sender.
+        let (tx, rx) = bounded::<Request>(64);
+        let shared = Arc::new(Shared::default());
+        let mut this = Self {
+            inner: inner.clone(),
+            config,
+            tx: Some(tx),
+            shared: shared.clone(),
+            workers: Vec::with_capacity(config.workers),
+        };
+        for index in 0..config.workers {
+            let (inner, rx, shared) = (inner.clone(), rx.clone(), shared.clone());
+            shared.live_workers.fetch_add(1, Ordering::AcqRel);
+            let alive = WorkerAlive(shared.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("saccade-classify-{index}"))
+                .spawn(move || {
+                    let _alive = alive;
+                    worker(inner.as_ref(), &rx, &shared, config);
+                })
+                .map_err(|source| BatchingError::Spawn { index, source })?;
+            this.workers.push(handle);
+        }
+        Ok(this)
+    }
+
+    /// A handle for one source: a [`PatchClassifier`] whose calls join the batches. While it lives, a worker
+    /// waits (up to `max_wait`) for its request before classifying a batch without it.
+    pub fn source(self: &Arc<Self>) -> Arc<dyn PatchClassifier> {
+        self.shared.live_sources.fetch_add(1, Ordering::AcqRel);
+        Arc::new(SourceHandle {
+            batcher: self.clone(),
+        })
+    }
+
+    pub fn config(&self) -> BatchingConfig {
+        self.config
+    }
+
+    pub fn stats(&self) -> BatchingStats {
+        let s = &self.shared;
+        BatchingStats {
+            batches: s.batches.load(Ordering::Relaxed),
+            requests: s.requests.load(Ordering::Relaxed),
+            patches: s.patches.load(Ordering::Relaxed),
+            merged_batches: s.merged_batches.load(Ordering::Relaxed),
+            waited_ms: s.waited_ns.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+
+    /// Sends `patches` to a worker and waits for this call's verdicts.
+    fn submit(&self, patches: &Tensor) -> Reply {
+        let side = self.inner.input_side_px();
+        match patches.dims() {
+            [_, 3, h, w] if *h == side && *w == side => {}
+            found => {
+                return Err(ModelError::BadInput {
+                    expected: format!("(b, 3, {side}, {side}) patches for the batching classifier"),
+                    found: found.to_vec(),
+                })
+            }
+        }
+        let Some(tx) = &self.tx else {
+            return Err(stopped("the batching classifier is shutting down"));
+        };
+        REPLY.with(|(reply_tx, reply_rx)| {
+            let request = Request {
+                patches: patches.clone(),
+                reply: reply_tx.clone(),
+            };
+            tx.send(request)
+                .map_err(|_| stopped("every classify worker has ended"))?;
+            loop {
+                match reply_rx.recv_timeout(REPLY_CHECK) {
+                    Ok(reply) => return reply,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if self.shared.live_workers.load(Ordering::Acquire) == 0 {
+                            return Err(stopped(
+                                "every classify worker ended before answering this request",
+                            ));
+                        }
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        return Err(stopped("the reply slot was closed"));
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn stopped(why: &str) -> ModelError {
+    ModelError::Candle(candle_core::Error::Msg(format!(
+        "batching classifier: {why}"
+    )))
+}
+
+impl Drop for BatchingClassifier {
+    fn drop(&mut self) {
+        // Closing the queue ends each worker after its current batch.
+        drop(self.tx.take());
+        for handle in self.workers.drain(..) {
+            if handle.join().is_err() {
+                tracing::error!("a classify worker panicked");
+            }
+        }
+    }
+}
+
+impl PatchClassifier for BatchingClassifier {
+    fn input_side_px(&self) -> usize {
+        self.inner.input_side_px()
+    }
+    fn classify(&self, patches: &Tensor) -> Result<Tensor, ModelError> {
+        self.submit(patches).map(|v| v.probs)
+    }
+    fn classify_with_boxes(&self, patches: &Tensor) -> Result<PatchVerdicts, ModelError> {
+        self.submit(patches)
+    }
+    fn mflops_per_patch(&self) -> f64 {
+        self.inner.mflops_per_patch()
+    }
+    fn describe(&self) -> String {
+        format!(
+            "{} (batched across sources: {} worker(s), ≤ {} patches, ≤ {:.1} ms wait)",
+            self.inner.describe(),
+            self.config.workers,
+            self.config.max_batch_patches,
+            self.config.max_wait.as_secs_f64() * 1e3
+        )
+    }
+}
+
+/// One source's view of a [`BatchingClassifier`].
+struct SourceHandle {
+    batcher: Arc<BatchingClassifier>,
+}
+
+impl Drop for SourceHandle {
+    fn drop(&mut self) {
+        self.batcher
+            .shared
+            .live_sources
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl PatchClassifier for SourceHandle {
+    fn input_side_px(&self) -> usize {
+        self.batcher.input_side_px()
+    }
+    fn classify(&self, patches: &Tensor) -> Result<Tensor, ModelError> {
+        self.batcher.classify(patches)
+    }
+    fn classify_with_boxes(&self, patches: &Tensor) -> Result<PatchVerdicts, ModelError> {
+        self.batcher.classify_with_boxes(patches)
+    }
+    fn mflops_per_patch(&self) -> f64 {
+        self.batcher.mflops_per_patch()
+    }
+    fn describe(&self) -> String {
+        self.batcher.describe()
+    }
+}
+
+/// Rows of a request (0 for a tensor without dimensions, which the caller's check rules out).
+fn rows(request: &Request) -> usize {
+    request.patches.dims().first().copied().unwrap_or(0)
+}
+
+/// Gathers and runs batches until the queue closes.
+fn worker(
+    inner: &dyn PatchClassifier,
+    rx: &Receiver<Request>,
+    shared: &Shared,
+    config: BatchingConfig,
+) {
+    let mut batch: Vec<Request> = Vec::with_capacity(16);
+    let mut inputs: Vec<Tensor> = Vec::with_capacity(16);
+    while let Ok(first) = rx.recv() {
+        let mut patches = rows(&first);
+        batch.push(first);
+        // What is queued already costs no wait.
+        while patches < config.max_batch_patches {
+            match rx.try_recv() {
+                Ok(r) => {
+                    patches += rows(&r);
+                    batch.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        // One request per live source makes a full batch; several workers share the sources.
+        let live = shared.live_sources.load(Ordering::Acquire);
+        let expected = live.div_ceil(config.workers).max(1);
+        if batch.len() < expected
+            && patches < config.max_batch_patches
+            && !config.max_wait.is_zero()
+        {
+            let started = Instant::now();
+            let deadline = started + config.max_wait;
+            while batch.len() < expected && patches < config.max_batch_patches {
+                match rx.recv_deadline(deadline) {
+                    Ok(r) => {
+                        patches += rows(&r);
+                        batch.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            shared
+                .waited_ns
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        shared.batches.fetch_add(1, Ordering::Relaxed);
+        shared
+            .requests
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        shared.patches.fetch_add(patches as u64, Ordering::Relaxed);
+        if batch.len() > 1 {
+            shared.merged_batches.fetch_add(1, Ordering::Relaxed);
+        }
+        run_batch(inner, &mut batch, &mut inputs, patches);
+    }
+}
+
+/// Classifies `batch` in one call of `inner` and answers each request with its rows; empties `batch`.
+fn run_batch(
+    inner: &dyn PatchClassifier,
+    batch: &mut Vec<Request>,
+    inputs: &mut Vec<Tensor>,
+    patches: usize,
+) {
+    if batch.len() == 1 {
+        if let Some(request) = batch.pop() {
+            let reply = guarded(|| inner.classify_with_boxes(&request.patches));
+            // A caller that gave up is gone; nothing to do.
+            let _ = request.reply.send(reply);
+        }
+        return;
+    }
+    inputs.extend(batch.iter().map(|r| r.patches.clone()));
+    let verdicts = guarded(|| {
+        let all = Tensor::cat(inputs, 0)?;
+        inner.classify_with_boxes(&all)
+    });
+    inputs.clear();
+    let requests = batch.len();
+    match verdicts {
+        Ok(verdicts) => {
+            let mut start = 0;
+            for request in batch.drain(..) {
+                let n = rows(&request);
+                let reply = verdicts
+                    .probs
+                    .narrow(0, start, n)
+                    .map_err(ModelError::from)
+                    .and_then(|probs| {
+                        let boxes = match &verdicts.boxes {
+                            Some(all) => Some(
+                                all.get(start..start + n)
+                                    .ok_or_else(|| {
+                                        stopped(&format!(
+                                            "the classifier gave {} boxes for {patches} patches",
+                                            all.len()
+                                        ))
+                                    })?
+                                    .to_vec(),
+                            ),
+                            None => None,
+                        };
+                        Ok(PatchVerdicts { probs, boxes })
+                    });
+                let _ = request.reply.send(reply);
+                start += n;
+            }
+        }
+        Err(e) => {
+            for request in batch.drain(..) {
+                let _ = request
+                    .reply
+                    .send(Err(ModelError::Candle(candle_core::Error::Msg(format!(
+                        "classifying a batch of {patches} patches from {requests} calls: {e}"
+                    )))));
+            }
+        }
+    }
+}
+
+/// `f`, with a panic turned into an error (a worker must answer every request it took).
+fn guarded(f: impl FnOnce() -> Result<PatchVerdicts, ModelError>) -> Reply {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string());
+        Err(stopped(&format!("the classifier panicked: {what}")))
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use std::sync::{Barrier, Mutex};
+
+    /// Each patch's verdict is its own mean pixel in every column, so a caller can tell its rows from
+    /// another's; a batch's sizes are recorded; patches whose mean is negative fail the whole batch.
+    #[derive(Default)]
+    struct MeanClassifier {
+        batch_sizes: Mutex<Vec<usize>>,
+        delay: Duration,
+        boxes: bool,
+    }
+
+    impl PatchClassifier for MeanClassifier {
+        fn input_side_px(&self) -> usize {
+            2
+        }
+        fn classify(&self, patches: &Tensor) -> Result<Tensor, ModelError> {
+            Ok(self.classify_with_boxes(patches)?.probs)
+        }
+        fn classify_with_boxes(&self, patches: &Tensor) -> Result<PatchVerdicts, ModelError> {
+            self.batch_sizes.lock().unwrap().push(patches.dim(0)?);
+            std::thread::sleep(self.delay);
+            let means = patches.flatten_from(1)?.mean(1)?; // (b,)
+            if means.to_vec1::<f32>()?.iter().any(|m| *m < 0.0) {
+                return Err(ModelError::Candle(candle_core::Error::Msg(
+                    "negative patch".into(),
+                )));
+            }
+            let b = patches.dim(0)?;
+            let probs = means.unsqueeze(1)?.broadcast_as((b, 3))?.contiguous()?;
+            let boxes = self.boxes.then(|| {
+                means
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .into_iter()
+                    .map(|m| [m; 4])
+                    .collect()
+            });
+            Ok(PatchVerdicts { probs, boxes })
+        }
+        fn mflops_per_patch(&self) -> f64 {
+            1.0
+        }
+        fn describe(&self) -> String {
+            "mean".into()
+        }
+    }
+
+    fn patches(n: usize, value: f32) -> Tensor {
+        Tensor::full(value, (n, 3, 2, 2), &Device::Cpu).unwrap()
+    }
+
+    fn config(max_wait_ms: u64) -> BatchingConfig {
+        BatchingConfig {
+            max_batch_patches: 64,
+            max_wait: Duration::from_millis(max_wait_ms),
+            workers: 1,
+        }
+    }
+
+    #[test]
+    fn concurrent_sources_share_one_batch_and_each_gets_only_its_own_rows() {
+        let inner = Arc::new(MeanClassifier {
+            boxes: true,
+            ..MeanClassifier::default()
+        });
+        // A generous wait: the four calls below start together, so they meet in one batch.
+        let batcher = Arc::new(BatchingClassifier::new(inner.clone(), config(500)).unwrap());
+        let handles: Vec<_> = (0..4).map(|_| batcher.source()).collect();
+        let barrier = Barrier::new(4);
+        std::thread::scope(|scope| {
+            for (i, handle) in handles.iter().enumerate() {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    let value = i as f32 + 1.0;
+                    let v = handle.classify_with_boxes(&patches(i + 1, value)).unwrap();
+                    assert_eq!(v.probs.dims(), &[i + 1, 3]);
+                    let got = v.probs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    assert!(got.iter().all(|&p| p == value), "caller {i}: {got:?}");
+                    assert_eq!(v.boxes.unwrap(), vec![[value; 4]; i + 1]);
+                });
+            }
+        });
+        assert_eq!(*inner.batch_sizes.lock().unwrap(), vec![1 + 2 + 3 + 4]);
+        let stats = batcher.stats();
+        assert_eq!((stats.batches, stats.requests, stats.patches), (1, 4, 10));
+        assert_eq!(stats.merged_batches, 1);
+    }
+
+    #[test]
+    fn a_single_source_never_waits_for_a_batch() {
+        let inner = Arc::new(MeanClassifier::default());
+        // A wait this long would show in the elapsed time of every call if the worker waited.
+        let batcher = Arc::new(BatchingClassifier::new(inner.clone(), config(2_000)).unwrap());
+        let handle = batcher.source();
+        let started = Instant::now();
+        for i in 0..5 {
+            let probs = handle.classify(&patches(2, i as f32)).unwrap();
+            assert_eq!(probs.dims(), &[2, 3]);
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(1_000),
+            "5 calls of one source took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(batcher.stats().waited_ms, 0.0);
+        assert_eq!(*inner.batch_sizes.lock().unwrap(), vec![2; 5]);
+    }
+
+    #[test]
+    fn the_batch_cap_and_the_deadline_end_the_gathering() {
+        let inner = Arc::new(MeanClassifier::default());
+        let batcher = Arc::new(
+            BatchingClassifier::new(
+                inner.clone(),
+                BatchingConfig {
+                    max_batch_patches: 4,
+                    ..config(300)
+                },
+            )
+            .unwrap(),
+        );
+        // Two live sources, but only one calls: the worker waits out the deadline, then runs alone.
+        let (a, _idle) = (batcher.source(), batcher.source());
+        let started = Instant::now();
+        a.classify(&patches(1, 1.0)).unwrap();
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        // A request as large as the cap runs at once.
+        let started = Instant::now();
+        a.classify(&patches(4, 1.0)).unwrap();
+        assert!(started.elapsed() < Duration::from_millis(300));
+        assert_eq!(*inner.batch_sizes.lock().unwrap(), vec![1, 4]);
+    }
+
+    #[test]
+    fn an_error_reaches_every_caller_of_its_batch_and_bad_input_only_its_own() {
+        let inner = Arc::new(MeanClassifier::default());
+        let batcher = Arc::new(BatchingClassifier::new(inner.clone(), config(500)).unwrap());
+        let handles: Vec<_> = (0..2).map(|_| batcher.source()).collect();
+        let barrier = Barrier::new(2);
+        let errors: Vec<String> = std::thread::scope(|scope| {
+            let joins: Vec<_> = handles
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        barrier.wait();
+                        // Source 1's patches fail the batch they share with source 0's.
+                        let value = if i == 1 { -1.0 } else { 1.0 };
+                        h.classify(&patches(1, value)).unwrap_err().to_string()
+                    })
+                })
+                .collect();
+            joins.into_iter().map(|j| j.join().unwrap()).collect()
+        });
+        for e in &errors {
+            assert!(
+                e.contains("negative patch") && e.contains("2 patches from 2 calls"),
+                "{e}"
+            );
+        }
+        // A wrongly shaped call fails alone, before it reaches a batch.
+        let bad = Tensor::zeros((1, 3, 5, 5), DType::F32, &Device::Cpu).unwrap();
+        let e = handles[0].classify(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("[1, 3, 5, 5]") && e.contains("(b, 3, 2, 2)"),
+            "{e}"
+        );
+        assert_eq!(batcher.stats().batches, 1);
+    }
+
+    #[test]
+    fn workers_end_when_the_classifier_and_its_handles_are_dropped() {
+        let inner = Arc::new(MeanClassifier::default());
+        let batcher = Arc::new(BatchingClassifier::new(inner.clone(), config(1)).unwrap());
+        let handle = batcher.source();
+        handle.classify(&patches(1, 1.0)).unwrap();
+        let shared = batcher.shared.clone();
+        assert_eq!(shared.live_workers.load(Ordering::Acquire), 1);
+        drop(batcher);
+        // The handle keeps the classifier (and its worker) alive.
+        handle.classify(&patches(1, 1.0)).unwrap();
+        drop(handle);
+        // The last drop joined the worker.
+        assert_eq!(shared.live_workers.load(Ordering::Acquire), 0);
+        assert_eq!(shared.live_sources.load(Ordering::Acquire), 0);
+        assert!(BatchingClassifier::new(
+            inner,
+            BatchingConfig {
+                workers: 0,
+                ..config(1)
+            }
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("workers is 0"));
+    }
+}

@@ -207,6 +207,7 @@ pub fn apply_thread_budget(budget: &ThreadBudget) {
             THREADS_SET_HERE.store(true, std::sync::atomic::Ordering::Release);
         }
     }
+    saccade_models::int8::set_max_threads(budget.intra_op_threads);
     tracing::info!("{budget}");
 }
 

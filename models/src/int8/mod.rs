@@ -461,6 +461,24 @@ pub fn matmul(a: &QuantRows, w: &Int8Matrix, relu: bool, out: &mut [f32]) {
     matmul_with(Int8Kernel::best(), a, w, relu, out);
 }
 
+/// Most threads one large product splits over (0: all cores): the thread budget's per-op share, so N sources'
+/// products do not each start a thread per core (docs/THREADS.md).
+static MAX_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Caps the threads of every later large product at `n` (0: all cores).
+pub fn set_max_threads(n: usize) {
+    MAX_THREADS.store(n, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The threads a large product uses now: the cores, capped by [`set_max_threads`].
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match MAX_THREADS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => cores,
+        cap => cap.min(cores),
+    }
+}
+
 /// [`matmul`] with a given kernel.
 ///
 /// # Panics
@@ -470,7 +488,7 @@ pub fn matmul_with(kernel: Int8Kernel, a: &QuantRows, w: &Int8Matrix, relu: bool
     if a.m == 0 || w.n == 0 {
         return;
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = max_threads();
     let macs = a.m * w.n * w.kp;
     if threads <= 1 || macs < PARALLEL_MIN_MACS || a.m < 2 * threads {
         matmul_rows(kernel, a, 0, w, relu, out);
@@ -581,6 +599,18 @@ fn check_kernel_shapes(codes: &[u8], scales: &[f32], w: &Int8Matrix, out: &[f32]
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+
+    #[test]
+    fn the_thread_cap_never_exceeds_the_cores_and_zero_means_all() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        set_max_threads(1);
+        assert_eq!(max_threads(), 1);
+        set_max_threads(cores + 5);
+        assert_eq!(max_threads(), cores);
+        set_max_threads(0);
+        assert_eq!(max_threads(), cores);
+    }
+
     use super::*;
     use proptest::prelude::*;
 

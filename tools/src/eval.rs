@@ -709,7 +709,9 @@ pub fn misses_csv(
     examined: &[Vec<BoxPx>],
     ignored: &HashSet<String>,
 ) -> String {
-    use crate::matching::{is_looked_at, match_detections, Verdict, IOU_MATCH_THRESHOLD};
+    use crate::matching::{
+        found_flags, is_looked_at, match_detections, Verdict, IOU_MATCH_THRESHOLD,
+    };
     use std::fmt::Write as _;
     let mut out = format!("{MISSES_HEADER}\n");
     let csv_text = |t: &str| {
@@ -726,74 +728,79 @@ pub fn misses_csv(
             ignored,
             IOU_MATCH_THRESHOLD,
         );
-        let mut found = vec![false; frame.truth.len()];
-        for v in &verdicts {
-            if let Verdict::TruePositive { truth } = *v {
-                found[truth] = true;
-            }
-        }
+        let found = found_flags(&verdicts, frame.truth.len());
         for (t, entry) in frame.truth.iter().enumerate() {
             if found[t] || ignored.contains(&entry.class_name) {
                 continue;
             }
             let looked = is_looked_at(&entry.bbox, patches);
-            let nearest = frame
-                .detections
-                .iter()
-                .map(|d| (entry.bbox.iou(&d.bbox), d))
-                .filter(|(iou, _)| *iou > 0.0)
-                .max_by(|a, b| a.0.total_cmp(&b.0));
-            let b = &entry.bbox;
-            let _ = write!(
-                out,
-                "{name},{},{},{:.0},{:.0},{:.0},{:.0},{:.0},{looked},",
-                if looked { "focus-miss" } else { "glance-miss" },
-                csv_text(&entry.class_name),
-                b.xmin,
-                b.ymin,
-                b.xmax,
-                b.ymax,
-                b.width().max(b.height()),
+            let nearest = nearest_by_iou(&entry.bbox, &frame.detections, |d| &d.bbox);
+            let kind = if looked { "focus-miss" } else { "glance-miss" };
+            write_box_columns(
+                &mut out,
+                name,
+                kind,
+                &csv_text(&entry.class_name),
+                &entry.bbox,
             );
             match nearest {
                 Some((iou, d)) => {
-                    let _ = writeln!(out, "{iou:.3},{},{:.3}", csv_text(&d.class_name), d.score);
+                    let _ = writeln!(
+                        out,
+                        "{looked},{iou:.3},{},{:.3}",
+                        csv_text(&d.class_name),
+                        d.score
+                    );
                 }
-                None => out.push_str(",,\n"),
+                None => {
+                    let _ = writeln!(out, "{looked},,,");
+                }
             }
         }
         for (d, v) in frame.detections.iter().zip(&verdicts) {
             if *v != Verdict::FalsePositive {
                 continue;
             }
-            let nearest = frame
-                .truth
-                .iter()
-                .map(|t| (t.bbox.iou(&d.bbox), t))
-                .filter(|(iou, _)| *iou > 0.0)
-                .max_by(|a, b| a.0.total_cmp(&b.0));
-            let b = &d.bbox;
-            let _ = write!(
-                out,
-                "{name},fp,{},{:.0},{:.0},{:.0},{:.0},{:.0},,",
-                csv_text(&d.class_name),
-                b.xmin,
-                b.ymin,
-                b.xmax,
-                b.ymax,
-                b.width().max(b.height()),
-            );
+            let nearest = nearest_by_iou(&d.bbox, &frame.truth, |t| &t.bbox);
+            write_box_columns(&mut out, name, "fp", &csv_text(&d.class_name), &d.bbox);
             match nearest {
                 Some((iou, t)) => {
-                    let _ = writeln!(out, "{iou:.3},{},{:.3}", csv_text(&t.class_name), d.score);
+                    let _ = writeln!(out, ",{iou:.3},{},{:.3}", csv_text(&t.class_name), d.score);
                 }
                 None => {
-                    let _ = writeln!(out, ",,{:.3}", d.score);
+                    let _ = writeln!(out, ",,,{:.3}", d.score);
                 }
             }
         }
     }
     out
+}
+
+/// The item of `items` whose box overlaps `bbox` most (IoU > 0), with that IoU.
+fn nearest_by_iou<'a, T>(
+    bbox: &BoxPx,
+    items: &'a [T],
+    box_of: impl Fn(&T) -> &BoxPx,
+) -> Option<(f32, &'a T)> {
+    items
+        .iter()
+        .map(|item| (bbox.iou(box_of(item)), item))
+        .filter(|(iou, _)| *iou > 0.0)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+}
+
+/// `frame,kind,class,xmin,ymin,xmax,ymax,side_px,` of a [`misses_csv`] row.
+fn write_box_columns(out: &mut String, frame: &str, kind: &str, class: &str, b: &BoxPx) {
+    use std::fmt::Write as _;
+    let _ = write!(
+        out,
+        "{frame},{kind},{class},{:.0},{:.0},{:.0},{:.0},{:.0},",
+        b.xmin,
+        b.ymin,
+        b.xmax,
+        b.ymax,
+        b.width().max(b.height()),
+    );
 }
 
 fn class_report(c: &crate::matching::Counts) -> ClassReport {

@@ -290,6 +290,17 @@ pub fn match_detections(
     verdicts
 }
 
+/// Which of `truth_len` truth boxes a detection matched, from [`match_detections`]' verdicts.
+pub fn found_flags(verdicts: &[Verdict], truth_len: usize) -> Vec<bool> {
+    let mut found = vec![false; truth_len];
+    for v in verdicts {
+        if let Verdict::TruePositive { truth } = *v {
+            found[truth] = true;
+        }
+    }
+    found
+}
+
 /// Matches one frame and counts TP/FP/FN and classification, overall and per class (TP and FN under the
 /// truth box's class, FP under the predicted class), and the non-ignored signs per size bucket: found, and
 /// looked at (centre inside one of `patches_frame`, the boxes of the patches the strategy examined).
@@ -301,11 +312,10 @@ pub fn tally_frame(
 ) -> Tally {
     let verdicts = match_detections(truth, detections, ignored, IOU_MATCH_THRESHOLD);
     let mut tally = Tally::default();
-    let mut found = vec![false; truth.len()];
+    let found = found_flags(&verdicts, truth.len());
     for (det, verdict) in detections.iter().zip(&verdicts) {
         match *verdict {
             Verdict::TruePositive { truth: t } => {
-                found[t] = true;
                 let mut c = Counts {
                     tp: 1,
                     ..Counts::default()

@@ -27,7 +27,7 @@ use super::{
 use crate::config::ThreadsConfig;
 use crate::engine::{self, ModelArgs, Models, StrategyArgs};
 use crate::eval::{evaluate, load_frame, EvalItem, Evaluation, FrameData, ScoredFrame};
-use crate::matching::{match_detections, Counts, Verdict, IOU_MATCH_THRESHOLD};
+use crate::matching::{match_detections, Counts, IOU_MATCH_THRESHOLD};
 use crate::summary::round3;
 
 fn strategy_args(args: &BenchArgs, name: &str) -> StrategyArgs {
@@ -328,18 +328,13 @@ pub(crate) fn wanted_strategies(args: &BenchArgs) -> anyhow::Result<Vec<&'static
 
 /// For each truth box of `frame`, whether a detection matched it (the matching `eval` counts with).
 fn found_flags(frame: &ScoredFrame) -> Vec<bool> {
-    let mut found = vec![false; frame.truth.len()];
-    for v in match_detections(
+    let verdicts = match_detections(
         &frame.truth,
         &frame.detections,
         &HashSet::new(),
         IOU_MATCH_THRESHOLD,
-    ) {
-        if let Verdict::TruePositive { truth } = v {
-            found[truth] = true;
-        }
-    }
-    found
+    );
+    crate::matching::found_flags(&verdicts, frame.truth.len())
 }
 
 /// The signs `focus` found and `fullres` missed on the first `frames` frames, split by what `fullres`

@@ -470,9 +470,12 @@ pub fn set_max_threads(n: usize) {
     MAX_THREADS.store(n, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// The threads a large product uses now: the cores, capped by [`set_max_threads`].
+/// The threads a large product uses now: the cores, capped by [`set_max_threads`]. The core count is read once
+/// (std reads the affinity mask and cgroup quota files on every `available_parallelism` call, and this runs
+/// on every product).
 pub fn max_threads() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     match MAX_THREADS.load(std::sync::atomic::Ordering::Relaxed) {
         0 => cores,
         cap => cap.min(cores),

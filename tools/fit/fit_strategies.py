@@ -34,7 +34,10 @@ SHARED = {
 }
 GRIDS = {
     # nms_iou: how much two chosen patches may overlap (signs stacked on one post sit a patch apart).
-    "topk": {"k": [16, 12, 8], "nms_iou": [0.3, 0.5, 0.7], **SHARED},
+    # k up to 48: overlapping looks at one place (other offsets and sizes) find small signs one patch misses;
+    # min_objectness spends them only where the glance saw something.
+    "topk": {"k": [16, 12, 8, 24, 32, 48], "nms_iou": [0.3, 0.5, 0.7], "min_objectness": [0.0, 0.02, 0.05],
+             **SHARED},
     "coarse2fine": {
         "threshold": [0.3, 0.2, 0.45],
         "max_regions": [6, 8, 12],
@@ -152,7 +155,7 @@ def main():
     p.add_argument("--out", default="models/weights/strategies.toml")
     p.add_argument("--log", default="models/weights/logs/fit_strategies.jsonl")
     p.add_argument("--saccade", default="target/release/saccade")
-    p.add_argument("--max-patches", type=int, default=16)  # saccade's default per-frame budget
+    p.add_argument("--max-patches", type=int, default=48)  # saccade's default per-frame budget
     p.add_argument("--strategies", default="topk,coarse2fine,zoom,gfnet,downsample,fullres,glance-only")
     p.add_argument("--rounds", type=int, default=2, help="passes over the grid's keys (stops early when none helps)")
     p.add_argument("--from-existing", action="store_true",

@@ -85,9 +85,9 @@ impl ModelArgs {
     }
 }
 
-/// Default hard limit of full-resolution patches per frame: room for `topk`'s fitted K = 16 first looks
+/// Default hard limit of full-resolution patches per frame: room for `topk`'s fitted K = 48 first looks
 /// (second looks come on top, one per first patch at most).
-pub const DEFAULT_MAX_PATCHES: usize = 16;
+pub const DEFAULT_MAX_PATCHES: usize = 48;
 
 /// The strategy and the per-frame budget.
 #[derive(Debug, Clone, clap::Args)]

@@ -35,6 +35,9 @@ pub struct TopKConfig {
     pub k: usize,
     /// Candidates overlapping an already chosen one by more than this IoU are skipped.
     pub nms_iou: f32,
+    /// Candidates whose score is below this are never examined, even when fewer than K remain: a large K
+    /// then costs patches only in frames with that many salient places.
+    pub min_objectness: f32,
     #[serde(flatten)]
     pub detect: DetectConfig,
 }
@@ -44,6 +47,7 @@ impl Default for TopKConfig {
         Self {
             k: 6,
             nms_iou: 0.3,
+            min_objectness: 0.0,
             detect: DetectConfig::default(),
         }
     }
@@ -88,6 +92,7 @@ impl FocusStrategy for TopK {
             let s = scorer.score(input.glance, cell, &c.region);
             c.score = if s.is_finite() { s } else { 0.0 };
         }
+        candidates.retain(|c| c.score >= self.config.min_objectness);
         let k = self.config.k.min(input.budget.max_patches);
         let chosen = top_k(&candidates, k, self.config.nms_iou);
         // The budget cut the plan short when the configured K would have found more regions.
@@ -185,6 +190,47 @@ mod tests {
             .map(|d| d.bbox.iou(&truth))
             .fold(0.0, f32::max);
         assert!(best_loose > 0.5, "best IoU {best_loose}: {out:?}");
+    }
+
+    #[test]
+    fn min_objectness_keeps_a_large_k_from_examining_empty_places() {
+        let frame = frame_with_squares(640, 480, &[(300, 200, 40)]);
+        let glance = redness_glance(&frame, (160, 120), 4, 40.0);
+        let floor = 0.5 * glance.objectness.iter().copied().fold(0.0, f32::max);
+        let salient = glance.objectness.iter().filter(|&&o| o >= floor).count();
+        assert!(salient > 0 && salient < 40, "{salient} salient cells");
+        let classifier = RednessClassifier::new(32);
+        let config = TopKConfig {
+            k: 40,
+            nms_iou: 1.0,
+            detect: DetectConfig {
+                second_look: false,
+                ..DetectConfig::default()
+            },
+            ..TopKConfig::default()
+        };
+        // No floor: K patches, most of them on empty road.
+        let out = TopK::new(config.clone())
+            .focus(&input(&frame, &glance, (160, 120), &classifier, 64))
+            .unwrap();
+        assert_eq!(out.patches.len(), 40);
+        // A floor: only the salient cells' patches, and the sign is still found.
+        let out = TopK::new(TopKConfig {
+            min_objectness: floor,
+            ..config
+        })
+        .focus(&input(&frame, &glance, (160, 120), &classifier, 64))
+        .unwrap();
+        assert_eq!(out.patches.len(), salient);
+        assert!(
+            found(
+                &out,
+                BoxPx::new(300.0, 200.0, 340.0, 240.0),
+                STOP_CLASS,
+                0.5
+            ),
+            "{out:?}"
+        );
     }
 
     #[test]

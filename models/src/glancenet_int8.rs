@@ -23,6 +23,7 @@ use std::cell::RefCell;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 
+use crate::conv1::{pad_zero_border, Conv1};
 use crate::flops::conv_out_side_px;
 use crate::glancenet::{GlanceMaps, GlanceNetConfig, CONV_LAYERS};
 use crate::int8::{matmul, padded, quantise_u8, Int8Matrix, QuantRows, BLOCK};
@@ -30,12 +31,6 @@ use crate::linear::QLinear;
 use crate::patchnet_int8::taps_last_to_channels_last;
 use crate::weights::WeightSet;
 use crate::ModelError;
-
-/// Taps of conv1: 3 channels × 3 × 3.
-const CONV1_TAPS: usize = 27;
-/// conv1's output channels per block of the f32 kernel: the shipped net's 16, whose running sums stay in
-/// four SSE registers while the 27 taps are unrolled.
-const LANES: usize = 16;
 
 #[derive(Default)]
 struct Scratch {
@@ -66,18 +61,6 @@ struct IntConv {
     stride: usize,
     /// The file stored the kernel in Q8_0 (else it was quantised here at load).
     from_file: bool,
-}
-
-/// conv1 in f32: 3×3, padding 1, on the normalised image.
-#[derive(Debug)]
-struct Conv1 {
-    c_out: usize,
-    stride: usize,
-    /// `c_out / LANES` (rounded up) blocks of 27 taps in `(c, dy, dx)` order, each tap the weights of the
-    /// block's output channels (zero past `c_out`).
-    weights: Vec<[[f32; LANES]; CONV1_TAPS]>,
-    /// One per block, zero past `c_out`.
-    bias: Vec<[f32; LANES]>,
 }
 
 pub(crate) struct Int8GlanceNet {
@@ -254,7 +237,7 @@ impl Int8GlanceNet {
 
         for (bi, image) in input.chunks_exact(3 * h * w).enumerate().take(b) {
             // conv1 in f32 (bias and ReLU fused), then u8 codes with one scale per image.
-            pad_normalised(image, h, w, &mut sc.padded);
+            pad_zero_border(image, h, w, &mut sc.padded, |v| (v - 0.5) / 0.25);
             sc.act.clear();
             sc.act.resize(h1 * w1 * self.conv1.c_out, 0.0);
             self.conv1.forward(&sc.padded, (h, w), &mut sc.act);
@@ -318,81 +301,6 @@ impl Int8GlanceNet {
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// One `(3, h, w)` NCHW image normalised as the float net normalises its input (`(v − 0.5) / 0.25`), with a
-/// border of one zero (the float net's padding, after normalisation) around each plane: `(3, h + 2, w + 2)`.
-fn pad_normalised(image: &[f32], h: usize, w: usize, padded: &mut Vec<f32>) {
-    let (hp, wp) = (h + 2, w + 2);
-    padded.clear();
-    padded.resize(3 * hp * wp, 0.0);
-    for (src, dst) in image
-        .chunks_exact(h * w)
-        .zip(padded.chunks_exact_mut(hp * wp))
-    {
-        for (src_line, dst_line) in src.chunks_exact(w).zip(dst.chunks_exact_mut(wp).skip(1)) {
-            for (d, s) in dst_line[1..=w].iter_mut().zip(src_line) {
-                *d = (s - 0.5) / 0.25;
-            }
-        }
-    }
-}
-
-impl Conv1 {
-    /// From the float kernel `(c_out, 3, 3, 3)` and bias, flattened.
-    fn new(kernel: &[f32], bias: &[f32], c_out: usize, stride: usize) -> Self {
-        let blocks = c_out.div_ceil(LANES);
-        let mut weights = vec![[[0f32; LANES]; CONV1_TAPS]; blocks];
-        let mut block_bias = vec![[0f32; LANES]; blocks];
-        for (o, (taps, &b)) in kernel.chunks_exact(CONV1_TAPS).zip(bias).enumerate() {
-            let (block, lane) = (o / LANES, o % LANES);
-            block_bias[block][lane] = b;
-            for (t, &v) in taps.iter().enumerate() {
-                weights[block][t][lane] = v;
-            }
-        }
-        Self {
-            c_out,
-            stride,
-            weights,
-            bias: block_bias,
-        }
-    }
-
-    /// relu(conv1(image) + bias) of an `(h, w)` image given as [`pad_normalised`] leaves it, into `out`
-    /// (NHWC, `ho · wo · c_out`). On the calling thread: splitting it over the two cores of the reference
-    /// CPU measured no faster.
-    fn forward(&self, padded: &[f32], (h, w): (usize, usize), out: &mut [f32]) {
-        let (hp, wp) = (h + 2, w + 2);
-        let wo = conv_out_side_px(w, 3, self.stride, 1);
-        for (r, out_row) in out.chunks_exact_mut(wo * self.c_out).enumerate() {
-            // Padded rows y0 ..= y0 + 2 and columns x0 ..= x0 + 2: at most h + 1 and w + 1.
-            let y0 = r * self.stride;
-            for (ox, px) in out_row.chunks_exact_mut(self.c_out).enumerate() {
-                let x0 = ox * self.stride;
-                let mut taps = [0f32; CONV1_TAPS];
-                for (channel, plane) in taps.chunks_exact_mut(9).zip(padded.chunks_exact(hp * wp)) {
-                    for (dy, tap_row) in channel.chunks_exact_mut(3).enumerate() {
-                        let start = (y0 + dy) * wp + x0;
-                        tap_row.copy_from_slice(&plane[start..start + 3]);
-                    }
-                }
-                for ((out_block, block), bias) in
-                    px.chunks_mut(LANES).zip(&self.weights).zip(&self.bias)
-                {
-                    let mut acc = *bias;
-                    for (&v, tap_weights) in taps.iter().zip(block) {
-                        for (a, &wv) in acc.iter_mut().zip(tap_weights) {
-                            *a += v * wv;
-                        }
-                    }
-                    for (o, a) in out_block.iter_mut().zip(acc) {
-                        *o = a.max(0.0);
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// u8 im2col of one `(h, w, c)` NHWC map of codes for a 3×3 conv with padding 1 and `stride` into `rows`

@@ -6,6 +6,7 @@
 use candle_core::Tensor;
 
 pub mod classes;
+mod conv1;
 pub mod error;
 pub mod flops;
 pub mod glancenet;

@@ -1,8 +1,9 @@
 //! The patch classifier's Q8_0 forward pass on the CPU: convolutions as im2col + the integer matrix product
 //! of [`crate::int8`], in NHWC layout so each im2col row is nine contiguous runs of channel bytes.
 //!
-//! Layer by layer: conv1 (3 input channels, 27 taps: too few for whole blocks) stays f32 through candle's
-//! sgemm; its output, after bias, ReLU and 2×2 max-pool, is quantised to u8 with one scale per patch; conv2
+//! Layer by layer: conv1 (3 input channels, 27 taps: too few for whole blocks) stays f32, the direct
+//! convolution of [`crate::conv1`] with bias and ReLU fused; its output, after 2×2 max-pool, is quantised to
+//! u8 with one scale per patch; conv2
 //! and conv3 multiply u8 im2col rows by i8 kernels with the bias and ReLU fused; fc1 and fc2 take per-patch
 //! u8 rows. The buffers are kept between calls, so steady-state classification allocates only candle's
 //! tensors at the two ends.
@@ -14,6 +15,7 @@ use std::cell::RefCell;
 
 use candle_core::{Device, Result, Tensor};
 
+use crate::conv1::{pad_zero_border, Conv1};
 use crate::int8::{matmul, padded, quantise_u8, Int8Matrix, QuantRows};
 use crate::patchnet::PatchNetConfig;
 use crate::weights::WeightSet;
@@ -22,7 +24,8 @@ use crate::ModelError;
 /// The buffers of one forward pass, sized by the largest batch this thread has run.
 #[derive(Default)]
 struct Scratch {
-    cols1: Vec<f32>,
+    /// One normalised patch with a border of zeros, `(3, s + 2, s + 2)`.
+    padded: Vec<f32>,
     act: Vec<f32>,
     pooled: Vec<f32>,
     codes: Vec<u8>,
@@ -39,9 +42,7 @@ thread_local! {
 pub(crate) struct Int8PatchNet {
     side: usize,
     channels: [usize; 3],
-    /// conv1 kernel as `(27, c0)` for `im2col · w`.
-    conv1_w: Tensor,
-    conv1_b: Vec<f32>,
+    conv1: Conv1,
     /// `(c1, 9·c0)`, columns in `(dy, dx, c)` order.
     conv2: Int8Matrix,
     /// `(c2, 9·c1)`, columns in `(dy, dx, c)` order.
@@ -98,16 +99,18 @@ impl Int8PatchNet {
         let fc1_order: Vec<usize> = (0..fs * fs)
             .flat_map(|p| (0..c2).map(move |c| c * fs * fs + p))
             .collect();
-        let conv1_w = set
-            .tensor_f32("conv1.weight")?
-            .reshape((c0, 27))?
-            .t()?
-            .contiguous()?;
+        let conv1 = Conv1::new(
+            &set.tensor_f32("conv1.weight")?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+            &bias("conv1.bias")?,
+            c0,
+            1,
+        );
         Ok(Some(Self {
             side: cfg.input_side_px,
             channels: cfg.channels,
-            conv1_w,
-            conv1_b: bias("conv1.bias")?,
+            conv1,
             conv2: conv2
                 .permute_columns(&taps_last_to_channels_last(c0))
                 .with_bias(&bias("conv2.bias")?),
@@ -142,18 +145,17 @@ impl Int8PatchNet {
         let [c0, c1, c2] = self.channels;
         let input = x.flatten_all()?.to_vec1::<f32>()?;
 
-        // conv1: f32 im2col (m, 27) in (c, dy, dx) order, candle sgemm, then bias + ReLU + pool.
-        im2col_nchw3(&input, b, s, &mut sc.cols1);
-        let a1 = Tensor::from_slice(&sc.cols1, (b * s * s, 27), &Device::Cpu)?
-            .matmul(&self.conv1_w)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        maxpool2_nhwc(&a1, b, s, s, c0, &mut sc.pooled);
-        for px in sc.pooled.chunks_exact_mut(c0) {
-            for (v, bias) in px.iter_mut().zip(&self.conv1_b) {
-                *v = (*v + bias).max(0.0);
-            }
+        // conv1: direct f32 convolution of each zero-bordered patch (bias and ReLU fused), then pool.
+        sc.act.clear();
+        sc.act.resize(b * s * s * c0, 0.0);
+        for (patch, out) in input
+            .chunks_exact(3 * s * s)
+            .zip(sc.act.chunks_exact_mut(s * s * c0))
+        {
+            pad_zero_border(patch, s, s, &mut sc.padded, |v| v);
+            self.conv1.forward(&sc.padded, (s, s), out);
         }
+        maxpool2_nhwc(&sc.act, b, s, s, c0, &mut sc.pooled);
 
         // conv2 and conv3: u8 im2col · i8 kernels (bias and ReLU fused), then pool.
         let mut side = s / 2;
@@ -178,35 +180,6 @@ impl Int8PatchNet {
         sc.logits.resize(b * self.fc2.rows(), 0.0);
         matmul(&sc.rows, &self.fc2, false, &mut sc.logits);
         Tensor::from_slice(&sc.logits, (b, self.fc2.rows()), &Device::Cpu)
-    }
-}
-
-/// im2col of a `(b, 3, s, s)` NCHW image for a 3×3 same-padded conv: `(b·s·s, 27)`, columns `(c, dy, dx)`.
-fn im2col_nchw3(x: &[f32], b: usize, s: usize, out: &mut Vec<f32>) {
-    out.clear();
-    out.resize(b * s * s * 27, 0.0);
-    for (bi, img) in x.chunks_exact(3 * s * s).enumerate().take(b) {
-        for y in 0..s {
-            for xx in 0..s {
-                let row = &mut out[((bi * s + y) * s + xx) * 27..][..27];
-                for c in 0..3 {
-                    let plane = &img[c * s * s..(c + 1) * s * s];
-                    for dy in 0..3 {
-                        let yy = y + dy;
-                        if yy < 1 || yy > s {
-                            continue;
-                        }
-                        for dx in 0..3 {
-                            let xs = xx + dx;
-                            if xs < 1 || xs > s {
-                                continue;
-                            }
-                            row[c * 9 + dy * 3 + dx] = plane[(yy - 1) * s + (xs - 1)];
-                        }
-                    }
-                }
-            }
-        }
     }
 }
 

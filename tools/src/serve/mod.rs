@@ -28,7 +28,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use saccade_runtime::budget::rss_bytes;
 use saccade_runtime::metrics::{OutputMetrics, PipelineMetrics};
-use saccade_runtime::prometheus::{render, SourceMetrics};
+use saccade_runtime::prometheus::{render, SourceMetrics, CONTENT_TYPE};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 
@@ -349,10 +349,7 @@ async fn index() -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
         state.registry.render(),
     )
         .into_response()

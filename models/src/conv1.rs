@@ -5,6 +5,9 @@
 //! more in fresh pages and thread hand-offs than the arithmetic once the pipeline's other stages run between
 //! calls.
 
+// `unsafe` only to call the instruction-set copies of the safe body, after checking the CPU has them.
+#![allow(unsafe_code)]
+
 use crate::flops::conv_out_side_px;
 
 /// Taps of conv1: 3 channels × 3 × 3.
@@ -73,8 +76,36 @@ impl Conv1 {
 
     /// relu(conv1(image) + bias) of an `(h, w)` image given as [`pad_zero_border`] leaves it, into `out`
     /// (NHWC, `ho · wo · c_out`). On the calling thread: splitting it over the two cores of the reference
-    /// CPU measured no faster.
-    pub(crate) fn forward(&self, padded: &[f32], (h, w): (usize, usize), out: &mut [f32]) {
+    /// CPU measured no faster. The same arithmetic in the same order on every path, so every path gives the
+    /// same bits; the wider paths only hold more of a block's lanes per instruction (the default x86-64
+    /// target compiles to 4-lane SSE2).
+    pub(crate) fn forward(&self, padded: &[f32], hw: (usize, usize), out: &mut [f32]) {
+        match Path::detected() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Path::detected` returns `Avx512` only when the CPU has AVX-512F.
+            Path::Avx512 => unsafe { self.forward_avx512(padded, hw, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Path::detected` returns `Avx2` only when the CPU has AVX2.
+            Path::Avx2 => unsafe { self.forward_avx2(padded, hw, out) },
+            Path::Portable => self.forward_portable(padded, hw, out),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn forward_avx512(&self, padded: &[f32], hw: (usize, usize), out: &mut [f32]) {
+        self.forward_portable(padded, hw, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn forward_avx2(&self, padded: &[f32], hw: (usize, usize), out: &mut [f32]) {
+        self.forward_portable(padded, hw, out);
+    }
+
+    /// The body of every path: inlined into each so it compiles for that path's instruction set.
+    #[inline(always)]
+    fn forward_portable(&self, padded: &[f32], (h, w): (usize, usize), out: &mut [f32]) {
         let (hp, wp) = (h + 2, w + 2);
         let wo = conv_out_side_px(w, 3, self.stride, 1);
         for (r, out_row) in out.chunks_exact_mut(wo * self.c_out).enumerate() {
@@ -104,6 +135,34 @@ impl Conv1 {
                 }
             }
         }
+    }
+}
+
+/// The instruction set [`Conv1::forward`] runs on, detected once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+impl Path {
+    fn detected() -> Path {
+        static DETECTED: std::sync::OnceLock<Path> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    return Path::Avx512;
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    return Path::Avx2;
+                }
+            }
+            Path::Portable
+        })
     }
 }
 
@@ -160,6 +219,40 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// Every path this CPU has gives the portable path's bits.
+    #[test]
+    fn every_path_gives_the_same_bits() {
+        let (h, w, c_out) = (13usize, 11usize, 32usize);
+        let image: Vec<f32> = (0..3 * h * w)
+            .map(|i| ((i * 29 % 97) as f32 / 48.0) - 1.0)
+            .collect();
+        let kernel: Vec<f32> = (0..c_out * 27)
+            .map(|i| ((i * 61 % 83) as f32 / 41.0) - 1.0)
+            .collect();
+        let bias: Vec<f32> = (0..c_out).map(|o| o as f32 * 0.05 - 0.8).collect();
+        let conv = Conv1::new(&kernel, &bias, c_out, 1);
+        let mut padded = Vec::new();
+        pad_zero_border(&image, h, w, &mut padded, |v| v);
+        let mut want = vec![0.0; h * w * c_out];
+        conv.forward_portable(&padded, (h, w), &mut want);
+        let mut got = vec![0.0; h * w * c_out];
+        conv.forward(&padded, (h, w), &mut got);
+        assert_eq!(got, want, "dispatched path {:?}", Path::detected());
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let mut avx2 = vec![0.0; h * w * c_out];
+                unsafe { conv.forward_avx2(&padded, (h, w), &mut avx2) };
+                assert_eq!(avx2, want);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                let mut avx512 = vec![0.0; h * w * c_out];
+                unsafe { conv.forward_avx512(&padded, (h, w), &mut avx512) };
+                assert_eq!(avx512, want);
             }
         }
     }

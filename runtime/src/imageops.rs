@@ -333,15 +333,26 @@ impl Footprint {
     }
 }
 
+/// Scratch of the fractional shrink, kept per thread so steady state allocates nothing.
+#[derive(Default)]
+struct ShrinkScratch {
+    /// The column footprints of the last shrink.
+    columns: Vec<Footprint>,
+    /// One output row's source rows combined vertically: `sw × 3` sums in fixed point.
+    blended: Vec<u32>,
+}
+
 thread_local! {
-    /// The column footprints of the last fractional shrink, kept so steady state allocates nothing.
-    static COLUMN_FOOTPRINTS: std::cell::RefCell<Vec<Footprint>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SHRINK_SCRATCH: std::cell::RefCell<ShrinkScratch> = std::cell::RefCell::new(ShrinkScratch::default());
 }
 
 /// Area averaging for fractional shrink factors of at most `FAST_AREA_TAPS − 1`: what the general path
-/// computes per pixel with [`area_average_rgb`], in integers (fixed-point weights per axis, exact sums), with
-/// the column footprints computed once per image and the row footprint once per row, and no index clamping in
-/// the inner loop. Equal to the float path but for ties in the last rounding (at most 1 apart).
+/// computes per pixel with [`area_average_rgb`], in integers (fixed-point weights per axis, exact sums).
+/// Vertical first: the source rows of an output row's footprint are combined over the whole row width
+/// (contiguous bytes, so it runs many lanes at once), then each output pixel combines its footprint's
+/// columns of that row. The sums are the same integers the per-pixel double loop makes (Σ_x w_x Σ_y w_y p =
+/// Σ_y w_y Σ_x w_x p, exactly, in integers), so the result is identical to it. Equal to the float path but
+/// for ties in the last rounding (at most 1 apart).
 #[allow(clippy::too_many_arguments)]
 fn area_shrink_fractional(
     src: &[u8],
@@ -354,26 +365,24 @@ fn area_shrink_fractional(
     scale_y: f32,
 ) {
     let half = 1u64 << (2 * FIXED_ONE_BITS - 1);
-    COLUMN_FOOTPRINTS.with(|cell| {
-        let mut columns = cell.borrow_mut();
+    SHRINK_SCRATCH.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        let ShrinkScratch { columns, blended } = &mut *scratch;
         columns.clear();
         columns.extend((0..dw).map(|u| Footprint::new(u, scale_x, sw)));
+        blended.clear();
+        blended.resize(sw * 3, 0);
         for (v, out_row) in dst.chunks_exact_mut(dw * 3).take(dh).enumerate() {
             let fy = Footprint::new(v, scale_y, sh);
+            blend_rows(src, sw, &fy, blended);
             for (fx, out) in columns.iter().zip(out_row.chunks_exact_mut(3)) {
+                let sums = &blended[fx.first * 3..(fx.first + fx.len) * 3];
                 let mut acc = [0u64; 3];
-                for (ty, &wy) in fy.weights[..fy.len].iter().enumerate() {
-                    let start = ((fy.first + ty) * sw + fx.first) * 3;
-                    let pixels = &src[start..start + fx.len * 3];
-                    let mut row = [0u32; 3];
-                    for (&wx, px) in fx.weights[..fx.len].iter().zip(pixels.chunks_exact(3)) {
-                        row[0] += wx * u32::from(px[0]);
-                        row[1] += wx * u32::from(px[1]);
-                        row[2] += wx * u32::from(px[2]);
-                    }
-                    for c in 0..3 {
-                        acc[c] += u64::from(wy) * u64::from(row[c]);
-                    }
+                for (&wx, px) in fx.weights[..fx.len].iter().zip(sums.chunks_exact(3)) {
+                    let wx = u64::from(wx);
+                    acc[0] += wx * u64::from(px[0]);
+                    acc[1] += wx * u64::from(px[1]);
+                    acc[2] += wx * u64::from(px[2]);
                 }
                 for c in 0..3 {
                     out[c] = ((acc[c] + half) >> (2 * FIXED_ONE_BITS)).min(255) as u8;
@@ -381,6 +390,46 @@ fn area_shrink_fractional(
             }
         }
     });
+}
+
+/// `blended[i] = Σ_t w_t · src[row first + t][i]` over a whole source row (`sw × 3` bytes): each footprint's
+/// weights sum to `1 << FIXED_ONE_BITS`, so a sum stays ≤ 255 · 2²⁴ and fits a `u32`. Compiled for AVX2 where
+/// the CPU has it (8 lanes of 32-bit products; the default x86-64 target has no 32-bit lane multiply).
+#[allow(unsafe_code)]
+fn blend_rows(src: &[u8], sw: usize, fy: &Footprint, blended: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if *AVX2.get_or_init(|| std::arch::is_x86_feature_detected!("avx2")) {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            unsafe { blend_rows_avx2(src, sw, fy, blended) };
+            return;
+        }
+    }
+    blend_rows_portable(src, sw, fy, blended);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(unsafe_code)]
+unsafe fn blend_rows_avx2(src: &[u8], sw: usize, fy: &Footprint, blended: &mut [u32]) {
+    blend_rows_portable(src, sw, fy, blended);
+}
+
+#[inline(always)]
+fn blend_rows_portable(src: &[u8], sw: usize, fy: &Footprint, blended: &mut [u32]) {
+    let stride = sw * 3;
+    let row = |t: usize| &src[(fy.first + t) * stride..(fy.first + t + 1) * stride];
+    let w0 = fy.weights[0];
+    for (b, &p) in blended.iter_mut().zip(row(0)) {
+        *b = w0 * u32::from(p);
+    }
+    for t in 1..fy.len {
+        let w = fy.weights[t];
+        for (b, &p) in blended.iter_mut().zip(row(t)) {
+            *b += w * u32::from(p);
+        }
+    }
 }
 
 /// Box filter for integer shrink factors `fx × fy`: each output pixel is the rounded mean of its block.
@@ -495,6 +544,48 @@ pub fn crop_resize_chw(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The fractional shrink as it was first written: per output pixel, per footprint row, the weighted
+    /// row sum (the reference the vertical-first version must equal bit for bit).
+    #[allow(clippy::too_many_arguments)]
+    fn area_shrink_fractional_per_pixel(
+        src: &[u8],
+        sw: usize,
+        sh: usize,
+        dst: &mut [u8],
+        dw: usize,
+        dh: usize,
+        scale_x: f32,
+        scale_y: f32,
+    ) {
+        let half = 1u64 << (2 * FIXED_ONE_BITS - 1);
+        {
+            let mut columns: Vec<Footprint> = Vec::new();
+            columns.extend((0..dw).map(|u| Footprint::new(u, scale_x, sw)));
+            for (v, out_row) in dst.chunks_exact_mut(dw * 3).take(dh).enumerate() {
+                let fy = Footprint::new(v, scale_y, sh);
+                for (fx, out) in columns.iter().zip(out_row.chunks_exact_mut(3)) {
+                    let mut acc = [0u64; 3];
+                    for (ty, &wy) in fy.weights[..fy.len].iter().enumerate() {
+                        let start = ((fy.first + ty) * sw + fx.first) * 3;
+                        let pixels = &src[start..start + fx.len * 3];
+                        let mut row = [0u32; 3];
+                        for (&wx, px) in fx.weights[..fx.len].iter().zip(pixels.chunks_exact(3)) {
+                            row[0] += wx * u32::from(px[0]);
+                            row[1] += wx * u32::from(px[1]);
+                            row[2] += wx * u32::from(px[2]);
+                        }
+                        for c in 0..3 {
+                            acc[c] += u64::from(wy) * u64::from(row[c]);
+                        }
+                    }
+                    for c in 0..3 {
+                        out[c] = ((acc[c] + half) >> (2 * FIXED_ONE_BITS)).min(255) as u8;
+                    }
+                }
+            }
+        }
+    }
 
     fn pattern(w: usize, h: usize, seed: u32) -> Vec<u8> {
         (0..w * h * 3)
@@ -736,6 +827,23 @@ mod tests {
                     }
                 }
             }
+        }
+
+        #[test]
+        fn vertical_first_shrink_is_identical_to_the_per_pixel_integer_sums(
+            sw in 8usize..200, sh in 8usize..120, shrink_x in 2.0f32..6.9, shrink_y in 1.0f32..6.9,
+            seed in any::<u32>(),
+        ) {
+            let dw = ((sw as f32 / shrink_x) as usize).max(1);
+            let dh = ((sh as f32 / shrink_y) as usize).max(1);
+            let (scale_x, scale_y) = (sw as f32 / dw as f32, sh as f32 / dh as f32);
+            prop_assume!(scale_x.max(scale_y) <= (FAST_AREA_TAPS - 1) as f32);
+            let src = pattern(sw, sh, seed);
+            let mut fast = vec![0u8; dw * dh * 3];
+            area_shrink_fractional(&src, sw, sh, &mut fast, dw, dh, scale_x, scale_y);
+            let mut reference = vec![0u8; dw * dh * 3];
+            area_shrink_fractional_per_pixel(&src, sw, sh, &mut reference, dw, dh, scale_x, scale_y);
+            prop_assert_eq!(fast, reference);
         }
 
         #[test]

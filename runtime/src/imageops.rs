@@ -432,6 +432,124 @@ fn blend_rows_portable(src: &[u8], sw: usize, fy: &Footprint, blended: &mut [u32
     }
 }
 
+/// The taps of one output index's area footprint `[x0, x0 + scale)` on one axis: clamped source indices
+/// (pixels outside the image repeat the edge) and covered lengths, appended to `taps`; what
+/// [`area_average_rgb`] visits on that axis.
+fn push_area_taps(x0: f32, scale: f32, len: usize, taps: &mut Vec<(usize, f32)>) {
+    let x1 = x0 + scale;
+    for i in (x0.floor() as i64)..(x1.ceil() as i64) {
+        let w = ((i + 1) as f32).min(x1) - (i as f32).max(x0);
+        if w > 0.0 {
+            taps.push((i.clamp(0, len as i64 - 1) as usize, w));
+        }
+    }
+}
+
+/// Scratch of [`area_crop_chw`], kept per thread so steady state allocates nothing.
+#[derive(Default)]
+struct CropScratch {
+    /// Every column's taps, then every row's, and where each column's and row's taps start.
+    taps: Vec<(usize, f32)>,
+    starts: Vec<usize>,
+    /// One output row's source rows combined vertically, over the crop's columns: `3 ·` columns.
+    blended: Vec<f32>,
+}
+
+thread_local! {
+    static CROP_SCRATCH: std::cell::RefCell<CropScratch> = std::cell::RefCell::new(CropScratch::default());
+}
+
+/// The area-averaging crop of [`crop_resize_rgb_chw`] (shrinks of ≥ [`AREA_SCALE_THRESHOLD`]): each output
+/// pixel the coverage-weighted mean of its footprint, as [`area_average_rgb`] computes it, but vertical first
+/// (each source row read once per output row, over the crop's columns only) with the taps of every column and
+/// row computed once per crop. Equal to the per-pixel path to float rounding (the same weights, summed in
+/// another order). `width` and `height` must be non-zero.
+fn area_crop_chw(
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    region: BoxPx,
+    side_px: usize,
+    out: &mut [f32],
+) {
+    let scale_x = region.width() / side_px as f32;
+    let scale_y = region.height() / side_px as f32;
+    let plane = side_px * side_px;
+    CROP_SCRATCH.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        let CropScratch {
+            taps,
+            starts,
+            blended,
+        } = &mut *scratch;
+        taps.clear();
+        starts.clear();
+        for u in 0..side_px {
+            starts.push(taps.len());
+            push_area_taps(region.xmin + u as f32 * scale_x, scale_x, width, taps);
+        }
+        for v in 0..side_px {
+            starts.push(taps.len());
+            push_area_taps(region.ymin + v as f32 * scale_y, scale_y, height, taps);
+        }
+        starts.push(taps.len());
+        // The source columns the crop touches (clamped): blended holds them from `first_col` on.
+        let column_taps = &taps[..starts[side_px]];
+        let first_col = column_taps.iter().map(|t| t.0).min().unwrap_or(0);
+        let last_col = column_taps.iter().map(|t| t.0).max().unwrap_or(0);
+        let cols = last_col - first_col + 1;
+        blended.clear();
+        blended.resize(cols * 3, 0.0);
+        for v in 0..side_px {
+            let row_taps = &taps[starts[side_px + v]..starts[side_px + v + 1]];
+            blended.iter_mut().for_each(|b| *b = 0.0);
+            let mut row_total = 0.0f32;
+            for &(j, wy) in row_taps {
+                let src = &rgb[(j * width + first_col) * 3..(j * width + first_col + cols) * 3];
+                for (b, &p) in blended.iter_mut().zip(src) {
+                    *b += wy * f32::from(p);
+                }
+                row_total += wy;
+            }
+            for u in 0..side_px {
+                let mut sum = [0.0f32; 3];
+                let mut col_total = 0.0f32;
+                for &(i, wx) in &taps[starts[u]..starts[u + 1]] {
+                    let p = &blended[(i - first_col) * 3..(i - first_col) * 3 + 3];
+                    sum[0] += wx * p[0];
+                    sum[1] += wx * p[1];
+                    sum[2] += wx * p[2];
+                    col_total += wx;
+                }
+                let total = row_total * col_total;
+                let o = v * side_px + u;
+                if total > 0.0 {
+                    out[o] = (sum[0] / total).min(255.0) / 255.0;
+                    out[plane + o] = (sum[1] / total).min(255.0) / 255.0;
+                    out[2 * plane + o] = (sum[2] / total).min(255.0) / 255.0;
+                } else {
+                    // A footprint thinner than float resolution: the per-pixel path's own fallback.
+                    let p = resample_pixel(
+                        rgb,
+                        width,
+                        height,
+                        region.xmin,
+                        region.ymin,
+                        scale_x,
+                        scale_y,
+                        true,
+                        u,
+                        v,
+                    );
+                    out[o] = p[0] / 255.0;
+                    out[plane + o] = p[1] / 255.0;
+                    out[2 * plane + o] = p[2] / 255.0;
+                }
+            }
+        }
+    });
+}
+
 /// Box filter for integer shrink factors `fx × fy`: each output pixel is the rounded mean of its block.
 fn box_shrink_integer(
     src: &[u8],
@@ -498,6 +616,10 @@ pub fn crop_resize_rgb_chw(
     let scale_x = region.width() / side_px as f32;
     let scale_y = region.height() / side_px as f32;
     let area = scale_x.max(scale_y) >= AREA_SCALE_THRESHOLD;
+    if area && width > 0 && height > 0 {
+        area_crop_chw(rgb, width, height, region, side_px, out);
+        return Ok(());
+    }
     let plane = side_px * side_px;
     for v in 0..side_px {
         for u in 0..side_px {
@@ -844,6 +966,30 @@ mod tests {
             let mut reference = vec![0u8; dw * dh * 3];
             area_shrink_fractional_per_pixel(&src, sw, sh, &mut reference, dw, dh, scale_x, scale_y);
             prop_assert_eq!(fast, reference);
+        }
+
+        #[test]
+        fn area_crop_matches_the_per_pixel_area_average(
+            x0 in -40.0f32..300.0, y0 in -40.0f32..200.0, side in 40.0f32..400.0, aspect in 0.5f32..2.0,
+            out_side in 4usize..40, seed in any::<u32>(),
+        ) {
+            let (w, h) = (320usize, 240usize);
+            let src = pattern(w, h, seed);
+            let region = BoxPx::new(x0, y0, x0 + side, y0 + side * aspect);
+            let (sx, sy) = (region.width() / out_side as f32, region.height() / out_side as f32);
+            prop_assume!(sx.max(sy) >= AREA_SCALE_THRESHOLD);
+            let mut fast = vec![0f32; 3 * out_side * out_side];
+            crop_resize_rgb_chw(&src, w, h, region, out_side, &mut fast).unwrap();
+            let plane = out_side * out_side;
+            for v in 0..out_side {
+                for u in 0..out_side {
+                    let p = resample_pixel(&src, w, h, region.xmin, region.ymin, sx, sy, true, u, v);
+                    for c in 0..3 {
+                        let a = fast[c * plane + v * out_side + u];
+                        prop_assert!((a - p[c] / 255.0).abs() < 1e-4, "({u}, {v}) channel {c}: {a} vs {}", p[c] / 255.0);
+                    }
+                }
+            }
         }
 
         #[test]

@@ -115,8 +115,47 @@ pub fn render(
     for (output, counter) in [
         ("events", &outputs.events_errors),
         ("annotations", &outputs.annotations_errors),
+        ("snapshots", &outputs.snapshots_errors),
     ] {
         let _ = writeln!(out, "{name}{{output=\"{output}\"}} {}", get(counter));
+    }
+    for (name, kind, help, counter) in [
+        (
+            "saccade_mqtt_published_total",
+            "counter",
+            "MQTT event messages the broker took.",
+            &outputs.mqtt_published,
+        ),
+        (
+            "saccade_mqtt_dropped_total",
+            "counter",
+            "MQTT event messages dropped (buffer full while the broker was down or slow).",
+            &outputs.mqtt_dropped,
+        ),
+        (
+            "saccade_mqtt_reconnects_total",
+            "counter",
+            "Times the MQTT connection came back.",
+            &outputs.mqtt_reconnects,
+        ),
+        (
+            "saccade_mqtt_connected",
+            "gauge",
+            "1 while connected to the MQTT broker.",
+            &outputs.mqtt_connected,
+        ),
+        (
+            "saccade_snapshots_written_total",
+            "counter",
+            "Snapshots written (crop and annotated frame).",
+            &outputs.snapshots_written,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+            get(counter)
+        );
     }
     let _ = writeln!(
         out,

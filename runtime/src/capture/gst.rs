@@ -186,7 +186,7 @@ impl GstDevice {
         Ok(Running { pipeline, sink })
     }
 
-    fn to_frame(&mut self, sample: &gst::Sample) -> Result<Frame, FrameError> {
+    fn frame_of(&mut self, sample: &gst::Sample) -> Result<Frame, FrameError> {
         let what = self.spec.to_string();
         let bad = |message: String| FrameError::Sample {
             what: what.clone(),
@@ -271,7 +271,7 @@ impl Device for GstDevice {
         let wait =
             gst::ClockTime::from_nseconds(timeout.as_nanos().min(u128::from(u64::MAX)) as u64);
         match running.sink.try_pull_sample(wait) {
-            Some(sample) => Ok(match self.to_frame(&sample) {
+            Some(sample) => Ok(match self.frame_of(&sample) {
                 Ok(frame) => Capture::Frame(frame),
                 Err(e) => Capture::Bad(e),
             }),
@@ -423,5 +423,69 @@ impl FrameSource for GstSource {
         if let Driver::Live(machine) = &mut self.driver {
             machine.set_stop(stop);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::capture::uri::{parse_source_uri, SourceSpec};
+
+    fn open(uri: &str) -> Result<GstSource, SourceError> {
+        let SourceSpec::Gst(spec) = parse_source_uri(uri).unwrap() else {
+            panic!("{uri} is not a GStreamer URI")
+        };
+        GstSource::open(uri, spec)
+    }
+
+    #[test]
+    fn a_pipeline_gives_rgb_frames_of_its_size_with_their_timestamps() {
+        if gst::init().is_err() || gst::ElementFactory::find("videotestsrc").is_none() {
+            eprintln!(
+                "SKIPPED: GStreamer's videotestsrc is not installed (gstreamer1.0-plugins-base)"
+            );
+            return;
+        }
+        let uri = "gst://videotestsrc is-live=true ! video/x-raw,width=66,height=50,framerate=10/1 ! videoconvert ! appsink";
+        let mut source = open(uri).unwrap();
+        assert_eq!(source.default_policy(), QueuePolicy::Latest);
+        let pool = FramePool::new(4);
+        source.use_pool(pool.clone());
+        let mut last_pts: Option<u64> = None;
+        for i in 0..3u64 {
+            let Capture::Frame(f) = source.next_frame() else {
+                panic!("frame {i} missing")
+            };
+            // 66 × 3 = 198 bytes a row: GStreamer pads rows to 200, the frame has none of the padding.
+            assert_eq!(
+                (f.index, f.width, f.height, f.rgb.len()),
+                (i, 66, 50, 66 * 50 * 3)
+            );
+            // The stream's own clock at 10 fps: PTS grows by about 100 ms a frame.
+            let pts = f.pts_ns.unwrap();
+            if let Some(last) = last_pts {
+                assert!(
+                    pts > last && pts - last < 1_000_000_000,
+                    "{pts} after {last}"
+                );
+            }
+            last_pts = Some(pts);
+        }
+        assert_eq!(source.stats().outages, 0);
+    }
+
+    #[test]
+    fn a_missing_video_file_fails_at_open_naming_the_uri_and_the_path() {
+        if gst::init().is_err() {
+            eprintln!("SKIPPED: GStreamer does not initialise");
+            return;
+        }
+        let err = open("file:///no/such/video.mp4").err().unwrap().to_string();
+        assert!(
+            err.contains("file:///no/such/video.mp4")
+                && err.contains("/no/such/video.mp4 does not exist"),
+            "{err}"
+        );
     }
 }

@@ -337,7 +337,12 @@ impl GstSource {
         let timeout = Duration::from_millis(spec.timeout_ms());
         let live = spec.is_live();
         let mut device = GstDevice::new(spec);
-        device.open().map_err(|e| open_error(e.to_string()))?;
+        device.open().map_err(|e| {
+            open_error(match e {
+                DeviceError::Gone(message) => message,
+                stalled => stalled.to_string(),
+            })
+        })?;
         let driver = if live {
             let policy = ReconnectPolicy {
                 stall_timeout: timeout,

@@ -36,6 +36,9 @@ pub struct FrameEvent<'a> {
     pub file: Option<&'a str>,
     /// Capture time, milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
+    /// The stream's own presentation timestamp in milliseconds (video files and network streams only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pts_ms: Option<f64>,
     pub width: u32,
     pub height: u32,
     pub strategy: &'a str,
@@ -70,6 +73,7 @@ impl<'a> FrameEvent<'a> {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
+            pts_ms: frame.pts_ns.map(|ns| ns as f64 / 1e6),
             width: frame.width,
             height: frame.height,
             strategy,

@@ -126,6 +126,8 @@ pub struct Frame {
     pub captured_wall: SystemTime,
     /// File name for replay sources.
     pub file: Option<String>,
+    /// The stream's own presentation timestamp, nanoseconds from its start (video files, RTSP streams).
+    pub pts_ns: Option<u64>,
     /// Known boxes, when the source knows them (synthetic frames).
     pub truth: Vec<TruthBox>,
     /// Where `rgb` goes back when the frame is dropped (frames from pooled sources).
@@ -164,6 +166,7 @@ impl Frame {
             captured_at: Instant::now(),
             captured_wall: SystemTime::now(),
             file: None,
+            pts_ns: None,
             truth: Vec::new(),
             pool: None,
         })
@@ -221,6 +224,8 @@ pub enum FrameError {
         width: u32,
         height: u32,
     },
+    #[error("a sample of {what} could not be read: {message}")]
+    Sample { what: String, message: String },
     #[error("a frame buffer of {bytes} bytes could not be allocated: {message}")]
     OutOfMemory { bytes: usize, message: String },
 }
@@ -236,6 +241,7 @@ impl FrameError {
             FrameError::SizeChanged { .. } => "size_changed",
             FrameError::Image { .. } => "unreadable_image",
             FrameError::TooLarge { .. } => "too_large",
+            FrameError::Sample { .. } => "unreadable_sample",
             FrameError::OutOfMemory { .. } => "out_of_memory",
         }
     }

@@ -152,6 +152,18 @@ pub struct OutputMetrics {
     pub events_errors: AtomicU64,
     /// Annotated PNGs that could not be written (none left half-written).
     pub annotations_errors: AtomicU64,
+    /// Snapshots (crop and annotated frame) that could not be written.
+    pub snapshots_errors: AtomicU64,
+    /// Snapshots written.
+    pub snapshots_written: AtomicU64,
+    /// MQTT event messages the broker took (acknowledged, or sent at QoS 0).
+    pub mqtt_published: AtomicU64,
+    /// MQTT event messages dropped: the buffer was full (broker down or slow), or still held at the end.
+    pub mqtt_dropped: AtomicU64,
+    /// 1 while connected to the MQTT broker.
+    pub mqtt_connected: AtomicU64,
+    /// Times the MQTT connection came back after it was lost.
+    pub mqtt_reconnects: AtomicU64,
 }
 
 impl PipelineMetrics {

@@ -246,6 +246,7 @@ where
     // One buffer for every place a frame can sit: the pool never holds more than the memory plan counts.
     let pool = FramePool::new(frames_in_flight(depth));
     source.use_pool(pool.clone());
+    source.use_stop(stop.clone());
     let (frame_tx, frame_rx) = bounded::<Frame>(depth);
     let (glanced_tx, glanced_rx) = bounded::<(Frame, GlanceMap, Instant)>(depth);
     let (done_tx, done_rx) = bounded::<ProcessedFrame>(depth);

@@ -183,8 +183,48 @@ pub fn collect(
                 &[("output", "annotations")],
                 get(&outputs.annotations_errors),
             ),
+            counter(&[("output", "snapshots")], get(&outputs.snapshots_errors)),
         ],
     ));
+    for (name, kind, help, value) in [
+        (
+            "saccade_mqtt_published_total",
+            MetricType::COUNTER,
+            "MQTT event messages the broker took.",
+            &outputs.mqtt_published,
+        ),
+        (
+            "saccade_mqtt_dropped_total",
+            MetricType::COUNTER,
+            "MQTT event messages dropped (buffer full while the broker was down or slow).",
+            &outputs.mqtt_dropped,
+        ),
+        (
+            "saccade_mqtt_reconnects_total",
+            MetricType::COUNTER,
+            "Times the MQTT connection came back.",
+            &outputs.mqtt_reconnects,
+        ),
+        (
+            "saccade_mqtt_connected",
+            MetricType::GAUGE,
+            "1 while connected to the MQTT broker.",
+            &outputs.mqtt_connected,
+        ),
+        (
+            "saccade_snapshots_written_total",
+            MetricType::COUNTER,
+            "Snapshots written (crop and annotated frame).",
+            &outputs.snapshots_written,
+        ),
+    ] {
+        let sample = if kind == MetricType::COUNTER {
+            counter(&[], get(value))
+        } else {
+            gauge(&[], get(value) as f64)
+        };
+        families.push(family(name, help, kind, vec![sample]));
+    }
     families.push(family(
         "saccade_fps",
         "Frames processed per second since start.",

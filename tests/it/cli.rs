@@ -608,3 +608,17 @@ fn a_full_file_system_loses_whole_events_only_and_writing_resumes_when_space_ret
     assert!(log.contains("writes again"), "{log}");
     assert!(log.contains("os error 28"), "{log}");
 }
+
+#[cfg(not(feature = "gstreamer"))]
+#[test]
+fn a_video_or_stream_uri_without_the_gstreamer_feature_names_the_uri_and_the_feature() {
+    for uri in ["file:///videos/road.mp4", "rtsp://127.0.0.1:8554/cam"] {
+        let out = saccade().args(["run", "--source", uri]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{uri}: {stderr}");
+        assert!(
+            stderr.contains(uri) && stderr.contains("--features gstreamer"),
+            "{uri}: {stderr}"
+        );
+    }
+}

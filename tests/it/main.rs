@@ -4,4 +4,7 @@
 mod alloc;
 mod cli;
 mod fuzz;
+#[cfg(feature = "gstreamer")]
+mod gst;
 mod http;
+mod mqtt;

@@ -29,6 +29,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub http: HttpConfig,
     pub threads: ThreadsConfig,
+    pub mqtt: crate::mqtt::MqttConfig,
+    pub snapshots: crate::snapshots::SnapshotConfig,
     pub sources: Vec<SourceConfig>,
     pub strategies: StrategyConfigs,
 }
@@ -163,6 +165,8 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             http: HttpConfig::default(),
             threads: ThreadsConfig::default(),
+            mqtt: crate::mqtt::MqttConfig::default(),
+            snapshots: crate::snapshots::SnapshotConfig::default(),
             sources: vec![SourceConfig {
                 uri: "synthetic://?width=1280&height=960&seed=1".into(),
                 policy: None,
@@ -192,7 +196,17 @@ const HEADER: &str = "\
 # [metrics] addr: older name of http.addr
 # [threads] cores: cores to plan for (omit: all); intra_op: threads per op (omit: cores / sources);
 #           batch_wait_ms: with several sources, how long classify waits to batch their patches (docs/THREADS.md)
+# [mqtt] url: mqtt://HOST[:PORT]/TOPIC-PREFIX (mqtts:// for TLS; omit: no MQTT); one message per frame with
+#        detections on PREFIX/events (all_frames = true: every frame), retained PREFIX/available online/offline
+#        client_id; qos: 0 | 1 | 2; username / password; ca_file: PEM CA for mqtts:// (omit: system roots)
+#        buffer: messages held while the broker is down or slow (more are dropped, saccade_mqtt_dropped_total)
+#        keep_alive_s; drain_timeout_s: how long the end of a run waits for the broker to take the buffer
+# [snapshots] dir: folder of JPEG snapshots (omit: none): a crop of each sign (margin: fraction of its side
+#        added around it) and the annotated frame, for detections with score >= min_score, at most one per class
+#        and source every min_interval_s; the oldest are removed to keep the folder under max_mb; quality: JPEG
 # [[sources]] uri: v4l:///dev/video0?width=1280&height=960&fps=30&format=yuyv | dir://PATH | synthetic://?seed=1
+#             | file:///path/video.mp4 | rtsp://host:554/path?latency_ms=200&timeout_ms=5000&transport=tcp
+#             | gst://<pipeline ending in appsink> (file, rtsp and gst need the cargo feature `gstreamer`)
 #             policy: latest (drop the oldest frame when behind) | lossless (block); omit for the source's default
 # [strategies.NAME]: the settings of each focus strategy
 ";
@@ -312,6 +326,8 @@ impl Config {
                 self.http.stall_s
             );
         }
+        self.mqtt.validate()?;
+        self.snapshots.validate()?;
         if self.sources.is_empty() {
             bail!("key `sources` is empty, expected at least one [[sources]] entry");
         }
@@ -395,6 +411,26 @@ mod tests {
         let err = Config::from_toml("max_patches = \"eight\"", "t.toml").unwrap_err();
         assert!(format!("{err:#}").contains("max_patches"), "{err:#}");
         assert!(Config::from_toml("[[sources]\n", "t.toml").is_err());
+    }
+
+    #[test]
+    fn mqtt_and_snapshot_sections_parse_and_bad_values_name_the_key() {
+        let c = Config::from_toml(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:1883/site\"\nqos = 0\nbuffer = 10\n[snapshots]\ndir = \"snaps\"\nmax_mb = 2\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!((c.mqtt.qos, c.mqtt.buffer), (0, 10));
+        assert_eq!(c.snapshots.max_mb, 2.0);
+        for (text, key) in [
+            ("[mqtt]\nqos = 5\n", "mqtt.qos"),
+            ("[mqtt]\nurl = \"http://x\"\n", "mqtt.url"),
+            ("[snapshots]\nmin_score = 2.0\n", "snapshots.min_score"),
+            ("[snapshots]\nmax_mb = 0\n", "snapshots.max_mb"),
+        ] {
+            let err = format!("{:#}", Config::from_toml(text, "t.toml").unwrap_err());
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -462,6 +462,8 @@ pub fn frame_size_hint(spec: &SourceSpec) -> (u32, u32) {
                 })
             })
             .unwrap_or((1920, 1080)),
+        // Known only once the stream's caps are negotiated: planned as 1080p.
+        SourceSpec::Gst(_) => (1920, 1080),
     }
 }
 

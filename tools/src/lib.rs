@@ -11,9 +11,11 @@ pub mod engine;
 pub mod eval;
 pub mod font;
 pub mod matching;
+pub mod mqtt;
 pub mod output;
 pub mod run;
 pub mod serve;
+pub mod snapshots;
 pub mod summary;
 pub mod train;
 

@@ -52,7 +52,9 @@ pub struct DemoArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// Source URI: v4l:///dev/video0?width=1280&height=960&fps=30&format=yuyv|mjpeg, dir://PATH[?fps=N&loop=true],
-    /// synthetic://?width=1280&height=960&seed=1[&frames=N]. Required unless --config names sources.
+    /// synthetic://?width=1280&height=960&seed=1[&frames=N], file:///path/video.mp4, rtsp://host/path,
+    /// gst://<pipeline ending in appsink> (the last three with the cargo feature `gstreamer`). Required unless
+    /// --config names sources.
     #[arg(long)]
     pub source: Option<String>,
     /// TOML config file (see `saccade config --print-default`); flags given here override it.
@@ -73,6 +75,12 @@ pub struct RunArgs {
     /// Write annotated PNGs (heat map, patches, detections) into this folder.
     #[arg(long)]
     pub annotate: Option<PathBuf>,
+    /// Publish events to MQTT: mqtt://HOST[:PORT]/TOPIC-PREFIX (mqtts:// for TLS; more keys in [mqtt]).
+    #[arg(long)]
+    pub mqtt: Option<String>,
+    /// Write JPEG snapshots (crop and annotated frame) of detections into this folder (keys in [snapshots]).
+    #[arg(long)]
+    pub snapshots: Option<PathBuf>,
     /// Write the summary as JSON to this path (`-` for stdout).
     #[arg(long)]
     pub json: Option<String>,
@@ -220,6 +228,12 @@ pub fn resolve_run_config(args: &RunArgs, matches: Option<&ArgMatches>) -> anyho
     if args.annotate.is_some() {
         config.output.annotate = args.annotate.clone();
     }
+    if args.mqtt.is_some() {
+        config.mqtt.url = args.mqtt.clone();
+    }
+    if args.snapshots.is_some() {
+        config.snapshots.dir = args.snapshots.clone();
+    }
     if args.http_addr.is_some() {
         config.http.addr = args.http_addr.clone();
         config.metrics.addr = None;
@@ -333,6 +347,8 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating annotation folder {}", dir.display()))?;
     }
+    let mqtt = crate::mqtt::MqttSink::start(&config.mqtt, outputs.clone())?;
+    let snapshots = crate::snapshots::Snapshots::open(&config.snapshots)?.map(Mutex::new);
     let stop = install_signal_handlers()?;
     let metrics: Vec<Arc<PipelineMetrics>> = sources
         .iter()
@@ -381,12 +397,14 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
             };
             let (stop, sink, annotate, strategy) =
                 (stop.clone(), &sink, annotate.clone(), &config.strategy);
+            let (mqtt, snapshots) = (mqtt.as_ref(), snapshots.as_ref());
             let m = m.clone();
             let outputs = outputs.clone();
             let source_metrics = m.clone();
             let registry = registry.clone();
             handles.push(scope.spawn(move || {
                 let mut annotate_log = RateLimitedLog::new(ERROR_LOG_INTERVAL);
+                let mut snapshot_log = RateLimitedLog::new(ERROR_LOG_INTERVAL);
                 let run = run_pipeline(source, processor, options, m, stop, |done| {
                     let event = FrameEvent::new(
                         &uri,
@@ -402,7 +420,27 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
                     if !written {
                         PipelineMetrics::add(&source_metrics.events_write_errors, 1);
                     }
+                    if let Some(mqtt) = mqtt {
+                        mqtt.publish(&event);
+                    }
                     registry.hub.frame_done(i, &done, &event);
+                    if let Some(snapshots) = snapshots {
+                        let taken = match snapshots.lock() {
+                            Ok(mut s) => s.take(i, &done, std::time::Instant::now()),
+                            Err(_) => Err(anyhow::anyhow!("snapshot writer poisoned")),
+                        };
+                        match taken {
+                            Ok(n) => PipelineMetrics::add(&outputs.snapshots_written, n as u64),
+                            Err(e) => {
+                                PipelineMetrics::add(&outputs.snapshots_errors, 1);
+                                if let Some(held_back) = snapshot_log.due(std::time::Instant::now()) {
+                                    tracing::error!(
+                                        "{e:#}; the next detection tries again ({held_back} errors since the last message)"
+                                    );
+                                }
+                            }
+                        }
+                    }
                     if let Some(dir) = &annotate {
                         let stem = match &done.frame.file {
                             Some(file) => file
@@ -471,6 +509,20 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
         .collect();
     for s in &summaries {
         eprint!("{}", s.human());
+    }
+    if let Some(mqtt) = mqtt {
+        let (published, dropped) = mqtt.finish();
+        eprintln!(
+            "  mqtt: {published} messages published, {dropped} dropped, {} reconnects",
+            PipelineMetrics::get(&outputs.mqtt_reconnects)
+        );
+    }
+    if snapshots.is_some() {
+        eprintln!(
+            "  snapshots: {} written, {} failed",
+            PipelineMetrics::get(&outputs.snapshots_written),
+            PipelineMetrics::get(&outputs.snapshots_errors)
+        );
     }
     let annotations_lost = PipelineMetrics::get(&outputs.annotations_errors);
     if annotations_lost > 0 {

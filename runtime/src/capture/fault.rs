@@ -134,6 +134,11 @@ impl<D: Device> Reconnecting<D> {
         self
     }
 
+    /// [`with_stop`](Self::with_stop) on a machine held in place.
+    pub fn set_stop(&mut self, stop: Arc<AtomicBool>) {
+        self.stop = Some(stop);
+    }
+
     /// Replaces `thread::sleep` for the backoff waits (tests record the delays instead of waiting).
     #[must_use]
     pub fn with_sleeper(mut self, sleep: impl FnMut(Duration) + Send + 'static) -> Self {

@@ -1,5 +1,9 @@
-//! Frame sources behind one trait, chosen by a URI (`v4l:///dev/video0?...`, `dir://PATH`, `synthetic://?...`).
+//! Frame sources behind one trait, chosen by a URI (`v4l:///dev/video0?...`, `dir://PATH`, `synthetic://?...`,
+//! and with GStreamer `file://…`, `rtsp://…`, `gst://…`).
 //! Capture is the first stage of the pipeline: it produces RGB [`Frame`]s and counts what it lost.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use crate::frame::{Frame, FrameError};
 use crate::pool::FramePool;
@@ -48,6 +52,8 @@ pub trait FrameSource: Send {
     /// Decode into buffers taken from `pool` from now on. Sources that decode camera buffers do; sources whose
     /// frames are made by a library that allocates its own output (image files, generated scenes) ignore it.
     fn use_pool(&mut self, _pool: FramePool) {}
+    /// Give up waiting for a source that is down once `stop` is raised (live sources that reconnect).
+    fn use_stop(&mut self, _stop: Arc<AtomicBool>) {}
 }
 
 /// Errors opening a source.
@@ -62,6 +68,9 @@ pub enum SourceError {
 pub mod convert;
 pub mod dir;
 pub mod fault;
+#[cfg(feature = "gstreamer")]
+pub mod gst;
+pub mod gst_uri;
 pub mod memory;
 pub mod synthetic;
 pub mod uri;

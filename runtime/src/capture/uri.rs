@@ -5,12 +5,15 @@
 //! - `v4l:///dev/video0?width=1280&height=960&fps=30&format=yuyv|mjpeg&timeout_ms=2000` (cargo feature `camera`)
 //! - `dir://PATH?fps=N&loop=true` (a relative PATH after `dir://`, an absolute one after `dir:///`)
 //! - `synthetic://?width=1280&height=960&seed=1&frames=N&fps=F`
+//! - `file:///path/video.mp4`, `rtsp://host/path`, `gst://<pipeline ending in appsink>` (cargo feature
+//!   `gstreamer`; parsed in `capture::gst_uri`)
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::dir::{DirOptions, DirSource};
+use super::gst_uri::{parse_gst_uri, GstSpec};
 use super::synthetic::{SyntheticOptions, SyntheticSource};
 use super::{FrameSource, SourceError};
 use crate::frame::check_frame_size;
@@ -51,6 +54,8 @@ pub enum SourceSpec {
     V4l(V4lOptions),
     Dir(DirOptions),
     Synthetic(SyntheticOptions),
+    /// A video file, network stream or pipeline that GStreamer decodes.
+    Gst(GstSpec),
 }
 
 impl fmt::Display for SourceSpec {
@@ -90,9 +95,12 @@ impl fmt::Display for SourceSpec {
                 }
                 Ok(())
             }
+            SourceSpec::Gst(spec) => write!(f, "{spec}"),
         }
     }
 }
+
+const SCHEMES: &str = "`v4l`, `dir`, `synthetic`, `file`, `rtsp`, `rtsps` or `gst`";
 
 pub const DEFAULT_WIDTH_PX: u32 = 1280;
 pub const DEFAULT_HEIGHT_PX: u32 = 960;
@@ -105,9 +113,12 @@ pub fn parse_source_uri(uri: &str) -> Result<SourceSpec, SourceError> {
         uri: uri.to_string(),
         message,
     };
-    let (scheme, rest) = uri.split_once("://").ok_or_else(|| {
-        bad("expected `SCHEME://...` with scheme `v4l`, `dir` or `synthetic`".to_string())
-    })?;
+    let (scheme, rest) = uri
+        .split_once("://")
+        .ok_or_else(|| bad(format!("expected `SCHEME://...` with scheme {SCHEMES}")))?;
+    if let Some(spec) = parse_gst_uri(uri).map_err(&bad)? {
+        return Ok(SourceSpec::Gst(spec));
+    }
     let (location, query) = match rest.split_once('?') {
         Some((location, query)) => (location, query),
         None => (rest, ""),
@@ -165,11 +176,7 @@ pub fn parse_source_uri(uri: &str) -> Result<SourceSpec, SourceError> {
             }
             SyntheticSpecDefaults::apply(&mut query).map_err(&bad)?
         }
-        other => {
-            return Err(bad(format!(
-                "unknown scheme `{other}`, expected `v4l`, `dir` or `synthetic`"
-            )))
-        }
+        other => return Err(bad(format!("unknown scheme `{other}`, expected {SCHEMES}"))),
     };
     query.finish().map_err(&bad)?;
     Ok(spec)
@@ -195,7 +202,8 @@ impl SyntheticSpecDefaults {
     }
 }
 
-/// Opens the source a URI names. `v4l://` needs the cargo feature `camera`.
+/// Opens the source a URI names. `v4l://` needs the cargo feature `camera`; `file://`, `rtsp://` and
+/// `gst://` need the cargo feature `gstreamer`.
 pub fn open_source(uri: &str) -> Result<Box<dyn FrameSource>, SourceError> {
     match parse_source_uri(uri)? {
         SourceSpec::Dir(options) => Ok(Box::new(DirSource::open(uri, options)?)),
@@ -207,6 +215,17 @@ pub fn open_source(uri: &str) -> Result<Box<dyn FrameSource>, SourceError> {
             uri: uri.to_string(),
             message: "this build has no camera support: rebuild with `--features camera` \
                       (e.g. `cargo build --release --features camera`)"
+                .to_string(),
+        }),
+        #[cfg(feature = "gstreamer")]
+        SourceSpec::Gst(spec) => Ok(Box::new(super::gst::GstSource::open(uri, spec)?)),
+        #[cfg(not(feature = "gstreamer"))]
+        SourceSpec::Gst(_) => Err(SourceError::BadUri {
+            uri: uri.to_string(),
+            message: "this build has no GStreamer support (video files, RTSP streams, pipelines): rebuild \
+                      with `--features gstreamer` (e.g. `cargo build --release --features gstreamer`; \
+                      Debian: `apt-get install libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
+                      gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav`)"
                 .to_string(),
         }),
     }
@@ -299,7 +318,7 @@ fn parse_positive<T: FromStr + PartialOrd + Default>(key: &str, value: &str) -> 
 }
 
 /// Decodes `%XX` escapes (UTF-8), so paths with spaces or `?`/`&` can be written.
-fn percent_decode(s: &str) -> Result<String, String> {
+pub(super) fn percent_decode(s: &str) -> Result<String, String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -321,7 +340,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
 }
 
 /// Escapes what would end a location or a value: `%`, `?`, `&`, `=`, `#` and non-printing bytes.
-fn percent_encode(s: &str) -> String {
+pub(super) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_graphic() && !matches!(b, b'%' | b'?' | b'&' | b'=' | b'#') {
@@ -397,6 +416,7 @@ mod tests {
     #[test]
     fn bad_keys_and_values_are_named_in_the_error() {
         assert!(bad_message("http://x").contains("`http`"));
+        assert!(bad_message("file:///v.mp4?fps=3").contains("`fps`"));
         assert!(bad_message("synthetic://?colour=red").contains("`colour`"));
         let m = bad_message("synthetic://?width=wide");
         assert!(m.contains("`width`") && m.contains("`wide`"), "{m}");
@@ -434,6 +454,22 @@ mod tests {
     fn v4l_without_the_camera_feature_says_how_to_rebuild() {
         let err = open_source("v4l:///dev/video0").err().unwrap();
         assert!(err.to_string().contains("--features camera"), "{err}");
+    }
+
+    #[cfg(not(feature = "gstreamer"))]
+    #[test]
+    fn gstreamer_uris_without_the_feature_name_the_uri_and_the_feature() {
+        for uri in [
+            "file:///videos/road.mp4",
+            "rtsp://cam.local/stream1",
+            "gst://videotestsrc ! videoconvert ! appsink",
+        ] {
+            let err = open_source(uri).err().unwrap().to_string();
+            assert!(
+                err.contains(uri) && err.contains("--features gstreamer"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -309,6 +309,10 @@ impl FrameSource for V4lSource {
     fn use_pool(&mut self, pool: FramePool) {
         self.machine.device_mut().use_pool(pool);
     }
+
+    fn use_stop(&mut self, stop: Arc<AtomicBool>) {
+        self.machine.set_stop(stop);
+    }
 }
 
 #[cfg(test)]

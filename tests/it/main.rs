@@ -4,4 +4,6 @@
 mod alloc;
 mod cli;
 mod fuzz;
+#[path = "../fuzz-afl/src/lib.rs"]
+mod fuzz_afl;
 mod http;

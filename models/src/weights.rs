@@ -661,7 +661,15 @@ pub enum LoadedModel {
 
 /// Loads whichever model the file holds.
 pub fn load_any(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
-    let set = WeightSet::read(path, device)?;
+    model_from_set(WeightSet::read(path, device)?)
+}
+
+/// [`load_any`] of file bytes already read; `path` only names the file in errors.
+pub fn load_bytes(path: &Path, bytes: &[u8], device: &Device) -> Result<LoadedModel, ModelError> {
+    model_from_set(WeightSet::from_bytes(path, bytes, device)?)
+}
+
+fn model_from_set(set: WeightSet) -> Result<LoadedModel, ModelError> {
     match set.kind()? {
         PATCHNET_KIND => {
             let cfg: PatchNetConfig = set.parse_config()?;
@@ -917,7 +925,16 @@ impl fmt::Display for Inspection {
 
 /// Lists what a weight file holds without building a model (so it works on files a model rejects).
 pub fn inspect_file(path: &Path) -> Result<Inspection, ModelError> {
-    let set = WeightSet::read(path, &Device::Cpu)?;
+    inspection(WeightSet::read(path, &Device::Cpu)?)
+}
+
+/// [`inspect_file`] of file bytes already read; `path` only names the file in errors.
+pub fn inspect_bytes(path: &Path, bytes: &[u8]) -> Result<Inspection, ModelError> {
+    inspection(WeightSet::from_bytes(path, bytes, &Device::Cpu)?)
+}
+
+fn inspection(set: WeightSet) -> Result<Inspection, ModelError> {
+    let path = set.path.clone();
     let mut tensors: Vec<TensorEntry> = set
         .tensors
         .iter()
@@ -930,7 +947,7 @@ pub fn inspect_file(path: &Path) -> Result<Inspection, ModelError> {
         .collect();
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Inspection {
-        path: path.to_path_buf(),
+        path,
         format: set.format,
         kind: set.kind.clone(),
         config_json: set.config_json.clone(),

@@ -168,27 +168,48 @@ fn check_weights(bytes: &[u8], dir: &Path) {
     let _ = saccade_models::weights::inspect_file(&path);
 }
 
+/// Every corpus file, through the harness of each coverage-guided target (`tests/fuzz-afl/src/lib.rs`, the same
+/// functions the `cargo afl` binaries call): the seeds and every crash AFL++ ever found stay checked in CI.
 #[test]
 fn corpus_files_never_panic() {
-    for (_, bytes) in seeds("mjpeg") {
-        check_mjpeg(&bytes);
+    for target in crate::fuzz_afl::TARGETS {
+        let files = seeds(crate::fuzz_afl::corpus_folder(target));
+        for (name, bytes) in files {
+            let run = std::panic::catch_unwind(|| crate::fuzz_afl::run(target, &bytes));
+            assert!(
+                run.is_ok(),
+                "fuzz target {target} panics on corpus file {name}"
+            );
+        }
+    }
+    // The seeds themselves parse: a mutation test over seeds that never parse would test nothing.
+    for (name, bytes) in seeds("mjpeg") {
+        let mut rgb = Vec::new();
+        mjpeg_to_rgb(&bytes, &mut rgb).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     for (name, bytes) in seeds("yuyv") {
+        // `[width u16 LE][height u16 LE][YUYV bytes]`, as the yuyv target reads them.
+        let (w, h) = (
+            u16::from_le_bytes([bytes[0], bytes[1]]) as u32,
+            u16::from_le_bytes([bytes[2], bytes[3]]) as u32,
+        );
         let mut rgb = Vec::new();
-        let dims = name.trim_end_matches(".yuyv");
-        let (w, h) = dims.split_once('x').expect("yuyv seed named WxH.yuyv");
-        let (w, h): (u32, u32) = (w.parse().unwrap(), h.parse().unwrap());
-        yuyv_to_rgb(&bytes, w, h, &mut rgb).unwrap();
+        yuyv_to_rgb(&bytes[4..], w, h, &mut rgb).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(rgb.len(), w as usize * h as usize * 3);
     }
     for (name, bytes) in seeds("config") {
         let text = String::from_utf8(bytes).unwrap();
         Config::from_toml(&text, &name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     }
-    // The seeds themselves decode: a mutation test over seeds that never parse would test nothing.
-    for (name, bytes) in seeds("mjpeg") {
-        let mut rgb = Vec::new();
-        mjpeg_to_rgb(&bytes, &mut rgb).unwrap_or_else(|e| panic!("{name}: {e}"));
+    for (name, bytes) in seeds("uri") {
+        let text = String::from_utf8(bytes).unwrap();
+        saccade_runtime::capture::parse_source_uri(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    for (name, bytes) in seeds("weights") {
+        if name.starts_with("patchnet") {
+            saccade_models::weights::load_bytes(Path::new(&name), &bytes, &Device::Cpu)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 mod alloc;
 mod cli;
 mod fuzz;
+#[path = "../fuzz-afl/src/lib.rs"]
+mod fuzz_afl;
 #[cfg(feature = "gstreamer")]
 mod gst;
 mod http;

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing of one target with AFL++ through cargo-afl.
+#
+#   tests/fuzz-afl/run.sh TARGET SECONDS [--minimize]
+#
+# TARGET: mjpeg, yuyv, weights, config, uri or events (src/lib.rs has what each checks). Builds the targets with
+# `cargo afl build --release`, fuzzes TARGET for SECONDS starting from tests/fuzz-corpus/TARGET/ (resuming an
+# earlier run's queue in out/TARGET if there is one), then prints the run's figures from fuzzer_stats.
+# --minimize: `afl-cmin` over the seeds and the queue, and copies the inputs that add coverage (and any crash)
+# into tests/fuzz-corpus/TARGET/ as `afl-*` / `crash-*` files; commit them, keep the corpus small.
+#
+# Needs: cargo-afl (`cargo install cargo-afl --locked`, which also builds its AFL++). The output folder out/ is
+# not committed. Environment: AFL_* as afl-fuzz documents them; FUZZ_NICE (default 19) is the niceness.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+cd "$here"
+target="${1:?usage: run.sh TARGET SECONDS [--minimize]}"
+seconds="${2:?usage: run.sh TARGET SECONDS [--minimize]}"
+minimize="${3:-}"
+corpus="$here/../fuzz-corpus/$target"
+[ -d "$corpus" ] || { echo "no corpus folder $corpus" >&2; exit 2; }
+[ -f "src/bin/$target.rs" ] || { echo "no fuzz target $target (src/bin/$target.rs)" >&2; exit 2; }
+
+cargo afl build --release --bin "$target"
+bin="$here/target/release/$target"
+out="$here/out/$target"
+mkdir -p "$out"
+
+# Containers and shared machines: no core_pattern or CPU-governor changes, no pinning to a core.
+export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1 AFL_NO_UI=1
+export AFL_AUTORESUME=1
+timeout_ms=1000
+[ "$target" = weights ] && timeout_ms=5000
+start=$(date +%s)
+nice -n "${FUZZ_NICE:-19}" cargo afl fuzz -V "$seconds" -t "$timeout_ms" -i "$corpus" -o "$out" -- "$bin" \
+  > "$out/fuzz.log" 2>&1 || { echo "afl-fuzz failed, see $out/fuzz.log" >&2; tail -20 "$out/fuzz.log" >&2; exit 1; }
+end=$(date +%s)
+
+stats="$out/default/fuzzer_stats"
+echo "target $target: $((end - start)) s wall"
+grep -E '^(run_time|execs_done|execs_per_sec|corpus_count|corpus_found|bitmap_cvg|edges_found|total_edges|saved_crashes|saved_hangs|stability) ' "$stats"
+
+if [ "$minimize" = --minimize ]; then
+  tmp="$(mktemp -d)"
+  all="$tmp/all"; min="$tmp/min"
+  mkdir -p "$all"
+  cp "$corpus"/* "$all"/ 2>/dev/null || true
+  rm -f "$all/README.md"
+  cp "$out"/default/queue/id:* "$all"/ 2>/dev/null || true
+  cargo afl cmin -t "$timeout_ms" -i "$all" -o "$min" -- "$bin" >/dev/null
+  added=0
+  for f in "$min"/*; do
+    sum=$(sha1sum "$f" | cut -c1-12)
+    if ! (for c in "$corpus"/*; do cmp -s "$f" "$c" && exit 0; done; exit 1); then
+      cp "$f" "$corpus/afl-$sum"; added=$((added + 1))
+    fi
+  done
+  for f in "$out"/default/crashes/id:*; do
+    [ -e "$f" ] || continue
+    cp "$f" "$corpus/crash-$(sha1sum "$f" | cut -c1-12)"; added=$((added + 1))
+  done
+  rm -rf "$tmp"
+  echo "added $added files to $corpus ($(du -sh "$corpus" | cut -f1))"
+fi

@@ -344,7 +344,7 @@ mod tests {
 
     /// Every metric family of the exposition, with its type, in order: the names as they were when the text
     /// was hand-formatted (scrapers and dashboards depend on them).
-    const FAMILIES: [(&str, &str); 19] = [
+    const FAMILIES: [(&str, &str); 24] = [
         ("saccade_frames_captured_total", "counter"),
         ("saccade_frames_processed_total", "counter"),
         ("saccade_frames_bad_total", "counter"),
@@ -358,6 +358,11 @@ mod tests {
         ("saccade_frame_buffers_reused_total", "counter"),
         ("saccade_event_write_errors_total", "counter"),
         ("saccade_output_errors_total", "counter"),
+        ("saccade_mqtt_published_total", "counter"),
+        ("saccade_mqtt_dropped_total", "counter"),
+        ("saccade_mqtt_reconnects_total", "counter"),
+        ("saccade_mqtt_connected", "gauge"),
+        ("saccade_snapshots_written_total", "counter"),
         ("saccade_fps", "gauge"),
         ("saccade_patches_per_frame", "gauge"),
         ("saccade_early_exit_ratio", "gauge"),
@@ -484,6 +489,7 @@ mod tests {
                 "saccade_stage_latency_seconds" => &["source", "stage"],
                 "saccade_output_errors_total" => &["output"],
                 "saccade_memory_used_bytes" | "saccade_memory_budget_bytes" => &[],
+                f if f.starts_with("saccade_mqtt_") || f.starts_with("saccade_snapshots_") => &[],
                 _ => &["source"],
             };
             assert_eq!(label_names, expected, "{line}");

@@ -64,6 +64,8 @@ pub mod dir;
 pub mod fault;
 pub mod memory;
 pub mod synthetic;
+#[cfg(feature = "turbojpeg")]
+pub mod turbo;
 pub mod uri;
 #[cfg(feature = "camera")]
 pub mod v4l;

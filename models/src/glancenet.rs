@@ -471,6 +471,32 @@ impl GlanceNet for GlanceNetModel {
         })
     }
 
+    /// On the Q8_0 integer path: the whole glance on slices into `out`'s buffers (nothing allocated once
+    /// they have grown); otherwise the tensor path.
+    fn glance_into(&self, chw: &[f32], out: &mut GlanceMap) -> Result<(), ModelError> {
+        let (w, h) = self.input_size_px();
+        match &self.int8 {
+            Some(int8) if self.norms.is_none() && int8.has_slice_path() => {
+                if chw.len() != 3 * h * w {
+                    return Err(ModelError::BadInput {
+                        expected: format!("(1, 3, {h}, {w}) = {} values", 3 * h * w),
+                        found: vec![chw.len()],
+                    });
+                }
+                Ok(int8.glance_into(chw, (h, w), GLANCE_STRIDE_PX, out)?)
+            }
+            _ => {
+                let image = Tensor::from_slice(chw, (1, 3, h, w), &candle_core::Device::Cpu)
+                    .map_err(|_| ModelError::BadInput {
+                        expected: format!("(1, 3, {h}, {w}) = {} values", 3 * h * w),
+                        found: vec![chw.len()],
+                    })?;
+                *out = self.glance(&image)?;
+                Ok(())
+            }
+        }
+    }
+
     fn mflops(&self) -> f64 {
         total_mflops(&self.cfg.layer_costs())
     }

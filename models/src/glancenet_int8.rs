@@ -29,8 +29,9 @@ use crate::glancenet::{GlanceMaps, GlanceNetConfig, CONV_LAYERS};
 use crate::int8::{matmul, padded, quantise_u8, Int8Matrix, QuantRows, BLOCK};
 use crate::linear::QLinear;
 use crate::patchnet_int8::taps_last_to_channels_last;
+use crate::slice_ops::softmax_extend;
 use crate::weights::WeightSet;
-use crate::ModelError;
+use crate::{GlanceMap, ModelError};
 
 #[derive(Default)]
 struct Scratch {
@@ -44,6 +45,9 @@ struct Scratch {
     objectness_logits: Vec<f32>,
     log2_side: Vec<f32>,
     pooled: Vec<f32>,
+    /// The class head's input as candle's quantised matmul sees it, and its logits.
+    cls_input: Vec<f32>,
+    cls_logits: Vec<f32>,
 }
 
 thread_local! {
@@ -63,7 +67,69 @@ struct IntConv {
     from_file: bool,
 }
 
+/// The class head (`cls`, `(num_classes, c3)`) on slices: the float net's layer, or candle's Q8_0 product
+/// (the input row quantised to Q8_0 blocks, scale rounded through f16, as candle does before its integer
+/// dot) with the dequantised weights; equal to candle's result up to rounding.
+#[derive(Debug)]
+struct ClsHead {
+    /// `(out, in)` row-major, dequantised.
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    in_dim: usize,
+    /// Quantise the input row to Q8_0 first (a Q8_0 weight).
+    q8_input: bool,
+}
+
+impl ClsHead {
+    /// The head of `cls`, or `None` for a quantisation other than Q8_0 (those stay on candle's path).
+    fn from_linear(cls: &QLinear) -> Result<Option<Self>> {
+        use candle_core::quantized::GgmlDType;
+        let q8_input = match cls.weight_dtype() {
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => false,
+            GgmlDType::Q8_0 if cls.in_dim().is_multiple_of(BLOCK) => true,
+            _ => return Ok(None),
+        };
+        let weight = cls.weight_f32()?.flatten_all()?.to_vec1::<f32>()?;
+        let bias = match cls.bias() {
+            Some(b) => b.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+            None => vec![0.0; cls.out_dim()],
+        };
+        Ok(Some(Self {
+            weight,
+            bias,
+            in_dim: cls.in_dim(),
+            q8_input,
+        }))
+    }
+
+    /// `logits = W · x + b` for one row `x`; `input` holds the row as the product sees it.
+    fn logits(&self, x: &[f32], input: &mut Vec<f32>, logits: &mut Vec<f32>) {
+        input.clear();
+        input.extend_from_slice(&x[..self.in_dim.min(x.len())]);
+        if self.q8_input {
+            for block in input.chunks_mut(BLOCK) {
+                let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                let stored = half::f16::from_f32(d).to_f32();
+                for v in block.iter_mut() {
+                    *v = f32::round(*v * id) as i8 as f32 * stored;
+                }
+            }
+        }
+        logits.clear();
+        logits.extend(
+            self.weight
+                .chunks_exact(self.in_dim.max(1))
+                .zip(&self.bias)
+                .map(|(row, b)| dot(input, row) + b),
+        );
+    }
+}
+
 pub(crate) struct Int8GlanceNet {
+    /// The class head on slices (`None`: [`Self::glance_into`] is not available).
+    cls: Option<ClsHead>,
     channels: [usize; 4],
     conv1: Conv1,
     convs: [IntConv; 3],
@@ -154,6 +220,7 @@ impl Int8GlanceNet {
             CONV_LAYERS[0].2,
         );
         Ok(Some(Self {
+            cls: ClsHead::from_linear(&set.linear("cls")?)?,
             channels: cfg.channels,
             conv1,
             convs,
@@ -162,6 +229,11 @@ impl Int8GlanceNet {
             size_w: values("size.weight")?,
             size_b: scalar("size.bias")?,
         }))
+    }
+
+    /// Whether [`Self::glance_into`] can run (the class head has a slice path).
+    pub(crate) fn has_slice_path(&self) -> bool {
+        self.cls.is_some()
     }
 
     /// Which kernels the file stored in Q8_0 and which were quantised at load, for `describe`.
@@ -195,37 +267,105 @@ impl Int8GlanceNet {
             );
         }
         let input = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let (map_h, map_w) = self.map_size(h, w);
+        self.with_scratch(|sc| {
+            self.run_in(&input, (b, h, w), sc);
+            let map_shape = (b, 1, map_h, map_w);
+            let pooled = Tensor::from_slice(&sc.pooled, (b, self.channels[3]), &Device::Cpu)?;
+            Ok(GlanceMaps {
+                objectness_logits: Tensor::from_slice(
+                    &sc.objectness_logits,
+                    map_shape,
+                    &Device::Cpu,
+                )?,
+                log2_side: Tensor::from_slice(&sc.log2_side, map_shape, &Device::Cpu)?,
+                class_logits: cls.forward(&pooled)?,
+                pooled,
+            })
+        })
+    }
+
+    /// What `GlanceNet::glance` makes of one `(3, h, w)` image (f32 RGB in 0..1, not normalised), on
+    /// slices: the sigmoid of the objectness logits, the side `2^log2_side`, the pooled feature and the class
+    /// head's softmax, written into `out`'s buffers (nothing is allocated once they and this thread's scratch
+    /// have grown). Each step is candle's arithmetic (see [`crate::slice_ops`]).
+    pub(crate) fn glance_into(
+        &self,
+        chw: &[f32],
+        (h, w): (usize, usize),
+        stride_px: usize,
+        out: &mut GlanceMap,
+    ) -> Result<()> {
+        if h == 0 || w == 0 || chw.len() != 3 * h * w {
+            candle_core::bail!(
+                "int8 glancenet: {} input values for a (3, {h}, {w}) image",
+                chw.len()
+            );
+        }
+        let (map_h, map_w) = self.map_size(h, w);
+        self.with_scratch(|sc| {
+            self.run_in(chw, (1, h, w), sc);
+            out.map_width = map_w;
+            out.map_height = map_h;
+            out.stride_px = stride_px;
+            out.objectness.clear();
+            // candle_nn's sigmoid: 1 / (e^−v + 1).
+            out.objectness.extend(
+                sc.objectness_logits
+                    .iter()
+                    .map(|v| ((-v).exp() + 1.0).recip()),
+            );
+            out.box_side_glance_px.clear();
+            let ln2 = std::f64::consts::LN_2 as f32;
+            out.box_side_glance_px
+                .extend(sc.log2_side.iter().map(|v| (v * ln2).exp()));
+            out.feature.clear();
+            out.feature.extend_from_slice(&sc.pooled);
+            let Some(cls) = &self.cls else {
+                candle_core::bail!("int8 glancenet: the class head's dtype has no slice path");
+            };
+            let probs = out.class_probs.get_or_insert_with(Vec::new);
+            probs.clear();
+            cls.logits(&sc.pooled, &mut sc.cls_input, &mut sc.cls_logits);
+            softmax_extend(&sc.cls_logits, probs);
+            Ok(())
+        })
+    }
+
+    /// Side of the output maps for an `h × w` input.
+    fn map_size(&self, h: usize, w: usize) -> (usize, usize) {
         let out_side = |side: usize, stride: usize| conv_out_side_px(side, 3, stride, 1);
-        let (h1, w1) = (
+        let (mut map_h, mut map_w) = (
             out_side(h, self.conv1.stride),
             out_side(w, self.conv1.stride),
         );
-        let (mut map_h, mut map_w) = (h1, w1);
         for conv in &self.convs {
             (map_h, map_w) = (out_side(map_h, conv.stride), out_side(map_w, conv.stride));
         }
+        (map_h, map_w)
+    }
+
+    /// `f` with this thread's buffers.
+    fn with_scratch<R>(&self, f: impl FnOnce(&mut Scratch) -> Result<R>) -> Result<R> {
         SCRATCH.with(|cell| {
             let mut sc = cell.try_borrow_mut().map_err(|_| {
                 candle_core::Error::Msg(
                     "int8 glancenet: a forward pass re-entered its thread's scratch".into(),
                 )
             })?;
-            self.maps_in(&input, (b, h, w), (h1, w1), (map_h, map_w), cls, &mut sc)
+            f(&mut sc)
         })
     }
 
-    /// [`Self::maps`] on `input` (`(b, 3, h, w)` flattened) with this thread's buffers.
-    #[allow(clippy::too_many_arguments)]
-    fn maps_in(
-        &self,
-        input: &[f32],
-        (b, h, w): (usize, usize, usize),
-        (h1, w1): (usize, usize),
-        (map_h, map_w): (usize, usize),
-        cls: &QLinear,
-        sc: &mut Scratch,
-    ) -> Result<GlanceMaps> {
+    /// The forward pass on `input` (`(b, 3, h, w)` flattened) with this thread's buffers: objectness and
+    /// log2-side logits `(b, map_h · map_w)` and the pooled feature `(b, c3)` in `sc`.
+    fn run_in(&self, input: &[f32], (b, h, w): (usize, usize, usize), sc: &mut Scratch) {
         let out_side = |side: usize, stride: usize| conv_out_side_px(side, 3, stride, 1);
+        let (h1, w1) = (
+            out_side(h, self.conv1.stride),
+            out_side(w, self.conv1.stride),
+        );
+        let (map_h, map_w) = self.map_size(h, w);
         let cells = map_h * map_w;
         let c3 = self.channels[3];
         for out in [&mut sc.objectness_logits, &mut sc.log2_side] {
@@ -287,15 +427,6 @@ impl Int8GlanceNet {
                 *p /= cells.max(1) as f32;
             }
         }
-
-        let map_shape = (b, 1, map_h, map_w);
-        let pooled = Tensor::from_slice(&sc.pooled, (b, c3), &Device::Cpu)?;
-        Ok(GlanceMaps {
-            objectness_logits: Tensor::from_slice(&sc.objectness_logits, map_shape, &Device::Cpu)?,
-            log2_side: Tensor::from_slice(&sc.log2_side, map_shape, &Device::Cpu)?,
-            class_logits: cls.forward(&pooled)?,
-            pooled,
-        })
     }
 }
 
@@ -499,6 +630,51 @@ mod tests {
     }
 
     /// The shipped glance net on a real frame (`tools/samples/00600.jpg`, 1360×800, shrunk to 448×264): the
+    /// `glance_into` (slices into the caller's map) gives what `glance` gives through tensors: the same map
+    /// size, objectness, box sides and feature within 1e-6, class probabilities within 1e-5 (the class head's
+    /// dot products are summed in another order than candle's).
+    #[test]
+    fn glance_into_matches_the_tensor_path() {
+        let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
+        let q8 = load(&weights.join("glancenet.q8_0.gguf"));
+        assert!(q8.runs_integer_kernels(), "{}", q8.describe());
+        let (w, h) = q8.input_size_px();
+        let chw = flat(&random_tensor(&[1, 3, h, w], 0.0, 1.0, 5));
+        let x = Tensor::from_vec(chw.clone(), (1, 3, h, w), &Device::Cpu).unwrap();
+        let want = q8.glance(&x).unwrap();
+        let mut got = crate::GlanceMap::default();
+        for _ in 0..2 {
+            q8.glance_into(&chw, &mut got).unwrap();
+            assert_eq!(
+                (got.map_width, got.map_height, got.stride_px),
+                (want.map_width, want.map_height, want.stride_px)
+            );
+            for (name, a, b, tol) in [
+                ("objectness", &got.objectness, &want.objectness, 1e-6),
+                (
+                    "box sides",
+                    &got.box_side_glance_px,
+                    &want.box_side_glance_px,
+                    1e-6,
+                ),
+                ("feature", &got.feature, &want.feature, 1e-6),
+                (
+                    "class probabilities",
+                    got.class_probs.as_ref().unwrap(),
+                    want.class_probs.as_ref().unwrap(),
+                    1e-5,
+                ),
+            ] {
+                assert_eq!(a.len(), b.len(), "{name}");
+                let d = max_abs_diff(a, b);
+                let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+                assert!(d <= tol * scale, "{name} differ by {d}");
+            }
+        }
+        let e = q8.glance_into(&chw[1..], &mut got).unwrap_err().to_string();
+        assert!(e.contains(&format!("(1, 3, {h}, {w})")), "{e}");
+    }
+
     /// Q8_0 file on the integer path against the f32 file through candle. Measured: max |Δ objectness| 0.015;
     /// the same best cell and the same 8 best cells (the sixth ranked eighth); box sides within 2^0.028 at
     /// those cells and 2^0.18 anywhere (log2 sides span 4.5). Bounds: 0.05 in probability; the same best cell

@@ -15,6 +15,7 @@ pub mod int8;
 pub mod linear;
 pub mod patchnet;
 mod patchnet_int8;
+mod slice_ops;
 mod train_ops;
 pub mod weights;
 
@@ -60,6 +61,21 @@ pub trait GlanceNet: Send + Sync {
     fn input_size_px(&self) -> (usize, usize);
     /// `image`: `(1, 3, h, w)` f32 RGB in 0..1 at `input_size_px`.
     fn glance(&self, image: &Tensor) -> Result<GlanceMap, ModelError>;
+    /// [`Self::glance`] on a CHW slice (`3 · h · w` f32 RGB in 0..1 at `input_size_px`), writing the maps into
+    /// `out`'s buffers (cleared and refilled; no allocation once they have grown to size on a net that
+    /// overrides this: the Q8_0 glance net on the CPU). The default goes through [`Self::glance`].
+    fn glance_into(&self, chw: &[f32], out: &mut GlanceMap) -> Result<(), ModelError> {
+        let (w, h) = self.input_size_px();
+        if chw.len() != 3 * h * w {
+            return Err(ModelError::BadInput {
+                expected: format!("(1, 3, {h}, {w}) = {} values", 3 * h * w),
+                found: vec![chw.len()],
+            });
+        }
+        let image = Tensor::from_slice(chw, (1, 3, h, w), &candle_core::Device::Cpu)?;
+        *out = self.glance(&image)?;
+        Ok(())
+    }
     /// Analytic cost of one forward pass, in MFLOPs (multiply-add = 2 FLOPs).
     fn mflops(&self) -> f64;
     /// One line for logs: architecture and weight dtype.
@@ -84,6 +100,42 @@ impl PatchVerdicts {
     }
 }
 
+/// What a patch classifier says about a batch, in caller-owned buffers that keep their capacity between
+/// calls ([`PatchClassifier::classify_into`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PatchRows {
+    /// `batch × NUM_CLASSES` softmax probabilities, row-major.
+    pub probs: Vec<f32>,
+    /// One `[xmin, ymin, xmax, ymax]` per patch in patch sides when the net regresses boxes, else empty.
+    pub boxes: Vec<[f32; 4]>,
+    /// Whether the net has a box head (`boxes` holds one box per patch).
+    pub has_boxes: bool,
+}
+
+impl PatchRows {
+    /// Empties the rows, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.probs.clear();
+        self.boxes.clear();
+        self.has_boxes = false;
+    }
+
+    /// Fills the rows from tensor verdicts (the default path of [`PatchClassifier::classify_into`]).
+    pub fn fill_from(&mut self, verdicts: &PatchVerdicts) -> Result<(), ModelError> {
+        self.clear();
+        let probs = verdicts
+            .probs
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?;
+        self.probs.extend(probs.to_vec1::<f32>()?);
+        if let Some(boxes) = &verdicts.boxes {
+            self.has_boxes = true;
+            self.boxes.extend_from_slice(boxes);
+        }
+        Ok(())
+    }
+}
+
 /// Classifies square full-resolution patches into the 43 GTSRB classes plus background.
 pub trait PatchClassifier: Send + Sync {
     /// Side of the square input in pixels (patches are resized to this).
@@ -93,6 +145,27 @@ pub trait PatchClassifier: Send + Sync {
     /// [`Self::classify`] plus the sign's box inside each patch where the net has a box head. No default:
     /// a wrapper that forgot to forward it would silently drop every box.
     fn classify_with_boxes(&self, patches: &Tensor) -> Result<PatchVerdicts, ModelError>;
+    /// [`Self::classify_with_boxes`] on a slice of `batch` CHW patches (`batch · 3 · s · s` f32 RGB in 0..1),
+    /// writing the verdicts into `out`'s buffers (cleared and refilled). A net that overrides this (the Q8_0
+    /// patch net on the CPU) allocates nothing once the buffers have grown; the default builds a tensor and
+    /// goes through [`Self::classify_with_boxes`]. A wrapper should forward it, or its calls take the
+    /// allocating default.
+    fn classify_into(
+        &self,
+        patches_chw: &[f32],
+        batch: usize,
+        out: &mut PatchRows,
+    ) -> Result<(), ModelError> {
+        let s = self.input_side_px();
+        if patches_chw.len() != batch * 3 * s * s {
+            return Err(ModelError::BadInput {
+                expected: format!("({batch}, 3, {s}, {s}) = {} values", batch * 3 * s * s),
+                found: vec![patches_chw.len()],
+            });
+        }
+        let patches = Tensor::from_slice(patches_chw, (batch, 3, s, s), &candle_core::Device::Cpu)?;
+        out.fill_from(&self.classify_with_boxes(&patches)?)
+    }
     /// Analytic cost of classifying one patch, in MFLOPs.
     fn mflops_per_patch(&self) -> f64;
     /// One line for logs: architecture and weight dtype.

@@ -5,7 +5,8 @@
 
 use crate::flops::{conv2d_flops, linear_flops, total_mflops, LayerCost};
 use crate::linear::QLinear;
-use crate::patchnet_int8::Int8PatchNet;
+use crate::patchnet_int8::{Int8PatchNet, SliceNorm};
+use crate::slice_ops::softmax_extend;
 use crate::train_ops::{conv_block_nhwc, conv_bn_block_nhwc, BatchNorm};
 use crate::weights::{ConfigCheck, TensorRole, TensorSpec, WeightSet};
 use crate::{ModelError, PatchClassifier, PatchVerdicts, NUM_CLASSES};
@@ -557,6 +558,55 @@ impl PatchClassifier for PatchNet {
             probs,
             boxes: Some(raw.iter().map(|r| decode_patch_box(r)).collect()),
         })
+    }
+
+    /// On the Q8_0 integer path: normalisation, forward pass, softmax and boxes on slices, into `out`'s
+    /// buffers (nothing allocated once they and this thread's scratch have grown). Otherwise (float or GPU
+    /// weights) the tensor path.
+    fn classify_into(
+        &self,
+        patches_chw: &[f32],
+        batch: usize,
+        out: &mut crate::PatchRows,
+    ) -> Result<(), ModelError> {
+        let s = self.cfg.input_side_px;
+        let int8 = match &self.int8 {
+            Some(int8) if self.norms.is_none() => int8,
+            _ => {
+                let patches =
+                    Tensor::from_slice(patches_chw, (batch, 3, s, s), &candle_core::Device::Cpu)
+                        .map_err(|_| ModelError::BadInput {
+                            expected: format!(
+                                "({batch}, 3, {s}, {s}) = {} values",
+                                batch * 3 * s * s
+                            ),
+                            found: vec![patches_chw.len()],
+                        })?;
+                return out.fill_from(&self.classify_with_boxes(&patches)?);
+            }
+        };
+        if patches_chw.len() != batch * 3 * s * s {
+            return Err(ModelError::BadInput {
+                expected: format!("({batch}, 3, {s}, {s}) = {} values", batch * 3 * s * s),
+                found: vec![patches_chw.len()],
+            });
+        }
+        let norm = match self.cfg.input_norm {
+            InputNorm::Fixed => SliceNorm::Fixed,
+            InputNorm::PerPatch => SliceNorm::PerPatch,
+        };
+        out.clear();
+        out.has_boxes = self.cfg.box_head;
+        let (classes, outputs) = (self.cfg.num_classes, self.cfg.num_outputs());
+        int8.with_outputs(patches_chw, batch, norm, |rows| {
+            for row in rows.chunks_exact(outputs) {
+                softmax_extend(&row[..classes], &mut out.probs);
+                if self.cfg.box_head {
+                    out.boxes.push(decode_patch_box(&row[classes..]));
+                }
+            }
+        })?;
+        Ok(())
     }
 
     fn mflops_per_patch(&self) -> f64 {
@@ -1208,6 +1258,54 @@ mod tests {
             path.display()
         );
         net
+    }
+
+    /// The slice path (`classify_into`: per-patch normalisation in place, forward pass, softmax, boxes) gives
+    /// what the tensor path gives: logits within 1e-5 (the same bits where candle sums with AVX2), so the
+    /// probabilities and boxes too; a flat patch (deviation under the floor) included.
+    #[test]
+    fn classify_into_matches_the_tensor_path_on_the_integer_net() {
+        let net = shipped_q8_0();
+        let side = net.input_side_px();
+        let x = random_tensor(&[9, 3, side, side], 0.0, 1.0, 77);
+        let mut values = flat(&x);
+        // Patch 0 nearly flat: its deviation is floored.
+        for v in &mut values[..3 * side * side] {
+            *v = 0.5 + (*v - 0.5) * 0.01;
+        }
+        let x = Tensor::from_vec(values.clone(), (9, 3, side, side), &Device::Cpu).unwrap();
+        let want_logits = flat(&net.outputs(&x).unwrap());
+        let want = net.classify_with_boxes(&x).unwrap();
+        let mut rows = crate::PatchRows::default();
+        net.classify_into(&values, 9, &mut rows).unwrap();
+        // The slice path's logits, recovered from its probabilities, are checked through the probabilities:
+        // softmax is 1-Lipschitz, so a logit error of ε moves a probability by at most ε.
+        let d = max_abs_diff(&rows.probs, &flat(&want.probs));
+        assert!(d <= 1e-5, "probabilities differ by {d}");
+        let want_boxes = want.boxes.unwrap();
+        assert_eq!(rows.has_boxes, net.cfg.box_head);
+        for (a, b) in rows.boxes.iter().zip(&want_boxes) {
+            assert!(max_abs_diff(a, b) <= 1e-5, "{a:?} vs {b:?}");
+        }
+        // And the logits themselves, through the integer net's own entry on slices.
+        let norm = match net.cfg.input_norm {
+            InputNorm::Fixed => SliceNorm::Fixed,
+            InputNorm::PerPatch => SliceNorm::PerPatch,
+        };
+        let got_logits = net
+            .int8
+            .as_ref()
+            .unwrap()
+            .with_outputs(&values, 9, norm, |l| l.to_vec())
+            .unwrap();
+        let d = max_abs_diff(&got_logits, &want_logits);
+        assert!(d <= 1e-5, "logits differ by {d}");
+        // A wrong length is refused naming both.
+        let e = net
+            .classify_into(&values[1..], 9, &mut rows)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("(9, 3, 32, 32)") && e.contains("27647"), "{e}");
     }
 
     #[test]

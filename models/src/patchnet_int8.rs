@@ -18,6 +18,7 @@ use candle_core::{Device, Result, Tensor};
 use crate::conv1::{pad_zero_border, Conv1};
 use crate::int8::{matmul, padded, quantise_u8, Int8Matrix, QuantRows};
 use crate::patchnet::PatchNetConfig;
+use crate::slice_ops::per_patch_shift_divisor;
 use crate::weights::WeightSet;
 use crate::ModelError;
 
@@ -32,6 +33,19 @@ struct Scratch {
     sample_scales: Vec<f32>,
     rows: QuantRows,
     logits: Vec<f32>,
+    /// One patch's squared deviations (per-patch normalisation of the slice path).
+    squares: Vec<f32>,
+}
+
+/// How the forward pass normalises each patch before conv1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SliceNorm {
+    /// The input is normalised already (the tensor path normalised it with candle).
+    Done,
+    /// `(x − 0.5) / 0.25`.
+    Fixed,
+    /// Each patch to zero mean and unit deviation, as `normalise_per_patch`.
+    PerPatch,
 }
 
 thread_local! {
@@ -129,30 +143,60 @@ impl Int8PatchNet {
     /// # Shapes
     /// `(b, 3, s, s)` f32 on the CPU → `(b, num_classes)`.
     pub(crate) fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, _, _, _) = x.dims4()?;
+        let input = x.flatten_all()?.to_vec1::<f32>()?;
+        self.with_outputs(&input, b, SliceNorm::Done, |logits| {
+            Tensor::from_slice(logits, (b, self.fc2.rows()), &Device::Cpu)
+        })?
+    }
+
+    /// Runs the net on `b` CHW patches (`input`, `b · 3 · s · s` values) normalised as `norm` says, and hands
+    /// `f` the `(b, outputs)` row-major outputs, with this thread's buffers: nothing is allocated once they
+    /// have grown to the batch.
+    pub(crate) fn with_outputs<R>(
+        &self,
+        input: &[f32],
+        b: usize,
+        norm: SliceNorm,
+        f: impl FnOnce(&[f32]) -> R,
+    ) -> Result<R> {
+        let s = self.side;
+        if input.len() != b * 3 * s * s {
+            candle_core::bail!(
+                "int8 patchnet: {} input values for {b} patches of (3, {s}, {s})",
+                input.len()
+            );
+        }
         SCRATCH.with(|cell| {
             let mut sc = cell.try_borrow_mut().map_err(|_| {
                 candle_core::Error::Msg(
                     "int8 patchnet: a forward pass re-entered its thread's scratch".into(),
                 )
             })?;
-            self.logits_in(x, &mut sc)
+            self.outputs_in(input, b, norm, &mut sc);
+            Ok(f(&sc.logits))
         })
     }
 
-    fn logits_in(&self, x: &Tensor, sc: &mut Scratch) -> Result<Tensor> {
-        let (b, _, _, _) = x.dims4()?;
+    fn outputs_in(&self, input: &[f32], b: usize, norm: SliceNorm, sc: &mut Scratch) {
         let s = self.side;
         let [c0, c1, c2] = self.channels;
-        let input = x.flatten_all()?.to_vec1::<f32>()?;
 
-        // conv1: direct f32 convolution of each zero-bordered patch (bias and ReLU fused), then pool.
+        // conv1: direct f32 convolution of each normalised, zero-bordered patch (bias and ReLU fused), then
+        // pool.
         sc.act.clear();
         sc.act.resize(b * s * s * c0, 0.0);
         for (patch, out) in input
             .chunks_exact(3 * s * s)
             .zip(sc.act.chunks_exact_mut(s * s * c0))
         {
-            pad_zero_border(patch, s, s, &mut sc.padded, |v| v);
+            // (v − shift) / divisor: exact for `Done` (0, 1) and the same arithmetic as candle's otherwise.
+            let (shift, divisor) = match norm {
+                SliceNorm::Done => (0.0, 1.0),
+                SliceNorm::Fixed => (0.5, 0.25),
+                SliceNorm::PerPatch => per_patch_shift_divisor(patch, &mut sc.squares),
+            };
+            pad_zero_border(patch, s, s, &mut sc.padded, |v| (v - shift) / divisor);
             self.conv1.forward(&sc.padded, (s, s), out);
         }
         maxpool2_nhwc(&sc.act, b, s, s, c0, &mut sc.pooled);
@@ -179,7 +223,6 @@ impl Int8PatchNet {
         sc.logits.clear();
         sc.logits.resize(b * self.fc2.rows(), 0.0);
         matmul(&sc.rows, &self.fc2, false, &mut sc.logits);
-        Tensor::from_slice(&sc.logits, (b, self.fc2.rows()), &Device::Cpu)
     }
 }
 

@@ -12,10 +12,14 @@
 //! call in its focus thread goes through here. Workers end when the classifier and all its handles are
 //! dropped.
 //!
-//! Allocations: a request, its reply and the worker's lists use preallocated channel slots and buffers; a
-//! batch of one request is classified as it came. A batch of several allocates candle's concatenated input
-//! and, per request, the narrowed view of the result (and the request's boxes, for a net with a box head).
+//! Allocations: none per call in steady state on the slice path ([`PatchClassifier::classify_into`], what
+//! the focus stage calls). A request carries its caller's thread buffers (the patches, the verdict rows),
+//! moved into the request and handed back with the reply, through preallocated channel slots; the worker
+//! concatenates a batch into its own buffer and splits the verdicts into each request's rows. A batch of one
+//! request is classified in the request's own buffers. The tensor entry points (`classify`,
+//! `classify_with_boxes`) copy to and from tensors around the same path.
 
+use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::Tensor;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use saccade_models::{ModelError, PatchClassifier, PatchVerdicts};
+use saccade_models::{ModelError, PatchClassifier, PatchRows, PatchVerdicts};
 
 /// How a [`BatchingClassifier`] gathers batches.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -73,11 +77,20 @@ impl BatchingStats {
     }
 }
 
-type Reply = Result<PatchVerdicts, ModelError>;
-
+/// One call's patches and the buffers its verdicts go into: the calling thread's, lent for the call.
 struct Request {
-    patches: Tensor,
+    /// `rows` CHW patches, flattened.
+    patches: Vec<f32>,
+    rows: usize,
+    out: PatchRows,
     reply: Sender<Reply>,
+}
+
+/// The answer to a request, with the request's buffers handed back.
+struct Reply {
+    result: Result<(), ModelError>,
+    patches: Vec<f32>,
+    out: PatchRows,
 }
 
 /// What the workers and the handles share.
@@ -107,6 +120,9 @@ thread_local! {
     /// This thread's reply slot: a caller has one request in flight at a time, so one slot per thread is
     /// enough, and it is made once per thread instead of once per call.
     static REPLY: (Sender<Reply>, Receiver<Reply>) = bounded(1);
+    /// This thread's request buffers (patches, verdict rows): lent to the worker with each request and
+    /// handed back with its reply, so they keep their capacity from call to call.
+    static BUFFERS: RefCell<(Vec<f32>, PatchRows)> = RefCell::new(Default::default());
 }
 
 /// How often a caller waiting for its reply checks that a worker is still alive.
@@ -208,31 +224,73 @@ impl BatchingClassifier {
         }
     }
 
-    /// Sends `patches` to a worker and waits for this call's verdicts.
-    fn submit(&self, patches: &Tensor) -> Reply {
+    /// The tensor entry point: checks the shape, then [`Self::submit`] on a copy of the patches.
+    fn submit_tensor(&self, patches: &Tensor) -> Result<PatchVerdicts, ModelError> {
         let side = self.inner.input_side_px();
-        match patches.dims() {
-            [_, 3, h, w] if *h == side && *w == side => {}
+        let b = match patches.dims() {
+            [b, 3, h, w] if *h == side && *w == side => *b,
             found => {
                 return Err(ModelError::BadInput {
                     expected: format!("(b, 3, {side}, {side}) patches for the batching classifier"),
                     found: found.to_vec(),
                 })
             }
+        };
+        if b == 0 {
+            return self.inner.classify_with_boxes(patches);
+        }
+        let values = patches
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut rows = PatchRows::default();
+        self.submit(&values, b, &mut rows)?;
+        let per_row = rows.probs.len() / b;
+        Ok(PatchVerdicts {
+            probs: Tensor::from_vec(rows.probs, (b, per_row), patches.device())?,
+            boxes: rows.has_boxes.then_some(rows.boxes),
+        })
+    }
+
+    /// Sends `batch` patches to a worker and waits for this call's verdicts, written into `out`.
+    fn submit(&self, patches: &[f32], batch: usize, out: &mut PatchRows) -> Result<(), ModelError> {
+        let side = self.inner.input_side_px();
+        if patches.len() != batch * 3 * side * side {
+            return Err(ModelError::BadInput {
+                expected: format!(
+                    "({batch}, 3, {side}, {side}) = {} values for the batching classifier",
+                    batch * 3 * side * side
+                ),
+                found: vec![patches.len()],
+            });
         }
         let Some(tx) = &self.tx else {
             return Err(stopped("the batching classifier is shutting down"));
         };
+        let (mut lent, rows_out) = BUFFERS.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+        lent.clear();
+        lent.extend_from_slice(patches);
         REPLY.with(|(reply_tx, reply_rx)| {
             let request = Request {
-                patches: patches.clone(),
+                patches: lent,
+                rows: batch,
+                out: rows_out,
                 reply: reply_tx.clone(),
             };
             tx.send(request)
                 .map_err(|_| stopped("every classify worker has ended"))?;
             loop {
                 match reply_rx.recv_timeout(REPLY_CHECK) {
-                    Ok(reply) => return reply,
+                    Ok(reply) => {
+                        if reply.result.is_ok() {
+                            out.clear();
+                            out.has_boxes = reply.out.has_boxes;
+                            out.probs.extend_from_slice(&reply.out.probs);
+                            out.boxes.extend_from_slice(&reply.out.boxes);
+                        }
+                        BUFFERS.with(|cell| *cell.borrow_mut() = (reply.patches, reply.out));
+                        return reply.result;
+                    }
                     Err(RecvTimeoutError::Timeout) => {
                         if self.shared.live_workers.load(Ordering::Acquire) == 0 {
                             return Err(stopped(
@@ -272,10 +330,18 @@ impl PatchClassifier for BatchingClassifier {
         self.inner.input_side_px()
     }
     fn classify(&self, patches: &Tensor) -> Result<Tensor, ModelError> {
-        self.submit(patches).map(|v| v.probs)
+        self.submit_tensor(patches).map(|v| v.probs)
     }
     fn classify_with_boxes(&self, patches: &Tensor) -> Result<PatchVerdicts, ModelError> {
-        self.submit(patches)
+        self.submit_tensor(patches)
+    }
+    fn classify_into(
+        &self,
+        patches_chw: &[f32],
+        batch: usize,
+        out: &mut PatchRows,
+    ) -> Result<(), ModelError> {
+        self.submit(patches_chw, batch, out)
     }
     fn mflops_per_patch(&self) -> f64 {
         self.inner.mflops_per_patch()
@@ -315,17 +381,20 @@ impl PatchClassifier for SourceHandle {
     fn classify_with_boxes(&self, patches: &Tensor) -> Result<PatchVerdicts, ModelError> {
         self.batcher.classify_with_boxes(patches)
     }
+    fn classify_into(
+        &self,
+        patches_chw: &[f32],
+        batch: usize,
+        out: &mut PatchRows,
+    ) -> Result<(), ModelError> {
+        self.batcher.classify_into(patches_chw, batch, out)
+    }
     fn mflops_per_patch(&self) -> f64 {
         self.batcher.mflops_per_patch()
     }
     fn describe(&self) -> String {
         self.batcher.describe()
     }
-}
-
-/// Rows of a request (0 for a tensor without dimensions, which the caller's check rules out).
-fn rows(request: &Request) -> usize {
-    request.patches.dims().first().copied().unwrap_or(0)
 }
 
 /// Gathers and runs batches until the queue closes.
@@ -336,15 +405,15 @@ fn worker(
     config: BatchingConfig,
 ) {
     let mut batch: Vec<Request> = Vec::with_capacity(16);
-    let mut inputs: Vec<Tensor> = Vec::with_capacity(16);
+    let mut buffers = (Vec::new(), PatchRows::default());
     while let Ok(first) = rx.recv() {
-        let mut patches = rows(&first);
+        let mut patches = first.rows;
         batch.push(first);
         // What is queued already costs no wait.
         while patches < config.max_batch_patches {
             match rx.try_recv() {
                 Ok(r) => {
-                    patches += rows(&r);
+                    patches += r.rows;
                     batch.push(r);
                 }
                 Err(_) => break,
@@ -362,7 +431,7 @@ fn worker(
             while batch.len() < expected && patches < config.max_batch_patches {
                 match rx.recv_deadline(deadline) {
                     Ok(r) => {
-                        patches += rows(&r);
+                        patches += r.rows;
                         batch.push(r);
                     }
                     Err(_) => break,
@@ -380,75 +449,96 @@ fn worker(
         if batch.len() > 1 {
             shared.merged_batches.fetch_add(1, Ordering::Relaxed);
         }
-        run_batch(inner, &mut batch, &mut inputs, patches);
+        run_batch(inner, &mut batch, &mut buffers, patches);
     }
 }
 
+/// Answers `request` with `result` and hands its buffers back.
+fn answer(request: Request, result: Result<(), ModelError>) {
+    let Request {
+        patches,
+        out,
+        reply,
+        ..
+    } = request;
+    // A caller that gave up is gone; nothing to do.
+    let _ = reply.send(Reply {
+        result,
+        patches,
+        out,
+    });
+}
+
 /// Classifies `batch` in one call of `inner` and answers each request with its rows; empties `batch`.
+/// `buffers` (the concatenated patches, the batch's verdicts) are the worker's, kept between batches.
 fn run_batch(
     inner: &dyn PatchClassifier,
     batch: &mut Vec<Request>,
-    inputs: &mut Vec<Tensor>,
+    (all, verdicts): &mut (Vec<f32>, PatchRows),
     patches: usize,
 ) {
     if batch.len() == 1 {
-        if let Some(request) = batch.pop() {
-            let reply = guarded(|| inner.classify_with_boxes(&request.patches));
-            // A caller that gave up is gone; nothing to do.
-            let _ = request.reply.send(reply);
+        if let Some(mut request) = batch.pop() {
+            let result =
+                guarded(|| inner.classify_into(&request.patches, request.rows, &mut request.out));
+            answer(request, result);
         }
         return;
     }
-    inputs.extend(batch.iter().map(|r| r.patches.clone()));
-    let verdicts = guarded(|| {
-        let all = Tensor::cat(inputs, 0)?;
-        inner.classify_with_boxes(&all)
-    });
-    inputs.clear();
+    all.clear();
+    for request in batch.iter() {
+        all.extend_from_slice(&request.patches);
+    }
     let requests = batch.len();
-    match verdicts {
-        Ok(verdicts) => {
+    let result = guarded(|| {
+        inner.classify_into(all, patches, verdicts)?;
+        let boxes_expected = if verdicts.has_boxes { patches } else { 0 };
+        if patches == 0
+            || !verdicts.probs.len().is_multiple_of(patches)
+            || verdicts.boxes.len() != boxes_expected
+        {
+            return Err(stopped(&format!(
+                "the classifier gave {} probabilities and {} boxes for {patches} patches",
+                verdicts.probs.len(),
+                verdicts.boxes.len()
+            )));
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => {
+            let per_row = verdicts.probs.len() / patches;
             let mut start = 0;
-            for request in batch.drain(..) {
-                let n = rows(&request);
-                let reply = verdicts
-                    .probs
-                    .narrow(0, start, n)
-                    .map_err(ModelError::from)
-                    .and_then(|probs| {
-                        let boxes = match &verdicts.boxes {
-                            Some(all) => Some(
-                                all.get(start..start + n)
-                                    .ok_or_else(|| {
-                                        stopped(&format!(
-                                            "the classifier gave {} boxes for {patches} patches",
-                                            all.len()
-                                        ))
-                                    })?
-                                    .to_vec(),
-                            ),
-                            None => None,
-                        };
-                        Ok(PatchVerdicts { probs, boxes })
-                    });
-                let _ = request.reply.send(reply);
+            for mut request in batch.drain(..) {
+                let n = request.rows;
+                let out = &mut request.out;
+                out.clear();
+                out.has_boxes = verdicts.has_boxes;
+                out.probs
+                    .extend_from_slice(&verdicts.probs[start * per_row..(start + n) * per_row]);
+                if verdicts.has_boxes {
+                    out.boxes
+                        .extend_from_slice(&verdicts.boxes[start..start + n]);
+                }
+                answer(request, Ok(()));
                 start += n;
             }
         }
         Err(e) => {
             for request in batch.drain(..) {
-                let _ = request
-                    .reply
-                    .send(Err(ModelError::Candle(candle_core::Error::Msg(format!(
+                answer(
+                    request,
+                    Err(ModelError::Candle(candle_core::Error::Msg(format!(
                         "classifying a batch of {patches} patches from {requests} calls: {e}"
-                    )))));
+                    )))),
+                );
             }
         }
     }
 }
 
 /// `f`, with a panic turned into an error (a worker must answer every request it took).
-fn guarded(f: impl FnOnce() -> Result<PatchVerdicts, ModelError>) -> Reply {
+fn guarded(f: impl FnOnce() -> Result<(), ModelError>) -> Result<(), ModelError> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<&str>()

@@ -50,6 +50,14 @@ impl GlanceStage {
 
     /// Shrink `frame` to the glance size and run the glance net on it.
     pub fn glance(&mut self, frame: &Frame) -> Result<GlanceMap, GlanceError> {
+        let mut map = GlanceMap::default();
+        self.glance_into(frame, &mut map)?;
+        Ok(map)
+    }
+
+    /// [`Self::glance`] into `out`'s buffers: on the Q8_0 glance net on the CPU nothing is allocated once
+    /// they have grown ([`GlanceNet::glance_into`]).
+    pub fn glance_into(&mut self, frame: &Frame, out: &mut GlanceMap) -> Result<(), GlanceError> {
         let (w, h) = self.net.input_size_px();
         crate::imageops::resize_rgb_bilinear(
             &frame.rgb,
@@ -60,9 +68,13 @@ impl GlanceStage {
             h,
         )?;
         crate::imageops::rgb_to_chw_f32(&self.small_rgb, w, h, &mut self.chw)?;
+        if self.device.is_cpu() {
+            return Ok(self.net.glance_into(&self.chw, out)?);
+        }
         let input =
             Tensor::from_slice(&self.chw, (1, 3, h, w), &self.device).map_err(ModelError::from)?;
-        Ok(self.net.glance(&input)?)
+        *out = self.net.glance(&input)?;
+        Ok(())
     }
 
     /// The shrunk RGB image of the last frame (for overlays).

@@ -89,6 +89,18 @@ impl PatchClassifier for TimedClassifier {
             .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         out
     }
+    fn classify_into(
+        &self,
+        patches_chw: &[f32],
+        batch: usize,
+        out: &mut saccade_models::PatchRows,
+    ) -> Result<(), ModelError> {
+        let t = Instant::now();
+        let result = self.inner.classify_into(patches_chw, batch, out);
+        self.spent_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        result
+    }
     fn mflops_per_patch(&self) -> f64 {
         self.inner.mflops_per_patch()
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{Capture, FrameSource, QueuePolicy, SourceError};
-use crate::frame::{check_frame_size, Frame, FrameError, MAX_FRAME_SIDE_PX};
+use crate::frame::{check_frame_size, try_resize, Frame, FrameError, MAX_FRAME_SIDE_PX};
 
 /// Options of a folder replay, parsed from its URI by `capture::uri`.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,24 +90,83 @@ impl DirSource {
 }
 
 /// Decodes an image file to RGB, having checked the size its header gives against the frame cap first: a file
-/// that claims an absurd size is refused before its pixels are allocated.
+/// that claims an absurd size is refused before its pixels are allocated. JPEG files (by their first bytes)
+/// go to zune-jpeg directly, the decoder the `image` crate wraps, with the same lenient options, but one read
+/// and one header parse instead of two and straight into the frame's buffer (see `docs/bench/jpeg.md`);
+/// other formats go through `image`.
 pub fn decode_image(path: &Path) -> Result<image::RgbImage, FrameError> {
     let unreadable = |e: image::ImageError| FrameError::Image {
         path: path.display().to_string(),
         message: e.to_string(),
     };
+    let mut reader = image::ImageReader::open(path)
+        .map_err(|e| unreadable(e.into()))?
+        .with_guessed_format()
+        .map_err(|e| unreadable(e.into()))?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        let jpeg = std::fs::read(path).map_err(|e| unreadable(e.into()))?;
+        return decode_jpeg_file(path, &jpeg);
+    }
     let (width, height) = image::ImageReader::open(path)
         .map_err(|e| unreadable(e.into()))?
         .into_dimensions()
         .map_err(unreadable)?;
     check_frame_size(&format!("image {}", path.display()), width, height)?;
-    let mut reader = image::ImageReader::open(path).map_err(|e| unreadable(e.into()))?;
     // The same limits again, in case the file changed between the two reads.
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_FRAME_SIDE_PX);
     limits.max_image_height = Some(MAX_FRAME_SIDE_PX);
     reader.limits(limits);
     Ok(reader.decode().map_err(unreadable)?.into_rgb8())
+}
+
+/// The JPEG file `path` (its bytes `jpeg`) decoded to RGB by zune-jpeg, lenient as the `image` crate
+/// decodes (a truncated scan keeps what was decoded), any colour space converted to RGB.
+fn decode_jpeg_file(path: &Path, jpeg: &[u8]) -> Result<image::RgbImage, FrameError> {
+    use zune_jpeg::zune_core::bytestream::ZCursor;
+    use zune_jpeg::zune_core::colorspace::ColorSpace;
+    use zune_jpeg::zune_core::options::DecoderOptions;
+    let unreadable = |message: String| FrameError::Image {
+        path: path.display().to_string(),
+        message,
+    };
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_max_width(MAX_FRAME_SIDE_PX as usize)
+        .set_max_height(MAX_FRAME_SIDE_PX as usize)
+        .set_strict_mode(false);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(jpeg), options);
+    decoder
+        .decode_headers()
+        .map_err(|e| unreadable(format!("JPEG header: {e}")))?;
+    let (width, height) = decoder
+        .dimensions()
+        .map(|(w, h)| (w as u32, h as u32))
+        .ok_or_else(|| unreadable("no image size after the JPEG headers".into()))?;
+    if width == 0 || height == 0 {
+        return Err(FrameError::ZeroSize { width, height });
+    }
+    // From the header, before the pixels exist.
+    check_frame_size(&format!("image {}", path.display()), width, height)?;
+    let expected = width as usize * height as usize * 3;
+    match decoder.output_buffer_size() {
+        Some(size) if size == expected => {}
+        other => {
+            return Err(unreadable(format!(
+                "the JPEG decoder wants {other:?} output bytes for {width}×{height}, expected {expected} (RGB)"
+            )))
+        }
+    }
+    let mut rgb = Vec::new();
+    try_resize(&mut rgb, expected)?;
+    decoder
+        .decode_into(&mut rgb)
+        .map_err(|e| unreadable(format!("JPEG data: {e}")))?;
+    image::RgbImage::from_raw(width, height, rgb).ok_or_else(|| {
+        unreadable(format!(
+            "{expected} decoded bytes do not make a {width}×{height} RGB image"
+        ))
+    })
 }
 
 fn is_image_file(path: &Path) -> bool {

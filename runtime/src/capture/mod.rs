@@ -73,6 +73,8 @@ pub mod gst;
 pub mod gst_uri;
 pub mod memory;
 pub mod synthetic;
+#[cfg(feature = "turbojpeg")]
+pub mod turbo;
 pub mod uri;
 #[cfg(feature = "camera")]
 pub mod v4l;

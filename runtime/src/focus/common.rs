@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
 use saccade_models::{class_name, GlanceMap, PatchClassifier, BACKGROUND_CLASS, NUM_CLASSES};
 
 use super::{Detection, ExitReason, FocusError, FocusInput, FocusOutcome, PatchVisit};
@@ -462,6 +461,8 @@ pub fn merge_detections(mut detections: Vec<Detection>, iou_threshold: f32) -> V
 #[derive(Debug, Default)]
 pub struct PatchBatcher {
     buffer: Vec<f32>,
+    /// The classifier's verdicts of the last batch (kept for its buffers).
+    rows: saccade_models::PatchRows,
 }
 
 impl PatchBatcher {
@@ -503,9 +504,10 @@ impl PatchBatcher {
         self.classify_prepared(strategy, regions.len(), side, classifier)
     }
 
-    /// Classifies the first `n` patches already written into the buffer by [`PatchBatcher::prepare`].
+    /// Classifies the first `n` patches already written into the buffer by [`PatchBatcher::prepare`],
+    /// through [`PatchClassifier::classify_into`] (no tensors on the Q8_0 CPU path).
     pub fn classify_prepared(
-        &self,
+        &mut self,
         strategy: &'static str,
         n: usize,
         side_px: usize,
@@ -515,35 +517,36 @@ impl PatchBatcher {
             return Ok(Vec::new());
         }
         let len = n * 3 * side_px * side_px;
-        let tensor_err = |e: candle_core::Error| FocusError::Tensor {
-            strategy,
-            message: e.to_string(),
-        };
-        // (n·3·s·s) -> (n, 3, s, s)
-        let patches =
-            Tensor::from_slice(&self.buffer[..len], (n, 3, side_px, side_px), &Device::Cpu)
-                .map_err(tensor_err)?;
-        let saccade_models::PatchVerdicts { probs, boxes } = classifier
-            .classify_with_boxes(&patches)
-            .map_err(|source| FocusError::Model { strategy, source })?;
-        if probs.dims() != [n, NUM_CLASSES] {
+        if self.buffer.len() < len {
             return Err(FocusError::Tensor {
                 strategy,
                 message: format!(
-                    "classifier returned shape {:?}, expected [{n}, {NUM_CLASSES}]",
-                    probs.dims()
+                    "{n} patches of {side_px} px need {len} values, the buffer holds {}",
+                    self.buffer.len()
                 ),
             });
         }
-        // (n, NUM_CLASSES) -> host rows
-        let rows = probs
-            .to_dtype(candle_core::DType::F32)
-            .and_then(|t| t.to_vec2::<f32>())
-            .map_err(tensor_err)?;
+        classifier
+            .classify_into(&self.buffer[..len], n, &mut self.rows)
+            .map_err(|source| FocusError::Model { strategy, source })?;
+        let rows = &self.rows;
+        if rows.probs.len() != n * NUM_CLASSES || (rows.has_boxes && rows.boxes.len() != n) {
+            return Err(FocusError::Tensor {
+                strategy,
+                message: format!(
+                    "classifier returned {} probabilities and {} boxes for {n} patches, expected {} and {}",
+                    rows.probs.len(),
+                    rows.boxes.len(),
+                    n * NUM_CLASSES,
+                    if rows.has_boxes { n } else { 0 }
+                ),
+            });
+        }
         Ok(rows
-            .iter()
+            .probs
+            .chunks_exact(NUM_CLASSES)
             .enumerate()
-            .map(|(i, r)| PatchVerdict::with_box(r, boxes.as_ref().and_then(|b| b.get(i).copied())))
+            .map(|(i, r)| PatchVerdict::with_box(r, rows.boxes.get(i).copied()))
             .collect())
     }
 

@@ -10,8 +10,9 @@
 //! (one scale per output channel) with the bias and ReLU fused, and each output but the last is quantised
 //! again with one scale per image. The 1×1 `obj` and `size` heads and the pooled feature are computed in f32
 //! from conv4's output, and `cls` is the float net's layer on the pooled feature. The buffers are kept
-//! between calls, so steady state allocates only candle's tensors at the two ends (the input's copy, the
-//! outputs). They live in a thread-local, one set per glancing thread (tract's `SimpleState` beside the
+//! between calls: the tensor entry allocates only candle's tensors at the two ends (the input's copy, the
+//! outputs), and `glance_into` (slices in, the caller's map out) nothing but the helper threads of the
+//! parallel integer products. They live in a thread-local, one set per glancing thread (tract's `SimpleState` beside the
 //! immutable `SimplePlan`), so the sources' glance threads share one net without a lock.
 //!
 //! Where the i8 kernels come from: a Q8_0 glance file (`saccade quantize --dtype q8_0`) stores every 3×3 kernel

@@ -5,8 +5,9 @@
 //! convolution of [`crate::conv1`] with bias and ReLU fused; its output, after 2×2 max-pool, is quantised to
 //! u8 with one scale per patch; conv2
 //! and conv3 multiply u8 im2col rows by i8 kernels with the bias and ReLU fused; fc1 and fc2 take per-patch
-//! u8 rows. The buffers are kept between calls, so steady-state classification allocates only candle's
-//! tensors at the two ends.
+//! u8 rows. The buffers are kept between calls: the tensor entry allocates only candle's tensors at the two
+//! ends, and the slice entry ([`Int8PatchNet::with_outputs`], normalising each patch itself) nothing but the
+//! helper threads of the parallel integer products.
 //!
 //! The net itself is immutable (tract's `SimplePlan`); its scratch buffers (tract's `SimpleState`) live in a
 //! thread-local, one set per classifying thread, so several sources' threads classify at once without a lock.

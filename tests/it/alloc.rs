@@ -222,10 +222,11 @@ fn the_q8_0_model_calls_allocate_only_their_products_helper_threads() {
 
 /// What remains inside the Q8_0 model calls: the integer matrix product (`saccade_models::int8::matmul`)
 /// splits a large product over `max_threads()` threads, spawning `max_threads() − 1` scoped helpers per
-/// product, and each spawn allocates [`ALLOCATIONS_PER_SPAWN`] times (std's thread handle, its result packet,
-/// the boxed closure, the thread-local state). With one thread (`int8::set_max_threads(1)`) the model calls
+/// product, and each spawn allocates up to [`ALLOCATIONS_PER_SPAWN`] times (std's thread handle, its result
+/// packet, the boxed closure, the thread-local state: 4 measured; 6 under the test harness's output capture,
+/// which each spawned thread inherits). With one thread (`int8::set_max_threads(1)`) the model calls
 /// allocate nothing.
-const ALLOCATIONS_PER_SPAWN: u64 = 4;
+const ALLOCATIONS_PER_SPAWN: u64 = 6;
 /// Integer products per call that may go parallel: the glance net's conv2..conv4, the patch net's conv2,
 /// conv3, fc1 and fc2.
 const GLANCE_PRODUCTS: u64 = 3;

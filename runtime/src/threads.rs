@@ -8,9 +8,6 @@
 
 use crate::batching::BatchingConfig;
 
-/// Sources one classify worker serves before another worker pays off.
-pub const SOURCES_PER_CLASSIFY_WORKER: usize = 4;
-
 /// How many threads each part of a run gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct ThreadBudget {
@@ -27,8 +24,11 @@ impl ThreadBudget {
     /// The layout for `sources` sources on `cores` cores (both at least 1):
     /// `intra_op_threads = max(1, cores / sources)` (each source's glance is one op at a time, so N sources
     /// already keep N cores busy and an op splits only over the cores left to its source);
-    /// `classify_workers = 0` for one source, else `max(1, min(sources, cores) / 4)` (a worker classifies
-    /// the batch of up to 4 sources; more workers only where the cores exist to run them).
+    /// `classify_workers = 0` for one source, else `min(sources, cores)`: classify is about half of a frame's
+    /// work and a worker computes on one core (its ops are single-threaded once N ≥ C), so fewer workers
+    /// than cores make the workers the bottleneck (one worker for 4 sources on 2 cores gave 0.73× one
+    /// source's fps, two gave ≥ 0.9×); each worker batches the calls queued when it is free
+    /// (`ceil(sources / workers)` sources at most).
     pub fn new(sources: usize, cores: usize) -> Self {
         let (sources, cores) = (sources.max(1), cores.max(1));
         Self {
@@ -38,7 +38,7 @@ impl ThreadBudget {
             classify_workers: if sources == 1 {
                 0
             } else {
-                (sources.min(cores) / SOURCES_PER_CLASSIFY_WORKER).max(1)
+                sources.min(cores)
             },
         }
     }
@@ -49,6 +49,16 @@ impl ThreadBudget {
             sources,
             std::thread::available_parallelism().map_or(1, |n| n.get()),
         )
+    }
+
+    /// The same layout with `workers` shared classify workers (at least 1; ignored with one source, which
+    /// classifies on its focus thread).
+    #[must_use]
+    pub fn with_classify_workers(mut self, workers: usize) -> Self {
+        if self.sources > 1 {
+            self.classify_workers = workers.max(1);
+        }
+        self
     }
 
     /// The same layout with `threads` per op (at least 1).
@@ -114,21 +124,25 @@ mod tests {
 
     #[test]
     fn many_sources_split_the_cores_and_never_oversubscribe_the_ops() {
-        // 4 sources on 2 cores: ops single-threaded, one shared classify worker batching all four.
+        // 4 sources on 2 cores: ops single-threaded, two shared classify workers batching two sources each.
         let b = ThreadBudget::new(4, 2);
-        assert_eq!((b.intra_op_threads, b.classify_workers), (1, 1));
+        assert_eq!((b.intra_op_threads, b.classify_workers), (1, 2));
         let batching = b.batching(16, 1.5).unwrap();
-        assert_eq!(batching.max_batch_patches, 64);
-        assert_eq!(batching.workers, 1);
+        assert_eq!(batching.max_batch_patches, 32);
+        assert_eq!(batching.workers, 2);
         assert_eq!(batching.max_wait, std::time::Duration::from_micros(1500));
-        // 16 on 16: four workers of four sources each.
+        // 16 on 16: a worker per core.
         let b = ThreadBudget::new(16, 16);
-        assert_eq!((b.intra_op_threads, b.classify_workers), (1, 4));
-        assert_eq!(b.batching(8, 1.0).unwrap().max_batch_patches, 32);
-        // 2 on 16: 8 threads per op; the glance and focus threads of both sources plus the worker, each
-        // split 8 ways, stay within 3× the cores.
+        assert_eq!((b.intra_op_threads, b.classify_workers), (1, 16));
+        assert_eq!(b.batching(8, 1.0).unwrap().max_batch_patches, 8);
+        // 8 on 2: two workers of four sources each.
+        assert_eq!(ThreadBudget::new(8, 2).batching(8, 1.0).unwrap().max_batch_patches, 32);
+        // 2 on 16: 8 threads per op; the glance and focus threads of both sources plus the two workers,
+        // each split 8 ways, stay within 3× the cores.
         let b = ThreadBudget::new(2, 16);
-        assert_eq!((b.intra_op_threads, b.classify_workers), (8, 1));
+        assert_eq!((b.intra_op_threads, b.classify_workers), (8, 2));
+        assert_eq!(ThreadBudget::new(4, 2).with_classify_workers(1).classify_workers, 1);
+        assert_eq!(ThreadBudget::new(1, 2).with_classify_workers(3).classify_workers, 0);
         for sources in 1..=32 {
             for cores in 1..=32 {
                 let b = ThreadBudget::new(sources, cores);
@@ -157,9 +171,9 @@ mod tests {
                 .intra_op_threads,
             3
         );
-        assert_eq!(ThreadBudget::new(4, 2).pipeline_threads(), 17);
+        assert_eq!(ThreadBudget::new(4, 2).pipeline_threads(), 18);
         assert!(ThreadBudget::new(4, 2)
             .to_string()
-            .contains("1 classify worker(s)"));
+            .contains("2 classify worker(s)"));
     }
 }

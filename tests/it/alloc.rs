@@ -600,10 +600,22 @@ struct StallingSource {
     every: u64,
     stall: std::time::Duration,
     made: Arc<std::sync::atomic::AtomicU64>,
+    /// A camera's frame period (`SACCADE_SOAK_FPS`; none: as fast as frames can be copied).
+    period: Option<std::time::Duration>,
+    next_at: Option<std::time::Instant>,
 }
 
 impl FrameSource for StallingSource {
     fn next_frame(&mut self) -> Capture {
+        if let Some(period) = self.period {
+            let now = std::time::Instant::now();
+            let at = self.next_at.unwrap_or(now);
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            // A camera that fell behind (a stall) does not burst to catch up.
+            self.next_at = Some(at.max(now) + period);
+        }
         if self.rng.below(self.every) == 0 {
             std::thread::sleep(self.stall);
         }
@@ -750,8 +762,9 @@ impl saccade_runtime::events::LineFile for SoakFile {
 /// processed frame has exactly one whole line in the events file or is counted as not written, and each
 /// cut-back lands on a line end; RSS flat after warm-up (< 1 MiB growth from camera frame 2,000 on, sampled every
 /// 1,000 camera frames; runs under 20,000 frames sample every `frames / 30` after the first third); the disk
-/// filled at least once; p99 capture-to-event latency under
-/// `SACCADE_SOAK_P99_MS` (default 2000). Prints the figures and the RSS curve (`SACCADE_SOAK_CSV`).
+/// filled at least once; p99 capture-to-event latency under `SACCADE_SOAK_P99_MS` (default 2000).
+/// `SACCADE_SOAK_FPS` paces the camera (default: unpaced). Prints the figures and the RSS curve
+/// (`SACCADE_SOAK_CSV`).
 #[test]
 #[ignore = "fault soak: minutes to hours; run with --ignored (SACCADE_SOAK_FRAMES sets the length)"]
 fn soak_with_faults() {
@@ -806,6 +819,11 @@ fn soak_with_faults() {
             every: 500,
             stall: Duration::from_millis(150),
             made: made.clone(),
+            period: match env("SACCADE_SOAK_FPS", 0) {
+                0 => None,
+                fps => Some(Duration::from_secs_f64(1.0 / fps as f64)),
+            },
+            next_at: None,
         },
         FaultSchedule::at(at),
     );

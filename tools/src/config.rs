@@ -46,6 +46,8 @@ pub struct ThreadsConfig {
     pub intra_op: Option<usize>,
     /// With several sources, how long the classify worker waits for the other sources' patches, ms.
     pub batch_wait_ms: f64,
+    /// With several sources, the shared classify workers (absent: the computed layout).
+    pub classify_workers: Option<usize>,
 }
 
 impl Default for ThreadsConfig {
@@ -54,6 +56,7 @@ impl Default for ThreadsConfig {
             cores: None,
             intra_op: None,
             batch_wait_ms: 1.0,
+            classify_workers: None,
         }
     }
 }
@@ -195,7 +198,8 @@ const HEADER: &str = "\
 #        stall_s: /healthz answers 503 when a source delivered no frame for this many seconds
 # [metrics] addr: older name of http.addr
 # [threads] cores: cores to plan for (omit: all); intra_op: threads per op (omit: cores / sources);
-#           batch_wait_ms: with several sources, how long classify waits to batch their patches (docs/THREADS.md)
+#           batch_wait_ms: with several sources, how long classify waits to batch their patches;
+#           classify_workers: with several sources, the shared classify workers (omit: the layout's; docs/THREADS.md)
 # [mqtt] url: mqtt://HOST[:PORT]/TOPIC-PREFIX (mqtts:// for TLS; omit: no MQTT); one message per frame with
 #        detections on PREFIX/events (all_frames = true: every frame), retained PREFIX/available online/offline
 #        client_id; qos: 0 | 1 | 2; username / password; ca_file: PEM CA for mqtts:// (omit: system roots)
@@ -264,6 +268,7 @@ impl Config {
         for (key, value) in [
             ("threads.cores", self.threads.cores),
             ("threads.intra_op", self.threads.intra_op),
+            ("threads.classify_workers", self.threads.classify_workers),
         ] {
             if let Some(n) = value {
                 if !(1..=1024).contains(&n) {
@@ -456,9 +461,22 @@ mod tests {
         );
         let budget = crate::engine::thread_budget(8, &c.threads);
         assert_eq!((budget.cores, budget.intra_op_threads), (4, 2));
+        let c = Config::from_toml("[threads]\nclassify_workers = 3\n", "t.toml").unwrap();
+        assert_eq!(
+            crate::engine::thread_budget(8, &c.threads).classify_workers,
+            3
+        );
+        assert_eq!(
+            crate::engine::thread_budget(1, &c.threads).classify_workers,
+            0
+        );
         for (text, key) in [
             ("[threads]\nintra_op = 0\n", "threads.intra_op"),
             ("[threads]\ncores = 0\n", "threads.cores"),
+            (
+                "[threads]\nclassify_workers = 0\n",
+                "threads.classify_workers",
+            ),
             ("[threads]\nbatch_wait_ms = -1.0\n", "threads.batch_wait_ms"),
         ] {
             let err = Config::from_toml(text, "t.toml").unwrap_err();

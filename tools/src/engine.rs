@@ -181,8 +181,12 @@ pub fn thread_budget(sources: usize, threads: &ThreadsConfig) -> ThreadBudget {
         .filter(|_| !THREADS_SET_HERE.load(std::sync::atomic::Ordering::Acquire))
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n > 0);
-    match threads.intra_op.or(from_env) {
+    let budget = match threads.intra_op.or(from_env) {
         Some(n) => budget.with_intra_op_threads(n),
+        None => budget,
+    };
+    match threads.classify_workers {
+        Some(n) => budget.with_classify_workers(n),
         None => budget,
     }
 }

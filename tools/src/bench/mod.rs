@@ -106,6 +106,9 @@ pub struct BenchArgs {
     /// Threads one op may split over (default: cores / sources; see docs/THREADS.md).
     #[arg(long)]
     pub intra_op_threads: Option<usize>,
+    /// With --sources N > 1: shared classify workers (default: the layout's; see docs/THREADS.md).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub classify_workers: Option<u64>,
     /// Memory budget of the run in MiB: the memory plan (models, pipeline buffers, the frames the bench
     /// holds) must fit at start, and the peak RSS at the end; the bench fails when either does not.
     /// The default fits the `fullres` baseline's 256-window batches, whose activations the plan counts at
@@ -136,6 +139,7 @@ impl BenchArgs {
             sources: 1,
             batch_wait_ms: 1.0,
             intra_op_threads: None,
+            classify_workers: None,
             memory_budget_mb: DEFAULT_BENCH_BUDGET_MB,
             models,
         }

@@ -179,6 +179,7 @@ fn threads_config(args: &BenchArgs) -> ThreadsConfig {
         cores: None,
         intra_op: args.intra_op_threads,
         batch_wait_ms: args.batch_wait_ms,
+        classify_workers: args.classify_workers.map(|n| n as usize),
     }
 }
 

@@ -5,6 +5,11 @@
 //! it, or a stage failed on it). The pool holds at most `capacity` idle buffers — the number of places a
 //! frame can sit in a pipeline ([`frames_in_flight`](crate::budget::frames_in_flight)) — so a buffer given back
 //! to a full pool is freed, and the pool never holds more than the memory plan counts.
+//!
+//! The first take of a size fills the pool to its capacity at once: a pipeline's frames in flight reach
+//! their bound only when stalls back up every queue together (a slow sink while the classifier stalls),
+//! which may first happen hours into a run; buffers reserved then would show as memory growth long after
+//! start. Reserved up front, the frame memory is what the memory plan says from the first frame on.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,6 +27,8 @@ struct PoolStats {
     reused: AtomicU64,
     /// Buffers freed because the pool was full when they came back.
     freed: AtomicU64,
+    /// Of `allocated`, the buffers reserved ahead to fill the pool on the first take of a size.
+    prefilled: AtomicU64,
 }
 
 /// A bounded pool of byte buffers; clones share the same buffers and counters (one pointer each, so a
@@ -36,6 +43,8 @@ struct Inner {
     idle_rx: Receiver<Vec<u8>>,
     capacity: usize,
     stats: PoolStats,
+    /// The buffer length the pool was last filled for (0: not yet).
+    filled_for: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for FramePool {
@@ -59,6 +68,7 @@ impl FramePool {
                 idle_rx,
                 capacity,
                 stats: PoolStats::default(),
+                filled_for: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -79,7 +89,23 @@ impl FramePool {
         }
         let buf = try_zeroed(len)?;
         self.inner.stats.allocated.fetch_add(1, Ordering::Relaxed);
+        if len > 0 && self.inner.filled_for.swap(len, Ordering::Relaxed) != len {
+            self.fill(len);
+        }
         Ok(buf)
+    }
+
+    /// Reserves idle buffers of `len` bytes until the pool holds `capacity - 1` (the caller holds the
+    /// other). Stops quietly where the memory is not there: takes then reserve as they go.
+    fn fill(&self, len: usize) {
+        for _ in self.inner.idle_rx.len()..self.inner.capacity.saturating_sub(1) {
+            let Ok(buf) = try_zeroed(len) else { return };
+            if self.inner.idle_tx.try_send(buf).is_err() {
+                return;
+            }
+            self.inner.stats.allocated.fetch_add(1, Ordering::Relaxed);
+            self.inner.stats.prefilled.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// [`take`](Self::take) from `pool`, or a fresh buffer (reserved as fallibly) when a source runs without one.
@@ -105,7 +131,12 @@ impl FramePool {
         self.inner.idle_rx.len()
     }
 
-    /// `(allocated, reused, freed)` so far.
+    /// Of the allocated buffers, those reserved ahead to fill the pool.
+    pub fn prefilled(&self) -> u64 {
+        self.inner.stats.prefilled.load(Ordering::Relaxed)
+    }
+
+    /// `(allocated, reused, freed)` so far (`allocated` counts the buffers reserved ahead).
     pub fn counts(&self) -> (u64, u64, u64) {
         (
             self.inner.stats.allocated.load(Ordering::Relaxed),
@@ -130,12 +161,17 @@ mod tests {
         let frame = Frame::from_rgb(0, 4, 2, buf)
             .unwrap()
             .with_pool(Some(&pool));
-        assert_eq!(pool.idle(), 0);
-        drop(frame);
+        // The first take filled the pool: one buffer for it, one reserved ahead.
         assert_eq!(pool.idle(), 1);
-        let again = pool.take(24).unwrap();
-        assert_eq!(again.as_ptr(), ptr, "the recycled buffer was not reused");
-        assert_eq!(pool.counts(), (1, 1, 0));
+        assert_eq!(pool.prefilled(), 1);
+        drop(frame);
+        assert_eq!(pool.idle(), 2);
+        let again = [pool.take(24).unwrap(), pool.take(24).unwrap()];
+        assert!(
+            again.iter().any(|b| b.as_ptr() == ptr),
+            "the recycled buffer was not reused"
+        );
+        assert_eq!(pool.counts(), (2, 2, 0));
     }
 
     #[test]
@@ -144,11 +180,11 @@ mod tests {
         pool.give(vec![0; 10]);
         let big = pool.take(100).unwrap();
         assert_eq!(big.len(), 100);
-        assert_eq!(pool.counts(), (1, 0, 1));
+        assert_eq!(pool.counts(), (2, 0, 1));
         // A smaller size fits a recycled bigger buffer.
         pool.give(big);
         assert_eq!(pool.take(50).unwrap().len(), 50);
-        assert_eq!(pool.counts(), (1, 1, 1));
+        assert_eq!(pool.counts(), (2, 1, 1));
     }
 
     #[test]
@@ -161,7 +197,29 @@ mod tests {
         drop(frame);
         drop(clones);
         assert_eq!(pool.idle(), 3);
-        assert_eq!(pool.counts().2, 3, "three of six buffers had to be freed");
+        // Two idle buffers were reserved ahead by the first take; of the six that came back one fitted.
+        assert_eq!(pool.counts().2, 5, "five of six buffers had to be freed");
+    }
+
+    #[test]
+    fn the_first_take_fills_the_pool_so_a_full_pipeline_allocates_nothing_later() {
+        let pool = FramePool::new(4);
+        // Every place of the pipeline holds a frame at once (the worst backlog), then all come back.
+        let held: Vec<Vec<u8>> = (0..4).map(|_| pool.take(30).unwrap()).collect();
+        assert_eq!(
+            pool.counts(),
+            (4, 3, 0),
+            "the 2nd..4th takes came from the fill"
+        );
+        for buf in held {
+            pool.give(buf);
+        }
+        let again: Vec<Vec<u8>> = (0..4).map(|_| pool.take(30).unwrap()).collect();
+        assert_eq!(pool.counts(), (4, 7, 0));
+        drop(again);
+        // A new size fills again.
+        let _ = pool.take(60).unwrap();
+        assert_eq!(pool.prefilled(), 6);
     }
 
     #[test]
@@ -194,7 +252,7 @@ mod tests {
                 prop_assert!(pool.idle() <= capacity);
             }
             let (allocated, reused, _) = pool.counts();
-            prop_assert_eq!(allocated + reused, takes);
+            prop_assert_eq!(allocated - pool.prefilled() + reused, takes);
         }
     }
 }

@@ -35,11 +35,7 @@ impl ThreadBudget {
             cores,
             sources,
             intra_op_threads: (cores / sources).max(1),
-            classify_workers: if sources == 1 {
-                0
-            } else {
-                sources.min(cores)
-            },
+            classify_workers: if sources == 1 { 0 } else { sources.min(cores) },
         }
     }
 
@@ -136,13 +132,29 @@ mod tests {
         assert_eq!((b.intra_op_threads, b.classify_workers), (1, 16));
         assert_eq!(b.batching(8, 1.0).unwrap().max_batch_patches, 8);
         // 8 on 2: two workers of four sources each.
-        assert_eq!(ThreadBudget::new(8, 2).batching(8, 1.0).unwrap().max_batch_patches, 32);
+        assert_eq!(
+            ThreadBudget::new(8, 2)
+                .batching(8, 1.0)
+                .unwrap()
+                .max_batch_patches,
+            32
+        );
         // 2 on 16: 8 threads per op; the glance and focus threads of both sources plus the two workers,
         // each split 8 ways, stay within 3× the cores.
         let b = ThreadBudget::new(2, 16);
         assert_eq!((b.intra_op_threads, b.classify_workers), (8, 2));
-        assert_eq!(ThreadBudget::new(4, 2).with_classify_workers(1).classify_workers, 1);
-        assert_eq!(ThreadBudget::new(1, 2).with_classify_workers(3).classify_workers, 0);
+        assert_eq!(
+            ThreadBudget::new(4, 2)
+                .with_classify_workers(1)
+                .classify_workers,
+            1
+        );
+        assert_eq!(
+            ThreadBudget::new(1, 2)
+                .with_classify_workers(3)
+                .classify_workers,
+            0
+        );
         for sources in 1..=32 {
             for cores in 1..=32 {
                 let b = ThreadBudget::new(sources, cores);

@@ -35,12 +35,18 @@ struct Broker {
 }
 
 impl Broker {
-    fn start(bin: &Path, conf: &Path, port: u16) -> Self {
+    /// Starts mosquitto on `conf`, its log appended to `log` (printed when the test fails).
+    fn start(bin: &Path, conf: &Path, port: u16, log: &Path) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
         let child = Command::new(bin)
             .arg("-c")
             .arg(conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let t = Instant::now();
@@ -150,12 +156,13 @@ fn every_event_reaches_the_broker_across_a_broker_restart() {
     std::fs::write(
         &conf,
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\n",
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\nlog_dest stderr\nlog_type all\n",
             dir.path().display()
         ),
     )
     .unwrap();
-    let broker = Broker::start(&bin, &conf, port);
+    let broker_log = dir.path().join("mosquitto.log");
+    let broker = Broker::start(&bin, &conf, port, &broker_log);
     let received = subscribe(port, "it/#");
     assert!(
         wait_until(Duration::from_secs(10), || received
@@ -197,7 +204,7 @@ fn every_event_reaches_the_broker_across_a_broker_restart() {
     broker.stop();
     let before_restart = event_frames(&received).len();
     std::thread::sleep(Duration::from_secs(3));
-    let broker = Broker::start(&bin, &conf, port);
+    let broker = Broker::start(&bin, &conf, port, &broker_log);
     assert!(
         wait_until(Duration::from_secs(60), || event_frames(&received).len()
             >= before_restart + 6),
@@ -248,7 +255,11 @@ fn every_event_reaches_the_broker_across_a_broker_restart() {
     assert!(line.contains(" 0 dropped"), "{stderr}");
     assert!(line.contains(" 1 reconnects"), "{stderr}");
     let missing: Vec<_> = with_detections.difference(&got).collect();
-    assert!(missing.is_empty(), "frames never received: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "frames never received: {missing:?}\nbroker log:\n{}",
+        std::fs::read_to_string(&broker_log).unwrap_or_default()
+    );
     assert!(offline(), "the retained availability ends `offline`");
     drop(broker);
 

@@ -6,6 +6,7 @@
 pub mod annotate;
 pub mod bench;
 pub mod calibrate;
+pub mod cmd;
 pub mod config;
 pub mod engine;
 pub mod eval;
@@ -50,9 +51,9 @@ pub enum Command {
     /// Fit GFNet's exit thresholds on validation frames to a budget of patches per frame.
     Calibrate(calibrate::CalibrateArgs),
     /// Detection quality and cost of a strategy on annotated frames (a folder and its CSV).
-    Eval(eval::EvalArgs),
+    Eval(cmd::eval::EvalArgs),
     /// Accuracy and latency of the patch classifier on GTSRB crops.
-    EvalClassifier(eval::EvalClassifierArgs),
+    EvalClassifier(cmd::eval_classifier::EvalClassifierArgs),
     /// Every strategy on the same frames: ratios vs full resolution, Q8_0 vs f32, single vs pipelined.
     Bench(bench::BenchArgs),
     /// Configuration file: print the commented default, or check a file.
@@ -102,8 +103,8 @@ pub fn main() -> anyhow::Result<()> {
         Command::Quantize(args) => run::quantize(args),
         Command::Inspect(args) => run::inspect(args),
         Command::Synth(args) => run::synth(args),
-        Command::Eval(args) => eval::eval(args),
-        Command::EvalClassifier(args) => eval::eval_classifier(args),
+        Command::Eval(args) => cmd::eval::eval(args),
+        Command::EvalClassifier(args) => cmd::eval_classifier::eval_classifier(args),
         Command::Bench(args) => bench::bench(args),
     }
 }

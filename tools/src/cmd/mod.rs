@@ -1,0 +1,4 @@
+//! One module per `saccade` subcommand: its flags and what it does with them.
+
+pub mod eval;
+pub mod eval_classifier;

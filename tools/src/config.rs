@@ -9,6 +9,10 @@ use anyhow::{bail, Context};
 use saccade_runtime::capture::uri::parse_source_uri;
 use saccade_runtime::focus::{StrategyConfigs, STRATEGY_NAMES};
 
+/// Default hard limit of full-resolution patches per frame: room for `topk`'s fitted K = 48 first looks
+/// (second looks come on top, one per first patch at most).
+pub const DEFAULT_MAX_PATCHES: usize = 48;
+
 /// Everything a run can be told.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -156,7 +160,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             strategy: "topk".into(),
-            max_patches: crate::engine::DEFAULT_MAX_PATCHES,
+            max_patches: DEFAULT_MAX_PATCHES,
             deadline_ms: None,
             queue_depth: 2,
             memory_budget_mb: None,
@@ -454,8 +458,6 @@ mod tests {
             (c.threads.cores, c.threads.intra_op, c.threads.batch_wait_ms),
             (Some(4), Some(2), 0.5)
         );
-        let budget = crate::engine::thread_budget(8, &c.threads);
-        assert_eq!((budget.cores, budget.intra_op_threads), (4, 2));
         for (text, key) in [
             ("[threads]\nintra_op = 0\n", "threads.intra_op"),
             ("[threads]\ncores = 0\n", "threads.cores"),

@@ -16,6 +16,7 @@ pub mod mqtt;
 pub mod output;
 pub mod run;
 pub mod serve;
+pub mod settings;
 pub mod snapshots;
 pub mod summary;
 pub mod train;

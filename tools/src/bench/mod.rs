@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::engine::{self, ModelArgs};
+use crate::engine::ModelArgs;
 use crate::eval::{write_json, EvalSplit};
 
 pub use frames::{default_frames_dir, synthetic_items};
@@ -88,7 +88,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     pub strategies: Vec<String>,
     /// Hard limit of patches per frame.
-    #[arg(long, default_value_t = engine::DEFAULT_MAX_PATCHES)]
+    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_PATCHES)]
     pub max_patches: usize,
     /// Per-frame deadline in ms.
     #[arg(long)]
@@ -130,7 +130,7 @@ impl BenchArgs {
             split: EvalSplit::All,
             synthetic: false,
             strategies: Vec::new(),
-            max_patches: engine::DEFAULT_MAX_PATCHES,
+            max_patches: crate::config::DEFAULT_MAX_PATCHES,
             deadline_ms: None,
             queue_depth: 2,
             sources: 1,

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{ensure, Context};
 
-use crate::engine::{self, ModelArgs, StrategyArgs, StrategyFile};
+use crate::engine::{self, ModelArgs, StrategyArgs};
 use crate::eval::*;
+use crate::settings::{configs_with_user_file, StrategyFile};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
@@ -69,7 +70,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         .map(StrategyFile::load)
         .transpose()?;
     let models = engine::load_models(&args.models)?;
-    let configs = engine::configs_with_user_file(user_settings.as_ref(), &models.weights_dir)?;
+    let configs = configs_with_user_file(user_settings.as_ref(), &models.weights_dir)?;
     let mut processor = engine::build_processor_exact(&models, &args.strategy, &configs)?;
     let ignored: HashSet<String> = args
         .ignore_classes

@@ -60,7 +60,7 @@ pub fn mine(frames: &[GtsdbFrame], weights_dir: &Path) -> anyhow::Result<Mined> 
         dtype: "q8_0".to_string(),
     })
     .with_context(|| format!("loading the mining detector from {}", weights_dir.display()))?;
-    let mut configs = engine::effective_configs(&StrategyConfigs::default(), weights_dir)?;
+    let mut configs = crate::settings::effective_configs(&StrategyConfigs::default(), weights_dir)?;
     configs.topk.detect.min_score = 0.05;
     let strategy = StrategyArgs {
         strategy: "topk".to_string(),

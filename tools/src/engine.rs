@@ -10,10 +10,12 @@ use anyhow::Context;
 use candle_core::Device;
 use saccade_models::glancenet::{GlanceNetConfig, GlanceNetModel};
 use saccade_models::patchnet::{PatchNet, PatchNetConfig};
-use saccade_models::{GlanceNet, PatchClassifier};
+use saccade_models::{GlanceNet, PatchClassifier, QuantDtype};
 use saccade_runtime::budget::{rss_bytes, MemoryPlan, PlanInput};
 use saccade_runtime::capture::uri::SourceSpec;
-use saccade_runtime::focus::{strategy_by_name, FocusBudget, FocusStrategy, StrategyConfigs};
+use saccade_runtime::focus::{
+    strategy_by_name, FocusBudget, FocusStrategy, StrategyConfigs, StrategyKind,
+};
 use saccade_runtime::glance::GlanceStage;
 use saccade_runtime::pipeline::FrameProcessor;
 use saccade_runtime::threads::ThreadBudget;
@@ -48,7 +50,7 @@ pub struct ModelArgs {
     pub classifier_weights: Option<PathBuf>,
     /// Weight variant to pick from --weights-dir: q8_0 (GGUF), q4_0 (GGUF) or f32 (safetensors).
     #[arg(long, default_value = "q8_0")]
-    pub dtype: String,
+    pub dtype: QuantDtype,
 }
 
 impl Default for ModelArgs {
@@ -58,7 +60,7 @@ impl Default for ModelArgs {
             weights_dir: None,
             glance_weights: None,
             classifier_weights: None,
-            dtype: "q8_0".to_string(),
+            dtype: QuantDtype::Q8_0,
         }
     }
 }
@@ -66,8 +68,8 @@ impl Default for ModelArgs {
 impl ModelArgs {
     fn file_in_dir(&self, stem: &str) -> PathBuf {
         let dir = self.weights_dir.clone().unwrap_or_else(default_weights_dir);
-        match self.dtype.as_str() {
-            "f32" => dir.join(format!("{stem}.safetensors")),
+        match self.dtype {
+            QuantDtype::F32 => dir.join(format!("{stem}.safetensors")),
             other => dir.join(format!("{stem}.{other}.gguf")),
         }
     }
@@ -88,7 +90,7 @@ impl ModelArgs {
 pub struct StrategyArgs {
     /// Focus strategy: topk, gfnet, zoom, coarse2fine, or a baseline: fullres, downsample, glance-only.
     #[arg(long, default_value = "topk")]
-    pub strategy: String,
+    pub strategy: StrategyKind,
     /// Hard limit of first-look patches per frame (the patch pool size).
     #[arg(long, default_value_t = DEFAULT_MAX_PATCHES)]
     pub max_patches: usize,
@@ -234,10 +236,10 @@ pub fn batching_classifier(
 }
 
 pub fn build_strategy(
-    name: &str,
+    kind: StrategyKind,
     configs: &StrategyConfigs,
 ) -> anyhow::Result<Box<dyn FocusStrategy>> {
-    Ok(strategy_by_name(name, configs)?)
+    Ok(strategy_by_name(kind.name(), configs)?)
 }
 
 /// A processor with `configs` after [`effective_configs`].
@@ -258,7 +260,7 @@ pub fn build_processor_exact(
 ) -> anyhow::Result<FrameProcessor> {
     Ok(FrameProcessor::new(
         GlanceStage::new(models.glance.clone(), models.device.clone()),
-        build_strategy(&strategy.strategy, configs)?,
+        build_strategy(strategy.strategy, configs)?,
         models.classifier.clone(),
         strategy.budget(),
     ))
@@ -332,10 +334,7 @@ pub fn memory_plan(
         .unwrap_or((1280, 960));
     let (gw, gh) = models.glance.input_size_px();
     // fullres/downsample batch 256 windows at a time regardless of max_patches.
-    let batch = match config.strategy.as_str() {
-        "fullres" | "downsample" => 256.max(config.max_patches),
-        _ => config.max_patches,
-    };
+    let batch = config.strategy.batch_patches(config.max_patches);
     MemoryPlan::new(&PlanInput {
         frame_width_px: w,
         frame_height_px: h,

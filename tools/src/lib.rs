@@ -58,35 +58,7 @@ pub enum Command {
     /// Every strategy on the same frames: ratios vs full resolution, Q8_0 vs f32, single vs pipelined.
     Bench(bench::BenchArgs),
     /// Configuration file: print the commented default, or check a file.
-    Config(ConfigArgs),
-}
-
-#[derive(Debug, clap::Args)]
-pub struct ConfigArgs {
-    /// Print the commented default configuration.
-    #[arg(long)]
-    pub print_default: bool,
-    /// Validate this config file and print it resolved.
-    #[arg(long)]
-    pub check: Option<std::path::PathBuf>,
-}
-
-fn config_command(args: ConfigArgs) -> anyhow::Result<()> {
-    if args.print_default {
-        print!("{}", config::Config::default_toml()?);
-    }
-    if let Some(path) = &args.check {
-        let config = config::Config::load(path)?;
-        println!(
-            "{} is valid:\n{}",
-            path.display(),
-            toml::to_string_pretty(&config)?
-        );
-    }
-    if !args.print_default && args.check.is_none() {
-        anyhow::bail!("saccade config: give --print-default or --check FILE");
-    }
-    Ok(())
+    Config(cmd::config::ConfigArgs),
 }
 
 /// Entry point of the `saccade` binary.
@@ -98,7 +70,7 @@ pub fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => run::demo(args),
         Command::Run(args) => run::run(args, matches.subcommand_matches("run")),
-        Command::Config(args) => config_command(args),
+        Command::Config(args) => cmd::config::config(args),
         Command::Calibrate(args) => calibrate::calibrate(args),
         Command::Train(cmd) => train::run(cmd),
         Command::Quantize(args) => run::quantize(args),

@@ -85,8 +85,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: Option<String>,
     /// Queue policy: latest (drop the oldest when behind) or lossless (block); default by source kind.
-    #[arg(long)]
-    pub policy: Option<String>,
+    #[arg(long, value_parser = crate::config::parse_queue_policy)]
+    pub policy: Option<QueuePolicy>,
     /// Capacity of each queue between stages (default 2).
     #[arg(long)]
     pub queue_depth: Option<usize>,
@@ -120,7 +120,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating output folder {}", args.out.display()))?;
     let mut config = Config {
-        strategy: args.strategy.strategy.clone(),
+        strategy: args.strategy.strategy,
         max_patches: args.strategy.max_patches,
         deadline_ms: args.strategy.deadline_ms,
         ..Config::default()
@@ -133,13 +133,13 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         // Looped at a camera-like rate until Ctrl-C; nothing is written to disk.
         config.sources = vec![SourceConfig {
             uri: format!("{uri}?loop=true&fps={}", args.fps),
-            policy: Some("latest".into()),
+            policy: Some(QueuePolicy::Latest),
         }];
         config.http.addr = Some(args.http_addr.clone());
     } else {
         config.sources = vec![SourceConfig {
             uri,
-            policy: Some("lossless".into()),
+            policy: Some(QueuePolicy::Lossless),
         }];
         config.output.events = Some(args.out.join("events.jsonl").display().to_string());
         config.output.annotate = Some(args.out.clone());
@@ -175,7 +175,7 @@ fn apply_model_args(config: &mut Config, models: &ModelArgs, matches: Option<&Ar
         config.models.classifier_weights = models.classifier_weights.clone();
     }
     if given(matches, "dtype") {
-        config.models.dtype = models.dtype.clone();
+        config.models.dtype = models.dtype;
     }
 }
 
@@ -193,13 +193,13 @@ pub fn resolve_run_config(args: &RunArgs, matches: Option<&ArgMatches>) -> anyho
     } else if args.config.is_none() {
         bail!("give a source with --source URI, or a config file with [[sources]] via --config");
     }
-    if let Some(policy) = &args.policy {
+    if let Some(policy) = args.policy {
         for s in &mut config.sources {
-            s.policy = Some(policy.clone());
+            s.policy = Some(policy);
         }
     }
     if given(matches, "strategy") {
-        config.strategy = args.strategy.strategy.clone();
+        config.strategy = args.strategy.strategy;
     }
     if given(matches, "max_patches") {
         config.max_patches = args.strategy.max_patches;
@@ -251,26 +251,18 @@ pub fn run(args: RunArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()> {
     execute(&config, args.json.as_deref(), args.dry_run).map(|_| ())
 }
 
-fn parse_policy(s: &str) -> anyhow::Result<QueuePolicy> {
-    match s {
-        "latest" => Ok(QueuePolicy::Latest),
-        "lossless" => Ok(QueuePolicy::Lossless),
-        other => bail!("policy `{other}`: expected `latest` or `lossless`"),
-    }
-}
-
 fn model_args(config: &Config) -> ModelArgs {
     ModelArgs {
         weights_dir: config.models.weights_dir.clone(),
         glance_weights: config.models.glance_weights.clone(),
         classifier_weights: config.models.classifier_weights.clone(),
-        dtype: config.models.dtype.clone(),
+        dtype: config.models.dtype,
     }
 }
 
 fn strategy_args(config: &Config) -> StrategyArgs {
     StrategyArgs {
-        strategy: config.strategy.clone(),
+        strategy: config.strategy,
         max_patches: config.max_patches,
         deadline_ms: config.deadline_ms.filter(|d| *d > 0.0),
     }
@@ -291,10 +283,7 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
         frame_sizes.push(engine::frame_size_hint(&spec));
         if !dry_run {
             let source = open_source(&s.uri).with_context(|| format!("opening {}", s.uri))?;
-            let policy = match &s.policy {
-                Some(p) => parse_policy(p)?,
-                None => source.default_policy(),
-            };
+            let policy = s.policy.unwrap_or_else(|| source.default_policy());
             sources.push((s.uri.clone(), source, policy));
         }
     }
@@ -395,8 +384,12 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
                 policy,
                 budget: sargs.budget(),
             };
-            let (stop, sink, annotate, strategy) =
-                (stop.clone(), &sink, annotate.clone(), &config.strategy);
+            let (stop, sink, annotate, strategy) = (
+                stop.clone(),
+                &sink,
+                annotate.clone(),
+                config.strategy.name(),
+            );
             let (mqtt, snapshots) = (mqtt.as_ref(), snapshots.as_ref());
             let m = m.clone();
             let outputs = outputs.clone();
@@ -498,7 +491,7 @@ pub fn execute(config: &Config, json: Option<&str>, dry_run: bool) -> anyhow::Re
         .map(|((uri, run), m)| {
             Summary::new(
                 uri,
-                &config.strategy,
+                config.strategy.name(),
                 run,
                 m,
                 models.glance.mflops(),
@@ -573,15 +566,11 @@ pub struct QuantizeArgs {
     pub output: PathBuf,
     /// q8_0, q4_0, q4k, f16 or f32.
     #[arg(long, default_value = "q8_0")]
-    pub dtype: String,
+    pub dtype: saccade_models::weights::QuantDtype,
 }
 
 pub fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
-    let dtype: saccade_models::weights::QuantDtype = args
-        .dtype
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
-    let report = saccade_models::weights::quantize_file(&args.input, &args.output, dtype)?;
+    let report = saccade_models::weights::quantize_file(&args.input, &args.output, args.dtype)?;
     println!("{report}");
     Ok(())
 }

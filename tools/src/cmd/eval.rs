@@ -91,7 +91,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     };
     let mut evaluation = evaluate_rescaled(
         &mut processor,
-        &args.strategy.strategy,
+        args.strategy.strategy.name(),
         &items,
         &ignored,
         rescale,
@@ -103,7 +103,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(|p| p.display().to_string());
     report.strategy_settings = serde_json::to_value(&configs)?
-        .get(&args.strategy.strategy)
+        .get(args.strategy.strategy.name())
         .cloned()
         .map(floats_as_f32);
     eprint!("{}", report.human());

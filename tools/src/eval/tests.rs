@@ -334,7 +334,7 @@ fn eval_runs_real_nets_on_frames_of_any_size_and_writes_stable_json_keys() {
         limit: None,
         misses: None,
         strategy: StrategyArgs {
-            strategy: "topk".to_string(),
+            strategy: saccade_runtime::focus::StrategyKind::TopK,
             max_patches: 8,
             deadline_ms: None,
         },
@@ -443,7 +443,7 @@ fn eval_applies_the_strategy_config_file_and_keeps_only_the_split() {
         limit: None,
         misses: None,
         strategy: StrategyArgs {
-            strategy: "topk".to_string(),
+            strategy: saccade_runtime::focus::StrategyKind::TopK,
             max_patches: 8,
             deadline_ms: None,
         },

@@ -37,6 +37,6 @@ pub(crate) fn write_random_models(dir: &Path) -> ModelArgs {
         weights_dir: Some(dir.to_path_buf()),
         glance_weights: None,
         classifier_weights: None,
-        dtype: "q8_0".to_string(),
+        dtype: saccade_models::QuantDtype::Q8_0,
     }
 }

@@ -37,18 +37,18 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the whole pipeline on the sample frames that ship with saccade; write annotated PNGs and a summary.
-    Demo(run::DemoArgs),
+    Demo(cmd::demo::DemoArgs),
     /// Run the pipeline on a source (camera, folder of frames, synthetic).
-    Run(run::RunArgs),
+    Run(cmd::run::RunArgs),
     /// Train a model (classifier, glance, scorer).
     #[command(subcommand)]
     Train(train::TrainCommand),
     /// Quantise a float safetensors model into GGUF.
-    Quantize(run::QuantizeArgs),
+    Quantize(cmd::quantize::QuantizeArgs),
     /// List the tensors, shapes, dtypes, sizes and config of a weight file.
-    Inspect(run::InspectArgs),
+    Inspect(cmd::inspect::InspectArgs),
     /// Write synthetic road frames with their boxes (annotations.csv) into a folder.
-    Synth(run::SynthArgs),
+    Synth(cmd::synth::SynthArgs),
     /// Fit GFNet's exit thresholds on validation frames to a budget of patches per frame.
     Calibrate(calibrate::CalibrateArgs),
     /// Detection quality and cost of a strategy on annotated frames (a folder and its CSV).
@@ -68,14 +68,14 @@ pub fn main() -> anyhow::Result<()> {
     let cli = Cli::from_arg_matches(&matches)?;
     init_logging(cli.verbose);
     match cli.command {
-        Command::Demo(args) => run::demo(args),
-        Command::Run(args) => run::run(args, matches.subcommand_matches("run")),
+        Command::Demo(args) => cmd::demo::demo(args),
+        Command::Run(args) => cmd::run::run(args, matches.subcommand_matches("run")),
         Command::Config(args) => cmd::config::config(args),
         Command::Calibrate(args) => calibrate::calibrate(args),
         Command::Train(cmd) => train::run(cmd),
-        Command::Quantize(args) => run::quantize(args),
-        Command::Inspect(args) => run::inspect(args),
-        Command::Synth(args) => run::synth(args),
+        Command::Quantize(args) => cmd::quantize::quantize(args),
+        Command::Inspect(args) => cmd::inspect::inspect(args),
+        Command::Synth(args) => cmd::synth::synth(args),
         Command::Eval(args) => cmd::eval::eval(args),
         Command::EvalClassifier(args) => cmd::eval_classifier::eval_classifier(args),
         Command::Bench(args) => bench::bench(args),

@@ -5,7 +5,6 @@
 
 pub mod annotate;
 pub mod bench;
-pub mod calibrate;
 pub mod cmd;
 pub mod config;
 pub mod engine;
@@ -50,7 +49,7 @@ pub enum Command {
     /// Write synthetic road frames with their boxes (annotations.csv) into a folder.
     Synth(cmd::synth::SynthArgs),
     /// Fit GFNet's exit thresholds on validation frames to a budget of patches per frame.
-    Calibrate(calibrate::CalibrateArgs),
+    Calibrate(cmd::calibrate::CalibrateArgs),
     /// Detection quality and cost of a strategy on annotated frames (a folder and its CSV).
     Eval(cmd::eval::EvalArgs),
     /// Accuracy and latency of the patch classifier on GTSRB crops.
@@ -71,7 +70,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Demo(args) => cmd::demo::demo(args),
         Command::Run(args) => cmd::run::run(args, matches.subcommand_matches("run")),
         Command::Config(args) => cmd::config::config(args),
-        Command::Calibrate(args) => calibrate::calibrate(args),
+        Command::Calibrate(args) => cmd::calibrate::calibrate(args),
         Command::Train(cmd) => train::run(cmd),
         Command::Quantize(args) => cmd::quantize::quantize(args),
         Command::Inspect(args) => cmd::inspect::inspect(args),

@@ -1,5 +1,6 @@
 //! One module per `saccade` subcommand: its flags and what it does with them.
 
+pub mod calibrate;
 pub mod config;
 pub mod demo;
 pub mod eval;

@@ -52,8 +52,7 @@ pub struct EvalArgs {
     pub models: ModelArgs,
 }
 
-/// Which frames of a folder `saccade eval` keeps.
-
+/// Evaluates the strategy on the annotated frames and writes the reports the flags ask for.
 pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.annotations)
         .with_context(|| format!("reading annotations {}", args.annotations.display()))?;

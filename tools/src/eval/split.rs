@@ -7,6 +7,7 @@ use anyhow::ensure;
 use super::items::*;
 use crate::train::gtsdb::{split_of, GtsdbSplit};
 
+/// Which frames of a folder `saccade eval` keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EvalSplit {

@@ -6,15 +6,21 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use saccade_models::QuantDtype;
 use saccade_runtime::capture::uri::parse_source_uri;
-use saccade_runtime::focus::{StrategyConfigs, STRATEGY_NAMES};
+use saccade_runtime::capture::QueuePolicy;
+use saccade_runtime::focus::{StrategyConfigs, StrategyKind};
+
+/// Default hard limit of full-resolution patches per frame: room for `topk`'s fitted K = 48 first looks
+/// (second looks come on top, one per first patch at most).
+pub const DEFAULT_MAX_PATCHES: usize = 48;
 
 /// Everything a run can be told.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Focus strategy of every source: topk, gfnet, zoom, coarse2fine, fullres, downsample.
-    pub strategy: String,
+    pub strategy: StrategyKind,
     /// Hard limit of patches per frame (the patch pool size).
     pub max_patches: usize,
     /// Per-frame deadline in ms (0 or absent: none).
@@ -69,7 +75,8 @@ pub struct ModelsConfig {
     pub glance_weights: Option<PathBuf>,
     pub classifier_weights: Option<PathBuf>,
     /// q8_0, q4_0 or f32.
-    pub dtype: String,
+    #[serde(with = "weight_dtype")]
+    pub dtype: QuantDtype,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -141,7 +148,7 @@ pub struct SourceConfig {
     pub uri: String,
     /// latest or lossless (absent: the source's default: latest for cameras, lossless for replays).
     #[serde(default)]
-    pub policy: Option<String>,
+    pub policy: Option<QueuePolicy>,
 }
 
 impl Default for ModelsConfig {
@@ -150,7 +157,7 @@ impl Default for ModelsConfig {
             weights_dir: None,
             glance_weights: None,
             classifier_weights: None,
-            dtype: "q8_0".into(),
+            dtype: QuantDtype::Q8_0,
         }
     }
 }
@@ -158,8 +165,8 @@ impl Default for ModelsConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            strategy: "topk".into(),
-            max_patches: crate::engine::DEFAULT_MAX_PATCHES,
+            strategy: StrategyKind::TopK,
+            max_patches: DEFAULT_MAX_PATCHES,
             deadline_ms: None,
             queue_depth: 2,
             memory_budget_mb: None,
@@ -241,13 +248,6 @@ impl Config {
 
     /// Check every value against what it must be; errors name the key, the value and what was expected.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if !STRATEGY_NAMES.contains(&self.strategy.as_str()) {
-            bail!(
-                "key `strategy` is `{}`, expected one of {}",
-                self.strategy,
-                STRATEGY_NAMES.join(", ")
-            );
-        }
         if !(1..=1024).contains(&self.max_patches) {
             bail!(
                 "key `max_patches` is {}, expected 1..=1024",
@@ -285,10 +285,11 @@ impl Config {
                 bail!("key `memory_budget_mb` is {m}, expected a number > 0");
             }
         }
-        if !["q8_0", "q4_0", "f32"].contains(&self.models.dtype.as_str()) {
+        if !weight_dtype::WEIGHT_FILE_DTYPES.contains(&self.models.dtype) {
             bail!(
-                "key `models.dtype` is `{}`, expected q8_0, q4_0 or f32",
-                self.models.dtype
+                "key `models.dtype` is `{}`, expected {}",
+                self.models.dtype,
+                weight_dtype::EXPECTED
             );
         }
         if let Some(mb) = self.output.events_max_mb {
@@ -338,15 +339,50 @@ impl Config {
         }
         for (i, s) in self.sources.iter().enumerate() {
             parse_source_uri(&s.uri).with_context(|| format!("key `sources[{i}].uri`"))?;
-            if let Some(p) = &s.policy {
-                if p != "latest" && p != "lossless" {
-                    bail!("key `sources[{i}].policy` is `{p}`, expected latest or lossless");
-                }
-            }
         }
         Ok(())
     }
 }
+
+/// `models.dtype` in a config: the dtypes there are weight files of, spelt as `QuantDtype` displays them.
+mod weight_dtype {
+    use saccade_models::QuantDtype;
+
+    /// The dtypes `--weights-dir` has files of.
+    pub const WEIGHT_FILE_DTYPES: [QuantDtype; 3] =
+        [QuantDtype::Q8_0, QuantDtype::Q4_0, QuantDtype::F32];
+    pub const EXPECTED: &str = "q8_0, q4_0 or f32";
+
+    pub fn serialize<S: serde::Serializer>(dtype: &QuantDtype, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(dtype)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<QuantDtype, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        text.parse::<QuantDtype>()
+            .ok()
+            .filter(|dtype| WEIGHT_FILE_DTYPES.contains(dtype))
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "key `models.dtype` is `{text}`, expected {EXPECTED}"
+                ))
+            })
+    }
+}
+
+/// A queue policy as `--policy` spells it (`latest`, `lossless`).
+pub fn parse_queue_policy(text: &str) -> Result<QueuePolicy, UnknownPolicy> {
+    match text {
+        "latest" => Ok(QueuePolicy::Latest),
+        "lossless" => Ok(QueuePolicy::Lossless),
+        other => Err(UnknownPolicy(other.to_string())),
+    }
+}
+
+/// A queue policy that is neither `latest` nor `lossless`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("policy `{0}`: expected `latest` or `lossless`")]
+pub struct UnknownPolicy(pub String);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -458,17 +494,6 @@ mod tests {
         assert_eq!(
             (c.threads.cores, c.threads.intra_op, c.threads.batch_wait_ms),
             (Some(4), Some(2), 0.5)
-        );
-        let budget = crate::engine::thread_budget(8, &c.threads);
-        assert_eq!((budget.cores, budget.intra_op_threads), (4, 2));
-        let c = Config::from_toml("[threads]\nclassify_workers = 3\n", "t.toml").unwrap();
-        assert_eq!(
-            crate::engine::thread_budget(8, &c.threads).classify_workers,
-            3
-        );
-        assert_eq!(
-            crate::engine::thread_budget(1, &c.threads).classify_workers,
-            0
         );
         for (text, key) in [
             ("[threads]\nintra_op = 0\n", "threads.intra_op"),

@@ -5,7 +5,7 @@
 
 pub mod annotate;
 pub mod bench;
-pub mod calibrate;
+pub mod cmd;
 pub mod config;
 pub mod engine;
 pub mod eval;
@@ -15,6 +15,7 @@ pub mod mqtt;
 pub mod output;
 pub mod run;
 pub mod serve;
+pub mod settings;
 pub mod snapshots;
 pub mod summary;
 pub mod train;
@@ -35,56 +36,28 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the whole pipeline on the sample frames that ship with saccade; write annotated PNGs and a summary.
-    Demo(run::DemoArgs),
+    Demo(cmd::demo::DemoArgs),
     /// Run the pipeline on a source (camera, folder of frames, synthetic).
-    Run(run::RunArgs),
+    Run(cmd::run::RunArgs),
     /// Train a model (classifier, glance, scorer).
     #[command(subcommand)]
     Train(train::TrainCommand),
     /// Quantise a float safetensors model into GGUF.
-    Quantize(run::QuantizeArgs),
+    Quantize(cmd::quantize::QuantizeArgs),
     /// List the tensors, shapes, dtypes, sizes and config of a weight file.
-    Inspect(run::InspectArgs),
+    Inspect(cmd::inspect::InspectArgs),
     /// Write synthetic road frames with their boxes (annotations.csv) into a folder.
-    Synth(run::SynthArgs),
+    Synth(cmd::synth::SynthArgs),
     /// Fit GFNet's exit thresholds on validation frames to a budget of patches per frame.
-    Calibrate(calibrate::CalibrateArgs),
+    Calibrate(cmd::calibrate::CalibrateArgs),
     /// Detection quality and cost of a strategy on annotated frames (a folder and its CSV).
-    Eval(eval::EvalArgs),
+    Eval(cmd::eval::EvalArgs),
     /// Accuracy and latency of the patch classifier on GTSRB crops.
-    EvalClassifier(eval::EvalClassifierArgs),
+    EvalClassifier(cmd::eval_classifier::EvalClassifierArgs),
     /// Every strategy on the same frames: ratios vs full resolution, Q8_0 vs f32, single vs pipelined.
     Bench(bench::BenchArgs),
     /// Configuration file: print the commented default, or check a file.
-    Config(ConfigArgs),
-}
-
-#[derive(Debug, clap::Args)]
-pub struct ConfigArgs {
-    /// Print the commented default configuration.
-    #[arg(long)]
-    pub print_default: bool,
-    /// Validate this config file and print it resolved.
-    #[arg(long)]
-    pub check: Option<std::path::PathBuf>,
-}
-
-fn config_command(args: ConfigArgs) -> anyhow::Result<()> {
-    if args.print_default {
-        print!("{}", config::Config::default_toml()?);
-    }
-    if let Some(path) = &args.check {
-        let config = config::Config::load(path)?;
-        println!(
-            "{} is valid:\n{}",
-            path.display(),
-            toml::to_string_pretty(&config)?
-        );
-    }
-    if !args.print_default && args.check.is_none() {
-        anyhow::bail!("saccade config: give --print-default or --check FILE");
-    }
-    Ok(())
+    Config(cmd::config::ConfigArgs),
 }
 
 /// Entry point of the `saccade` binary.
@@ -94,16 +67,16 @@ pub fn main() -> anyhow::Result<()> {
     let cli = Cli::from_arg_matches(&matches)?;
     init_logging(cli.verbose);
     match cli.command {
-        Command::Demo(args) => run::demo(args),
-        Command::Run(args) => run::run(args, matches.subcommand_matches("run")),
-        Command::Config(args) => config_command(args),
-        Command::Calibrate(args) => calibrate::calibrate(args),
+        Command::Demo(args) => cmd::demo::demo(args),
+        Command::Run(args) => cmd::run::run(args, matches.subcommand_matches("run")),
+        Command::Config(args) => cmd::config::config(args),
+        Command::Calibrate(args) => cmd::calibrate::calibrate(args),
         Command::Train(cmd) => train::run(cmd),
-        Command::Quantize(args) => run::quantize(args),
-        Command::Inspect(args) => run::inspect(args),
-        Command::Synth(args) => run::synth(args),
-        Command::Eval(args) => eval::eval(args),
-        Command::EvalClassifier(args) => eval::eval_classifier(args),
+        Command::Quantize(args) => cmd::quantize::quantize(args),
+        Command::Inspect(args) => cmd::inspect::inspect(args),
+        Command::Synth(args) => cmd::synth::synth(args),
+        Command::Eval(args) => cmd::eval::eval(args),
+        Command::EvalClassifier(args) => cmd::eval_classifier::eval_classifier(args),
         Command::Bench(args) => bench::bench(args),
     }
 }

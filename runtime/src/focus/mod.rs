@@ -19,6 +19,7 @@ pub mod coarse2fine;
 pub mod common;
 pub mod gfnet;
 pub mod glance_only;
+mod kind;
 #[cfg(test)]
 mod testutil;
 pub mod topk;
@@ -29,6 +30,7 @@ pub use coarse2fine::{Coarse2Fine, Coarse2FineConfig};
 pub use common::{nms, DetectConfig};
 pub use gfnet::{fit_thresholds, GfNet, GfNetConfig};
 pub use glance_only::{GlanceOnly, GlanceOnlyConfig};
+pub use kind::{ParseStrategyKindError, StrategyKind};
 pub use topk::{ObjectnessScorer, PatchScorer, TopK, TopKConfig};
 pub use zoom::{Zoom, ZoomConfig, ZoomGrid};
 

@@ -21,8 +21,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::engine::{self, ModelArgs};
+use crate::engine::ModelArgs;
 use crate::eval::{write_json, EvalSplit};
+use saccade_runtime::focus::StrategyKind;
 
 pub use frames::{default_frames_dir, synthetic_items};
 pub use plot::{pareto_front, write_plot};
@@ -34,9 +35,13 @@ pub use run::run_bench;
 pub use saccade_runtime::capture::memory::VecSource;
 
 /// The baseline every ratio is measured against: it looks everywhere.
-pub const BASELINE: &str = "fullres";
+pub const BASELINE: StrategyKind = StrategyKind::FullRes;
 /// Strategies without focus, for the focus strategies to beat: they run whatever `--strategies` says.
-pub const BASELINES: &[&str] = &["fullres", "downsample", "glance-only"];
+pub const BASELINES: [StrategyKind; 3] = [
+    StrategyKind::FullRes,
+    StrategyKind::Downsample,
+    StrategyKind::GlanceOnly,
+];
 /// First seed of the benchmark's synthetic scenes (Eval split), fixed so runs compare.
 const FIRST_SEED: u64 = 9_000_001;
 /// Synthetic scenes the bench generates when `--frames` does not say.
@@ -86,9 +91,9 @@ pub struct BenchArgs {
     pub synthetic: bool,
     /// Comma-separated focus strategies to run (default: all); the baselines always run.
     #[arg(long, value_delimiter = ',')]
-    pub strategies: Vec<String>,
+    pub strategies: Vec<StrategyKind>,
     /// Hard limit of patches per frame.
-    #[arg(long, default_value_t = engine::DEFAULT_MAX_PATCHES)]
+    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_PATCHES)]
     pub max_patches: usize,
     /// Per-frame deadline in ms.
     #[arg(long)]
@@ -133,7 +138,7 @@ impl BenchArgs {
             split: EvalSplit::All,
             synthetic: false,
             strategies: Vec::new(),
-            max_patches: engine::DEFAULT_MAX_PATCHES,
+            max_patches: crate::config::DEFAULT_MAX_PATCHES,
             deadline_ms: None,
             queue_depth: 2,
             sources: 1,
@@ -289,7 +294,9 @@ mod tests {
         assert_eq!(glance_only["backbone_mflops_per_frame"].as_f64(), Some(0.0));
         let h = &v["head_to_head"];
         assert!(STRATEGY_NAMES.contains(&h["strategy"].as_str().unwrap()));
-        assert!(!BASELINES.contains(&h["strategy"].as_str().unwrap()));
+        assert!(!BASELINES
+            .iter()
+            .any(|b| b.name() == h["strategy"].as_str().unwrap()));
         assert_eq!(h["frames_compared"], 1);
         let svg = std::fs::read_to_string(plot).unwrap();
         assert!(svg.contains("<svg") && svg.contains("topk") && svg.contains("Pareto"));
@@ -317,18 +324,15 @@ mod tests {
     #[test]
     fn the_baselines_always_run_after_the_chosen_focus_strategies() {
         let args = BenchArgs {
-            strategies: vec!["gfnet".into()],
+            strategies: vec![StrategyKind::GfNet],
             ..BenchArgs::with_models(ModelArgs::default())
         };
-        assert_eq!(
-            wanted_strategies(&args).unwrap(),
-            vec!["gfnet", "fullres", "downsample", "glance-only"]
-        );
-        let bad = BenchArgs {
-            strategies: vec!["saliency".into()],
-            ..BenchArgs::with_models(ModelArgs::default())
-        };
-        let err = wanted_strategies(&bad).unwrap_err().to_string();
+        let names: Vec<&str> = wanted_strategies(&args).iter().map(|k| k.name()).collect();
+        assert_eq!(names, vec!["gfnet", "fullres", "downsample", "glance-only"]);
+        use clap::Parser;
+        let err = crate::Cli::try_parse_from(["saccade", "bench", "--strategies", "topk,saliency"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`saliency`"), "{err}");
     }
 
@@ -337,7 +341,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let models = crate::eval::write_random_models(dir.path());
         let (images, annotations) = crate::eval::tests::small_annotated_folder(dir.path());
-        let args = |budget: f64, strategies: Vec<String>| BenchArgs {
+        let args = |budget: f64, strategies: Vec<StrategyKind>| BenchArgs {
             frames: Some(1),
             fullres_frames: Some(1),
             images: Some(images.clone()),
@@ -351,7 +355,7 @@ mod tests {
         let text = format!("{err:#}");
         assert!(text.contains("memory-budget-mb"), "{text}");
         assert!(text.contains("MiB"), "{text}");
-        let report = run_bench(&args(8192.0, vec!["topk".into()])).unwrap();
+        let report = run_bench(&args(8192.0, vec![StrategyKind::TopK])).unwrap();
         assert!(report.memory.plan_mb > 0.0);
         assert!(report.memory.peak_rss_mb >= report.peak_rss_mb - 1e-9);
         assert!(report.memory.peak_within_budget);

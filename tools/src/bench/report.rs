@@ -60,14 +60,42 @@ pub struct CeilingShortfall {
     pub explanation: String,
 }
 
-/// Q8_0 vs f32 weights for `topk`.
+/// `topk` with the f32 and the Q8_0 weight files. Fields in the order of their JSON keys (alphabetical, as
+/// the report has always written them).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DtypeComparison {
+    /// f32's classify p50 over q8_0's; absent when either did not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classify_speedup_q8_0_vs_f32: Option<f64>,
+    pub f32: DtypeOutcome,
+    pub q8_0: DtypeOutcome,
+}
+
+/// One dtype's run, or why it did not run (`{"skipped": reason}`: no weight file of that dtype, say).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum DtypeOutcome {
+    Ran(DtypeRun),
+    Skipped { skipped: String },
+}
+
+impl DtypeOutcome {
+    pub fn classify_p50_ms(&self) -> Option<f64> {
+        match self {
+            Self::Ran(run) => Some(run.classify_p50_ms),
+            Self::Skipped { .. } => None,
+        }
+    }
+}
+
+/// Q8_0 vs f32 weights for `topk`: one dtype's figures (fields in JSON key order).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DtypeRun {
-    pub weights: String,
-    pub p50_ms: f64,
+    pub class_accuracy: Option<f64>,
     pub classify_p50_ms: f64,
     pub f1: f64,
-    pub class_accuracy: Option<f64>,
+    pub p50_ms: f64,
+    pub weights: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -155,7 +183,7 @@ pub struct BenchReport {
     /// `null` when no focus strategy ran.
     pub head_to_head: Option<HeadToHead>,
     /// `f32`, `q8_0` (each a [`DtypeRun`] or `{"skipped": reason}`) and `classify_speedup_q8_0_vs_f32`.
-    pub dtype_comparison: BTreeMap<String, serde_json::Value>,
+    pub dtype_comparison: DtypeComparison,
     pub throughput: Option<Throughput>,
     pub peak_rss_mb: f64,
     pub memory: BenchMemory,
@@ -294,29 +322,28 @@ impl BenchReport {
             s,
             "topk with the f32 and the q8_0 weight files (glance and patch net) of the weights folder:"
         );
-        for dtype in ["f32", "q8_0"] {
-            if let Some(v) = self.dtype_comparison.get(dtype) {
-                match v.get("skipped") {
-                    Some(reason) => {
-                        let _ =
-                            writeln!(s, "  {dtype:<5} skipped: {}", reason.as_str().unwrap_or(""));
-                    }
-                    None => {
-                        let f =
-                            |k: &str| v.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
-                        let _ = writeln!(
-                            s,
-                            "  {dtype:<5} p50 {:.2} ms/frame, classify p50 {:.2} ms, F1 {:.3}",
-                            f("p50_ms"),
-                            f("classify_p50_ms"),
-                            f("f1")
-                        );
-                    }
+        let c = &self.dtype_comparison;
+        for (dtype, outcome) in [("f32", &c.f32), ("q8_0", &c.q8_0)] {
+            match outcome {
+                DtypeOutcome::Skipped { skipped } => {
+                    let _ = writeln!(s, "  {dtype:<5} skipped: {skipped}");
+                }
+                DtypeOutcome::Ran(run) => {
+                    let _ = writeln!(
+                        s,
+                        "  {dtype:<5} p50 {:.2} ms/frame, classify p50 {:.2} ms, F1 {:.3}",
+                        run.p50_ms, run.classify_p50_ms, run.f1
+                    );
                 }
             }
         }
-        if let Some(x) = self.dtype_comparison.get("classify_speedup_q8_0_vs_f32") {
-            let _ = writeln!(s, "  classify speed-up of q8_0 over f32: {x}×");
+        if let Some(x) = c.classify_speedup_q8_0_vs_f32 {
+            // Written as JSON writes the number (`4.0`, not `4`), as the report always has.
+            let _ = writeln!(
+                s,
+                "  classify speed-up of q8_0 over f32: {}×",
+                serde_json::Value::from(x)
+            );
         }
         if let Some(t) = &self.throughput {
             let _ = writeln!(

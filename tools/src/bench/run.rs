@@ -7,18 +7,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use saccade_models::QuantDtype;
 use saccade_runtime::budget::{mib, rss_bytes};
 use saccade_runtime::capture::memory::VecSource;
 use saccade_runtime::capture::{Capture, FrameSource, QueuePolicy};
-use saccade_runtime::focus::{StrategyConfigs, STRATEGY_NAMES};
+use saccade_runtime::focus::{StrategyConfigs, StrategyKind};
 use saccade_runtime::frame::Frame;
 use saccade_runtime::metrics::{PipelineMetrics, Stage};
 use saccade_runtime::pipeline::{run_pipeline, PipelineOptions};
 
 use super::frames::bench_items;
 use super::report::{
-    BatchingReport, BenchMemory, BenchReport, CeilingShortfall, DtypeRun, HeadToHead, Machine,
-    MultiSource, RatioVsBaseline, SourceThroughput, Throughput,
+    BatchingReport, BenchMemory, BenchReport, CeilingShortfall, DtypeComparison, DtypeOutcome,
+    DtypeRun, HeadToHead, Machine, MultiSource, RatioVsBaseline, SourceThroughput, Throughput,
 };
 use super::{
     BenchArgs, BASELINE, BASELINES, GOAL_F1_BELOW_FULLRES, GOAL_MFLOPS_RATIO, GOAL_P50_SPEEDUP,
@@ -30,9 +31,9 @@ use crate::eval::{evaluate, load_frame, EvalItem, Evaluation, FrameData, ScoredF
 use crate::matching::{match_detections, Counts, IOU_MATCH_THRESHOLD};
 use crate::summary::round3;
 
-fn strategy_args(args: &BenchArgs, name: &str) -> StrategyArgs {
+fn strategy_args(args: &BenchArgs, name: StrategyKind) -> StrategyArgs {
     StrategyArgs {
-        strategy: name.to_string(),
+        strategy: name,
         max_patches: args.max_patches,
         deadline_ms: args.deadline_ms,
     }
@@ -43,7 +44,7 @@ fn strategy_args(args: &BenchArgs, name: &str) -> StrategyArgs {
 fn run_strategy(
     models: &Models,
     args: &BenchArgs,
-    name: &str,
+    name: StrategyKind,
     items: &[EvalItem],
 ) -> anyhow::Result<Evaluation> {
     let mut processor = engine::build_processor(
@@ -58,7 +59,7 @@ fn run_strategy(
                 .map_err(|e| anyhow::anyhow!("warm-up of {name}: {e}"))?;
         }
     }
-    evaluate(&mut processor, name, items, &HashSet::new())
+    evaluate(&mut processor, name.name(), items, &HashSet::new())
         .with_context(|| format!("strategy {name}"))
 }
 
@@ -73,16 +74,16 @@ fn prefix_counts(tallies: &[crate::matching::Tally], n: usize) -> Counts {
 fn dtype_run(
     models_args: &ModelArgs,
     args: &BenchArgs,
-    dtype: &str,
+    dtype: QuantDtype,
     items: &[EvalItem],
-) -> serde_json::Value {
+) -> DtypeOutcome {
     let mut m = models_args.clone();
-    m.dtype = dtype.to_string();
+    m.dtype = dtype;
     m.classifier_weights = None;
     let weights = m.classifier_path();
     let result = (|| -> anyhow::Result<DtypeRun> {
         let models = engine::load_models(&m)?;
-        let evaluation = run_strategy(&models, args, "topk", items)?;
+        let evaluation = run_strategy(&models, args, StrategyKind::TopK, items)?;
         let r = &evaluation.report;
         Ok(DtypeRun {
             weights: weights.display().to_string(),
@@ -93,15 +94,17 @@ fn dtype_run(
         })
     })();
     match result {
-        Ok(run) => serde_json::to_value(run).unwrap_or(serde_json::Value::Null),
-        Err(e) => serde_json::json!({ "skipped": format!("{e:#}") }),
+        Ok(run) => DtypeOutcome::Ran(run),
+        Err(e) => DtypeOutcome::Skipped {
+            skipped: format!("{e:#}"),
+        },
     }
 }
 
 /// Single-threaded and pipelined frames per second of `topk` over `items.len()` frames, replaying the first
 /// [`THROUGHPUT_FRAMES_HELD`] decoded frames in a cycle (decoding is not part of either figure).
 fn throughput(models: &Models, args: &BenchArgs, items: &[EvalItem]) -> anyhow::Result<Throughput> {
-    let name = "topk";
+    let name = StrategyKind::TopK;
     let frames = items
         .iter()
         .take(THROUGHPUT_FRAMES_HELD)
@@ -193,7 +196,7 @@ fn multi_source(
     n: usize,
     one_source_fps: f64,
 ) -> anyhow::Result<MultiSource> {
-    let name = "topk";
+    let name = StrategyKind::TopK;
     let sources = args.sources as usize;
     let threads = threads_config(args);
     let budget = engine::thread_budget(sources, &threads);
@@ -311,20 +314,12 @@ fn machine(models: &Models) -> Machine {
 }
 
 /// The strategies to run: the focus strategies `--strategies` names (all by default), then every baseline.
-pub(crate) fn wanted_strategies(args: &BenchArgs) -> anyhow::Result<Vec<&'static str>> {
-    for w in &args.strategies {
-        anyhow::ensure!(
-            STRATEGY_NAMES.contains(&w.as_str()),
-            "--strategies `{w}`: expected one of {}",
-            STRATEGY_NAMES.join(", ")
-        );
-    }
-    let focus = STRATEGY_NAMES
-        .iter()
-        .copied()
+pub(crate) fn wanted_strategies(args: &BenchArgs) -> Vec<StrategyKind> {
+    let focus = StrategyKind::ALL
+        .into_iter()
         .filter(|s| !BASELINES.contains(s))
-        .filter(|s| args.strategies.is_empty() || args.strategies.iter().any(|w| w == s));
-    Ok(focus.chain(BASELINES.iter().copied()).collect())
+        .filter(|s| args.strategies.is_empty() || args.strategies.contains(s));
+    focus.chain(BASELINES).collect()
 }
 
 /// For each truth box of `frame`, whether a detection matched it (the matching `eval` counts with).
@@ -380,10 +375,12 @@ fn head_to_head(
     ratios: &BTreeMap<String, RatioVsBaseline>,
     frames: usize,
 ) -> Option<HeadToHead> {
-    let fullres = evaluations.iter().find(|e| e.report.strategy == BASELINE)?;
+    let fullres = evaluations
+        .iter()
+        .find(|e| e.report.strategy == BASELINE.name())?;
     let focus: Vec<&Evaluation> = evaluations
         .iter()
-        .filter(|e| !BASELINES.contains(&e.report.strategy.as_str()))
+        .filter(|e| !BASELINES.iter().any(|b| b.name() == e.report.strategy))
         .collect();
     let score = |e: &Evaluation| prefix_counts(&e.frame_tallies, frames);
     let best = focus
@@ -420,7 +417,7 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(!items.is_empty(), "no frames to bench in {source}");
     let n = items.len();
     let fullres_n = args.fullres_frames.unwrap_or(n).clamp(1, n);
-    let wanted = wanted_strategies(args)?;
+    let wanted = wanted_strategies(args);
     anyhow::ensure!(
         args.batch_wait_ms.is_finite() && (0.0..=100.0).contains(&args.batch_wait_ms),
         "--batch-wait-ms is {}, expected 0..=100",
@@ -434,8 +431,8 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     plan.check(args.memory_budget_mb)
         .context("the bench does not fit --memory-budget-mb")?;
     let mut evaluations = Vec::new();
-    for name in &wanted {
-        let frames = if *name == BASELINE { fullres_n } else { n };
+    for &name in &wanted {
+        let frames = if name == BASELINE { fullres_n } else { n };
         eprintln!("bench: {name} on {frames} frames ...");
         let evaluation = run_strategy(&models, args, name, &items[..frames])?;
         eprintln!(
@@ -446,11 +443,11 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     }
     let baseline = evaluations
         .iter()
-        .find(|e| e.report.strategy == BASELINE)
+        .find(|e| e.report.strategy == BASELINE.name())
         .context("the fullres baseline did not run")?;
     let mut ratios = BTreeMap::new();
     for e in &evaluations {
-        if e.report.strategy == BASELINE {
+        if e.report.strategy == BASELINE.name() {
             continue;
         }
         let b = &baseline.report;
@@ -472,28 +469,18 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     }
     let head_to_head = head_to_head(&evaluations, &ratios, fullres_n);
     eprintln!("bench: topk with f32 and q8_0 classifier weights ...");
-    let mut dtype_comparison = BTreeMap::new();
-    for dtype in ["f32", "q8_0"] {
-        dtype_comparison.insert(
-            dtype.to_string(),
-            dtype_run(&args.models, args, dtype, &items),
-        );
-    }
-    let classify = |k: &str| {
-        dtype_comparison
-            .get(k)
-            .and_then(|v| v.get("classify_p50_ms"))
-            .and_then(serde_json::Value::as_f64)
+    let f32_run = dtype_run(&args.models, args, QuantDtype::F32, &items);
+    let q8_run = dtype_run(&args.models, args, QuantDtype::Q8_0, &items);
+    let speedup = match (f32_run.classify_p50_ms(), q8_run.classify_p50_ms()) {
+        (Some(f32_ms), Some(q8_ms)) if q8_ms > 0.0 => Some(round3(f32_ms / q8_ms)),
+        _ => None,
     };
-    if let (Some(f32_ms), Some(q8_ms)) = (classify("f32"), classify("q8_0")) {
-        if q8_ms > 0.0 {
-            dtype_comparison.insert(
-                "classify_speedup_q8_0_vs_f32".to_string(),
-                serde_json::json!(round3(f32_ms / q8_ms)),
-            );
-        }
-    }
-    let throughput = if wanted.contains(&"topk") {
+    let dtype_comparison = DtypeComparison {
+        classify_speedup_q8_0_vs_f32: speedup,
+        f32: f32_run,
+        q8_0: q8_run,
+    };
+    let throughput = if wanted.contains(&StrategyKind::TopK) {
         eprintln!("bench: topk single-threaded vs pipelined ...");
         Some(throughput(&models, args, &items)?)
     } else {
@@ -534,7 +521,7 @@ fn bench_memory_plan(
     items: &[EvalItem],
 ) -> saccade_runtime::budget::MemoryPlan {
     let config = crate::config::Config {
-        strategy: BASELINE.to_string(),
+        strategy: BASELINE,
         max_patches: args.max_patches,
         queue_depth: args.queue_depth,
         ..crate::config::Config::default()
@@ -543,7 +530,7 @@ fn bench_memory_plan(
     if args.sources > 1 {
         // `--sources N` runs N pipelines of topk at once: what N cost more than one.
         let topk = crate::config::Config {
-            strategy: "topk".to_string(),
+            strategy: saccade_runtime::focus::StrategyKind::TopK,
             ..config.clone()
         };
         let one = engine::memory_plan(models, &args.models, &topk, &[(1280, 960)]);

@@ -192,6 +192,21 @@ pub fn init_varmap_from(varmap: &candle_nn::VarMap, path: &Path) -> anyhow::Resu
     Ok(set)
 }
 
+/// Parses `WIDTHxHEIGHT`.
+pub fn parse_size(text: &str) -> anyhow::Result<(usize, usize)> {
+    let (w, h) = text
+        .split_once(['x', '×'])
+        .with_context(|| format!("size `{text}`: expected WIDTHxHEIGHT, e.g. 448x264"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .with_context(|| format!("size `{text}`: `{v}` is not a positive integer"))
+    };
+    Ok((parse(w)?, parse(h)?))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -19,7 +19,7 @@ use saccade_runtime::imageops::{
 };
 
 use super::data::read_rgb;
-use super::glance::{GlanceBox, GlanceSample};
+use super::glance_sample::{GlanceBox, GlanceSample};
 
 /// Frames numbered below this are the benchmark's training frames; the rest are its test frames.
 pub const FIRST_TEST_FRAME: u32 = 600;
@@ -91,7 +91,7 @@ pub fn load_gtsdb(data_dir: &Path, split: GtsdbSplit) -> anyhow::Result<Vec<Gtsd
     let csv = root.join("annotations.csv");
     let text =
         std::fs::read_to_string(&csv).with_context(|| format!("reading {}", csv.display()))?;
-    let rows = crate::eval::parse_annotations(&text, &csv)?;
+    let rows = crate::eval::annotations::parse_annotations(&text, &csv)?;
     let image_dir = root.join("images");
     let mut files: Vec<(u32, PathBuf)> = std::fs::read_dir(&image_dir)
         .with_context(|| format!("listing {}", image_dir.display()))?

@@ -57,13 +57,13 @@ pub fn mine(frames: &[GtsdbFrame], weights_dir: &Path) -> anyhow::Result<Mined> 
         weights_dir: Some(weights_dir.to_path_buf()),
         glance_weights: None,
         classifier_weights: None,
-        dtype: "q8_0".to_string(),
+        dtype: saccade_models::QuantDtype::Q8_0,
     })
     .with_context(|| format!("loading the mining detector from {}", weights_dir.display()))?;
-    let mut configs = engine::effective_configs(&StrategyConfigs::default(), weights_dir)?;
+    let mut configs = crate::settings::effective_configs(&StrategyConfigs::default(), weights_dir)?;
     configs.topk.detect.min_score = 0.05;
     let strategy = StrategyArgs {
-        strategy: "topk".to_string(),
+        strategy: saccade_runtime::focus::StrategyKind::TopK,
         max_patches: 16,
         deadline_ms: None,
     };

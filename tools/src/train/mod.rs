@@ -7,6 +7,7 @@ pub mod classifier;
 pub mod common;
 pub mod data;
 pub mod glance;
+pub mod glance_sample;
 pub mod gtsdb;
 pub mod mining;
 pub mod pictos;

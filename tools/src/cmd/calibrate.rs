@@ -8,7 +8,7 @@
 //! `[gfnet]` table. The budget is simulated as one patch per focus step: second looks (box-head nets) add
 //! patches the fit does not see, so the measured check can exceed the budget.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,25 +47,6 @@ pub struct CalibrateArgs {
     pub gtsdb: Option<PathBuf>,
     #[command(flatten)]
     pub models: ModelArgs,
-}
-
-/// The `[gfnet]` table as written by calibrate.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct CalibratedGfNet {
-    pub gfnet: GfNetConfig,
-}
-
-/// Calibrated gfnet settings beside the weights, if there are any.
-pub fn load_calibrated(weights_dir: &Path) -> anyhow::Result<Option<GfNetConfig>> {
-    let path = weights_dir.join("gfnet.toml");
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let table: CalibratedGfNet = toml::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("calibrated thresholds {}: {e}", path.display()))?;
-    Ok(Some(table.gfnet))
 }
 
 /// Run `strategy` over `frames` (glance first), calling `each` after every frame with the strategy and what it did.
@@ -155,7 +136,7 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(engine::default_weights_dir);
     // The fitted detection settings (strategies.toml) are the base; only the exit thresholds are fitted here.
-    let fitted_base = engine::effective_configs(
+    let fitted_base = crate::settings::effective_configs(
         &saccade_runtime::focus::StrategyConfigs::default(),
         &weights_dir,
     )?
@@ -212,7 +193,7 @@ pub fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         on_check,
         error_pct
     );
-    let body = toml::to_string_pretty(&CalibratedGfNet { gfnet: fitted })?;
+    let body = toml::to_string_pretty(&crate::settings::CalibratedGfNet { gfnet: fitted })?;
     std::fs::write(&out, format!("{header}{body}"))
         .with_context(|| format!("writing {}", out.display()))?;
     println!(

@@ -4,11 +4,11 @@
 //! feature. The runtime's glance stage calls it through [`GlanceNet`]; the trainer uses [`GlanceMaps`].
 
 use crate::flops::{conv2d_flops, conv_out_side_px, linear_flops, total_mflops, LayerCost};
+use crate::format::{ConfigCheck, TensorRole, TensorSpec, WeightSet};
 use crate::glancenet_int8::Int8GlanceNet;
 use crate::linear::QLinear;
 use crate::patchnet::normalise_unit_rgb;
 use crate::train_ops::{conv1x1_nhwc_to_nchw, conv3x3_bn_relu_nhwc, conv3x3_relu_nhwc, BatchNorm};
-use crate::weights::{ConfigCheck, TensorRole, TensorSpec, WeightSet};
 use crate::{GlanceMap, GlanceNet, ModelError, NUM_CLASSES};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
@@ -399,11 +399,11 @@ impl GlanceNetModel {
         let tensors = self.named_tensors()?.into_iter().collect();
         let config_json = serde_json::to_string(&self.cfg).map_err(|e| ModelError::BadConfig {
             path: path.to_path_buf(),
-            key: crate::weights::CONFIG_KEY.into(),
+            key: crate::format::CONFIG_KEY.into(),
             expected: "a serialisable glancenet config".into(),
             found: e.to_string(),
         })?;
-        crate::weights::save_safetensors(&tensors, &config_json, GLANCENET_KIND, path)
+        crate::format::write_safetensors(&tensors, &config_json, GLANCENET_KIND, path)
     }
 
     /// Layers in file order with f32 weights, for saving and quantising.
@@ -532,11 +532,11 @@ impl GlanceNet for GlanceNetModel {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::format::QuantDtype;
     use crate::testutil::{
         batch_norm_relu_nchw, flat, max_abs_diff, naive_conv2d, random_tensor, relu,
         set_batch_norm_params, varmap_builder,
     };
-    use crate::weights::QuantDtype;
 
     fn small_cfg() -> GlanceNetConfig {
         GlanceNetConfig {
@@ -820,7 +820,7 @@ mod tests {
         assert_eq!(flat(&want.class_logits), flat(&got.class_logits));
 
         let q_path = dir.path().join("glance-q4k.gguf");
-        let report = crate::weights::quantize_file(&float_path, &q_path, QuantDtype::Q4K).unwrap();
+        let report = crate::registry::quantize_file(&float_path, &q_path, QuantDtype::Q4K).unwrap();
         // cls has inner dim 32: Q4K needs 256, so it falls back to Q8_0 and says so.
         assert_eq!(report.fallbacks.len(), 1, "{report}");
         assert!(report.fallbacks[0].contains("cls.weight"));
@@ -829,7 +829,7 @@ mod tests {
             q.cls.weight_dtype(),
             candle_core::quantized::GgmlDType::Q8_0
         );
-        let inspection = crate::weights::inspect_file(&q_path).unwrap().to_string();
+        let inspection = crate::format::inspect_file(&q_path).unwrap().to_string();
         assert!(
             inspection.contains("cls.weight") && inspection.contains("q8_0"),
             "{inspection}"

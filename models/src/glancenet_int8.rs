@@ -26,12 +26,12 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 
 use crate::conv1::{pad_zero_border, Conv1};
 use crate::flops::conv_out_side_px;
+use crate::format::WeightSet;
 use crate::glancenet::{GlanceMaps, GlanceNetConfig, CONV_LAYERS};
 use crate::int8::{matmul, padded, quantise_u8, Int8Matrix, QuantRows, BLOCK};
 use crate::linear::QLinear;
 use crate::patchnet_int8::taps_last_to_channels_last;
 use crate::slice_ops::softmax_extend;
-use crate::weights::WeightSet;
 use crate::{GlanceMap, ModelError};
 
 #[derive(Default)]
@@ -482,9 +482,10 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
+    use crate::format::QuantDtype;
     use crate::glancenet::{GlanceNetModel, GLANCENET_KIND};
+    use crate::registry::{quantize_file, save_safetensors};
     use crate::testutil::{flat, max_abs_diff, random_tensor};
-    use crate::weights::{quantize_file, save_safetensors, QuantDtype};
     use crate::{GlanceNet, NUM_CLASSES};
 
     /// A glance net of the shipped shape with seeded weights, uniform ±sqrt(6 / fan_in) (He: activations keep
@@ -556,7 +557,7 @@ mod tests {
             .contains("conv3, conv4 Q8_0, conv2 quantised at load"));
         let int8 = Int8GlanceNet::from_weight_set(
             q.config(),
-            &crate::weights::WeightSet::read(&q8_path, &Device::Cpu).unwrap(),
+            &crate::format::WeightSet::read(&q8_path, &Device::Cpu).unwrap(),
         )
         .unwrap()
         .unwrap();

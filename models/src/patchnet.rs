@@ -4,11 +4,11 @@
 //! safetensors (float) or GGUF (fully-connected layers quantised, convolutions float).
 
 use crate::flops::{conv2d_flops, linear_flops, total_mflops, LayerCost};
+use crate::format::{ConfigCheck, TensorRole, TensorSpec, WeightSet};
 use crate::linear::QLinear;
 use crate::patchnet_int8::{Int8PatchNet, SliceNorm};
 use crate::slice_ops::softmax_extend;
 use crate::train_ops::{conv_block_nhwc, conv_bn_block_nhwc, BatchNorm};
-use crate::weights::{ConfigCheck, TensorRole, TensorSpec, WeightSet};
 use crate::{ModelError, PatchClassifier, PatchVerdicts, NUM_CLASSES};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
@@ -480,11 +480,11 @@ impl PatchNet {
         let tensors = self.named_tensors()?.into_iter().collect();
         let config_json = serde_json::to_string(&self.cfg).map_err(|e| ModelError::BadConfig {
             path: path.to_path_buf(),
-            key: crate::weights::CONFIG_KEY.into(),
+            key: crate::format::CONFIG_KEY.into(),
             expected: "a serialisable patchnet config".into(),
             found: e.to_string(),
         })?;
-        crate::weights::save_safetensors(&tensors, &config_json, PATCHNET_KIND, path)
+        crate::format::write_safetensors(&tensors, &config_json, PATCHNET_KIND, path)
     }
 
     /// Layers in file order with their (dequantised, f32) weights, for saving and quantising.
@@ -643,11 +643,11 @@ impl PatchClassifier for PatchNet {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::format::QuantDtype;
     use crate::testutil::{
         batch_norm_relu_nchw, flat, max_abs_diff, naive_conv2d, naive_linear, naive_maxpool2,
         random_tensor, relu, set_batch_norm_params, varmap_builder,
     };
-    use crate::weights::QuantDtype;
 
     fn small_cfg() -> PatchNetConfig {
         PatchNetConfig {
@@ -1078,7 +1078,7 @@ mod tests {
             .iter()
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
-        crate::weights::save_safetensors(
+        crate::format::write_safetensors(
             &tensors,
             &serde_json::to_string(&cfg).unwrap(),
             PATCHNET_KIND,
@@ -1177,7 +1177,7 @@ mod tests {
         let path = dir.path().join("p.safetensors");
         net.save_safetensors(&path).unwrap();
         let q8 = dir.path().join("p.gguf");
-        crate::weights::quantize_file(&path, &q8, QuantDtype::Q8_0).unwrap();
+        crate::registry::quantize_file(&path, &q8, QuantDtype::Q8_0).unwrap();
         for (file, tol) in [(&path, 1e-5f32), (&q8, 0.03)] {
             let loaded = PatchNet::load(file, &Device::Cpu).unwrap();
             assert!(loaded.config().box_head);
@@ -1218,7 +1218,7 @@ mod tests {
             (QuantDtype::Q4K, 0.15),
         ] {
             let path = dir.path().join(format!("patch-{dtype}.gguf"));
-            let report = crate::weights::quantize_file(&float_path, &path, dtype).unwrap();
+            let report = crate::registry::quantize_file(&float_path, &path, dtype).unwrap();
             assert!(report.fallbacks.is_empty(), "{report}");
             let q = PatchNet::load(&path, &Device::Cpu).unwrap();
             assert_eq!(q.fc1.weight_dtype(), dtype.ggml());
@@ -1356,8 +1356,8 @@ mod tests {
 #[allow(clippy::unwrap_used)]
 mod timing {
     use super::*;
+    use crate::format::QuantDtype;
     use crate::testutil::{random_tensor, varmap_builder};
-    use crate::weights::QuantDtype;
 
     /// Rough latency check without a release build (candle itself is built at opt-level 3 in dev):
     /// `cargo test -p saccade-models --lib timing -- --ignored --nocapture`. The criterion bench
@@ -1373,7 +1373,7 @@ mod timing {
         let mut nets = vec![("f32", net)];
         for dtype in [QuantDtype::Q8_0, QuantDtype::Q4_0] {
             let path = dir.path().join(format!("{dtype}.gguf"));
-            crate::weights::quantize_file(&float_path, &path, dtype).unwrap();
+            crate::registry::quantize_file(&float_path, &path, dtype).unwrap();
             nets.push((
                 if dtype == QuantDtype::Q8_0 {
                     "q8_0"

@@ -17,10 +17,10 @@ use std::cell::RefCell;
 use candle_core::{Device, Result, Tensor};
 
 use crate::conv1::{pad_zero_border, Conv1};
+use crate::format::WeightSet;
 use crate::int8::{matmul, padded, quantise_u8, Int8Matrix, QuantRows};
 use crate::patchnet::PatchNetConfig;
 use crate::slice_ops::per_patch_shift_divisor;
-use crate::weights::WeightSet;
 use crate::ModelError;
 
 /// The buffers of one forward pass, sized by the largest batch this thread has run.

@@ -41,6 +41,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
+mod pool;
 mod scalar;
 
 #[cfg(target_arch = "x86_64")]
@@ -474,12 +475,17 @@ pub fn set_max_threads(n: usize) {
 /// (std reads the affinity mask and cgroup quota files on every `available_parallelism` call, and this runs
 /// on every product).
 pub fn max_threads() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cores = cores();
     match MAX_THREADS.load(std::sync::atomic::Ordering::Relaxed) {
         0 => cores,
         cap => cap.min(cores),
     }
+}
+
+/// The cores, read once.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// [`matmul`] with a given kernel.
@@ -498,15 +504,8 @@ pub fn matmul_with(kernel: Int8Kernel, a: &QuantRows, w: &Int8Matrix, relu: bool
         return;
     }
     let rows_per = a.m.div_ceil(threads);
-    std::thread::scope(|scope| {
-        let mut chunks = out.chunks_mut(rows_per * w.n).enumerate();
-        let first = chunks.next();
-        for (i, chunk) in chunks {
-            scope.spawn(move || matmul_rows(kernel, a, i * rows_per, w, relu, chunk));
-        }
-        if let Some((_, chunk)) = first {
-            matmul_rows(kernel, a, 0, w, relu, chunk);
-        }
+    pool::for_each_chunk_mut(out, rows_per * w.n, cores() - 1, &|i, chunk| {
+        matmul_rows(kernel, a, i * rows_per, w, relu, chunk);
     });
 }
 

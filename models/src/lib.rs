@@ -11,13 +11,13 @@ pub mod error;
 pub mod flops;
 pub mod format;
 pub mod glancenet;
-mod glancenet_int8;
+mod input_norm;
 pub mod int8;
 pub mod linear;
 pub mod patchnet;
-mod patchnet_int8;
 pub mod registry;
 mod slice_ops;
+#[cfg(feature = "train")]
 mod train_ops;
 
 #[cfg(test)]

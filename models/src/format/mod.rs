@@ -2,7 +2,7 @@
 //! shape a config implies ([`TensorSpec`]), and the parsed contents of a safetensors or GGUF file
 //! ([`WeightSet`]), checked against a list of specs before candle sees the bytes, so a bad file is an error
 //! that names the file, the tensor or key, what was expected and what was found, and never a panic. Which
-//! model a file holds is the registry's business (`crate::registry`).
+//! model a file holds is the registry's business (the `registry` module).
 
 mod dtype;
 mod gguf;

@@ -87,6 +87,17 @@ fn padded_rows(n: usize) -> usize {
     n.div_ceil(GROUP) * GROUP
 }
 
+/// Column order that turns a `(c, dy, dx)`-flattened 3×3 kernel row into `(dy, dx, c)`.
+pub(crate) fn taps_last_to_channels_last(c: usize) -> Vec<usize> {
+    let mut order = Vec::with_capacity(9 * c);
+    for tap in 0..9 {
+        for ch in 0..c {
+            order.push(ch * 9 + tap);
+        }
+    }
+    order
+}
+
 /// Row-major `(np, kp)` codes in the packed layout: for group `g` of 16 rows and column quad `q`, the 64
 /// bytes at `g·16·kp + q·64` are rows `16g .. 16g + 16`'s columns `4q .. 4q + 4`, row after row.
 fn pack(codes: &[i8], np: usize, kp: usize) -> Vec<i8> {

@@ -16,10 +16,10 @@ use std::cell::RefCell;
 
 use candle_core::{Device, Result, Tensor};
 
+use super::config::PatchNetConfig;
 use crate::conv1::{pad_zero_border, Conv1};
 use crate::format::WeightSet;
-use crate::int8::{matmul, padded, quantise_u8, Int8Matrix, QuantRows};
-use crate::patchnet::PatchNetConfig;
+use crate::int8::{matmul, padded, quantise_u8, taps_last_to_channels_last, Int8Matrix, QuantRows};
 use crate::slice_ops::per_patch_shift_divisor;
 use crate::ModelError;
 
@@ -74,17 +74,6 @@ impl std::fmt::Debug for Int8PatchNet {
             .field("channels", &self.channels)
             .finish()
     }
-}
-
-/// Column order that turns a `(c, dy, dx)`-flattened 3×3 kernel row into `(dy, dx, c)`.
-pub(crate) fn taps_last_to_channels_last(c: usize) -> Vec<usize> {
-    let mut order = Vec::with_capacity(9 * c);
-    for tap in 0..9 {
-        for ch in 0..c {
-            order.push(ch * 9 + tap);
-        }
-    }
-    order
 }
 
 impl Int8PatchNet {

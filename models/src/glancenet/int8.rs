@@ -24,13 +24,14 @@ use std::cell::RefCell;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 
+use super::config::{GlanceMaps, GlanceNetConfig, CONV_LAYERS};
 use crate::conv1::{pad_zero_border, Conv1};
 use crate::flops::conv_out_side_px;
 use crate::format::WeightSet;
-use crate::glancenet::{GlanceMaps, GlanceNetConfig, CONV_LAYERS};
-use crate::int8::{matmul, padded, quantise_u8, Int8Matrix, QuantRows, BLOCK};
+use crate::int8::{
+    matmul, padded, quantise_u8, taps_last_to_channels_last, Int8Matrix, QuantRows, BLOCK,
+};
 use crate::linear::QLinear;
-use crate::patchnet_int8::taps_last_to_channels_last;
 use crate::slice_ops::softmax_extend;
 use crate::{GlanceMap, ModelError};
 

@@ -6,13 +6,14 @@
 use candle_core::Tensor;
 
 pub mod classes;
-mod conv1;
+
 pub mod error;
 pub mod flops;
 pub mod format;
 pub mod glancenet;
 mod input_norm;
 pub mod int8;
+mod kernels;
 pub mod linear;
 pub mod patchnet;
 pub mod registry;

@@ -25,12 +25,12 @@ use std::cell::RefCell;
 use candle_core::{DType, Device, Module, Result, Tensor};
 
 use super::config::{GlanceMaps, GlanceNetConfig, CONV_LAYERS};
-use crate::conv1::{pad_zero_border, Conv1};
 use crate::flops::conv_out_side_px;
 use crate::format::WeightSet;
 use crate::int8::{
     matmul, padded, quantise_u8, taps_last_to_channels_last, Int8Matrix, QuantRows, BLOCK,
 };
+use crate::kernels::conv1::{pad_zero_border, Conv1};
 use crate::linear::QLinear;
 use crate::slice_ops::softmax_extend;
 use crate::{GlanceMap, ModelError};

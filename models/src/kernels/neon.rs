@@ -15,7 +15,7 @@
 // The register-blocked loops index small fixed-size arrays by row and vector on purpose.
 #![allow(clippy::needless_range_loop)]
 
-use super::{Int8Kernel, Int8Matrix, GROUP};
+use super::{Int8Kernel, Weights, GROUP};
 use core::arch::aarch64::*;
 
 /// Output channels per vector.
@@ -28,7 +28,7 @@ const VECS: usize = GROUP / LANES;
 ///
 /// # Panics
 /// When the CPU lacks the dot-product extension or the shapes disagree.
-pub(super) fn rows_dot(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out: &mut [f32]) {
+pub(super) fn rows_dot(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
     assert!(
         Int8Kernel::NeonDot.is_available(),
         "neondot kernel on a CPU without the dot-product extension"
@@ -45,7 +45,7 @@ pub(super) fn rows_dot(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool,
 ///
 /// # Panics
 /// When the CPU lacks NEON or the shapes disagree.
-pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out: &mut [f32]) {
+pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
     assert!(
         Int8Kernel::Neon.is_available(),
         "neon kernel on a CPU without it"
@@ -56,7 +56,13 @@ pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out
 }
 
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn rows_dot_impl(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out: &mut [f32]) {
+unsafe fn rows_dot_impl(
+    codes: &[u8],
+    scales: &[f32],
+    w: &Weights<'_>,
+    relu: bool,
+    out: &mut [f32],
+) {
     const ROWS: usize = 4;
     let m = scales.len();
     for g in 0..w.np / GROUP {
@@ -83,7 +89,7 @@ unsafe fn rows_dot_impl(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool
 unsafe fn dot_block<const R: usize>(
     codes: &[u8],
     scales: &[f32],
-    w: &Int8Matrix,
+    w: &Weights<'_>,
     relu: bool,
     out: &mut [f32],
     r0: usize,
@@ -174,7 +180,7 @@ unsafe fn sdot_lane<const L: i32>(acc: int32x4_t, w: int8x16_t, a: int8x16_t) ->
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out: &mut [f32]) {
+unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
     const ROWS: usize = 2;
     let m = scales.len();
     for g in 0..w.np / GROUP {
@@ -201,7 +207,7 @@ unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, ou
 unsafe fn mull_block<const R: usize>(
     codes: &[u8],
     scales: &[f32],
-    w: &Int8Matrix,
+    w: &Weights<'_>,
     relu: bool,
     out: &mut [f32],
     r0: usize,
@@ -264,7 +270,7 @@ unsafe fn mull_block<const R: usize>(
 unsafe fn store(
     sums: int32x4_t,
     scales: &[f32],
-    w: &Int8Matrix,
+    w: &Weights<'_>,
     relu: bool,
     out: &mut [f32],
     row: usize,

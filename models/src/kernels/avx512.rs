@@ -9,7 +9,7 @@
 // The register-blocked loops index small fixed-size arrays by row and group on purpose.
 #![allow(clippy::needless_range_loop)]
 
-use super::{Int8Kernel, Int8Matrix, GROUP};
+use super::{Int8Kernel, Weights, GROUP};
 use std::arch::x86_64::*;
 
 /// Activation rows per register block.
@@ -22,7 +22,7 @@ const GROUPS: usize = 2;
 ///
 /// # Panics
 /// When the CPU lacks AVX-512 VNNI or the shapes disagree.
-pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out: &mut [f32]) {
+pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
     assert!(
         Int8Kernel::Avx512Vnni.is_available(),
         "avx512vnni kernel on a CPU without it"
@@ -36,7 +36,7 @@ pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out: &mut [f32]) {
+unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
     let m = scales.len();
     let groups = w.np / GROUP;
     let mut g = 0;
@@ -71,7 +71,7 @@ unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, ou
 unsafe fn block<const R: usize, const C: usize>(
     codes: &[u8],
     scales: &[f32],
-    w: &Int8Matrix,
+    w: &Weights<'_>,
     relu: bool,
     out: &mut [f32],
     r0: usize,

@@ -9,7 +9,7 @@
 // The register-blocked loops index small fixed-size arrays by row and half on purpose.
 #![allow(clippy::needless_range_loop)]
 
-use super::{Int8Kernel, Int8Matrix, GROUP};
+use super::{Int8Kernel, Weights, GROUP};
 use std::arch::x86_64::*;
 
 /// Activation rows per register block.
@@ -22,7 +22,7 @@ const LANES: usize = 8;
 ///
 /// # Panics
 /// When the CPU lacks AVX2 or the shapes disagree.
-pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out: &mut [f32]) {
+pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
     assert!(
         Int8Kernel::Avx2.is_available(),
         "avx2 kernel on a CPU without it"
@@ -36,7 +36,7 @@ pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out
 }
 
 #[target_feature(enable = "avx2")]
-unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out: &mut [f32]) {
+unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
     let m = scales.len();
     // Groups outermost: a group's weights (16 · kp bytes) stay in L1 while the activation rows stream.
     for g in 0..w.np / GROUP {
@@ -63,7 +63,7 @@ unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, ou
 unsafe fn block<const R: usize>(
     codes: &[u8],
     scales: &[f32],
-    w: &Int8Matrix,
+    w: &Weights<'_>,
     relu: bool,
     out: &mut [f32],
     r0: usize,

@@ -23,11 +23,7 @@ const LANES: usize = 8;
 /// # Panics
 /// When the CPU lacks AVX2 or the shapes disagree.
 pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
-    assert!(
-        Int8Kernel::Avx2.is_available(),
-        "avx2 kernel on a CPU without it"
-    );
-    super::check_kernel_shapes(codes, scales, w, out);
+    super::check_entry(Int8Kernel::Avx2, codes, scales, w, out);
     // SAFETY: the CPU has AVX2, and the shapes the kernel's pointer arithmetic relies on were checked:
     // `codes` holds `scales.len()` rows of `kp` (a multiple of 4) codes, `packed` `np · kp` codes, `scales`
     // and `bias` `np` values (`np` a multiple of 16, `np − 16 < n ≤ np`), and `out` `scales.len() · n`
@@ -37,21 +33,7 @@ pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, ou
 
 #[target_feature(enable = "avx2")]
 unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
-    let m = scales.len();
-    // Groups outermost: a group's weights (16 · kp bytes) stay in L1 while the activation rows stream.
-    for g in 0..w.np / GROUP {
-        let mut r = 0;
-        while r < m {
-            // SAFETY: r + R ≤ m and g < np / 16.
-            if m - r >= ROWS {
-                unsafe { block::<ROWS>(codes, scales, w, relu, out, r, g) };
-                r += ROWS;
-            } else {
-                unsafe { block::<1>(codes, scales, w, relu, out, r, g) };
-                r += 1;
-            }
-        }
-    }
+    row_blocks!(block::<ROWS>(codes, scales, w, relu, out));
 }
 
 /// Activation rows `r0 .. r0 + R` against weight group `g`.

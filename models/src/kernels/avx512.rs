@@ -23,11 +23,7 @@ const GROUPS: usize = 2;
 /// # Panics
 /// When the CPU lacks AVX-512 VNNI or the shapes disagree.
 pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
-    assert!(
-        Int8Kernel::Avx512Vnni.is_available(),
-        "avx512vnni kernel on a CPU without it"
-    );
-    super::check_kernel_shapes(codes, scales, w, out);
+    super::check_entry(Int8Kernel::Avx512Vnni, codes, scales, w, out);
     // SAFETY: the CPU has avx512f, avx512bw and avx512vnni, and the shapes the kernel's pointer arithmetic
     // relies on were checked: `codes` holds `scales.len()` rows of `kp` (a multiple of 4) codes, `packed`
     // `np · kp` codes, `scales` and `bias` `np` values (`np` a multiple of 16, `np − 16 < n ≤ np`), and

@@ -21,6 +21,29 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
+/// The register-block walk of the AVX2 and NEON kernels, expanded inside each kernel's `#[target_feature]`
+/// function so the block stays inlined with that instruction set: weight groups outermost (a group's
+/// weights, 16 · kp bytes, stay in L1 while the activation rows stream), then `$rows` activation rows at a
+/// time, the last ones one by one. `$block::<R>(codes, scales, w, relu, out, r0, g)` is the kernel's block.
+macro_rules! row_blocks {
+    ($block:ident::<$rows:ident>($codes:expr, $scales:expr, $w:expr, $relu:expr, $out:expr)) => {{
+        let m = $scales.len();
+        for g in 0..$w.np / $crate::kernels::GROUP {
+            let mut r = 0;
+            while r < m {
+                // SAFETY: r + R ≤ m and g < np / 16, and the caller's CPU features and shapes hold.
+                if m - r >= $rows {
+                    unsafe { $block::<$rows>($codes, $scales, $w, $relu, $out, r, g) };
+                    r += $rows;
+                } else {
+                    unsafe { $block::<1>($codes, $scales, $w, $relu, $out, r, g) };
+                    r += 1;
+                }
+            }
+        }
+    }};
+}
+
 pub(crate) mod conv1;
 mod scalar;
 
@@ -245,6 +268,20 @@ pub(crate) fn rows(
         // Scalar, and (never reached: `check` refused them) the other architectures' kernels.
         _ => scalar::rows(codes, scales, w, relu, out),
     }
+}
+
+/// What every SIMD kernel's safe entry point asserts before its `unsafe` body: that this CPU runs `kernel`,
+/// and the shapes its pointer arithmetic relies on ([`check_kernel_shapes`]).
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+fn check_entry(kernel: Int8Kernel, codes: &[u8], scales: &[f32], w: &Weights<'_>, out: &[f32]) {
+    assert!(
+        kernel.is_available(),
+        "{kernel} kernel on a CPU without its instruction set"
+    );
+    check_kernel_shapes(codes, scales, w, out);
 }
 
 /// The shapes every kernel's pointer arithmetic relies on, asserted by each kernel's safe entry point.

@@ -29,11 +29,7 @@ const VECS: usize = GROUP / LANES;
 /// # Panics
 /// When the CPU lacks the dot-product extension or the shapes disagree.
 pub(super) fn rows_dot(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
-    assert!(
-        Int8Kernel::NeonDot.is_available(),
-        "neondot kernel on a CPU without the dot-product extension"
-    );
-    super::check_kernel_shapes(codes, scales, w, out);
+    super::check_entry(Int8Kernel::NeonDot, codes, scales, w, out);
     // SAFETY: the CPU has NEON and dotprod, and the shapes the kernel's pointer arithmetic relies on were
     // checked: `codes` holds `scales.len()` rows of `kp` (a multiple of 32) codes, `packed` `np · kp`
     // codes, `scales` and `bias` `np` values (`np` a multiple of 16, `np − 16 < n ≤ np`), and `out`
@@ -46,11 +42,7 @@ pub(super) fn rows_dot(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool
 /// # Panics
 /// When the CPU lacks NEON or the shapes disagree.
 pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
-    assert!(
-        Int8Kernel::Neon.is_available(),
-        "neon kernel on a CPU without it"
-    );
-    super::check_kernel_shapes(codes, scales, w, out);
+    super::check_entry(Int8Kernel::Neon, codes, scales, w, out);
     // SAFETY: as in `rows_dot`, with NEON present.
     unsafe { rows_impl(codes, scales, w, relu, out) }
 }
@@ -64,20 +56,7 @@ unsafe fn rows_dot_impl(
     out: &mut [f32],
 ) {
     const ROWS: usize = 4;
-    let m = scales.len();
-    for g in 0..w.np / GROUP {
-        let mut r = 0;
-        while r < m {
-            // SAFETY: r + R ≤ m and g < np / 16.
-            if m - r >= ROWS {
-                unsafe { dot_block::<ROWS>(codes, scales, w, relu, out, r, g) };
-                r += ROWS;
-            } else {
-                unsafe { dot_block::<1>(codes, scales, w, relu, out, r, g) };
-                r += 1;
-            }
-        }
-    }
+    row_blocks!(dot_block::<ROWS>(codes, scales, w, relu, out));
 }
 
 /// Activation rows `r0 .. r0 + R` against weight group `g`, with `sdot`.
@@ -182,20 +161,7 @@ unsafe fn sdot_lane<const L: i32>(acc: int32x4_t, w: int8x16_t, a: int8x16_t) ->
 #[target_feature(enable = "neon")]
 unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
     const ROWS: usize = 2;
-    let m = scales.len();
-    for g in 0..w.np / GROUP {
-        let mut r = 0;
-        while r < m {
-            // SAFETY: r + R ≤ m and g < np / 16.
-            if m - r >= ROWS {
-                unsafe { mull_block::<ROWS>(codes, scales, w, relu, out, r, g) };
-                r += ROWS;
-            } else {
-                unsafe { mull_block::<1>(codes, scales, w, relu, out, r, g) };
-                r += 1;
-            }
-        }
-    }
+    row_blocks!(mull_block::<ROWS>(codes, scales, w, relu, out));
 }
 
 /// Activation rows `r0 .. r0 + R` against weight group `g`, with `smull`/`smlal` + `sadalp`.

@@ -14,6 +14,7 @@ pub mod glancenet;
 mod input_norm;
 pub mod int8;
 mod kernels;
+pub mod layers;
 pub mod linear;
 pub mod patchnet;
 pub mod registry;

@@ -70,16 +70,16 @@ impl TensorSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigCheck {
     pub key: &'static str,
-    pub tensor: &'static str,
+    pub tensor: String,
     pub dim: usize,
     pub expected: usize,
 }
 
 impl ConfigCheck {
-    pub fn new(key: &'static str, tensor: &'static str, dim: usize, expected: usize) -> Self {
+    pub fn new(key: &'static str, tensor: impl Into<String>, dim: usize, expected: usize) -> Self {
         Self {
             key,
-            tensor,
+            tensor: tensor.into(),
             dim,
             expected,
         }

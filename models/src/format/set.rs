@@ -194,7 +194,7 @@ impl WeightSet {
     /// match the tensors names the key), then presence, shape and dtype of every tensor, then extras.
     pub fn validate(&self, specs: &[TensorSpec], checks: &[ConfigCheck]) -> Result<(), ModelError> {
         for check in checks {
-            if let Some(stored) = self.tensors.get(check.tensor) {
+            if let Some(stored) = self.tensors.get(&check.tensor) {
                 if let Some(&found_dim) = stored.dims().get(check.dim) {
                     if found_dim != check.expected {
                         return Err(self.bad_config(

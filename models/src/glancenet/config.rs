@@ -1,11 +1,11 @@
 //! The glance net's shape: its config, the model kind, the convolution geometry, and the tensors, config
 //! checks and costs the config implies.
 
-use crate::flops::{conv2d_flops, conv_out_side_px, linear_flops, LayerCost};
-use crate::format::{ConfigCheck, TensorRole, TensorSpec};
+use crate::flops::{conv_out_side_px, LayerCost};
+use crate::format::{ConfigCheck, TensorSpec};
+use crate::layers::{self, Layer};
 use crate::NUM_CLASSES;
 use candle_core::Tensor;
-use candle_nn::Conv2dConfig;
 use serde::{Deserialize, Serialize};
 
 /// Model kind stored in weight-file metadata.
@@ -47,14 +47,6 @@ pub(crate) const CONV_LAYERS: [(&str, usize, usize, usize); 4] = [
     ("conv4", 3, 1, 1),
 ];
 
-pub(crate) fn conv_cfg(stride: usize, padding: usize) -> Conv2dConfig {
-    Conv2dConfig {
-        padding,
-        stride,
-        ..Default::default()
-    }
-}
-
 impl GlanceNetConfig {
     /// `(width, height)` of the output maps.
     pub fn map_size(&self) -> (usize, usize) {
@@ -84,82 +76,36 @@ impl GlanceNetConfig {
         Ok(())
     }
 
-    pub fn tensor_specs(&self) -> Vec<TensorSpec> {
-        let mut specs = Vec::new();
-        let mut c_in = 3;
-        for ((name, k, _, _), c_out) in CONV_LAYERS.iter().zip(self.channels) {
-            specs.push(TensorSpec::new(
-                format!("{name}.weight"),
-                vec![c_out, c_in, *k, *k],
-                TensorRole::ConvWeight,
-            ));
-            specs.push(TensorSpec::new(
-                format!("{name}.bias"),
-                vec![c_out],
-                TensorRole::Bias,
-            ));
+    /// The layers, in file order: the one table the specs, checks, costs, construction, loading and saving
+    /// walk.
+    pub fn layers(&self) -> Vec<Layer> {
+        const KEYS: [&str; 4] = ["channels[0]", "channels[1]", "channels[2]", "channels[3]"];
+        let mut layers = Vec::with_capacity(CONV_LAYERS.len() + 3);
+        let (mut w, mut h, mut c_in) = (self.input_width_px, self.input_height_px, 3);
+        for (((name, k, s, p), c_out), key) in CONV_LAYERS.into_iter().zip(self.channels).zip(KEYS)
+        {
+            w = conv_out_side_px(w, k, s, p);
+            h = conv_out_side_px(h, k, s, p);
+            layers.push(Layer::conv(name, (k, s, p), (c_in, c_out), (h, w)).keyed(key));
             c_in = c_out;
         }
         for head in ["obj", "size"] {
-            specs.push(TensorSpec::new(
-                format!("{head}.weight"),
-                vec![1, c_in, 1, 1],
-                TensorRole::ConvWeight,
-            ));
-            specs.push(TensorSpec::new(
-                format!("{head}.bias"),
-                vec![1],
-                TensorRole::Bias,
-            ));
+            layers.push(Layer::conv(head, (1, 1, 0), (c_in, 1), (h, w)));
         }
-        specs.push(TensorSpec::new(
-            "cls.weight".into(),
-            vec![self.num_classes, c_in],
-            TensorRole::LinearWeight,
-        ));
-        specs.push(TensorSpec::new(
-            "cls.bias".into(),
-            vec![self.num_classes],
-            TensorRole::Bias,
-        ));
-        specs
+        layers.push(Layer::linear("cls", c_in, self.num_classes).keyed("num_classes"));
+        layers
+    }
+
+    pub fn tensor_specs(&self) -> Vec<TensorSpec> {
+        layers::tensor_specs(&self.layers())
     }
 
     pub fn config_checks(&self) -> Vec<ConfigCheck> {
-        vec![
-            ConfigCheck::new("channels[0]", "conv1.weight", 0, self.channels[0]),
-            ConfigCheck::new("channels[1]", "conv2.weight", 0, self.channels[1]),
-            ConfigCheck::new("channels[2]", "conv3.weight", 0, self.channels[2]),
-            ConfigCheck::new("channels[3]", "conv4.weight", 0, self.channels[3]),
-            ConfigCheck::new("num_classes", "cls.weight", 0, self.num_classes),
-        ]
+        layers::config_checks(&self.layers())
     }
 
     pub fn layer_costs(&self) -> Vec<LayerCost> {
-        let mut costs = Vec::new();
-        let mut w = self.input_width_px;
-        let mut h = self.input_height_px;
-        let mut c_in = 3;
-        for ((name, k, s, p), c_out) in CONV_LAYERS.iter().zip(self.channels) {
-            w = conv_out_side_px(w, *k, *s, *p);
-            h = conv_out_side_px(h, *k, *s, *p);
-            costs.push(LayerCost {
-                name: (*name).into(),
-                flops: conv2d_flops(c_in, c_out, *k, h, w),
-            });
-            c_in = c_out;
-        }
-        for head in ["obj", "size"] {
-            costs.push(LayerCost {
-                name: head.into(),
-                flops: conv2d_flops(c_in, 1, 1, h, w),
-            });
-        }
-        costs.push(LayerCost {
-            name: "cls".into(),
-            flops: linear_flops(c_in, self.num_classes),
-        });
-        costs
+        layers::layer_costs(&self.layers())
     }
 }
 

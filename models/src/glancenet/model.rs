@@ -1,9 +1,7 @@
 //! The glance network ([`GlanceNetModel`]): built from a `VarBuilder` for training or from a weight file,
 //! run through candle or, for Q8_0 files on the CPU, the integer plan.
 
-use super::config::{
-    conv_cfg, GlanceMaps, GlanceNetConfig, CONV_LAYERS, GLANCENET_KIND, GLANCE_STRIDE_PX,
-};
+use super::config::{GlanceMaps, GlanceNetConfig, GLANCENET_KIND, GLANCE_STRIDE_PX};
 use super::int8::Int8GlanceNet;
 use crate::flops::total_mflops;
 use crate::format::WeightSet;
@@ -51,20 +49,11 @@ impl GlanceNetModel {
         if let Err(message) = cfg.validate() {
             candle_core::bail!("glancenet config: {message}");
         }
-        let [c0, c1, c2, c3] = cfg.channels;
-        let conv = |c_in, c_out, i: usize| {
-            let (name, k, s, p) = CONV_LAYERS[i];
-            candle_nn::conv2d(c_in, c_out, k, conv_cfg(s, p), vb.pp(name))
-        };
-        let convs = [
-            conv(3, c0, 0)?,
-            conv(c0, c1, 1)?,
-            conv(c1, c2, 2)?,
-            conv(c2, c3, 3)?,
-        ];
-        let obj = candle_nn::conv2d(c3, 1, 1, conv_cfg(1, 0), vb.pp("obj"))?;
-        let size = candle_nn::conv2d(c3, 1, 1, conv_cfg(1, 0), vb.pp("size"))?;
-        let cls = QLinear::new(c3, cfg.num_classes, vb.pp("cls"))?;
+        let layers = cfg.layers();
+        let conv = |i: usize| layers[i].new_conv(&vb);
+        let convs = [conv(0)?, conv(1)?, conv(2)?, conv(3)?];
+        let (obj, size) = (conv(4)?, conv(5)?);
+        let cls = layers[6].new_linear(&vb)?;
         Ok(Self {
             cfg: cfg.clone(),
             conv_stored_dtype: convs[0].weight().dtype(),
@@ -86,10 +75,8 @@ impl GlanceNetModel {
             return Err(set.bad_config("config", "a valid glancenet config", &message));
         }
         set.validate(&cfg.tensor_specs(), &cfg.config_checks())?;
-        let conv = |i: usize| {
-            let (name, _, s, p) = CONV_LAYERS[i];
-            set.conv(name, conv_cfg(s, p))
-        };
+        let layers = cfg.layers();
+        let conv = |i: usize| layers[i].load_conv(set);
         let convs = [conv(0)?, conv(1)?, conv(2)?, conv(3)?];
         let int8 = if convs[0].weight().device().is_cpu() {
             Int8GlanceNet::from_weight_set(cfg, set)?.map(Arc::new)
@@ -100,9 +87,9 @@ impl GlanceNetModel {
             cfg: cfg.clone(),
             convs,
             int8,
-            obj: set.conv("obj", conv_cfg(1, 0))?,
-            size: set.conv("size", conv_cfg(1, 0))?,
-            cls: set.linear("cls")?,
+            obj: conv(4)?,
+            size: conv(5)?,
+            cls: layers[6].load_linear(set)?,
             conv_stored_dtype: set.stored_float_dtype("conv1.weight"),
             #[cfg(feature = "train")]
             norms: None,
@@ -196,25 +183,13 @@ impl GlanceNetModel {
         if self.norms.is_some() {
             return self.folded()?.named_tensors();
         }
+        let layers = self.cfg.layers();
         let mut out = Vec::new();
-        let named_convs = CONV_LAYERS
-            .iter()
-            .map(|l| l.0)
-            .zip(self.convs.iter())
-            .chain([("obj", &self.obj), ("size", &self.size)]);
-        for (name, conv) in named_convs {
-            out.push((
-                format!("{name}.weight"),
-                conv.weight().to_dtype(DType::F32)?,
-            ));
-            if let Some(bias) = conv.bias() {
-                out.push((format!("{name}.bias"), bias.to_dtype(DType::F32)?));
-            }
+        let convs = self.convs.iter().chain([&self.obj, &self.size]);
+        for (layer, conv) in layers.iter().zip(convs) {
+            layer.conv_tensors(conv, &mut out)?;
         }
-        out.push(("cls.weight".into(), self.cls.weight_f32()?));
-        if let Some(bias) = self.cls.bias() {
-            out.push(("cls.bias".into(), bias.to_dtype(DType::F32)?));
-        }
+        layers[6].linear_tensors(&self.cls, &mut out)?;
         Ok(out)
     }
 }

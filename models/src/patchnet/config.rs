@@ -1,9 +1,10 @@
 //! The patch classifier's shape: its config, the model kind, the box head's encoding, and the tensors,
 //! config checks and costs the config implies.
 
-use crate::flops::{conv2d_flops, linear_flops, LayerCost};
-use crate::format::{ConfigCheck, TensorRole, TensorSpec};
+use crate::flops::LayerCost;
+use crate::format::{ConfigCheck, TensorSpec};
 use crate::input_norm::InputNorm;
+use crate::layers::{self, Layer};
 use crate::NUM_CLASSES;
 use serde::{Deserialize, Serialize};
 
@@ -109,87 +110,46 @@ impl PatchNetConfig {
         Ok(())
     }
 
+    /// The layers, in file order: the one table the specs, checks, costs, construction, loading and saving
+    /// walk.
+    pub fn layers(&self) -> Vec<Layer> {
+        let [c0, c1, c2] = self.channels;
+        let s = self.input_side_px;
+        // Same padding: each convolution's map is its input's (the 2× poolings come after).
+        let conv = |name, io, side| Layer::conv(name, (3, 1, 1), io, (side, side));
+        vec![
+            conv("conv1", (3, c0), s).keyed("channels[0]"),
+            conv("conv2", (c0, c1), s / 2).keyed("channels[1]"),
+            conv("conv3", (c1, c2), s / 4).keyed("channels[2]"),
+            Layer::linear("fc1", self.flat_dim(), self.hidden).keyed("hidden"),
+            Layer::linear("fc2", self.hidden, self.num_outputs()).keyed(if self.box_head {
+                "num_classes (+4 box outputs)"
+            } else {
+                "num_classes"
+            }),
+        ]
+    }
+
     /// Every tensor of the model with its shape, in file order.
     pub fn tensor_specs(&self) -> Vec<TensorSpec> {
-        let [c0, c1, c2] = self.channels;
-        let mut specs = Vec::new();
-        for (name, c_in, c_out) in [("conv1", 3, c0), ("conv2", c0, c1), ("conv3", c1, c2)] {
-            specs.push(TensorSpec::new(
-                format!("{name}.weight"),
-                vec![c_out, c_in, 3, 3],
-                TensorRole::ConvWeight,
-            ));
-            specs.push(TensorSpec::new(
-                format!("{name}.bias"),
-                vec![c_out],
-                TensorRole::Bias,
-            ));
-        }
-        for (name, d_in, d_out) in [
-            ("fc1", self.flat_dim(), self.hidden),
-            ("fc2", self.hidden, self.num_outputs()),
-        ] {
-            specs.push(TensorSpec::new(
-                format!("{name}.weight"),
-                vec![d_out, d_in],
-                TensorRole::LinearWeight,
-            ));
-            specs.push(TensorSpec::new(
-                format!("{name}.bias"),
-                vec![d_out],
-                TensorRole::Bias,
-            ));
-        }
-        specs
+        layers::tensor_specs(&self.layers())
     }
 
     /// Config keys that the tensors pin down, so a mismatch names the key, not only the tensor.
     pub fn config_checks(&self) -> Vec<ConfigCheck> {
-        vec![
-            ConfigCheck::new("channels[0]", "conv1.weight", 0, self.channels[0]),
-            ConfigCheck::new("channels[1]", "conv2.weight", 0, self.channels[1]),
-            ConfigCheck::new("channels[2]", "conv3.weight", 0, self.channels[2]),
-            ConfigCheck::new("hidden", "fc1.weight", 0, self.hidden),
-            ConfigCheck::new(
-                if self.box_head {
-                    "num_classes (+4 box outputs)"
-                } else {
-                    "num_classes"
-                },
-                "fc2.weight",
-                0,
-                self.num_outputs(),
-            ),
-            // fc1's inner dim is channels[2]·(input_side_px/8)², so it pins the input side.
-            ConfigCheck::new("input_side_px", "fc1.weight", 1, self.flat_dim()),
-        ]
+        let mut checks = layers::config_checks(&self.layers());
+        // fc1's inner dim is channels[2]·(input_side_px/8)², so it pins the input side.
+        checks.push(ConfigCheck::new(
+            "input_side_px",
+            "fc1.weight",
+            1,
+            self.flat_dim(),
+        ));
+        checks
     }
 
     /// Analytic cost of each layer for one patch.
     pub fn layer_costs(&self) -> Vec<LayerCost> {
-        let [c0, c1, c2] = self.channels;
-        let s = self.input_side_px;
-        vec![
-            LayerCost {
-                name: "conv1".into(),
-                flops: conv2d_flops(3, c0, 3, s, s),
-            },
-            LayerCost {
-                name: "conv2".into(),
-                flops: conv2d_flops(c0, c1, 3, s / 2, s / 2),
-            },
-            LayerCost {
-                name: "conv3".into(),
-                flops: conv2d_flops(c1, c2, 3, s / 4, s / 4),
-            },
-            LayerCost {
-                name: "fc1".into(),
-                flops: linear_flops(self.flat_dim(), self.hidden),
-            },
-            LayerCost {
-                name: "fc2".into(),
-                flops: linear_flops(self.hidden, self.num_outputs()),
-            },
-        ]
+        layers::layer_costs(&self.layers())
     }
 }

@@ -12,7 +12,7 @@ use crate::slice_ops::softmax_extend;
 use crate::train_ops::BatchNorm;
 use crate::{ModelError, PatchClassifier, PatchVerdicts};
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2d, VarBuilder};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -38,13 +38,6 @@ pub struct PatchNet {
     pub(super) norms: Option<Arc<[BatchNorm; 3]>>,
 }
 
-pub(super) fn same_padding() -> Conv2dConfig {
-    Conv2dConfig {
-        padding: 1,
-        ..Default::default()
-    }
-}
-
 impl PatchNet {
     /// Whether batch normalisation is on (a net built for training); never without the `train` feature.
     fn training(&self) -> bool {
@@ -60,20 +53,16 @@ impl PatchNet {
         if let Err(message) = cfg.validate() {
             candle_core::bail!("patchnet config: {message}");
         }
-        let [c0, c1, c2] = cfg.channels;
-        let conv1 = candle_nn::conv2d(3, c0, 3, same_padding(), vb.pp("conv1"))?;
-        let conv2 = candle_nn::conv2d(c0, c1, 3, same_padding(), vb.pp("conv2"))?;
-        let conv3 = candle_nn::conv2d(c1, c2, 3, same_padding(), vb.pp("conv3"))?;
-        let fc1 = QLinear::new(cfg.flat_dim(), cfg.hidden, vb.pp("fc1"))?;
-        let fc2 = QLinear::new(cfg.hidden, cfg.num_outputs(), vb.pp("fc2"))?;
+        let layers = cfg.layers();
+        let conv1 = layers[0].new_conv(&vb)?;
         Ok(Self {
             cfg: cfg.clone(),
             conv_stored_dtype: conv1.weight().dtype(),
             conv1,
-            conv2,
-            conv3,
-            fc1,
-            fc2,
+            conv2: layers[1].new_conv(&vb)?,
+            conv3: layers[2].new_conv(&vb)?,
+            fc1: layers[3].new_linear(&vb)?,
+            fc2: layers[4].new_linear(&vb)?,
             int8: None,
             #[cfg(feature = "train")]
             norms: None,
@@ -89,7 +78,8 @@ impl PatchNet {
             return Err(set.bad_config("config", "a valid patchnet config", &message));
         }
         set.validate(&cfg.tensor_specs(), &cfg.config_checks())?;
-        let conv1 = set.conv("conv1", same_padding())?;
+        let layers = cfg.layers();
+        let conv1 = layers[0].load_conv(set)?;
         let int8 = if conv1.weight().device().is_cpu() {
             Int8PatchNet::from_weight_set(cfg, set)?.map(Arc::new)
         } else {
@@ -100,10 +90,10 @@ impl PatchNet {
             cfg: cfg.clone(),
             conv_stored_dtype: set.stored_float_dtype("conv1.weight"),
             conv1,
-            conv2: set.conv("conv2", same_padding())?,
-            conv3: set.conv("conv3", same_padding())?,
-            fc1: set.linear("fc1")?,
-            fc2: set.linear("fc2")?,
+            conv2: layers[1].load_conv(set)?,
+            conv3: layers[2].load_conv(set)?,
+            fc1: layers[3].load_linear(set)?,
+            fc2: layers[4].load_linear(set)?,
             #[cfg(feature = "train")]
             norms: None,
         })
@@ -216,25 +206,13 @@ impl PatchNet {
         if self.norms.is_some() {
             return self.folded()?.named_tensors();
         }
+        let layers = self.cfg.layers();
         let mut out = Vec::new();
-        for (name, conv) in [
-            ("conv1", &self.conv1),
-            ("conv2", &self.conv2),
-            ("conv3", &self.conv3),
-        ] {
-            out.push((
-                format!("{name}.weight"),
-                conv.weight().to_dtype(DType::F32)?,
-            ));
-            if let Some(bias) = conv.bias() {
-                out.push((format!("{name}.bias"), bias.to_dtype(DType::F32)?));
-            }
+        for (layer, conv) in layers.iter().zip([&self.conv1, &self.conv2, &self.conv3]) {
+            layer.conv_tensors(conv, &mut out)?;
         }
-        for (name, fc) in [("fc1", &self.fc1), ("fc2", &self.fc2)] {
-            out.push((format!("{name}.weight"), fc.weight_f32()?));
-            if let Some(bias) = fc.bias() {
-                out.push((format!("{name}.bias"), bias.to_dtype(DType::F32)?));
-            }
+        for (layer, fc) in layers[3..].iter().zip([&self.fc1, &self.fc2]) {
+            layer.linear_tensors(fc, &mut out)?;
         }
         Ok(out)
     }

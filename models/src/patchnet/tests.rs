@@ -123,7 +123,17 @@ fn dropout_with_all_ones_masks_equals_plain_logits() {
 #[test]
 fn conv_layer_matches_naive_loops() {
     let (_vm, vb) = varmap_builder();
-    let conv = candle_nn::conv2d(3, 5, 3, same_padding(), vb.pp("c")).unwrap();
+    let conv = candle_nn::conv2d(
+        3,
+        5,
+        3,
+        candle_nn::Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        },
+        vb.pp("c"),
+    )
+    .unwrap();
     let x = random_tensor(&[2, 3, 7, 6], -1.0, 1.0, 11);
     let got = flat(&conv.forward(&x).unwrap());
     let (want, _) = naive_conv2d(

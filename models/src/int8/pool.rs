@@ -148,8 +148,11 @@ pub(crate) fn run_chunks(chunks: usize, helpers: usize, run: &(dyn Fn(usize) + S
         run_chunk(pool, posted, chunk);
     }
     let mut list = lock(&pool.jobs);
-    // SAFETY: read under the lock.
-    while unsafe { (*posted.0).finished } < chunks {
+    loop {
+        // SAFETY: read under the lock.
+        if unsafe { (*posted.0).finished } >= chunks {
+            break;
+        }
         list = pool.done.wait(list).unwrap_or_else(|p| p.into_inner());
     }
     drop(list);

@@ -29,7 +29,7 @@ mod testutil;
 mod cuda_tests;
 
 pub use classes::{class_name, BACKGROUND_CLASS, NUM_CLASSES, NUM_SIGN_CLASSES};
-pub use error::ModelError;
+pub use error::{ConfigError, ModelError};
 pub use format::{inspect_file, Inspection, QuantDtype};
 pub use glancenet::{GlanceMaps, GlanceNetConfig, GlanceNetModel, GLANCENET_KIND};
 pub use linear::QLinear;

@@ -1,6 +1,7 @@
 //! The glance net's shape: its config, the model kind, the convolution geometry, and the tensors, config
 //! checks and costs the config implies.
 
+use crate::error::ConfigError;
 use crate::flops::{conv_out_side_px, LayerCost};
 use crate::format::{ConfigCheck, TensorSpec};
 use crate::layers::{self, Layer};
@@ -59,19 +60,20 @@ impl GlanceNetConfig {
         (w, h)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let side_ok = |side: usize| (8..=MAX_INPUT_SIDE_PX).contains(&side);
         if !side_ok(self.input_width_px) || !side_ok(self.input_height_px) {
-            return Err(format!(
-                "input {}×{} px, expected 8..={MAX_INPUT_SIDE_PX} px per side",
-                self.input_width_px, self.input_height_px
-            ));
+            return Err(ConfigError::GlanceInput {
+                width: self.input_width_px,
+                height: self.input_height_px,
+                max: MAX_INPUT_SIDE_PX,
+            });
         }
         if self.channels.contains(&0) || self.num_classes == 0 {
-            return Err(format!(
-                "channels {:?}, num_classes {}: all must be positive",
-                self.channels, self.num_classes
-            ));
+            return Err(ConfigError::GlanceWidths {
+                channels: self.channels,
+                num_classes: self.num_classes,
+            });
         }
         Ok(())
     }

@@ -72,7 +72,7 @@ impl GlanceNetModel {
         set: &WeightSet,
     ) -> Result<Self, ModelError> {
         if let Err(message) = cfg.validate() {
-            return Err(set.bad_config("config", "a valid glancenet config", &message));
+            return Err(set.bad_config("config", "a valid glancenet config", &message.to_string()));
         }
         set.validate(&cfg.tensor_specs(), &cfg.config_checks())?;
         let layers = cfg.layers();

@@ -1,6 +1,7 @@
 //! The patch classifier's shape: its config, the model kind, the box head's encoding, and the tensors,
 //! config checks and costs the config implies.
 
+use crate::error::ConfigError;
 use crate::flops::LayerCost;
 use crate::format::{ConfigCheck, TensorSpec};
 use crate::input_norm::InputNorm;
@@ -94,18 +95,16 @@ impl PatchNetConfig {
     }
 
     /// Rejects configs the architecture cannot run.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !(8..=1024).contains(&self.input_side_px) || !self.input_side_px.is_multiple_of(8) {
-            return Err(format!(
-                "input_side_px is {}, expected a multiple of 8 in 8..=1024",
-                self.input_side_px
-            ));
+            return Err(ConfigError::PatchSide(self.input_side_px));
         }
         if self.channels.contains(&0) || self.hidden == 0 || self.num_classes == 0 {
-            return Err(format!(
-                "channels {:?}, hidden {}, num_classes {}: all must be positive",
-                self.channels, self.hidden, self.num_classes
-            ));
+            return Err(ConfigError::PatchWidths {
+                channels: self.channels,
+                hidden: self.hidden,
+                num_classes: self.num_classes,
+            });
         }
         Ok(())
     }

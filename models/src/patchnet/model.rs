@@ -75,7 +75,7 @@ impl PatchNet {
         set: &WeightSet,
     ) -> Result<Self, ModelError> {
         if let Err(message) = cfg.validate() {
-            return Err(set.bad_config("config", "a valid patchnet config", &message));
+            return Err(set.bad_config("config", "a valid patchnet config", &message.to_string()));
         }
         set.validate(&cfg.tensor_specs(), &cfg.config_checks())?;
         let layers = cfg.layers();

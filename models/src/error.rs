@@ -40,3 +40,29 @@ pub enum ModelError {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
+
+/// A config the architecture cannot run (the message is what `saccade` prints after the net's name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("input_side_px is {0}, expected a multiple of 8 in 8..=1024")]
+    PatchSide(usize),
+    #[error(
+        "channels {channels:?}, hidden {hidden}, num_classes {num_classes}: all must be positive"
+    )]
+    PatchWidths {
+        channels: [usize; 3],
+        hidden: usize,
+        num_classes: usize,
+    },
+    #[error("input {width}×{height} px, expected 8..={max} px per side")]
+    GlanceInput {
+        width: usize,
+        height: usize,
+        max: usize,
+    },
+    #[error("channels {channels:?}, num_classes {num_classes}: all must be positive")]
+    GlanceWidths {
+        channels: [usize; 4],
+        num_classes: usize,
+    },
+}

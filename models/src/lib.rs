@@ -6,18 +6,21 @@
 use candle_core::Tensor;
 
 pub mod classes;
-mod conv1;
+
 pub mod error;
 pub mod flops;
+pub mod format;
 pub mod glancenet;
-mod glancenet_int8;
+mod input_norm;
 pub mod int8;
+mod kernels;
+pub mod layers;
 pub mod linear;
 pub mod patchnet;
-mod patchnet_int8;
+pub mod registry;
 mod slice_ops;
+#[cfg(feature = "train")]
 mod train_ops;
-pub mod weights;
 
 #[cfg(test)]
 mod testutil;
@@ -26,14 +29,19 @@ mod testutil;
 mod cuda_tests;
 
 pub use classes::{class_name, BACKGROUND_CLASS, NUM_CLASSES, NUM_SIGN_CLASSES};
-pub use error::ModelError;
+pub use error::{ConfigError, ModelError};
+pub use format::{inspect_file, Inspection, QuantDtype};
 pub use glancenet::{GlanceMaps, GlanceNetConfig, GlanceNetModel, GLANCENET_KIND};
 pub use linear::QLinear;
 pub use patchnet::{PatchNet, PatchNetConfig, PATCHNET_KIND};
-pub use weights::{
-    inspect_file, load_any, quantize_file, save_safetensors, Inspection, LoadedModel, QuantDtype,
-    QuantizeReport,
-};
+pub use registry::{load_any, quantize_file, save_safetensors, LoadedModel, QuantizeReport};
+
+/// The weight files and the models they hold, at their old path: the format ([`format`]) and the
+/// registry of model kinds ([`registry`]).
+pub mod weights {
+    pub use crate::format::*;
+    pub use crate::registry::*;
+}
 
 /// What the glance net saw in the downscaled frame: dense maps at `stride_px` (glance pixels per cell).
 ///

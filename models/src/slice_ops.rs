@@ -6,7 +6,7 @@
 //! order), so on an x86-64 CPU with AVX2 both paths give the same bits, and elsewhere (candle's scalar sum)
 //! they differ by rounding only.
 
-use crate::patchnet::PER_PATCH_STD_FLOOR;
+use crate::input_norm::PER_PATCH_STD_FLOOR;
 
 /// Sum of `x` in the order of candle's AVX2 `vec_sum` (4 registers of 8 lanes).
 pub(crate) fn candle_sum(x: &[f32]) -> f32 {

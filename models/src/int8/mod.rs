@@ -16,20 +16,10 @@
 //! exactly; other Q8_0 tensors are re-quantised per row at load.
 //!
 //! # Kernels
-//! One portable reference ([`Int8Kernel::Scalar`], `scalar.rs`) and one SIMD kernel per instruction set:
-//! AVX2 (`avx2.rs`), AVX-512 VNNI (`avx512.rs`), and on aarch64 NEON with and without the dot-product
-//! extension (`neon.rs`). [`Int8Kernel::best`] picks the fastest one the CPU runs, once per process, and the
-//! environment variable `SACCADE_INT8_KERNEL` (`scalar`, `avx2`, `avx512vnni`, `neondot`, `neon`) overrides
-//! it; [`matmul_with`] forces one. All kernels compute the same exact i32 sums and the same final float
-//! expression `(sum as f32 · (sa · sw)) + bias` (no FMA), so their outputs are bit-identical.
-//!
-//! The SIMD kernels read the weights in a packed copy ([`Int8Matrix`] keeps both): groups of 16 rows, and
-//! within a group, for every 4 columns, the 16 rows' 4 bytes side by side (64 bytes). Four activation bytes
-//! broadcast against one such vector give 16 (AVX-512) or 8 (AVX2 half) or 4 (NEON quarter) output
-//! channels' partial sums in column order, so no horizontal reduction is needed, and the kernels block
-//! several activation rows against one or two weight groups to reuse every load. This module holds the
-//! crate's only `unsafe` code in the kernel modules, each behind a safe entry point that checks the CPU
-//! features and the shapes.
+//! The inner loops live in `crate::kernels`, one per instruction set ([`Int8Kernel`]); [`Int8Kernel::best`]
+//! picks the fastest one the CPU runs and [`matmul_with`] forces one. [`Int8Matrix`] keeps the codes both
+//! row-major (for the scalar reference) and in the SIMD kernels' packed layout. Large products split their
+//! rows over a pool of parked helper threads (`pool.rs`), started once.
 
 use std::borrow::Cow;
 
@@ -37,23 +27,11 @@ use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{Device, Result};
 use half::f16;
 
-use std::fmt;
-use std::str::FromStr;
-use std::sync::OnceLock;
+mod pool;
 
-mod scalar;
+use crate::kernels::{self, names, pack, padded_rows, Weights};
+pub use crate::kernels::{choose, Int8Kernel, UnknownKernel, BLOCK, KERNEL_ENV};
 
-#[cfg(target_arch = "x86_64")]
-mod avx2;
-#[cfg(target_arch = "x86_64")]
-mod avx512;
-#[cfg(target_arch = "aarch64")]
-mod neon;
-
-/// Inner dimension granularity: one Q8_0 block, and one AVX2 register of bytes.
-pub const BLOCK: usize = 32;
-/// Weight rows per group of the packed layout (and the row padding): one AVX-512 register of i32 sums.
-const GROUP: usize = 16;
 /// Largest activation code: fits i8, and 2·127·128 fits an i16 pair sum.
 const ACT_MAX: f32 = 127.0;
 const WEIGHT_MAX: f32 = 127.0;
@@ -81,30 +59,32 @@ pub fn padded(k: usize) -> usize {
     k.div_ceil(BLOCK) * BLOCK
 }
 
-/// `n` rounded up to whole groups of weight rows.
-fn padded_rows(n: usize) -> usize {
-    n.div_ceil(GROUP) * GROUP
-}
-
-/// Row-major `(np, kp)` codes in the packed layout: for group `g` of 16 rows and column quad `q`, the 64
-/// bytes at `g·16·kp + q·64` are rows `16g .. 16g + 16`'s columns `4q .. 4q + 4`, row after row.
-fn pack(codes: &[i8], np: usize, kp: usize) -> Vec<i8> {
-    debug_assert!(np.is_multiple_of(GROUP) && kp.is_multiple_of(4) && codes.len() == np * kp);
-    let mut packed = vec![0i8; np * kp];
-    for (dst, src) in packed
-        .chunks_exact_mut(GROUP * kp)
-        .zip(codes.chunks_exact(GROUP * kp))
-    {
-        for (q, quad) in dst.chunks_exact_mut(4 * GROUP).enumerate() {
-            for (j, row_quad) in quad.chunks_exact_mut(4).enumerate() {
-                row_quad.copy_from_slice(&src[j * kp + 4 * q..j * kp + 4 * q + 4]);
-            }
+/// Column order that turns a `(c, dy, dx)`-flattened 3×3 kernel row into `(dy, dx, c)`.
+pub(crate) fn taps_last_to_channels_last(c: usize) -> Vec<usize> {
+    let mut order = Vec::with_capacity(9 * c);
+    for tap in 0..9 {
+        for ch in 0..c {
+            order.push(ch * 9 + tap);
         }
     }
-    packed
+    order
 }
 
 impl Int8Matrix {
+    /// The view the kernels read.
+    fn view(&self) -> Weights<'_> {
+        Weights {
+            n: self.n,
+            np: self.np,
+            k: self.k,
+            kp: self.kp,
+            codes: &self.codes,
+            packed: &self.packed,
+            scales: &self.scales,
+            bias: &self.bias,
+        }
+    }
+
     /// Quantises a row-major `(n, k)` f32 matrix: scale = row max |w| / 127 (rounded to f16, as GGUF stores
     /// it), code = round(w / scale).
     pub fn quantize(w: &[f32], n: usize, k: usize) -> Self {
@@ -314,142 +294,6 @@ pub fn quantise_u8(src: &[f32], dst: &mut [u8]) -> f32 {
     max / ACT_MAX
 }
 
-/// Environment variable that overrides the kernel [`Int8Kernel::best`] detects.
-pub const KERNEL_ENV: &str = "SACCADE_INT8_KERNEL";
-
-/// One implementation of [`matmul`]'s inner loop. Every variant exists on every target; the ones for
-/// another instruction set are simply never [available](Int8Kernel::is_available).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Int8Kernel {
-    /// Portable Rust: the reference the others are tested against.
-    Scalar,
-    /// x86-64 AVX2: `vpmaddubsw` + `vpmaddwd`.
-    Avx2,
-    /// x86-64 AVX-512 with VNNI (`avx512f`, `avx512bw`, `avx512vnni`): `vpdpbusd`.
-    Avx512Vnni,
-    /// aarch64 NEON with the dot-product extension: `sdot`.
-    NeonDot,
-    /// aarch64 NEON without it: `smull`/`smlal` + `sadalp`.
-    Neon,
-}
-
-impl Int8Kernel {
-    /// Every kernel, fastest first.
-    pub const ALL: [Int8Kernel; 5] = [
-        Int8Kernel::Avx512Vnni,
-        Int8Kernel::Avx2,
-        Int8Kernel::NeonDot,
-        Int8Kernel::Neon,
-        Int8Kernel::Scalar,
-    ];
-
-    /// The name [`KERNEL_ENV`] and the reports use.
-    pub fn name(self) -> &'static str {
-        match self {
-            Int8Kernel::Scalar => "scalar",
-            Int8Kernel::Avx2 => "avx2",
-            Int8Kernel::Avx512Vnni => "avx512vnni",
-            Int8Kernel::NeonDot => "neondot",
-            Int8Kernel::Neon => "neon",
-        }
-    }
-
-    /// Whether this CPU runs the kernel (run-time feature detection; std caches it).
-    pub fn is_available(self) -> bool {
-        match self {
-            Int8Kernel::Scalar => true,
-            #[cfg(target_arch = "x86_64")]
-            Int8Kernel::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
-            #[cfg(target_arch = "x86_64")]
-            Int8Kernel::Avx512Vnni => {
-                std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx512bw")
-                    && std::arch::is_x86_feature_detected!("avx512vnni")
-            }
-            #[cfg(target_arch = "aarch64")]
-            Int8Kernel::NeonDot => {
-                std::arch::is_aarch64_feature_detected!("neon")
-                    && std::arch::is_aarch64_feature_detected!("dotprod")
-            }
-            #[cfg(target_arch = "aarch64")]
-            Int8Kernel::Neon => std::arch::is_aarch64_feature_detected!("neon"),
-            #[allow(unreachable_patterns)]
-            _ => false,
-        }
-    }
-
-    /// Every kernel this CPU runs, fastest first ([`Int8Kernel::Scalar`] always, last).
-    pub fn available() -> Vec<Int8Kernel> {
-        Self::ALL.into_iter().filter(|k| k.is_available()).collect()
-    }
-
-    /// The kernel [`matmul`] uses: the fastest available one, or the one [`KERNEL_ENV`] names when this CPU
-    /// runs it. Decided once per process; a value that is unknown or not available here is reported on
-    /// stderr (naming it and the available kernels) and ignored.
-    pub fn best() -> Int8Kernel {
-        static BEST: OnceLock<Int8Kernel> = OnceLock::new();
-        *BEST.get_or_init(|| {
-            let requested = std::env::var_os(KERNEL_ENV).map(|v| v.to_string_lossy().into_owned());
-            let (kernel, warning) = choose(requested.as_deref(), &Self::available());
-            if let Some(warning) = warning {
-                eprintln!("saccade: {warning}");
-            }
-            kernel
-        })
-    }
-}
-
-impl fmt::Display for Int8Kernel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Int8Kernel {
-    type Err = String;
-
-    /// A kernel by [name](Int8Kernel::name), case and surrounding blanks ignored.
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        let wanted = s.trim().to_ascii_lowercase();
-        Self::ALL
-            .into_iter()
-            .find(|k| k.name() == wanted)
-            .ok_or_else(|| format!("unknown int8 kernel {s:?} (known: {})", names(&Self::ALL)))
-    }
-}
-
-fn names(kernels: &[Int8Kernel]) -> String {
-    kernels
-        .iter()
-        .map(|k| k.name())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The kernel to use given the override's value (`None` or blank: no override) and the available kernels
-/// (fastest first, never empty in practice: scalar is always there), and a warning when the override was
-/// refused. Never fails: a bad override falls back to the fastest kernel.
-pub fn choose(requested: Option<&str>, available: &[Int8Kernel]) -> (Int8Kernel, Option<String>) {
-    let best = available.first().copied().unwrap_or(Int8Kernel::Scalar);
-    let Some(requested) = requested.filter(|r| !r.trim().is_empty()) else {
-        return (best, None);
-    };
-    let refused = |why: String| {
-        Some(format!(
-            "{KERNEL_ENV}={requested:?} ignored: {why}; available here: {}; using {best}",
-            names(available)
-        ))
-    };
-    match requested.parse::<Int8Kernel>() {
-        Ok(kernel) if available.contains(&kernel) => (kernel, None),
-        Ok(kernel) => (
-            best,
-            refused(format!("this CPU does not run the {kernel} kernel")),
-        ),
-        Err(e) => (best, refused(e)),
-    }
-}
-
 /// Name of the kernel [`matmul`] uses, for reports.
 pub fn kernel_name() -> &'static str {
     Int8Kernel::best().name()
@@ -474,12 +318,17 @@ pub fn set_max_threads(n: usize) {
 /// (std reads the affinity mask and cgroup quota files on every `available_parallelism` call, and this runs
 /// on every product).
 pub fn max_threads() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cores = cores();
     match MAX_THREADS.load(std::sync::atomic::Ordering::Relaxed) {
         0 => cores,
         cap => cap.min(cores),
     }
+}
+
+/// The cores, read once.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// [`matmul`] with a given kernel.
@@ -498,15 +347,8 @@ pub fn matmul_with(kernel: Int8Kernel, a: &QuantRows, w: &Int8Matrix, relu: bool
         return;
     }
     let rows_per = a.m.div_ceil(threads);
-    std::thread::scope(|scope| {
-        let mut chunks = out.chunks_mut(rows_per * w.n).enumerate();
-        let first = chunks.next();
-        for (i, chunk) in chunks {
-            scope.spawn(move || matmul_rows(kernel, a, i * rows_per, w, relu, chunk));
-        }
-        if let Some((_, chunk)) = first {
-            matmul_rows(kernel, a, 0, w, relu, chunk);
-        }
+    pool::for_each_chunk_mut(out, rows_per * w.n, cores() - 1, &|i, chunk| {
+        matmul_rows(kernel, a, i * rows_per, w, relu, chunk);
     });
 }
 
@@ -555,48 +397,7 @@ fn matmul_rows(
     let rows = out.len() / w.n;
     let codes = &a.codes[row0 * a.kp..(row0 + rows) * a.kp];
     let scales = &a.scales[row0..row0 + rows];
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        Int8Kernel::Avx2 => avx2::rows(codes, scales, w, relu, out),
-        #[cfg(target_arch = "x86_64")]
-        Int8Kernel::Avx512Vnni => avx512::rows(codes, scales, w, relu, out),
-        #[cfg(target_arch = "aarch64")]
-        Int8Kernel::NeonDot => neon::rows_dot(codes, scales, w, relu, out),
-        #[cfg(target_arch = "aarch64")]
-        Int8Kernel::Neon => neon::rows(codes, scales, w, relu, out),
-        // Scalar, and (never reached: `check` refused them) the other architectures' kernels.
-        _ => scalar::rows(codes, scales, w, relu, out),
-    }
-}
-
-/// The shapes every kernel's pointer arithmetic relies on, asserted by each kernel's safe entry point.
-fn check_kernel_shapes(codes: &[u8], scales: &[f32], w: &Int8Matrix, out: &[f32]) {
-    assert!(
-        w.kp.is_multiple_of(BLOCK)
-            && w.np.is_multiple_of(GROUP)
-            && w.n <= w.np
-            && w.np < w.n + GROUP
-            && w.packed.len() == w.np * w.kp
-            && w.scales.len() == w.np
-            && w.bias.len() == w.np,
-        "int8 weights ({}, {}) padded to ({}, {}) with {} codes, {} scales, {} biases",
-        w.n,
-        w.k,
-        w.np,
-        w.kp,
-        w.packed.len(),
-        w.scales.len(),
-        w.bias.len()
-    );
-    assert!(
-        codes.len() == scales.len() * w.kp && out.len() == scales.len() * w.n,
-        "int8 kernel on {} codes, {} scales, {} outputs for kp {} and n {}",
-        codes.len(),
-        scales.len(),
-        out.len(),
-        w.kp,
-        w.n
-    );
+    kernels::rows(kernel, codes, scales, &w.view(), relu, out);
 }
 
 #[cfg(test)]
@@ -615,6 +416,7 @@ mod tests {
     }
 
     use super::*;
+    use crate::kernels::GROUP;
     use proptest::prelude::*;
 
     fn lcg(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
@@ -667,7 +469,7 @@ mod tests {
         let mut got = vec![0f32; m * n];
         matmul(&qa, &qw, false, &mut got);
         let mut scalar = vec![0f32; m * n];
-        scalar::rows(&qa.codes, &qa.scales, &qw, false, &mut scalar);
+        matmul_on_this_thread(Int8Kernel::Scalar, &qa, &qw, false, &mut scalar);
         assert_same(&got, &scalar, &format!("best ({m},{n},{k})"));
         for kernel in Int8Kernel::available() {
             let mut forced = vec![0f32; m * n];
@@ -809,49 +611,6 @@ mod tests {
     }
 
     proptest! {
-        /// Every kernel this CPU runs gives exactly the scalar reference's outputs, on shapes with partial
-        /// register blocks (m not a multiple of 4), partial groups (n not a multiple of 8 or 16), padded
-        /// inner dims (k not a multiple of 32 or 64), extreme codes (activations up to 127, weights down to
-        /// −128 as a Q8_0 file may hold) and both activations.
-        #[test]
-        fn every_kernel_matches_the_scalar_reference_exactly(
-            m in 1usize..12,
-            n in 1usize..70,
-            k in 1usize..300,
-            relu: bool,
-            seed: u64,
-            extreme: bool,
-        ) {
-            let kp = padded(k);
-            let mut qw = Int8Matrix::quantize(&lcg(seed, n * k, -1.0, 1.0), n, k)
-                .with_bias(&lcg(seed + 1, n, -50.0, 50.0));
-            if extreme {
-                for (i, row) in qw.codes.chunks_exact_mut(kp).take(n).enumerate() {
-                    row[..k].fill(if i % 2 == 0 { -128 } else { 127 });
-                }
-                qw.packed = pack(&qw.codes, qw.np, kp);
-            }
-            let mut qa = QuantRows::default();
-            qa.quantize(&lcg(seed + 2, m * k, -0.2, 1.0), m, k);
-            if extreme {
-                for row in qa.codes.chunks_exact_mut(kp) {
-                    row[..k].fill(127);
-                }
-            }
-            let mut want = vec![0f32; m * n];
-            scalar::rows(&qa.codes, &qa.scales, &qw, relu, &mut want);
-            for kernel in Int8Kernel::available() {
-                let mut got = vec![f32::NAN; m * n];
-                matmul_with(kernel, &qa, &qw, relu, &mut got);
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    prop_assert!(g == w, "{} ({},{},{}) output {}: {} vs scalar {}", kernel, m, n, k, i, g, w);
-                }
-                let mut here = vec![f32::NAN; m * n];
-                matmul_on_this_thread(kernel, &qa, &qw, relu, &mut here);
-                prop_assert!(here == got);
-            }
-        }
-
         /// Activation codes stay in 0..=127 (the no-saturation condition of the kernel) whatever the input,
         /// negatives and NaN-free extremes included, and a row's largest value maps to 127.
         #[test]

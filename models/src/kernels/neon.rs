@@ -15,7 +15,7 @@
 // The register-blocked loops index small fixed-size arrays by row and vector on purpose.
 #![allow(clippy::needless_range_loop)]
 
-use super::{Int8Kernel, Int8Matrix, GROUP};
+use super::{Int8Kernel, Weights, GROUP};
 use core::arch::aarch64::*;
 
 /// Output channels per vector.
@@ -28,12 +28,8 @@ const VECS: usize = GROUP / LANES;
 ///
 /// # Panics
 /// When the CPU lacks the dot-product extension or the shapes disagree.
-pub(super) fn rows_dot(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out: &mut [f32]) {
-    assert!(
-        Int8Kernel::NeonDot.is_available(),
-        "neondot kernel on a CPU without the dot-product extension"
-    );
-    super::check_kernel_shapes(codes, scales, w, out);
+pub(super) fn rows_dot(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
+    super::check_entry(Int8Kernel::NeonDot, codes, scales, w, out);
     // SAFETY: the CPU has NEON and dotprod, and the shapes the kernel's pointer arithmetic relies on were
     // checked: `codes` holds `scales.len()` rows of `kp` (a multiple of 32) codes, `packed` `np · kp`
     // codes, `scales` and `bias` `np` values (`np` a multiple of 16, `np − 16 < n ≤ np`), and `out`
@@ -45,33 +41,22 @@ pub(super) fn rows_dot(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool,
 ///
 /// # Panics
 /// When the CPU lacks NEON or the shapes disagree.
-pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out: &mut [f32]) {
-    assert!(
-        Int8Kernel::Neon.is_available(),
-        "neon kernel on a CPU without it"
-    );
-    super::check_kernel_shapes(codes, scales, w, out);
+pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
+    super::check_entry(Int8Kernel::Neon, codes, scales, w, out);
     // SAFETY: as in `rows_dot`, with NEON present.
     unsafe { rows_impl(codes, scales, w, relu, out) }
 }
 
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn rows_dot_impl(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out: &mut [f32]) {
+unsafe fn rows_dot_impl(
+    codes: &[u8],
+    scales: &[f32],
+    w: &Weights<'_>,
+    relu: bool,
+    out: &mut [f32],
+) {
     const ROWS: usize = 4;
-    let m = scales.len();
-    for g in 0..w.np / GROUP {
-        let mut r = 0;
-        while r < m {
-            // SAFETY: r + R ≤ m and g < np / 16.
-            if m - r >= ROWS {
-                unsafe { dot_block::<ROWS>(codes, scales, w, relu, out, r, g) };
-                r += ROWS;
-            } else {
-                unsafe { dot_block::<1>(codes, scales, w, relu, out, r, g) };
-                r += 1;
-            }
-        }
-    }
+    row_blocks!(dot_block::<ROWS>(codes, scales, w, relu, out));
 }
 
 /// Activation rows `r0 .. r0 + R` against weight group `g`, with `sdot`.
@@ -83,7 +68,7 @@ unsafe fn rows_dot_impl(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool
 unsafe fn dot_block<const R: usize>(
     codes: &[u8],
     scales: &[f32],
-    w: &Int8Matrix,
+    w: &Weights<'_>,
     relu: bool,
     out: &mut [f32],
     r0: usize,
@@ -174,22 +159,9 @@ unsafe fn sdot_lane<const L: i32>(acc: int32x4_t, w: int8x16_t, a: int8x16_t) ->
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out: &mut [f32]) {
+unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
     const ROWS: usize = 2;
-    let m = scales.len();
-    for g in 0..w.np / GROUP {
-        let mut r = 0;
-        while r < m {
-            // SAFETY: r + R ≤ m and g < np / 16.
-            if m - r >= ROWS {
-                unsafe { mull_block::<ROWS>(codes, scales, w, relu, out, r, g) };
-                r += ROWS;
-            } else {
-                unsafe { mull_block::<1>(codes, scales, w, relu, out, r, g) };
-                r += 1;
-            }
-        }
-    }
+    row_blocks!(mull_block::<ROWS>(codes, scales, w, relu, out));
 }
 
 /// Activation rows `r0 .. r0 + R` against weight group `g`, with `smull`/`smlal` + `sadalp`.
@@ -201,7 +173,7 @@ unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, ou
 unsafe fn mull_block<const R: usize>(
     codes: &[u8],
     scales: &[f32],
-    w: &Int8Matrix,
+    w: &Weights<'_>,
     relu: bool,
     out: &mut [f32],
     r0: usize,
@@ -264,7 +236,7 @@ unsafe fn mull_block<const R: usize>(
 unsafe fn store(
     sums: int32x4_t,
     scales: &[f32],
-    w: &Int8Matrix,
+    w: &Weights<'_>,
     relu: bool,
     out: &mut [f32],
     row: usize,

@@ -9,7 +9,7 @@
 // The register-blocked loops index small fixed-size arrays by row and half on purpose.
 #![allow(clippy::needless_range_loop)]
 
-use super::{Int8Kernel, Int8Matrix, GROUP};
+use super::{Int8Kernel, Weights, GROUP};
 use std::arch::x86_64::*;
 
 /// Activation rows per register block.
@@ -22,12 +22,8 @@ const LANES: usize = 8;
 ///
 /// # Panics
 /// When the CPU lacks AVX2 or the shapes disagree.
-pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out: &mut [f32]) {
-    assert!(
-        Int8Kernel::Avx2.is_available(),
-        "avx2 kernel on a CPU without it"
-    );
-    super::check_kernel_shapes(codes, scales, w, out);
+pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
+    super::check_entry(Int8Kernel::Avx2, codes, scales, w, out);
     // SAFETY: the CPU has AVX2, and the shapes the kernel's pointer arithmetic relies on were checked:
     // `codes` holds `scales.len()` rows of `kp` (a multiple of 4) codes, `packed` `np · kp` codes, `scales`
     // and `bias` `np` values (`np` a multiple of 16, `np − 16 < n ≤ np`), and `out` `scales.len() · n`
@@ -36,22 +32,8 @@ pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out
 }
 
 #[target_feature(enable = "avx2")]
-unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out: &mut [f32]) {
-    let m = scales.len();
-    // Groups outermost: a group's weights (16 · kp bytes) stay in L1 while the activation rows stream.
-    for g in 0..w.np / GROUP {
-        let mut r = 0;
-        while r < m {
-            // SAFETY: r + R ≤ m and g < np / 16.
-            if m - r >= ROWS {
-                unsafe { block::<ROWS>(codes, scales, w, relu, out, r, g) };
-                r += ROWS;
-            } else {
-                unsafe { block::<1>(codes, scales, w, relu, out, r, g) };
-                r += 1;
-            }
-        }
-    }
+unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
+    row_blocks!(block::<ROWS>(codes, scales, w, relu, out));
 }
 
 /// Activation rows `r0 .. r0 + R` against weight group `g`.
@@ -63,7 +45,7 @@ unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, ou
 unsafe fn block<const R: usize>(
     codes: &[u8],
     scales: &[f32],
-    w: &Int8Matrix,
+    w: &Weights<'_>,
     relu: bool,
     out: &mut [f32],
     r0: usize,

@@ -2,7 +2,7 @@
 //! of [`crate::int8`], in NHWC layout so each im2col row is nine contiguous runs of channel bytes.
 //!
 //! Layer by layer: conv1 (3 input channels, 27 taps: too few for whole blocks) stays f32, the direct
-//! convolution of [`crate::conv1`] with bias and ReLU fused; its output, after 2×2 max-pool, is quantised to
+//! convolution of `crate::kernels::conv1` with bias and ReLU fused; its output, after 2×2 max-pool, is quantised to
 //! u8 with one scale per patch; conv2
 //! and conv3 multiply u8 im2col rows by i8 kernels with the bias and ReLU fused; fc1 and fc2 take per-patch
 //! u8 rows. The buffers are kept between calls: the tensor entry allocates only candle's tensors at the two
@@ -16,11 +16,11 @@ use std::cell::RefCell;
 
 use candle_core::{Device, Result, Tensor};
 
-use crate::conv1::{pad_zero_border, Conv1};
-use crate::int8::{matmul, padded, quantise_u8, Int8Matrix, QuantRows};
-use crate::patchnet::PatchNetConfig;
+use super::config::PatchNetConfig;
+use crate::format::WeightSet;
+use crate::int8::{matmul, padded, quantise_u8, taps_last_to_channels_last, Int8Matrix, QuantRows};
+use crate::kernels::conv1::{pad_zero_border, Conv1};
 use crate::slice_ops::per_patch_shift_divisor;
-use crate::weights::WeightSet;
 use crate::ModelError;
 
 /// The buffers of one forward pass, sized by the largest batch this thread has run.
@@ -74,17 +74,6 @@ impl std::fmt::Debug for Int8PatchNet {
             .field("channels", &self.channels)
             .finish()
     }
-}
-
-/// Column order that turns a `(c, dy, dx)`-flattened 3×3 kernel row into `(dy, dx, c)`.
-pub(crate) fn taps_last_to_channels_last(c: usize) -> Vec<usize> {
-    let mut order = Vec::with_capacity(9 * c);
-    for tap in 0..9 {
-        for ch in 0..c {
-            order.push(ch * 9 + tap);
-        }
-    }
-    order
 }
 
 impl Int8PatchNet {

@@ -1,7 +1,7 @@
 //! The portable reference kernel: plain Rust over the row-major codes (not the packed copy), so the SIMD
 //! kernels are checked against an independent reading of the weights.
 
-use super::Int8Matrix;
+use super::Weights;
 
 /// The final float step every kernel computes the same way (no FMA): `sum · (sa · sw) + bias`, then ReLU.
 pub(super) fn finish(sum: i32, sa: f32, sw: f32, bias: f32, relu: bool) -> f32 {
@@ -14,7 +14,7 @@ pub(super) fn finish(sum: i32, sa: f32, sw: f32, bias: f32, relu: bool) -> f32 {
 }
 
 /// `scales.len()` activation rows (`codes`, `kp` each) against all of `w`'s rows into `out` (`n` per row).
-pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out: &mut [f32]) {
+pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
     let kp = w.kp;
     for ((arow, &sa), orow) in codes
         .chunks_exact(kp)

@@ -9,7 +9,7 @@
 // The register-blocked loops index small fixed-size arrays by row and group on purpose.
 #![allow(clippy::needless_range_loop)]
 
-use super::{Int8Kernel, Int8Matrix, GROUP};
+use super::{Int8Kernel, Weights, GROUP};
 use std::arch::x86_64::*;
 
 /// Activation rows per register block.
@@ -22,12 +22,8 @@ const GROUPS: usize = 2;
 ///
 /// # Panics
 /// When the CPU lacks AVX-512 VNNI or the shapes disagree.
-pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out: &mut [f32]) {
-    assert!(
-        Int8Kernel::Avx512Vnni.is_available(),
-        "avx512vnni kernel on a CPU without it"
-    );
-    super::check_kernel_shapes(codes, scales, w, out);
+pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
+    super::check_entry(Int8Kernel::Avx512Vnni, codes, scales, w, out);
     // SAFETY: the CPU has avx512f, avx512bw and avx512vnni, and the shapes the kernel's pointer arithmetic
     // relies on were checked: `codes` holds `scales.len()` rows of `kp` (a multiple of 4) codes, `packed`
     // `np · kp` codes, `scales` and `bias` `np` values (`np` a multiple of 16, `np − 16 < n ≤ np`), and
@@ -36,7 +32,7 @@ pub(super) fn rows(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, out: &mut [f32]) {
+unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
     let m = scales.len();
     let groups = w.np / GROUP;
     let mut g = 0;
@@ -71,7 +67,7 @@ unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Int8Matrix, relu: bool, ou
 unsafe fn block<const R: usize, const C: usize>(
     codes: &[u8],
     scales: &[f32],
-    w: &Int8Matrix,
+    w: &Weights<'_>,
     relu: bool,
     out: &mut [f32],
     r0: usize,

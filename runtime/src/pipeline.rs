@@ -14,11 +14,11 @@ use candle_core::Tensor;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use saccade_models::{GlanceMap, ModelError, PatchClassifier};
 
-use crate::budget::frames_in_flight;
 use crate::capture::{Capture, FrameSource, QueuePolicy};
-use crate::focus::{FocusBudget, FocusInput, FocusOutcome, FocusStrategy};
+use crate::focus::{FocusBudget, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::Frame;
-use crate::glance::GlanceStage;
+use crate::glance::{GlanceError, GlanceStage};
+use crate::memory_plan::frames_in_flight;
 use crate::metrics::{PipelineMetrics, Stage};
 use crate::pool::FramePool;
 
@@ -29,6 +29,23 @@ pub struct PipelineOptions {
     pub queue_depth: usize,
     pub policy: QueuePolicy,
     pub budget: FocusBudget,
+}
+
+/// Why one frame could not be processed; the frame is counted as bad and the stream goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("glance failed on frame {frame}: {source}")]
+    Glance {
+        frame: u64,
+        #[source]
+        source: GlanceError,
+    },
+    #[error("focus failed on frame {frame}: {source}")]
+    Focus {
+        frame: u64,
+        #[source]
+        source: FocusError,
+    },
 }
 
 /// A frame that went through glance and focus, handed to the sink.
@@ -138,12 +155,15 @@ impl FrameProcessor {
         &mut self,
         frame: Frame,
         metrics: &PipelineMetrics,
-    ) -> Result<ProcessedFrame, String> {
+    ) -> Result<ProcessedFrame, ProcessError> {
         let started = Instant::now();
         let glance = self
             .glance
             .glance(&frame)
-            .map_err(|e| format!("glance failed on frame {}: {e}", frame.index))?;
+            .map_err(|source| ProcessError::Glance {
+                frame: frame.index,
+                source,
+            })?;
         metrics.record(Stage::Glance, started.elapsed());
         let glance_size_px = self.glance.input_size_px();
         focus_frame(
@@ -169,7 +189,7 @@ fn focus_frame(
     budget: FocusBudget,
     started: Instant,
     metrics: &PipelineMetrics,
-) -> Result<ProcessedFrame, String> {
+) -> Result<ProcessedFrame, ProcessError> {
     let focus_start = Instant::now();
     classifier.take_spent();
     let classifier_dyn: &dyn PatchClassifier = classifier.as_ref();
@@ -183,7 +203,10 @@ fn focus_frame(
     };
     let outcome = strategy
         .focus(&input)
-        .map_err(|e| format!("focus failed on frame {}: {e}", frame.index))?;
+        .map_err(|source| ProcessError::Focus {
+            frame: frame.index,
+            source,
+        })?;
     let focus_total = focus_start.elapsed();
     let classify = classifier.take_spent();
     metrics.record(Stage::Classify, classify);

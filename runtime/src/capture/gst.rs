@@ -22,9 +22,9 @@ use gstreamer_app::AppSink;
 use gstreamer_video::prelude::*;
 use gstreamer_video::{VideoFrameRef, VideoInfo};
 
-use super::fault::{Device, DeviceError, ReconnectPolicy, Reconnecting};
 use super::gst_uri::{GstSpec, RtspTransport};
-use super::{Capture, FrameSource, QueuePolicy, SourceError, SourceStats};
+use super::reconnect::{Device, DeviceError, ReconnectPolicy, Reconnecting};
+use super::source::{Capture, FrameSource, QueuePolicy, SourceError, SourceStats};
 use crate::frame::{check_frame_size, Frame, FrameError};
 use crate::pool::FramePool;
 

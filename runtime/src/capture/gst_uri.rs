@@ -92,7 +92,7 @@ impl fmt::Display for GstSpec {
             GstSpec::File(o) => write!(
                 f,
                 "file://{}?timeout_ms={}",
-                super::uri::percent_encode(&o.path.to_string_lossy()),
+                super::percent::percent_encode(&o.path.to_string_lossy()),
                 o.timeout_ms
             ),
             GstSpec::Rtsp(o) => {
@@ -123,7 +123,7 @@ pub fn parse_gst_uri(uri: &str) -> Result<Option<GstSpec>, String> {
     match scheme {
         "file" => {
             let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
-            let path = super::uri::percent_decode(location)?;
+            let path = super::percent::percent_decode(location)?;
             if path.is_empty() {
                 return Err("file needs a path, e.g. `file:///videos/road.mp4`".to_string());
             }

@@ -2,7 +2,7 @@
 //! and known boxes (see [`crate::synth`]), deterministic from the seed, evaluation split, bundled assets only.
 //! Frame `i` is scene `seed * 1_000_003 + i`, so two sources with different seeds do not share frames.
 
-use super::{Capture, FrameSource, QueuePolicy, SourceError};
+use super::source::{Capture, FrameSource, QueuePolicy, SourceError};
 use crate::frame::Frame;
 use crate::synth::{SceneConfig, SceneGenerator, Split};
 use std::time::{Duration, Instant};

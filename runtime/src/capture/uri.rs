@@ -1,6 +1,7 @@
 //! Source URIs: the one string a user gives to pick a camera, a folder replay or generated frames.
-//! `parse_source_uri` is pure (no file system, no device) and turns the string into a [`SourceSpec`];
-//! `open_source` opens it. Every key has a default, unknown keys and bad values are errors that name them.
+//! `parse_source_uri` is pure (no file system, no device) and turns the string into a [`SourceSpec`]; opening
+//! it is `capture::open_source`'s. Every key has a default, unknown keys and bad values are errors that name
+//! them.
 //!
 //! - `v4l:///dev/video0?width=1280&height=960&fps=30&format=yuyv|mjpeg&timeout_ms=2000` (cargo feature `camera`)
 //! - `dir://PATH?fps=N&loop=true` (a relative PATH after `dir://`, an absolute one after `dir:///`)
@@ -12,10 +13,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use super::dir::{DirOptions, DirSource};
+use super::dir::DirOptions;
 use super::gst_uri::{parse_gst_uri, GstSpec};
-use super::synthetic::{SyntheticOptions, SyntheticSource};
-use super::{FrameSource, SourceError};
+use super::percent::{percent_decode, percent_encode};
+use super::source::SourceError;
+use super::synthetic::SyntheticOptions;
 use crate::frame::check_frame_size;
 
 /// Pixel format asked of a V4L2 device.
@@ -202,35 +204,6 @@ impl SyntheticSpecDefaults {
     }
 }
 
-/// Opens the source a URI names. `v4l://` needs the cargo feature `camera`; `file://`, `rtsp://` and
-/// `gst://` need the cargo feature `gstreamer`.
-pub fn open_source(uri: &str) -> Result<Box<dyn FrameSource>, SourceError> {
-    match parse_source_uri(uri)? {
-        SourceSpec::Dir(options) => Ok(Box::new(DirSource::open(uri, options)?)),
-        SourceSpec::Synthetic(options) => Ok(Box::new(SyntheticSource::open(uri, options)?)),
-        #[cfg(feature = "camera")]
-        SourceSpec::V4l(options) => Ok(Box::new(super::v4l::V4lSource::open(uri, options)?)),
-        #[cfg(not(feature = "camera"))]
-        SourceSpec::V4l(_) => Err(SourceError::BadUri {
-            uri: uri.to_string(),
-            message: "this build has no camera support: rebuild with `--features camera` \
-                      (e.g. `cargo build --release --features camera`)"
-                .to_string(),
-        }),
-        #[cfg(feature = "gstreamer")]
-        SourceSpec::Gst(spec) => Ok(Box::new(super::gst::GstSource::open(uri, spec)?)),
-        #[cfg(not(feature = "gstreamer"))]
-        SourceSpec::Gst(_) => Err(SourceError::BadUri {
-            uri: uri.to_string(),
-            message: "this build has no GStreamer support (video files, RTSP streams, pipelines): rebuild \
-                      with `--features gstreamer` (e.g. `cargo build --release --features gstreamer`; \
-                      Debian: `apt-get install libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
-                      gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav`)"
-                .to_string(),
-        }),
-    }
-}
-
 /// Query pairs in order; each key is taken once by the parser, leftovers are unknown keys.
 struct Query<'a> {
     pairs: Vec<(&'a str, String)>,
@@ -315,41 +288,6 @@ fn parse_positive<T: FromStr + PartialOrd + Default>(key: &str, value: &str) -> 
             "key `{key}` has value `{value}`, expected a positive integer"
         )),
     }
-}
-
-/// Decodes `%XX` escapes (UTF-8), so paths with spaces or `?`/`&` can be written.
-pub(super) fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent escape at byte {i} of `{s}`"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("`{s}` decodes to invalid UTF-8"))
-}
-
-/// Escapes what would end a location or a value: `%`, `?`, `&`, `=`, `#` and non-printing bytes.
-pub(super) fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_graphic() && !matches!(b, b'%' | b'?' | b'&' | b'=' | b'#') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -447,39 +385,6 @@ mod tests {
         }
         assert!(parse_source_uri("synthetic://?width=8192&height=8192").is_ok());
         assert!(bad_message("synthetic://?width=8192&height=8193").contains("8192×8193"));
-    }
-
-    #[cfg(not(feature = "camera"))]
-    #[test]
-    fn v4l_without_the_camera_feature_says_how_to_rebuild() {
-        let err = open_source("v4l:///dev/video0").err().unwrap();
-        assert!(err.to_string().contains("--features camera"), "{err}");
-    }
-
-    #[cfg(not(feature = "gstreamer"))]
-    #[test]
-    fn gstreamer_uris_without_the_feature_name_the_uri_and_the_feature() {
-        for uri in [
-            "file:///videos/road.mp4",
-            "rtsp://cam.local/stream1",
-            "gst://videotestsrc ! videoconvert ! appsink",
-        ] {
-            let err = open_source(uri).err().unwrap().to_string();
-            assert!(
-                err.contains(uri) && err.contains("--features gstreamer"),
-                "{err}"
-            );
-        }
-    }
-
-    #[test]
-    fn open_source_opens_synthetic_frames() {
-        let mut source = open_source("synthetic://?width=64&height=64&frames=1").unwrap();
-        assert!(matches!(
-            source.next_frame(),
-            super::super::Capture::Frame(_)
-        ));
-        assert!(matches!(source.next_frame(), super::super::Capture::End));
     }
 
     fn spec_strategy() -> impl Strategy<Value = SourceSpec> {

@@ -116,8 +116,9 @@ impl FramePool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use crate::frame::Frame;
     use proptest::prelude::*;

@@ -6,10 +6,12 @@
 
 use saccade_models::GlanceMap;
 
-use super::common::{
-    max_objectness, nothing_salient, object_side_at, refined_centre_frame, BudgetClock, Candidate,
-    DetectConfig, GlanceGeometry, OutcomeRecorder, PatchBatcher,
-};
+use super::classify::PatchBatcher;
+use super::detect_config::DetectConfig;
+use super::exit::{max_objectness, nothing_salient, BudgetClock};
+use super::geometry::{object_side_at, refined_centre_frame, GlanceGeometry};
+use super::outcome::OutcomeRecorder;
+use super::selection::Candidate;
 use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::BoxPx;
 
@@ -122,7 +124,7 @@ pub fn regions(
                 side = side.max(object_side_at(glance, geometry, c));
             }
             let grow = side * (0.5 + config.margin_fraction);
-            let bbox = super::common::clip_to_frame(
+            let bbox = super::geometry::clip_to_frame(
                 BoxPx::new(b.xmin - grow, b.ymin - grow, b.xmax + grow, b.ymax + grow),
                 geometry.frame_width_px,
                 geometry.frame_height_px,

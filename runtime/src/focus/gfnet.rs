@@ -14,10 +14,11 @@
 
 use saccade_models::{class_name, BACKGROUND_CLASS};
 
-use super::common::{
-    max_objectness, nothing_salient, object_box, patch_for_cell, BudgetClock, DetectConfig,
-    GlanceGeometry, OutcomeRecorder, PatchBatcher,
-};
+use super::classify::PatchBatcher;
+use super::detect_config::DetectConfig;
+use super::exit::{max_objectness, nothing_salient, BudgetClock};
+use super::geometry::{object_box, patch_for_cell, GlanceGeometry};
+use super::outcome::OutcomeRecorder;
 use super::{Detection, ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -6,10 +6,12 @@
 
 use saccade_models::GlanceMap;
 
-use super::common::{
-    cell_candidates, max_objectness, nothing_salient, top_k, BudgetClock, DetectConfig,
-    GlanceGeometry, OutcomeRecorder, PatchBatcher,
-};
+use super::classify::PatchBatcher;
+use super::detect_config::DetectConfig;
+use super::exit::{max_objectness, nothing_salient, BudgetClock};
+use super::geometry::GlanceGeometry;
+use super::outcome::OutcomeRecorder;
+use super::selection::{cell_candidates, top_k};
 use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::BoxPx;
 
@@ -130,8 +132,8 @@ impl FocusStrategy for TopK {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::focus::common::DetectConfig;
     use crate::focus::testutil::*;
+    use crate::focus::DetectConfig;
     use proptest::prelude::*;
 
     #[test]

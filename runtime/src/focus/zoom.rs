@@ -15,11 +15,14 @@
 
 use saccade_models::GlanceMap;
 
-use super::common::{
-    clip_to_frame, frame_box_from_patch, max_objectness, nms, nothing_salient, object_side_at,
-    patch_for_cell, BudgetClock, DetectConfig, GlanceGeometry, Looked, OutcomeRecorder,
-    PatchBatcher,
+use super::classify::{Looked, PatchBatcher};
+use super::detect_config::DetectConfig;
+use super::exit::{max_objectness, nothing_salient, BudgetClock};
+use super::geometry::{
+    clip_to_frame, frame_box_from_patch, object_side_at, patch_for_cell, GlanceGeometry,
 };
+use super::outcome::OutcomeRecorder;
+use super::selection::nms;
 use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::{BoxPx, Frame};
 use crate::imageops::{sample_bilinear_plane, sample_bilinear_rgb};

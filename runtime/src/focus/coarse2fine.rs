@@ -8,11 +8,11 @@ use saccade_models::GlanceMap;
 
 use super::classify::PatchBatcher;
 use super::detect_config::DetectConfig;
-use super::exit::{max_objectness, nothing_salient, BudgetClock};
+use super::exit::{nothing_salient, open_frame, Opened};
 use super::geometry::{object_side_at, refined_centre_frame, GlanceGeometry};
-use super::outcome::OutcomeRecorder;
+use super::outcome::examine_in_one_batch;
 use super::selection::Candidate;
-use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
+use super::{FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::BoxPx;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -235,11 +235,9 @@ impl FocusStrategy for Coarse2Fine {
     fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
         let detect = &self.config.detect;
         let glance = input.glance;
-        if max_objectness(glance) < detect.nothing_threshold {
+        let Some(Opened { clock, geometry }) = open_frame(input, detect) else {
             return Ok(nothing_salient());
-        }
-        let clock = BudgetClock::new(input);
-        let geometry = GlanceGeometry::from_input(input);
+        };
         let mut windows: Vec<Candidate> = Vec::new();
         for region in regions(glance, &geometry, &self.config) {
             let w = windows_for(glance, &region, &geometry, &self.config);
@@ -247,31 +245,15 @@ impl FocusStrategy for Coarse2Fine {
         }
         let budget_cut = windows.len() > input.budget.max_patches;
         windows.truncate(input.budget.max_patches);
-        let mut recorder = OutcomeRecorder::new();
-        if clock.expired() {
-            return Ok(recorder.finish(ExitReason::Budget, detect.merge_iou));
-        }
-        let boxes: Vec<BoxPx> = windows.iter().map(|c| c.region).collect();
-        let verdicts = self.batcher.classify_and_look_again(
+        examine_in_one_batch(
+            &mut self.batcher,
             "coarse2fine",
-            input.frame,
-            &boxes,
-            input.classifier,
+            input,
             detect,
-        )?;
-        recorder.record_batch(
-            0,
+            &clock,
             &windows,
-            &verdicts,
-            input.classifier.mflops_per_patch(),
-            detect.min_score,
-        );
-        let exit = if budget_cut {
-            ExitReason::Budget
-        } else {
-            ExitReason::MaxSteps
-        };
-        Ok(recorder.finish(exit, detect.merge_iou))
+            budget_cut,
+        )
     }
 }
 
@@ -280,6 +262,7 @@ impl FocusStrategy for Coarse2Fine {
 mod tests {
     use super::*;
     use crate::focus::testutil::*;
+    use crate::focus::ExitReason;
     use proptest::prelude::*;
 
     #[test]

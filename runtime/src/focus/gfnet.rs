@@ -16,7 +16,7 @@ use saccade_models::{class_name, BACKGROUND_CLASS};
 
 use super::classify::PatchBatcher;
 use super::detect_config::DetectConfig;
-use super::exit::{max_objectness, nothing_salient, BudgetClock};
+use super::exit::{nothing_salient, open_frame, Opened};
 use super::geometry::{object_box, patch_for_cell, GlanceGeometry};
 use super::outcome::OutcomeRecorder;
 use super::{Detection, ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
@@ -134,11 +134,9 @@ impl FocusStrategy for GfNet {
             }
             return Ok(recorder.finish(ExitReason::Confident, detect.merge_iou));
         }
-        if max_objectness(glance) < detect.nothing_threshold {
+        let Some(Opened { clock, .. }) = open_frame(input, &detect) else {
             return Ok(nothing_salient());
-        }
-
-        let clock = BudgetClock::new(input);
+        };
         let cells = (glance.map_width * glance.map_height).min(glance.objectness.len());
         self.covered.clear();
         self.covered.resize(cells, false);

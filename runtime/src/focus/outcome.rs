@@ -1,13 +1,15 @@
 //! A frame's [`FocusOutcome`] as it is built: the [`OutcomeRecorder`] keeps visits in order, MFLOPs and
-//! pixels, turns verdicts into [`Detection`]s and merges duplicates at the end.
+//! pixels, turns verdicts into [`Detection`]s and merges duplicates at the end. [`examine_in_one_batch`] is the
+//! whole outcome of strategies that pick every region up front.
 
 use saccade_models::class_name;
 
-use super::classify::{Looked, PatchVerdict};
-use super::exit::ExitReason;
+use super::classify::{Looked, PatchBatcher, PatchVerdict};
+use super::detect_config::DetectConfig;
+use super::exit::{BudgetClock, ExitReason};
 use super::geometry::object_box;
 use super::selection::Candidate;
-use super::{Detection, FocusOutcome, PatchVisit};
+use super::{Detection, FocusError, FocusInput, FocusOutcome, PatchVisit};
 use crate::frame::BoxPx;
 
 /// A detection for a verdict, or `None` when the patch is background or not confident enough.
@@ -144,4 +146,43 @@ impl OutcomeRecorder {
         self.outcome.exit = Some(exit);
         self.outcome
     }
+}
+
+/// The plan of strategies that pick every region up front (topk, coarse2fine): unless the deadline has already
+/// passed, classify `chosen` in one batch (second looks included) and record it as step 0. The exit is `Budget`
+/// when the deadline passed or `budget_cut` (the budget cut the plan short), else `MaxSteps`.
+pub fn examine_in_one_batch(
+    batcher: &mut PatchBatcher,
+    strategy: &'static str,
+    input: &FocusInput<'_>,
+    detect: &DetectConfig,
+    clock: &BudgetClock,
+    chosen: &[Candidate],
+    budget_cut: bool,
+) -> Result<FocusOutcome, FocusError> {
+    let mut recorder = OutcomeRecorder::new();
+    if clock.expired() {
+        return Ok(recorder.finish(ExitReason::Budget, detect.merge_iou));
+    }
+    let regions: Vec<BoxPx> = chosen.iter().map(|c| c.region).collect();
+    let verdicts = batcher.classify_and_look_again(
+        strategy,
+        input.frame,
+        &regions,
+        input.classifier,
+        detect,
+    )?;
+    recorder.record_batch(
+        0,
+        chosen,
+        &verdicts,
+        input.classifier.mflops_per_patch(),
+        detect.min_score,
+    );
+    let exit = if budget_cut {
+        ExitReason::Budget
+    } else {
+        ExitReason::MaxSteps
+    };
+    Ok(recorder.finish(exit, detect.merge_iou))
 }

@@ -8,11 +8,10 @@ use saccade_models::GlanceMap;
 
 use super::classify::PatchBatcher;
 use super::detect_config::DetectConfig;
-use super::exit::{max_objectness, nothing_salient, BudgetClock};
-use super::geometry::GlanceGeometry;
-use super::outcome::OutcomeRecorder;
+use super::exit::{nothing_salient, open_frame, Opened};
+use super::outcome::examine_in_one_batch;
 use super::selection::{cell_candidates, top_k};
-use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
+use super::{FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::BoxPx;
 
 /// Scores a candidate region centred on a glance cell; higher is more worth a look.
@@ -83,11 +82,9 @@ impl FocusStrategy for TopK {
 
     fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
         let detect = &self.config.detect;
-        if max_objectness(input.glance) < detect.nothing_threshold {
+        let Some(Opened { clock, geometry }) = open_frame(input, detect) else {
             return Ok(nothing_salient());
-        }
-        let clock = BudgetClock::new(input);
-        let geometry = GlanceGeometry::from_input(input);
+        };
         let scorer = &self.scorer;
         let mut candidates = cell_candidates(input.glance, &geometry, detect, |_| 0.0);
         for (cell, c) in candidates.iter_mut().enumerate() {
@@ -100,31 +97,15 @@ impl FocusStrategy for TopK {
         // The budget cut the plan short when the configured K would have found more regions.
         let budget_cut =
             k < self.config.k && top_k(&candidates, k + 1, self.config.nms_iou).len() > k;
-        let mut recorder = OutcomeRecorder::new();
-        if clock.expired() {
-            return Ok(recorder.finish(ExitReason::Budget, detect.merge_iou));
-        }
-        let regions: Vec<BoxPx> = chosen.iter().map(|c| c.region).collect();
-        let verdicts = self.batcher.classify_and_look_again(
-            self.name(),
-            input.frame,
-            &regions,
-            input.classifier,
+        examine_in_one_batch(
+            &mut self.batcher,
+            "topk",
+            input,
             detect,
-        )?;
-        recorder.record_batch(
-            0,
+            &clock,
             &chosen,
-            &verdicts,
-            input.classifier.mflops_per_patch(),
-            detect.min_score,
-        );
-        let exit = if budget_cut {
-            ExitReason::Budget
-        } else {
-            ExitReason::MaxSteps
-        };
-        Ok(recorder.finish(exit, detect.merge_iou))
+            budget_cut,
+        )
     }
 }
 
@@ -134,6 +115,7 @@ mod tests {
     use super::*;
     use crate::focus::testutil::*;
     use crate::focus::DetectConfig;
+    use crate::focus::ExitReason;
     use proptest::prelude::*;
 
     #[test]

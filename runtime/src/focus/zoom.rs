@@ -17,7 +17,7 @@ use saccade_models::GlanceMap;
 
 use super::classify::{Looked, PatchBatcher};
 use super::detect_config::DetectConfig;
-use super::exit::{max_objectness, nothing_salient, BudgetClock};
+use super::exit::{max_objectness, nothing_salient, open_frame, Opened};
 use super::geometry::{
     clip_to_frame, frame_box_from_patch, object_side_at, patch_for_cell, GlanceGeometry,
 };
@@ -452,11 +452,9 @@ impl FocusStrategy for Zoom {
     fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
         let detect = self.config.detect.clone();
         let glance = input.glance;
-        if max_objectness(glance) < detect.nothing_threshold {
+        let Some(Opened { clock, geometry }) = open_frame(input, &detect) else {
             return Ok(nothing_salient());
-        }
-        let clock = BudgetClock::new(input);
-        let geometry = GlanceGeometry::from_input(input);
+        };
         let n = self.config.grid_side.max(2);
         let mut saliency = std::mem::take(&mut self.saliency);
         saliency_from_glance(glance, n, self.config.saliency_floor, &mut saliency);

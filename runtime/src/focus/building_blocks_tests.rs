@@ -160,4 +160,53 @@ proptest! {
             }
         }
     }
+
+    #[test]
+    fn the_cell_index_agrees_with_a_scan_of_every_cell(
+        w in 1usize..24,
+        h in 1usize..18,
+        seed in 0u64..1000,
+        x in -50.0f32..700.0,
+        y in -50.0f32..500.0,
+        side in 0.0f32..400.0,
+    ) {
+        let objectness: Vec<f32> = (0..w * h)
+            .map(|i| (((i as u64 * 2654435761 + seed) % 97) as f32 / 97.0).min(0.9))
+            .collect();
+        let glance = map(objectness, w, h);
+        let geometry = GlanceGeometry {
+            frame_width_px: 640.0,
+            frame_height_px: 480.0,
+            frame_per_glance_x: 640.0 / (4 * w) as f32,
+            frame_per_glance_y: 480.0 / (4 * h) as f32,
+            stride_glance_px: 4.0,
+            map_width: w,
+            map_height: h,
+        };
+        let b = BoxPx::new(x, y, x + side, y + side * 0.8);
+        let (cx, cy) = b.centre();
+        let start = geometry.cell_at_frame(cx, cy);
+        for area in [CellArea::Box(b), CellArea::central_half(&b)] {
+            let scanned: Vec<usize> = (0..w * h)
+                .filter(|&c| {
+                    let (px, py) = geometry.cell_centre_frame(c);
+                    match area {
+                        CellArea::Box(b) => px >= b.xmin && px < b.xmax && py >= b.ymin && py < b.ymax,
+                        CellArea::CentralHalf { .. } => {
+                            (px - cx).abs() <= 0.25 * b.width() && (py - cy).abs() <= 0.25 * b.height()
+                        }
+                    }
+                })
+                .collect();
+            let indexed: Vec<usize> = geometry.cells_in(area, w * h).collect();
+            prop_assert_eq!(&indexed, &scanned);
+            let mut best = (start, glance.objectness[start]);
+            for &c in &scanned {
+                if glance.objectness[c] > best.1 {
+                    best = (c, glance.objectness[c]);
+                }
+            }
+            prop_assert_eq!(geometry.best_cell_in(&glance, start, area), best);
+        }
+    }
 }

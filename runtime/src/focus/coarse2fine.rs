@@ -9,7 +9,7 @@ use saccade_models::GlanceMap;
 use super::classify::PatchBatcher;
 use super::detect_config::DetectConfig;
 use super::exit::{nothing_salient, open_frame, Opened};
-use super::geometry::{object_side_at, refined_centre_frame, GlanceGeometry};
+use super::geometry::{object_side_at, refined_centre_frame, CellArea, GlanceGeometry};
 use super::outcome::examine_in_one_batch;
 use super::selection::Candidate;
 use super::{FocusError, FocusInput, FocusOutcome, FocusStrategy};
@@ -145,19 +145,10 @@ pub fn regions(
 /// The best objectness among cells whose centre lies in the central half of `window` (0 if none).
 fn window_score(glance: &GlanceMap, geometry: &GlanceGeometry, window: &BoxPx) -> f32 {
     let (cx, cy) = window.centre();
-    let (hw, hh) = (0.25 * window.width(), 0.25 * window.height());
-    let mut best = glance
-        .objectness
-        .get(geometry.cell_at_frame(cx, cy))
-        .copied()
-        .unwrap_or(0.0);
-    for (cell, &o) in glance.objectness.iter().enumerate() {
-        let (x, y) = geometry.cell_centre_frame(cell);
-        if o > best && (x - cx).abs() <= hw && (y - cy).abs() <= hh {
-            best = o;
-        }
-    }
-    best
+    let start = geometry.cell_at_frame(cx, cy);
+    geometry
+        .best_cell_in(glance, start, CellArea::central_half(window))
+        .1
 }
 
 /// Windows for one region, best first: one centred on the region's peak cell, then a covering grid at half-window

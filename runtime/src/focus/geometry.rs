@@ -42,12 +42,51 @@ impl GlanceGeometry {
 
     /// Centre of map cell `cell` (row-major) in frame px.
     pub fn cell_centre_frame(&self, cell: usize) -> (f32, f32) {
-        let cx = (cell % self.map_width.max(1)) as f32;
-        let cy = (cell / self.map_width.max(1)) as f32;
         (
-            (cx + 0.5) * self.stride_glance_px * self.frame_per_glance_x,
-            (cy + 0.5) * self.stride_glance_px * self.frame_per_glance_y,
+            self.column_centre_frame(cell % self.map_width.max(1)),
+            self.row_centre_frame(cell / self.map_width.max(1)),
         )
+    }
+
+    /// Frame x of the centres of the cells in map column `column`.
+    fn column_centre_frame(&self, column: usize) -> f32 {
+        (column as f32 + 0.5) * self.stride_glance_px * self.frame_per_glance_x
+    }
+
+    /// Frame y of the centres of the cells in map row `row`.
+    fn row_centre_frame(&self, row: usize) -> f32 {
+        (row as f32 + 0.5) * self.stride_glance_px * self.frame_per_glance_y
+    }
+
+    /// The cells, among the first `cells` of the map, whose centre lies in `area`, in row-major order. A
+    /// centre's x depends only on its column and its y only on its row, so the columns and rows in the area are
+    /// found once each: the cost is the map's width and height plus the cells inside, not a scan of the map.
+    pub fn cells_in(&self, area: CellArea, cells: usize) -> impl Iterator<Item = usize> + '_ {
+        let width = self.map_width.max(1);
+        let rows = cells.div_ceil(width);
+        let columns = span(width, |c| area.holds_x(self.column_centre_frame(c)));
+        let rows = span(rows, |r| area.holds_y(self.row_centre_frame(r)));
+        rows.filter(move |&r| area.holds_y(self.row_centre_frame(r)))
+            .flat_map(move |r| {
+                columns
+                    .clone()
+                    .filter(move |&c| area.holds_x(self.column_centre_frame(c)))
+                    .map(move |c| r * width + c)
+            })
+            .filter(move |&cell| cell < cells)
+    }
+
+    /// The cell of highest objectness among `start` and the cells whose centre lies in `area`, with its
+    /// objectness: `start` wins ties, then the first in row-major order.
+    pub fn best_cell_in(&self, glance: &GlanceMap, start: usize, area: CellArea) -> (usize, f32) {
+        let mut best = (start, glance.objectness.get(start).copied().unwrap_or(0.0));
+        for cell in self.cells_in(area, glance.objectness.len()) {
+            let o = glance.objectness[cell];
+            if o > best.1 {
+                best = (cell, o);
+            }
+        }
+        best
     }
 
     /// The map cell containing frame point `(x, y)`, clamped to the map.
@@ -82,6 +121,59 @@ impl GlanceGeometry {
             self.frame_width_px,
             self.frame_height_px,
         )
+    }
+}
+
+/// A part of the frame, as a test on cell centres (see [`GlanceGeometry::cells_in`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CellArea {
+    /// Centres inside the box, min edges included, max edges excluded.
+    Box(BoxPx),
+    /// Centres in the central half of a box: within a quarter of its width and height of its centre, edges
+    /// included.
+    CentralHalf {
+        centre: (f32, f32),
+        half_width: f32,
+        half_height: f32,
+    },
+}
+
+impl CellArea {
+    /// The central half of `window`.
+    pub fn central_half(window: &BoxPx) -> Self {
+        CellArea::CentralHalf {
+            centre: window.centre(),
+            half_width: 0.25 * window.width(),
+            half_height: 0.25 * window.height(),
+        }
+    }
+
+    fn holds_x(&self, x: f32) -> bool {
+        match self {
+            CellArea::Box(b) => x >= b.xmin && x < b.xmax,
+            CellArea::CentralHalf {
+                centre, half_width, ..
+            } => (x - centre.0).abs() <= *half_width,
+        }
+    }
+
+    fn holds_y(&self, y: f32) -> bool {
+        match self {
+            CellArea::Box(b) => y >= b.ymin && y < b.ymax,
+            CellArea::CentralHalf {
+                centre,
+                half_height,
+                ..
+            } => (y - centre.1).abs() <= *half_height,
+        }
+    }
+}
+
+/// The indices `first..=last` of `0..n` spanning every index `holds` accepts (empty when none does).
+fn span(n: usize, holds: impl Fn(usize) -> bool) -> std::ops::Range<usize> {
+    match (0..n).position(&holds) {
+        None => 0..0,
+        Some(first) => first..n - (0..n).rev().position(&holds).unwrap_or(0),
     }
 }
 

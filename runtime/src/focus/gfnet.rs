@@ -17,7 +17,7 @@ use saccade_models::{class_name, BACKGROUND_CLASS};
 use super::classify::PatchBatcher;
 use super::detect_config::DetectConfig;
 use super::exit::{nothing_salient, open_frame, Opened};
-use super::geometry::{object_box, patch_for_cell, GlanceGeometry};
+use super::geometry::{object_box, patch_for_cell, CellArea, GlanceGeometry};
 use super::outcome::OutcomeRecorder;
 use super::{Detection, ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 
@@ -176,11 +176,8 @@ impl FocusStrategy for GfNet {
             }
             // Mask every cell whose centre the patch covered, and the chosen one in any case.
             self.covered[cell] = true;
-            for (c, covered) in self.covered.iter_mut().enumerate() {
-                let (x, y) = geometry.cell_centre_frame(c);
-                if x >= region.xmin && x < region.xmax && y >= region.ymin && y < region.ymax {
-                    *covered = true;
-                }
+            for c in geometry.cells_in(CellArea::Box(region), self.covered.len()) {
+                self.covered[c] = true;
             }
             let remaining = (0..cells)
                 .filter(|&c| !self.covered[c])

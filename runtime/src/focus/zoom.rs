@@ -19,7 +19,7 @@ use super::classify::{Looked, PatchBatcher};
 use super::detect_config::DetectConfig;
 use super::exit::{max_objectness, nothing_salient, open_frame, Opened};
 use super::geometry::{
-    clip_to_frame, frame_box_from_patch, object_side_at, patch_for_cell, GlanceGeometry,
+    clip_to_frame, frame_box_from_patch, object_side_at, patch_for_cell, CellArea, GlanceGeometry,
 };
 use super::outcome::OutcomeRecorder;
 use super::selection::nms;
@@ -479,15 +479,8 @@ impl FocusStrategy for Zoom {
                 let w = BoxPx::new(ox as f32, oy as f32, (ox + side) as f32, (oy + side) as f32);
                 let f = grid.frame_box_from_warped(w);
                 let (cx, cy) = f.centre();
-                let mut best_cell = geometry.cell_at_frame(cx, cy);
-                let mut score = glance.objectness.get(best_cell).copied().unwrap_or(0.0);
-                for (cell, &o) in glance.objectness.iter().enumerate() {
-                    let (x, y) = geometry.cell_centre_frame(cell);
-                    if o > score && x >= f.xmin && x < f.xmax && y >= f.ymin && y < f.ymax {
-                        score = o;
-                        best_cell = cell;
-                    }
-                }
+                let start = geometry.cell_at_frame(cx, cy);
+                let (best_cell, score) = geometry.best_cell_in(glance, start, CellArea::Box(f));
                 if score >= detect.nothing_threshold && f.area() > 0.0 {
                     windows.push((w, f, score, best_cell));
                 }

@@ -144,6 +144,13 @@ pub fn sample_bilinear_plane(
     top + (bottom - top) * fy
 }
 
+/// How much of source pixel `i` (the span `[i, i + 1)` on one axis) the footprint `[x0, x1)` covers: the
+/// weight of every area average here. Zero or negative when they do not overlap.
+#[inline]
+fn covered_length(i: i64, x0: f32, x1: f32) -> f32 {
+    ((i + 1) as f32).min(x1) - (i as f32).max(x0)
+}
+
 /// Mean of an RGB8 image over the footprint `[x0, x1) × [y0, y1)` (pixel-edge coordinates), weighting partly
 /// covered pixels by their covered area; pixels outside the image repeat the edge. Channels in 0..255.
 #[inline]
@@ -166,13 +173,13 @@ pub fn area_average_rgb(
     let j_start = y0.floor() as i64;
     let j_end = y1.ceil() as i64;
     for j in j_start..j_end {
-        let wy = ((j + 1) as f32).min(y1) - (j as f32).max(y0);
+        let wy = covered_length(j, y0, y1);
         if wy <= 0.0 {
             continue;
         }
         let row = j.clamp(0, height as i64 - 1) as usize * width;
         for i in i_start..i_end {
-            let wx = ((i + 1) as f32).min(x1) - (i as f32).max(x0);
+            let wx = covered_length(i, x0, x1);
             if wx <= 0.0 {
                 continue;
             }
@@ -302,8 +309,7 @@ impl Footprint {
             .enumerate()
             .take(FAST_AREA_TAPS.min(src_len - first))
         {
-            let i = (first + t) as f32;
-            let w = (i + 1.0).min(x1) - i.max(x0);
+            let w = covered_length((first + t) as i64, x0, x1);
             if w <= 0.0 {
                 break;
             }
@@ -438,7 +444,7 @@ fn blend_rows_portable(src: &[u8], sw: usize, fy: &Footprint, blended: &mut [u32
 fn push_area_taps(x0: f32, scale: f32, len: usize, taps: &mut Vec<(usize, f32)>) {
     let x1 = x0 + scale;
     for i in (x0.floor() as i64)..(x1.ceil() as i64) {
-        let w = ((i + 1) as f32).min(x1) - (i as f32).max(x0);
+        let w = covered_length(i, x0, x1);
         if w > 0.0 {
             taps.push((i.clamp(0, len as i64 - 1) as usize, w));
         }

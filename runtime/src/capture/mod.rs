@@ -18,6 +18,7 @@ pub mod synthetic;
 #[cfg(feature = "turbojpeg")]
 pub mod turbo;
 pub mod uri;
+pub mod uri_error;
 #[cfg(feature = "camera")]
 pub mod v4l;
 
@@ -28,6 +29,7 @@ pub use dir::{DirOptions, DirSource};
 pub use fault::{Fault, FaultSchedule, FaultSource};
 pub use source::{Capture, FrameSource, QueuePolicy, SourceError, SourceStats};
 pub use uri::{parse_source_uri, PixelFormat, SourceSpec, V4lOptions};
+pub use uri_error::UriError;
 
 use synthetic::SyntheticSource;
 
@@ -38,24 +40,26 @@ pub fn open_source(uri: &str) -> Result<Box<dyn FrameSource>, SourceError> {
         SourceSpec::Dir(options) => Ok(Box::new(DirSource::open(uri, options)?)),
         SourceSpec::Synthetic(options) => Ok(Box::new(SyntheticSource::open(uri, options)?)),
         #[cfg(feature = "camera")]
-        SourceSpec::V4l(options) => Ok(Box::new(super::v4l::V4lSource::open(uri, options)?)),
+        SourceSpec::V4l(options) => Ok(Box::new(v4l::V4lSource::open(uri, options)?)),
         #[cfg(not(feature = "camera"))]
         SourceSpec::V4l(_) => Err(SourceError::BadUri {
             uri: uri.to_string(),
-            message: "this build has no camera support: rebuild with `--features camera` \
-                      (e.g. `cargo build --release --features camera`)"
-                .to_string(),
+            reason: UriError::NotBuilt {
+                what: "camera support",
+                how: "`--features camera` (e.g. `cargo build --release --features camera`)",
+            },
         }),
         #[cfg(feature = "gstreamer")]
-        SourceSpec::Gst(spec) => Ok(Box::new(super::gst::GstSource::open(uri, spec)?)),
+        SourceSpec::Gst(spec) => Ok(Box::new(gst::GstSource::open(uri, spec)?)),
         #[cfg(not(feature = "gstreamer"))]
         SourceSpec::Gst(_) => Err(SourceError::BadUri {
             uri: uri.to_string(),
-            message: "this build has no GStreamer support (video files, RTSP streams, pipelines): rebuild \
-                      with `--features gstreamer` (e.g. `cargo build --release --features gstreamer`; \
+            reason: UriError::NotBuilt {
+                what: "GStreamer support (video files, RTSP streams, pipelines)",
+                how: "`--features gstreamer` (e.g. `cargo build --release --features gstreamer`; \
                       Debian: `apt-get install libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
-                      gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav`)"
-                .to_string(),
+                      gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav`)",
+            },
         }),
     }
 }

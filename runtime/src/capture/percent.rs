@@ -1,7 +1,9 @@
 //! Percent escapes in source URIs (`%XX`, UTF-8), so paths with spaces or `?`/`&` can be written in a URI.
 
+use super::uri_error::UriError;
+
 /// Decodes `%XX` escapes (UTF-8), so paths with spaces or `?`/`&` can be written.
-pub(crate) fn percent_decode(s: &str) -> Result<String, String> {
+pub(crate) fn percent_decode(s: &str) -> Result<String, UriError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -11,7 +13,10 @@ pub(crate) fn percent_decode(s: &str) -> Result<String, String> {
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent escape at byte {i} of `{s}`"))?;
+                .ok_or_else(|| UriError::BadPercentEscape {
+                    at: i,
+                    text: s.to_string(),
+                })?;
             out.push(hex);
             i += 3;
         } else {
@@ -19,7 +24,9 @@ pub(crate) fn percent_decode(s: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("`{s}` decodes to invalid UTF-8"))
+    String::from_utf8(out).map_err(|_| UriError::InvalidUtf8 {
+        text: s.to_string(),
+    })
 }
 
 /// Escapes what would end a location or a value: `%`, `?`, `&`, `=`, `#` and non-printing bytes.

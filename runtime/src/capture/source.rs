@@ -5,6 +5,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use super::uri_error::UriError;
 use crate::frame::{Frame, FrameError};
 use crate::pool::FramePool;
 
@@ -59,8 +60,12 @@ pub trait FrameSource: Send {
 /// Errors opening a source.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("source URI `{uri}`: {message}")]
-    BadUri { uri: String, message: String },
+    #[error("source URI `{uri}`: {reason}")]
+    BadUri {
+        uri: String,
+        #[source]
+        reason: UriError,
+    },
     #[error("source `{uri}`: {message}")]
     Open { uri: String, message: String },
 }

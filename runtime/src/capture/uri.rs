@@ -18,6 +18,7 @@ use super::gst_uri::{parse_gst_uri, GstSpec};
 use super::percent::{percent_decode, percent_encode};
 use super::source::SourceError;
 use super::synthetic::SyntheticOptions;
+use super::uri_error::UriError;
 use crate::frame::check_frame_size;
 
 /// Pixel format asked of a V4L2 device.
@@ -102,8 +103,6 @@ impl fmt::Display for SourceSpec {
     }
 }
 
-const SCHEMES: &str = "`v4l`, `dir`, `synthetic`, `file`, `rtsp`, `rtsps` or `gst`";
-
 pub const DEFAULT_WIDTH_PX: u32 = 1280;
 pub const DEFAULT_HEIGHT_PX: u32 = 960;
 pub const DEFAULT_V4L_FPS: u32 = 30;
@@ -111,86 +110,91 @@ pub const DEFAULT_STALL_TIMEOUT_MS: u64 = 2000;
 
 /// Parses a source URI without touching the file system or devices.
 pub fn parse_source_uri(uri: &str) -> Result<SourceSpec, SourceError> {
-    let bad = |message: String| SourceError::BadUri {
+    parse(uri).map_err(|reason| SourceError::BadUri {
         uri: uri.to_string(),
-        message,
-    };
-    let (scheme, rest) = uri
-        .split_once("://")
-        .ok_or_else(|| bad(format!("expected `SCHEME://...` with scheme {SCHEMES}")))?;
-    if let Some(spec) = parse_gst_uri(uri).map_err(&bad)? {
+        reason,
+    })
+}
+
+fn parse(uri: &str) -> Result<SourceSpec, UriError> {
+    let (scheme, rest) = uri.split_once("://").ok_or(UriError::NoScheme)?;
+    if let Some(spec) = parse_gst_uri(uri)? {
         return Ok(SourceSpec::Gst(spec));
     }
     let (location, query) = match rest.split_once('?') {
         Some((location, query)) => (location, query),
         None => (rest, ""),
     };
-    let mut query = Query::parse(query).map_err(&bad)?;
+    let mut query = Query::parse(query)?;
     let spec = match scheme {
         "v4l" => {
-            let device = percent_decode(location).map_err(&bad)?;
+            let device = percent_decode(location)?;
             if device.is_empty() {
-                return Err(bad(
-                    "v4l needs a device path, e.g. `v4l:///dev/video0`".to_string()
-                ));
+                return Err(UriError::MissingLocation {
+                    scheme: scheme.to_string(),
+                    what: "a device path",
+                    example: "`v4l:///dev/video0`".to_string(),
+                });
             }
             let format = match query.take("format").as_deref() {
                 None | Some("yuyv") => PixelFormat::Yuyv,
                 Some("mjpeg") => PixelFormat::Mjpeg,
                 Some(value) => {
-                    return Err(bad(format!(
-                        "key `format` has value `{value}`, expected `yuyv` or `mjpeg`"
-                    )))
+                    return Err(UriError::bad_value("format", value, "`yuyv` or `mjpeg`"))
                 }
             };
-            let width = query.positive("width", DEFAULT_WIDTH_PX).map_err(&bad)?;
-            let height = query.positive("height", DEFAULT_HEIGHT_PX).map_err(&bad)?;
-            check_frame_size("asked size", width, height).map_err(|e| bad(e.to_string()))?;
+            let width = query.positive("width", DEFAULT_WIDTH_PX)?;
+            let height = query.positive("height", DEFAULT_HEIGHT_PX)?;
+            check_frame_size("asked size", width, height)?;
             SourceSpec::V4l(V4lOptions {
                 device: PathBuf::from(device),
                 width,
                 height,
-                fps: query.positive("fps", DEFAULT_V4L_FPS).map_err(&bad)?,
+                fps: query.positive("fps", DEFAULT_V4L_FPS)?,
                 format,
-                timeout_ms: query
-                    .positive("timeout_ms", DEFAULT_STALL_TIMEOUT_MS)
-                    .map_err(&bad)?,
+                timeout_ms: query.positive("timeout_ms", DEFAULT_STALL_TIMEOUT_MS)?,
             })
         }
         "dir" => {
-            let path = percent_decode(location).map_err(&bad)?;
+            let path = percent_decode(location)?;
             if path.is_empty() {
-                return Err(bad(
-                    "dir needs a folder, e.g. `dir://frames` or `dir:///abs/frames`".to_string(),
-                ));
+                return Err(UriError::MissingLocation {
+                    scheme: scheme.to_string(),
+                    what: "a folder",
+                    example: "`dir://frames` or `dir:///abs/frames`".to_string(),
+                });
             }
             SourceSpec::Dir(DirOptions {
                 path: PathBuf::from(path),
-                fps: query.fps().map_err(&bad)?,
-                loop_forever: query.boolean("loop", false).map_err(&bad)?,
+                fps: query.fps()?,
+                loop_forever: query.boolean("loop", false)?,
             })
         }
         "synthetic" => {
             if !location.is_empty() {
-                return Err(bad(format!(
-                    "synthetic takes no location, found `{location}`; use `synthetic://?width=...`"
-                )));
+                return Err(UriError::UnexpectedLocation {
+                    location: location.to_string(),
+                });
             }
-            SyntheticSpecDefaults::apply(&mut query).map_err(&bad)?
+            SyntheticSpecDefaults::apply(&mut query)?
         }
-        other => return Err(bad(format!("unknown scheme `{other}`, expected {SCHEMES}"))),
+        other => {
+            return Err(UriError::UnknownScheme {
+                scheme: other.to_string(),
+            })
+        }
     };
-    query.finish().map_err(&bad)?;
+    query.finish()?;
     Ok(spec)
 }
 
 struct SyntheticSpecDefaults;
 
 impl SyntheticSpecDefaults {
-    fn apply(query: &mut Query<'_>) -> Result<SourceSpec, String> {
+    fn apply(query: &mut Query<'_>) -> Result<SourceSpec, UriError> {
         let width = query.positive("width", DEFAULT_WIDTH_PX)?;
         let height = query.positive("height", DEFAULT_HEIGHT_PX)?;
-        check_frame_size("asked size", width, height).map_err(|e| e.to_string())?;
+        check_frame_size("asked size", width, height)?;
         Ok(SourceSpec::Synthetic(SyntheticOptions {
             width,
             height,
@@ -210,14 +214,16 @@ struct Query<'a> {
 }
 
 impl<'a> Query<'a> {
-    fn parse(query: &'a str) -> Result<Self, String> {
+    fn parse(query: &'a str) -> Result<Self, UriError> {
         let mut pairs: Vec<(&'a str, String)> = Vec::new();
         for part in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = part
-                .split_once('=')
-                .ok_or_else(|| format!("query part `{part}` is not `key=value`"))?;
+            let (key, value) = part.split_once('=').ok_or_else(|| UriError::NotKeyValue {
+                part: part.to_string(),
+            })?;
             if pairs.iter().any(|(k, _)| *k == key) {
-                return Err(format!("key `{key}` is given twice"));
+                return Err(UriError::DuplicateKey {
+                    key: key.to_string(),
+                });
             }
             pairs.push((key, percent_decode(value)?));
         }
@@ -230,12 +236,12 @@ impl<'a> Query<'a> {
         Some(self.pairs.remove(at).1)
     }
 
-    fn number<T: FromStr>(&mut self, key: &str, default: T) -> Result<T, String> {
+    fn number<T: FromStr>(&mut self, key: &str, default: T) -> Result<T, UriError> {
         match self.take(key) {
             None => Ok(default),
             Some(value) => value
                 .parse()
-                .map_err(|_| format!("key `{key}` has value `{value}`, expected an integer")),
+                .map_err(|_| UriError::bad_value(key, &value, "an integer")),
         }
     }
 
@@ -243,50 +249,55 @@ impl<'a> Query<'a> {
         &mut self,
         key: &str,
         default: T,
-    ) -> Result<T, String> {
+    ) -> Result<T, UriError> {
         match self.take(key) {
             None => Ok(default),
             Some(value) => parse_positive(key, &value),
         }
     }
 
-    fn fps(&mut self) -> Result<Option<f64>, String> {
+    fn fps(&mut self) -> Result<Option<f64>, UriError> {
         match self.take("fps") {
             None => Ok(None),
             Some(value) => match value.parse::<f64>() {
                 Ok(fps) if fps.is_finite() && fps > 0.0 => Ok(Some(fps)),
-                _ => Err(format!(
-                    "key `fps` has value `{value}`, expected a positive number of frames per second"
+                _ => Err(UriError::bad_value(
+                    "fps",
+                    &value,
+                    "a positive number of frames per second",
                 )),
             },
         }
     }
 
-    fn boolean(&mut self, key: &str, default: bool) -> Result<bool, String> {
+    fn boolean(&mut self, key: &str, default: bool) -> Result<bool, UriError> {
         match self.take(key).as_deref() {
             None => Ok(default),
             Some("true") => Ok(true),
             Some("false") => Ok(false),
-            Some(value) => Err(format!(
-                "key `{key}` has value `{value}`, expected `true` or `false`"
-            )),
+            Some(value) => Err(UriError::bad_value(key, value, "`true` or `false`")),
         }
     }
 
-    fn finish(self) -> Result<(), String> {
+    fn finish(self) -> Result<(), UriError> {
         match self.pairs.first() {
             None => Ok(()),
-            Some((key, value)) => Err(format!("unknown key `{key}` (value `{value}`)")),
+            Some((key, value)) => Err(UriError::UnknownKey {
+                key: key.to_string(),
+                value: value.clone(),
+                expected: "",
+            }),
         }
     }
 }
 
-fn parse_positive<T: FromStr + PartialOrd + Default>(key: &str, value: &str) -> Result<T, String> {
+fn parse_positive<T: FromStr + PartialOrd + Default>(
+    key: &str,
+    value: &str,
+) -> Result<T, UriError> {
     match value.parse::<T>() {
         Ok(n) if n > T::default() => Ok(n),
-        _ => Err(format!(
-            "key `{key}` has value `{value}`, expected a positive integer"
-        )),
+        _ => Err(UriError::bad_value(key, value, "a positive integer")),
     }
 }
 
@@ -298,7 +309,7 @@ mod tests {
 
     fn bad_message(uri: &str) -> String {
         match parse_source_uri(uri) {
-            Err(SourceError::BadUri { message, .. }) => message,
+            Err(SourceError::BadUri { reason, .. }) => reason.to_string(),
             other => panic!("`{uri}` should be a bad URI, got {other:?}"),
         }
     }

@@ -290,22 +290,10 @@ mod tests {
 
     #[test]
     fn gfnet_finds_a_red_square_and_exits_confident() {
-        let frame = frame_with_squares(640, 480, &[(300, 200, 40)]);
-        let glance = redness_glance(&frame, (160, 120), 4, 40.0);
-        let classifier = RednessClassifier::new(32);
+        let scene = RedSquares::at(&[(300, 200)]);
         let mut s = GfNet::new(GfNetConfig::default());
-        let out = s
-            .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
-            .unwrap();
-        assert!(
-            found(
-                &out,
-                BoxPx::new(300.0, 200.0, 340.0, 240.0),
-                STOP_CLASS,
-                0.5
-            ),
-            "{out:?}"
-        );
+        let out = scene.focus(&mut s);
+        assert!(found_square(&out, (300, 200), 0.5), "{out:?}");
         assert_eq!(
             out.exit,
             Some(ExitReason::Confident),
@@ -319,31 +307,11 @@ mod tests {
 
     #[test]
     fn gfnet_finds_two_signs_before_it_is_confident() {
-        let frame = frame_with_squares(640, 480, &[(100, 100, 40), (500, 350, 40)]);
-        let glance = redness_glance(&frame, (160, 120), 4, 40.0);
-        let classifier = RednessClassifier::new(32);
+        let scene = RedSquares::at(&[(100, 100), (500, 350)]);
         let mut s = GfNet::new(GfNetConfig::default());
-        let out = s
-            .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
-            .unwrap();
-        assert!(
-            found(
-                &out,
-                BoxPx::new(100.0, 100.0, 140.0, 140.0),
-                STOP_CLASS,
-                0.5
-            ),
-            "{out:?}"
-        );
-        assert!(
-            found(
-                &out,
-                BoxPx::new(500.0, 350.0, 540.0, 390.0),
-                STOP_CLASS,
-                0.5
-            ),
-            "{out:?}"
-        );
+        let out = scene.focus(&mut s);
+        assert!(found_square(&out, (100, 100), 0.5), "{out:?}");
+        assert!(found_square(&out, (500, 350), 0.5), "{out:?}");
     }
 
     #[test]

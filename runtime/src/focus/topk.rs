@@ -219,26 +219,17 @@ mod tests {
 
     #[test]
     fn topk_finds_a_red_square() {
-        let frame = frame_with_squares(640, 480, &[(300, 200, 40)]);
-        let glance = redness_glance(&frame, (160, 120), 4, 40.0);
-        let classifier = RednessClassifier::new(32);
+        let scene = RedSquares::at(&[(300, 200)]);
         let mut s = TopK::new(TopKConfig::default());
-        let out = s
-            .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
-            .unwrap();
-        assert!(
-            found(
-                &out,
-                BoxPx::new(300.0, 200.0, 340.0, 240.0),
-                STOP_CLASS,
-                0.5
-            ),
-            "{out:?}"
-        );
+        let out = scene.focus(&mut s);
+        assert!(found_square(&out, (300, 200), 0.5), "{out:?}");
         assert_eq!(out.patches.len(), 6);
         assert_eq!(out.exit, Some(ExitReason::MaxSteps));
         assert_eq!(
-            classifier.calls.load(std::sync::atomic::Ordering::SeqCst),
+            scene
+                .classifier
+                .calls
+                .load(std::sync::atomic::Ordering::SeqCst),
             1
         );
         assert!((out.backbone_mflops - 6.0 * 1.5).abs() < 1e-9);

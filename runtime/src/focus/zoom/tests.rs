@@ -33,25 +33,16 @@ fn a_salient_spot_is_magnified() {
 
 #[test]
 fn zoom_finds_a_red_square() {
-    let frame = frame_with_squares(640, 480, &[(300, 200, 40)]);
-    let glance = redness_glance(&frame, (160, 120), 4, 40.0);
-    let classifier = RednessClassifier::new(32);
+    let scene = RedSquares::at(&[(300, 200)]);
     let mut s = Zoom::new(ZoomConfig::default());
-    let out = s
-        .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
-        .unwrap();
-    assert!(
-        found(
-            &out,
-            BoxPx::new(300.0, 200.0, 340.0, 240.0),
-            STOP_CLASS,
-            0.3
-        ),
-        "{out:?}"
-    );
+    let out = scene.focus(&mut s);
+    assert!(found_square(&out, (300, 200), 0.3), "{out:?}");
     assert!(out.patches.len() <= 12);
     assert_eq!(
-        classifier.calls.load(std::sync::atomic::Ordering::SeqCst),
+        scene
+            .classifier
+            .calls
+            .load(std::sync::atomic::Ordering::SeqCst),
         1
     );
 }

@@ -137,7 +137,7 @@ fn jitter(rng: &mut ChaCha8Rng, c: [f32; 3], amount: f32) -> [f32; 3] {
     ]
 }
 
-fn mix(a: [f32; 3], b: [f32; 3], t: f32) -> [f32; 3] {
+pub(crate) fn mix(a: [f32; 3], b: [f32; 3], t: f32) -> [f32; 3] {
     [
         a[0] + (b[0] - a[0]) * t,
         a[1] + (b[1] - a[1]) * t,
@@ -157,7 +157,7 @@ fn band(d: f32, half_width: f32, footprint: f32) -> f32 {
     ((half_width - d.abs()) / footprint.max(1e-4) + 0.5).clamp(0.0, 1.0)
 }
 
-fn hash01(a: i64, b: u64) -> f32 {
+pub(crate) fn hash01(a: i64, b: u64) -> f32 {
     let mut h = (a as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b;
     h ^= h >> 31;
     h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -4,7 +4,7 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::background::Layout;
+use super::background::{hash01, mix, Layout};
 
 /// A real photo with its annotated boxes.
 #[derive(Debug, Clone)]

@@ -4,8 +4,6 @@
 //! hardware. Built for this crate's tests and behind the cargo feature `fault-injection` (integration tests,
 //! fuzzing); product builds do not have it.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::convert::{rgb_to_yuyv, strip_huffman_tables, yuyv_to_rgb};
@@ -387,7 +385,8 @@ impl<S: FrameSource> FrameSource for FaultSource<S> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     use std::sync::Mutex;
 
     /// Flat grey 64×48 frames carrying one truth box: the other engineers' synthetic frames may change, these

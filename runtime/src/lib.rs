@@ -3,16 +3,20 @@
 //! queues, under a fixed memory budget. It knows models only through `saccade_models`' traits.
 
 pub mod batching;
-pub mod budget;
 pub mod capture;
 pub mod events;
 pub mod focus;
 pub mod frame;
+pub mod frame_error;
 pub mod glance;
 pub mod imageops;
+pub mod memory_plan;
 pub mod metrics;
 pub mod pipeline;
 pub mod pool;
 pub mod prometheus;
 pub mod synth;
 pub mod threads;
+
+/// The memory plan's old name, kept for callers outside the runtime.
+pub use memory_plan as budget;

@@ -1,9 +1,9 @@
 //! The frame pool: RGB buffers sized once and recycled, so capture allocates no frame memory in steady state.
 //!
-//! A source takes a buffer with [`FramePool::take`] and decodes into it; the [`Frame`](crate::frame::Frame)
+//! A source takes a buffer with [`FramePool::take`] and decodes into it; the `Frame`
 //! that carries it hands the buffer back when it is dropped (the sink is done with it, a `latest` queue evicted
 //! it, or a stage failed on it). The pool holds at most `capacity` idle buffers — the number of places a
-//! frame can sit in a pipeline ([`frames_in_flight`](crate::budget::frames_in_flight)) — so a buffer given back
+//! frame can sit in a pipeline (`memory_plan::frames_in_flight`) — so a buffer given back
 //! to a full pool is freed, and the pool never holds more than the memory plan counts.
 //!
 //! The first take of a size fills the pool to its capacity at once: a pipeline's frames in flight reach
@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::frame::{try_zeroed, FrameError};
+use crate::frame_error::{try_zeroed, FrameError};
 
 /// Counters of a pool, shared by its clones (read with [`FramePool::counts`]).
 #[derive(Debug, Default)]
@@ -147,8 +147,9 @@ impl FramePool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use crate::frame::Frame;
     use proptest::prelude::*;

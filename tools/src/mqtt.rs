@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rumqttc::{Client, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport};
-use saccade_runtime::capture::fault::Backoff;
+use saccade_runtime::capture::reconnect::Backoff;
 use saccade_runtime::events::{FrameEvent, RateLimitedLog, ERROR_LOG_INTERVAL};
 use saccade_runtime::metrics::OutputMetrics;
 

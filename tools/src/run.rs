@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
 use saccade_runtime::budget::MemoryBudget;
-use saccade_runtime::capture::uri::{open_source, parse_source_uri};
+use saccade_runtime::capture::open_source;
+use saccade_runtime::capture::uri::parse_source_uri;
 use saccade_runtime::events::{
     EventSink, EventTarget, FileTarget, FrameEvent, RateLimitedLog, ERROR_LOG_INTERVAL,
 };

@@ -7,7 +7,7 @@ use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{Capture, FrameSource, QueuePolicy, SourceError};
+use super::source::{Capture, FrameSource, QueuePolicy, SourceError};
 use crate::frame::{check_frame_size, try_resize, Frame, FrameError, MAX_FRAME_SIDE_PX};
 
 /// Options of a folder replay, parsed from its URI by `capture::uri`.

@@ -1,306 +1,18 @@
-//! Faults of live capture and how capture survives them. [`Reconnecting`] is the state machine a camera runs
-//! under: a device that vanishes (`ENODEV`, failed open) or stalls (no frame within a timeout) is closed, an
-//! outage is counted, and opening is retried with capped exponential backoff until it comes back.
-//! [`RawDecoder`] and [`SequenceTracker`] turn raw buffers and their sequence numbers into frames and
-//! kernel-drop counts. [`FaultSource`] wraps any [`FrameSource`] and injects, on a deterministic schedule,
-//! every fault a real camera produces, through the same decoders and state machine, so tests here and
-//! pipeline tests exercise the real recovery paths without hardware.
+//! Camera faults on demand, for tests: [`FaultSource`] wraps any [`FrameSource`] and injects, on a
+//! deterministic [`FaultSchedule`], every [`Fault`] a real camera produces, through the real raw decoders and
+//! the reconnect state machine, so tests here and pipeline tests exercise the real recovery paths without
+//! hardware. Built for this crate's tests and behind the cargo feature `fault-injection` (integration tests,
+//! fuzzing); product builds do not have it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::convert::{mjpeg_to_rgb, rgb_to_yuyv, strip_huffman_tables, yuyv_to_rgb};
+use super::convert::{rgb_to_yuyv, strip_huffman_tables, yuyv_to_rgb};
+use super::raw::{RawDecoder, SequenceTracker};
+use super::reconnect::{Device, DeviceError, ReconnectPolicy, Reconnecting};
+use super::source::{Capture, FrameSource, QueuePolicy, SourceStats};
 use super::uri::PixelFormat;
-use super::{Capture, FrameSource, QueuePolicy, SourceStats};
 use crate::frame::{Frame, FrameError};
 use crate::pool::FramePool;
-
-/// Why a device could not be opened or read: both end in a reconnect.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum DeviceError {
-    #[error("device is gone: {0}")]
-    Gone(String),
-    #[error("device stalled: no frame within {waited_ms} ms")]
-    Stalled { waited_ms: u64 },
-}
-
-/// A camera-like thing that can be (re)opened and read; [`Reconnecting`] drives it.
-pub trait Device: Send {
-    /// Opens (or reopens) the device and starts streaming.
-    fn open(&mut self) -> Result<(), DeviceError>;
-    /// The next capture, waiting at most `timeout` for a buffer. Decode failures are `Ok(Capture::Bad(..))`:
-    /// only a vanished or stalled device is an `Err`.
-    fn read(&mut self, timeout: Duration) -> Result<Capture, DeviceError>;
-    /// Stops streaming and releases the device; the next `open` starts afresh.
-    fn close(&mut self);
-    /// Frames the driver dropped before we saw them.
-    fn kernel_dropped(&self) -> u64 {
-        0
-    }
-    /// Decode into buffers taken from `pool` from now on.
-    fn use_pool(&mut self, _pool: FramePool) {}
-}
-
-/// Timings of the reconnect state machine.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ReconnectPolicy {
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-    /// No frame for this long counts as a stall.
-    pub stall_timeout: Duration,
-}
-
-impl Default for ReconnectPolicy {
-    fn default() -> Self {
-        Self {
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-            stall_timeout: Duration::from_secs(2),
-        }
-    }
-}
-
-/// Capped exponential backoff: `initial, 2·initial, 4·initial, …, max, max, …` until `reset`.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max,
-            next: initial.min(max),
-        }
-    }
-
-    /// The delay to wait now; the one after it is doubled, up to the cap.
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = self.next.saturating_mul(2).min(self.max);
-        delay
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.initial.min(self.max);
-    }
-}
-
-type Sleeper = Box<dyn FnMut(Duration) + Send>;
-
-/// Drives a [`Device`]: reads frames, and on a vanish or stall counts an outage, closes, and reopens with
-/// backoff until the device answers again. `next_capture` blocks until a capture is available, or returns
-/// `Capture::End` once the stop flag (if any) is raised.
-pub struct Reconnecting<D: Device> {
-    device: D,
-    policy: ReconnectPolicy,
-    backoff: Backoff,
-    is_open: bool,
-    /// A capture came through since the last failure: the next failure starts a new outage.
-    healthy: bool,
-    outages: u64,
-    failed_opens: u64,
-    down_since: Option<Instant>,
-    stop: Option<Arc<AtomicBool>>,
-    sleep: Sleeper,
-}
-
-impl<D: Device> Reconnecting<D> {
-    /// Wraps a device that is already open (opening it the first time is the caller's job, so that a wrong
-    /// path fails at start instead of retrying forever).
-    pub fn new(device: D, policy: ReconnectPolicy) -> Self {
-        Self {
-            device,
-            backoff: Backoff::new(policy.initial_backoff, policy.max_backoff),
-            policy,
-            is_open: true,
-            healthy: true,
-            outages: 0,
-            failed_opens: 0,
-            down_since: None,
-            stop: None,
-            sleep: Box::new(std::thread::sleep),
-        }
-    }
-
-    /// Returns `Capture::End` instead of waiting for a device that is down once `stop` is raised.
-    #[must_use]
-    pub fn with_stop(mut self, stop: Arc<AtomicBool>) -> Self {
-        self.stop = Some(stop);
-        self
-    }
-
-    /// [`with_stop`](Self::with_stop) on a machine held in place.
-    pub fn set_stop(&mut self, stop: Arc<AtomicBool>) {
-        self.stop = Some(stop);
-    }
-
-    /// Replaces `thread::sleep` for the backoff waits (tests record the delays instead of waiting).
-    #[must_use]
-    pub fn with_sleeper(mut self, sleep: impl FnMut(Duration) + Send + 'static) -> Self {
-        self.sleep = Box::new(sleep);
-        self
-    }
-
-    pub fn device(&self) -> &D {
-        &self.device
-    }
-
-    pub fn device_mut(&mut self) -> &mut D {
-        &mut self.device
-    }
-
-    /// Outages so far: each vanish or stall counts once, however many reopen attempts and failed reads it
-    /// took before a capture came through again.
-    pub fn outages(&self) -> u64 {
-        self.outages
-    }
-
-    /// Reopen attempts that failed.
-    pub fn failed_opens(&self) -> u64 {
-        self.failed_opens
-    }
-
-    pub fn stats(&self) -> SourceStats {
-        SourceStats {
-            kernel_dropped: self.device.kernel_dropped(),
-            outages: self.outages,
-        }
-    }
-
-    fn stopped(&self) -> bool {
-        self.stop
-            .as_ref()
-            .is_some_and(|s| s.load(Ordering::Relaxed))
-    }
-
-    pub fn next_capture(&mut self) -> Capture {
-        loop {
-            if self.stopped() {
-                return Capture::End;
-            }
-            if !self.is_open {
-                match self.device.open() {
-                    Ok(()) => {
-                        tracing::debug!("capture device reopened");
-                        self.is_open = true;
-                    }
-                    Err(e) => {
-                        self.failed_opens += 1;
-                        let delay = self.backoff.next_delay();
-                        tracing::debug!(error = %e, retry_in_ms = delay.as_millis(), "capture device still down");
-                        (self.sleep)(delay);
-                        continue;
-                    }
-                }
-            }
-            match self.device.read(self.policy.stall_timeout) {
-                Ok(capture) => {
-                    if let Some(since) = self.down_since.take() {
-                        tracing::info!(
-                            down_ms = since.elapsed().as_millis(),
-                            failed_opens = self.failed_opens,
-                            "capture device is back"
-                        );
-                    }
-                    self.healthy = true;
-                    self.backoff.reset();
-                    return capture;
-                }
-                Err(e) => {
-                    self.device.close();
-                    self.is_open = false;
-                    if self.healthy {
-                        self.outages += 1;
-                        self.down_since = Some(Instant::now());
-                        tracing::warn!(error = %e, outages = self.outages, "capture device lost, reconnecting");
-                    } else {
-                        // Reopened but still no frame (a stall that persists, a device that opens and then
-                        // fails): the same outage goes on, and we back off instead of spinning.
-                        let delay = self.backoff.next_delay();
-                        tracing::debug!(error = %e, retry_in_ms = delay.as_millis(), "capture device still failing");
-                        (self.sleep)(delay);
-                    }
-                    self.healthy = false;
-                }
-            }
-        }
-    }
-}
-
-/// Counts frames the driver dropped from gaps in buffer sequence numbers. A sequence that goes backwards
-/// (streaming restarted after a reconnect) starts counting afresh instead of reading as a huge gap.
-#[derive(Debug, Clone, Default)]
-pub struct SequenceTracker {
-    last: Option<u32>,
-    dropped: u64,
-}
-
-impl SequenceTracker {
-    /// Records a buffer's sequence number and returns how many frames were skipped before it.
-    pub fn observe(&mut self, sequence: u32) -> u64 {
-        let gap = match self.last {
-            Some(last) if sequence > last => u64::from(sequence - last - 1),
-            _ => 0,
-        };
-        self.last = Some(sequence);
-        self.dropped += gap;
-        gap
-    }
-
-    /// Forget the last sequence number (streaming restarts from 0 after a reopen).
-    pub fn restart(&mut self) {
-        self.last = None;
-    }
-
-    pub fn dropped(&self) -> u64 {
-        self.dropped
-    }
-}
-
-/// Turns raw buffers of the negotiated format and size into frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RawDecoder {
-    pub format: PixelFormat,
-    pub width: u32,
-    pub height: u32,
-}
-
-impl RawDecoder {
-    /// Decodes `bytes` (exactly the `bytesused` of the buffer) into a new frame. MJPEG frames whose own size
-    /// differs from the negotiated one are `SizeChanged`: the pipeline's buffers were sized at start.
-    pub fn decode(&self, bytes: &[u8], index: u64) -> Result<Frame, FrameError> {
-        self.decode_into(bytes, index, Vec::new())
-    }
-
-    /// [`decode`](Self::decode) into `rgb` (a pooled buffer: its memory is reused when its capacity fits).
-    pub fn decode_into(
-        &self,
-        bytes: &[u8],
-        index: u64,
-        mut rgb: Vec<u8>,
-    ) -> Result<Frame, FrameError> {
-        match self.format {
-            PixelFormat::Yuyv => yuyv_to_rgb(bytes, self.width, self.height, &mut rgb)?,
-            PixelFormat::Mjpeg => {
-                let (width, height) = mjpeg_to_rgb(bytes, &mut rgb)?;
-                if (width, height) != (self.width, self.height) {
-                    return Err(FrameError::SizeChanged {
-                        from_width: self.width,
-                        from_height: self.height,
-                        to_width: width,
-                        to_height: height,
-                    });
-                }
-            }
-        }
-        Frame::from_rgb(index, self.width, self.height, rgb)
-    }
-}
 
 /// One fault a camera can produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -673,6 +385,8 @@ impl<S: FrameSource> FrameSource for FaultSource<S> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     use std::sync::Mutex;
 
     /// Flat grey 64×48 frames carrying one truth box: the other engineers' synthetic frames may change, these
@@ -723,26 +437,6 @@ mod tests {
             }
         }
         panic!("source never ended");
-    }
-
-    #[test]
-    fn backoff_doubles_from_100_ms_to_a_5_s_cap_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let delays: Vec<u128> = (0..9).map(|_| backoff.next_delay().as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
-        backoff.reset();
-        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
-    }
-
-    #[test]
-    fn sequence_gaps_count_kernel_drops_and_restarts_do_not() {
-        let mut tracker = SequenceTracker::default();
-        let gaps: Vec<u64> = [0, 1, 2, 5, 6, 0, 1, 4]
-            .iter()
-            .map(|&s| tracker.observe(s))
-            .collect();
-        assert_eq!(gaps, [0, 0, 0, 2, 0, 0, 0, 2]);
-        assert_eq!(tracker.dropped(), 4);
     }
 
     #[test]
@@ -883,34 +577,5 @@ mod tests {
             });
         assert!(matches!(machine.next_capture(), Capture::End));
         assert_eq!(machine.failed_opens(), 5);
-    }
-
-    #[test]
-    fn raw_decoder_reports_size_changes_of_mjpeg_frames() {
-        let rgb = vec![200u8; 32 * 16 * 3];
-        let mut jpeg = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new(&mut jpeg)
-            .encode(&rgb, 32, 16, image::ExtendedColorType::Rgb8)
-            .unwrap();
-        let decoder = RawDecoder {
-            format: PixelFormat::Mjpeg,
-            width: 64,
-            height: 48,
-        };
-        assert_eq!(
-            decoder.decode(&jpeg, 0).unwrap_err(),
-            FrameError::SizeChanged {
-                from_width: 64,
-                from_height: 48,
-                to_width: 32,
-                to_height: 16
-            }
-        );
-        let same = RawDecoder {
-            width: 32,
-            height: 16,
-            ..decoder
-        };
-        assert_eq!(same.decode(&jpeg, 7).unwrap().index, 7);
     }
 }

@@ -22,9 +22,9 @@ use gstreamer_app::AppSink;
 use gstreamer_video::prelude::*;
 use gstreamer_video::{VideoFrameRef, VideoInfo};
 
-use super::fault::{Device, DeviceError, ReconnectPolicy, Reconnecting};
 use super::gst_uri::{GstSpec, RtspTransport};
-use super::{Capture, FrameSource, QueuePolicy, SourceError, SourceStats};
+use super::reconnect::{Device, DeviceError, ReconnectPolicy, Reconnecting};
+use super::source::{Capture, FrameSource, QueuePolicy, SourceError, SourceStats};
 use crate::frame::{check_frame_size, Frame, FrameError};
 use crate::pool::FramePool;
 
@@ -320,9 +320,14 @@ pub struct GstSource {
     driver: Driver,
 }
 
+/// GStreamer would not initialise (its libraries or plugin registry are missing or broken).
+#[derive(Debug, thiserror::Error)]
+#[error("GStreamer does not initialise: {0}")]
+pub struct GstInitError(#[from] gst::glib::Error);
+
 /// Initialises GStreamer once; an error names what is missing.
-pub fn init() -> Result<(), String> {
-    gst::init().map_err(|e| format!("GStreamer does not initialise: {e}"))
+pub fn init() -> Result<(), GstInitError> {
+    Ok(gst::init()?)
 }
 
 impl GstSource {
@@ -333,7 +338,7 @@ impl GstSource {
             uri: uri.to_string(),
             message,
         };
-        init().map_err(open_error)?;
+        init().map_err(|e| open_error(e.to_string()))?;
         let timeout = Duration::from_millis(spec.timeout_ms());
         let live = spec.is_live();
         let mut device = GstDevice::new(spec);

@@ -12,6 +12,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use super::uri_error::UriError;
+
 /// No decoded frame for this long counts as a stall (a file's decoder that hangs).
 pub const DEFAULT_FILE_TIMEOUT_MS: u64 = 10_000;
 /// No frame for this long counts as a dropped stream: it is reconnected.
@@ -92,7 +94,7 @@ impl fmt::Display for GstSpec {
             GstSpec::File(o) => write!(
                 f,
                 "file://{}?timeout_ms={}",
-                super::uri::percent_encode(&o.path.to_string_lossy()),
+                super::percent::percent_encode(&o.path.to_string_lossy()),
                 o.timeout_ms
             ),
             GstSpec::Rtsp(o) => {
@@ -115,26 +117,32 @@ impl fmt::Display for GstSpec {
 pub const GST_SCHEMES: [&str; 4] = ["file", "rtsp", "rtsps", "gst"];
 
 /// Parses a `file://`, `rtsp://`, `rtsps://` or `gst://` URI (`Ok(None)` for another scheme). Errors are
-/// messages naming the key and value; the caller adds the URI.
-pub fn parse_gst_uri(uri: &str) -> Result<Option<GstSpec>, String> {
+/// name the key and value; the caller adds the URI.
+pub fn parse_gst_uri(uri: &str) -> Result<Option<GstSpec>, UriError> {
     let Some((scheme, rest)) = uri.split_once("://") else {
         return Ok(None);
     };
     match scheme {
         "file" => {
             let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
-            let path = super::uri::percent_decode(location)?;
+            let path = super::percent::percent_decode(location)?;
             if path.is_empty() {
-                return Err("file needs a path, e.g. `file:///videos/road.mp4`".to_string());
+                return Err(UriError::MissingLocation {
+                    scheme: scheme.to_string(),
+                    what: "a path",
+                    example: "`file:///videos/road.mp4`".to_string(),
+                });
             }
             let mut timeout_ms = DEFAULT_FILE_TIMEOUT_MS;
             for (key, value) in split_query(query)? {
                 match key {
                     "timeout_ms" => timeout_ms = positive(key, value)?,
                     _ => {
-                        return Err(format!(
-                            "unknown key `{key}` (value `{value}`), expected `timeout_ms`"
-                        ))
+                        return Err(UriError::UnknownKey {
+                            key: key.to_string(),
+                            value: value.to_string(),
+                            expected: ", expected `timeout_ms`",
+                        })
                     }
                 }
             }
@@ -146,9 +154,11 @@ pub fn parse_gst_uri(uri: &str) -> Result<Option<GstSpec>, String> {
         "rtsp" | "rtsps" => {
             let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
             if location.is_empty() || location.starts_with('/') {
-                return Err(format!(
-                    "{scheme} needs a host, e.g. `{scheme}://camera.local:554/stream1`"
-                ));
+                return Err(UriError::MissingLocation {
+                    scheme: scheme.to_string(),
+                    what: "a host",
+                    example: format!("`{scheme}://camera.local:554/stream1`"),
+                });
             }
             let mut options = RtspOptions {
                 url: String::new(),
@@ -167,9 +177,11 @@ pub fn parse_gst_uri(uri: &str) -> Result<Option<GstSpec>, String> {
                             "tcp" => RtspTransport::Tcp,
                             "udp" => RtspTransport::Udp,
                             _ => {
-                                return Err(format!(
-                            "key `transport` has value `{value}`, expected `auto`, `tcp` or `udp`"
-                        ))
+                                return Err(UriError::bad_value(
+                                    key,
+                                    value,
+                                    "`auto`, `tcp` or `udp`",
+                                ))
                             }
                         }
                     }
@@ -186,9 +198,9 @@ pub fn parse_gst_uri(uri: &str) -> Result<Option<GstSpec>, String> {
         "gst" => {
             let pipeline = rest.trim();
             if !pipeline.contains("appsink") {
-                return Err(format!(
-                    "the pipeline `{pipeline}` has no `appsink`: end it in `... ! videoconvert ! appsink`"
-                ));
+                return Err(UriError::NoAppsink {
+                    pipeline: pipeline.to_string(),
+                });
             }
             Ok(Some(GstSpec::Pipeline(PipelineOptions {
                 pipeline: pipeline.to_string(),
@@ -200,33 +212,33 @@ pub fn parse_gst_uri(uri: &str) -> Result<Option<GstSpec>, String> {
 }
 
 /// Raw `key=value` pairs (values are passed on as written); a key given twice is an error.
-fn split_query(query: &str) -> Result<Vec<(&str, &str)>, String> {
+fn split_query(query: &str) -> Result<Vec<(&str, &str)>, UriError> {
     let mut pairs: Vec<(&str, &str)> = Vec::new();
     for part in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = part
-            .split_once('=')
-            .ok_or_else(|| format!("query part `{part}` is not `key=value`"))?;
+        let (key, value) = part.split_once('=').ok_or_else(|| UriError::NotKeyValue {
+            part: part.to_string(),
+        })?;
         if pairs.iter().any(|(k, _)| *k == key) {
-            return Err(format!("key `{key}` is given twice"));
+            return Err(UriError::DuplicateKey {
+                key: key.to_string(),
+            });
         }
         pairs.push((key, value));
     }
     Ok(pairs)
 }
 
-fn positive(key: &str, value: &str) -> Result<u64, String> {
+fn positive(key: &str, value: &str) -> Result<u64, UriError> {
     match value.parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!(
-            "key `{key}` has value `{value}`, expected a positive integer"
-        )),
+        _ => Err(UriError::bad_value(key, value, "a positive integer")),
     }
 }
 
-fn positive_or_zero(key: &str, value: &str) -> Result<u32, String> {
+fn positive_or_zero(key: &str, value: &str) -> Result<u32, UriError> {
     value
         .parse::<u32>()
-        .map_err(|_| format!("key `{key}` has value `{value}`, expected an integer ≥ 0"))
+        .map_err(|_| UriError::bad_value(key, value, "an integer ≥ 0"))
 }
 
 #[cfg(test)]
@@ -279,20 +291,34 @@ mod tests {
                 timeout_ms: DEFAULT_STREAM_TIMEOUT_MS
             })
         );
-        let err = parse_gst_uri("gst://videotestsrc ! autovideosink").unwrap_err();
+        let err = parse_gst_uri("gst://videotestsrc ! autovideosink")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("appsink"), "{err}");
     }
 
     #[test]
     fn bad_values_are_named() {
-        let err = parse_gst_uri("file:///a.mp4?timeout_ms=0").unwrap_err();
+        let err = parse_gst_uri("file:///a.mp4?timeout_ms=0")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`timeout_ms`") && err.contains("`0`"), "{err}");
-        let err = parse_gst_uri("file:///a.mp4?speed=2").unwrap_err();
+        let err = parse_gst_uri("file:///a.mp4?speed=2")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`speed`"), "{err}");
-        let err = parse_gst_uri("rtsp://cam/x?transport=carrier").unwrap_err();
+        let err = parse_gst_uri("rtsp://cam/x?transport=carrier")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`carrier`"), "{err}");
-        assert!(parse_gst_uri("rtsp:///x").unwrap_err().contains("host"));
-        assert!(parse_gst_uri("file://").unwrap_err().contains("path"));
+        assert!(parse_gst_uri("rtsp:///x")
+            .unwrap_err()
+            .to_string()
+            .contains("host"));
+        assert!(parse_gst_uri("file://")
+            .unwrap_err()
+            .to_string()
+            .contains("path"));
         assert_eq!(parse_gst_uri("dir://x").unwrap(), None);
     }
 }

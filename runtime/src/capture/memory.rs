@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::{Capture, FrameSource, QueuePolicy};
+use super::source::{Capture, FrameSource, QueuePolicy};
 use crate::frame::Frame;
 
 /// A lossless in-memory source: replays `frames` in a cycle until it has handed out `total`, restarting each

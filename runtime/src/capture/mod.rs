@@ -1,86 +1,101 @@
-//! Frame sources behind one trait, chosen by a URI (`v4l:///dev/video0?...`, `dir://PATH`, `synthetic://?...`,
-//! and with GStreamer `file://…`, `rtsp://…`, `gst://…`).
-//! Capture is the first stage of the pipeline: it produces RGB [`Frame`]s and counts what it lost.
-
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-
-use crate::frame::{Frame, FrameError};
-use crate::pool::FramePool;
-
-/// What a source hands the pipeline on each call.
-#[derive(Debug)]
-pub enum Capture {
-    /// A decoded frame.
-    Frame(Frame),
-    /// The buffer could not be decoded; the stream goes on. The pipeline counts it as bad.
-    Bad(FrameError),
-    /// The source is exhausted (end of a replay): the run ends by itself.
-    End,
-}
-
-/// Counters a source keeps itself (the pipeline adds queue drops).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct SourceStats {
-    /// Frames the kernel/driver dropped before we saw them (v4l sequence gaps).
-    pub kernel_dropped: u64,
-    /// Times the device vanished or stalled.
-    pub outages: u64,
-}
-
-/// How the pipeline queues frames of a source when the consumer is behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QueuePolicy {
-    /// Drop the oldest queued frame (live cameras).
-    Latest,
-    /// Block the producer (replays, evaluation): nothing is lost.
-    Lossless,
-}
-
-/// A producer of frames.
-pub trait FrameSource: Send {
-    /// Blocks until the next frame (or fault, or end).
-    fn next_frame(&mut self) -> Capture;
-    /// The URI the source was opened from, for events and metrics.
-    fn uri(&self) -> &str;
-    /// The queue policy this kind of source wants by default.
-    fn default_policy(&self) -> QueuePolicy;
-    fn stats(&self) -> SourceStats {
-        SourceStats::default()
-    }
-    /// Decode into buffers taken from `pool` from now on. Sources that decode camera buffers do; sources whose
-    /// frames are made by a library that allocates its own output (image files, generated scenes) ignore it.
-    fn use_pool(&mut self, _pool: FramePool) {}
-    /// Give up waiting for a source that is down once `stop` is raised (live sources that reconnect).
-    fn use_stop(&mut self, _stop: Arc<AtomicBool>) {}
-}
-
-/// Errors opening a source.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("source URI `{uri}`: {message}")]
-    BadUri { uri: String, message: String },
-    #[error("source `{uri}`: {message}")]
-    Open { uri: String, message: String },
-}
+//! Opening a source: [`open_source`] parses a URI (`v4l:///dev/video0?...`, `dir://PATH`, `synthetic://?...`,
+//! and with GStreamer `file://…`, `rtsp://…`, `gst://…`) and opens the backend it names. Capture is the first
+//! stage of the pipeline: it produces RGB frames and counts what it lost.
 
 pub mod convert;
 pub mod dir;
+#[cfg(any(test, feature = "fault-injection"))]
 pub mod fault;
 #[cfg(feature = "gstreamer")]
 pub mod gst;
 pub mod gst_uri;
 pub mod memory;
+mod percent;
+pub mod raw;
+pub mod reconnect;
+pub mod source;
 pub mod synthetic;
 #[cfg(feature = "turbojpeg")]
 pub mod turbo;
 pub mod uri;
+pub mod uri_error;
 #[cfg(feature = "camera")]
 pub mod v4l;
 
 #[cfg(feature = "camera")]
 pub use self::v4l::V4lSource;
 pub use dir::{DirOptions, DirSource};
+#[cfg(any(test, feature = "fault-injection"))]
 pub use fault::{Fault, FaultSchedule, FaultSource};
-pub use uri::{open_source, parse_source_uri, PixelFormat, SourceSpec, V4lOptions};
+pub use source::{Capture, FrameSource, QueuePolicy, SourceError, SourceStats};
+pub use uri::{parse_source_uri, PixelFormat, SourceSpec, V4lOptions};
+pub use uri_error::UriError;
+
+use synthetic::SyntheticSource;
+
+/// Opens the source a URI names. `v4l://` needs the cargo feature `camera`; `file://`, `rtsp://` and
+/// `gst://` need the cargo feature `gstreamer`.
+pub fn open_source(uri: &str) -> Result<Box<dyn FrameSource>, SourceError> {
+    match parse_source_uri(uri)? {
+        SourceSpec::Dir(options) => Ok(Box::new(DirSource::open(uri, options)?)),
+        SourceSpec::Synthetic(options) => Ok(Box::new(SyntheticSource::open(uri, options)?)),
+        #[cfg(feature = "camera")]
+        SourceSpec::V4l(options) => Ok(Box::new(v4l::V4lSource::open(uri, options)?)),
+        #[cfg(not(feature = "camera"))]
+        SourceSpec::V4l(_) => Err(SourceError::BadUri {
+            uri: uri.to_string(),
+            reason: UriError::NotBuilt {
+                what: "camera support",
+                how: "`--features camera` (e.g. `cargo build --release --features camera`)",
+            },
+        }),
+        #[cfg(feature = "gstreamer")]
+        SourceSpec::Gst(spec) => Ok(Box::new(gst::GstSource::open(uri, spec)?)),
+        #[cfg(not(feature = "gstreamer"))]
+        SourceSpec::Gst(_) => Err(SourceError::BadUri {
+            uri: uri.to_string(),
+            reason: UriError::NotBuilt {
+                what: "GStreamer support (video files, RTSP streams, pipelines)",
+                how: "`--features gstreamer` (e.g. `cargo build --release --features gstreamer`; \
+                      Debian: `apt-get install libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
+                      gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav`)",
+            },
+        }),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[cfg(not(feature = "camera"))]
+    #[test]
+    fn v4l_without_the_camera_feature_says_how_to_rebuild() {
+        let err = open_source("v4l:///dev/video0").err().unwrap();
+        assert!(err.to_string().contains("--features camera"), "{err}");
+    }
+
+    #[cfg(not(feature = "gstreamer"))]
+    #[test]
+    fn gstreamer_uris_without_the_feature_name_the_uri_and_the_feature() {
+        for uri in [
+            "file:///videos/road.mp4",
+            "rtsp://cam.local/stream1",
+            "gst://videotestsrc ! videoconvert ! appsink",
+        ] {
+            let err = open_source(uri).err().unwrap().to_string();
+            assert!(
+                err.contains(uri) && err.contains("--features gstreamer"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn open_source_opens_synthetic_frames() {
+        let mut source = open_source("synthetic://?width=64&height=64&frames=1").unwrap();
+        assert!(matches!(source.next_frame(), Capture::Frame(_)));
+        assert!(matches!(source.next_frame(), Capture::End));
+    }
+}

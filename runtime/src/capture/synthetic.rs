@@ -2,7 +2,8 @@
 //! and known boxes (see [`crate::synth`]), deterministic from the seed, evaluation split, bundled assets only.
 //! Frame `i` is scene `seed * 1_000_003 + i`, so two sources with different seeds do not share frames.
 
-use super::{Capture, FrameSource, QueuePolicy, SourceError};
+use super::source::{Capture, FrameSource, QueuePolicy, SourceError};
+use super::uri_error::UriError;
 use crate::frame::Frame;
 use crate::synth::{SceneConfig, SceneGenerator, Split};
 use std::time::{Duration, Instant};
@@ -46,23 +47,23 @@ impl SyntheticSource {
         if options.width < 64 || options.height < 64 {
             return Err(SourceError::BadUri {
                 uri: uri.to_string(),
-                message: format!(
-                    "frame size {}×{} is too small, at least 64×64",
-                    options.width, options.height
-                ),
+                reason: UriError::TooSmall {
+                    width: options.width,
+                    height: options.height,
+                },
             });
         }
         crate::frame::check_frame_size("synthetic frames", options.width, options.height).map_err(
             |e| SourceError::BadUri {
                 uri: uri.to_string(),
-                message: e.to_string(),
+                reason: UriError::FrameSize(e),
             },
         )?;
         if let Some(fps) = options.fps {
             if !(fps.is_finite() && fps > 0.0) {
                 return Err(SourceError::BadUri {
                     uri: uri.to_string(),
-                    message: format!("fps {fps} must be a positive number"),
+                    reason: UriError::BadFps { fps },
                 });
             }
         }

@@ -1,6 +1,7 @@
 //! Source URIs: the one string a user gives to pick a camera, a folder replay or generated frames.
-//! `parse_source_uri` is pure (no file system, no device) and turns the string into a [`SourceSpec`];
-//! `open_source` opens it. Every key has a default, unknown keys and bad values are errors that name them.
+//! `parse_source_uri` is pure (no file system, no device) and turns the string into a [`SourceSpec`]; opening
+//! it is `capture::open_source`'s. Every key has a default, unknown keys and bad values are errors that name
+//! them.
 //!
 //! - `v4l:///dev/video0?width=1280&height=960&fps=30&format=yuyv|mjpeg&timeout_ms=2000` (cargo feature `camera`)
 //! - `dir://PATH?fps=N&loop=true` (a relative PATH after `dir://`, an absolute one after `dir:///`)
@@ -12,10 +13,12 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use super::dir::{DirOptions, DirSource};
+use super::dir::DirOptions;
 use super::gst_uri::{parse_gst_uri, GstSpec};
-use super::synthetic::{SyntheticOptions, SyntheticSource};
-use super::{FrameSource, SourceError};
+use super::percent::{percent_decode, percent_encode};
+use super::source::SourceError;
+use super::synthetic::SyntheticOptions;
+use super::uri_error::UriError;
 use crate::frame::check_frame_size;
 
 /// Pixel format asked of a V4L2 device.
@@ -100,8 +103,6 @@ impl fmt::Display for SourceSpec {
     }
 }
 
-const SCHEMES: &str = "`v4l`, `dir`, `synthetic`, `file`, `rtsp`, `rtsps` or `gst`";
-
 pub const DEFAULT_WIDTH_PX: u32 = 1280;
 pub const DEFAULT_HEIGHT_PX: u32 = 960;
 pub const DEFAULT_V4L_FPS: u32 = 30;
@@ -109,86 +110,91 @@ pub const DEFAULT_STALL_TIMEOUT_MS: u64 = 2000;
 
 /// Parses a source URI without touching the file system or devices.
 pub fn parse_source_uri(uri: &str) -> Result<SourceSpec, SourceError> {
-    let bad = |message: String| SourceError::BadUri {
+    parse(uri).map_err(|reason| SourceError::BadUri {
         uri: uri.to_string(),
-        message,
-    };
-    let (scheme, rest) = uri
-        .split_once("://")
-        .ok_or_else(|| bad(format!("expected `SCHEME://...` with scheme {SCHEMES}")))?;
-    if let Some(spec) = parse_gst_uri(uri).map_err(&bad)? {
+        reason,
+    })
+}
+
+fn parse(uri: &str) -> Result<SourceSpec, UriError> {
+    let (scheme, rest) = uri.split_once("://").ok_or(UriError::NoScheme)?;
+    if let Some(spec) = parse_gst_uri(uri)? {
         return Ok(SourceSpec::Gst(spec));
     }
     let (location, query) = match rest.split_once('?') {
         Some((location, query)) => (location, query),
         None => (rest, ""),
     };
-    let mut query = Query::parse(query).map_err(&bad)?;
+    let mut query = Query::parse(query)?;
     let spec = match scheme {
         "v4l" => {
-            let device = percent_decode(location).map_err(&bad)?;
+            let device = percent_decode(location)?;
             if device.is_empty() {
-                return Err(bad(
-                    "v4l needs a device path, e.g. `v4l:///dev/video0`".to_string()
-                ));
+                return Err(UriError::MissingLocation {
+                    scheme: scheme.to_string(),
+                    what: "a device path",
+                    example: "`v4l:///dev/video0`".to_string(),
+                });
             }
             let format = match query.take("format").as_deref() {
                 None | Some("yuyv") => PixelFormat::Yuyv,
                 Some("mjpeg") => PixelFormat::Mjpeg,
                 Some(value) => {
-                    return Err(bad(format!(
-                        "key `format` has value `{value}`, expected `yuyv` or `mjpeg`"
-                    )))
+                    return Err(UriError::bad_value("format", value, "`yuyv` or `mjpeg`"))
                 }
             };
-            let width = query.positive("width", DEFAULT_WIDTH_PX).map_err(&bad)?;
-            let height = query.positive("height", DEFAULT_HEIGHT_PX).map_err(&bad)?;
-            check_frame_size("asked size", width, height).map_err(|e| bad(e.to_string()))?;
+            let width = query.positive("width", DEFAULT_WIDTH_PX)?;
+            let height = query.positive("height", DEFAULT_HEIGHT_PX)?;
+            check_frame_size("asked size", width, height)?;
             SourceSpec::V4l(V4lOptions {
                 device: PathBuf::from(device),
                 width,
                 height,
-                fps: query.positive("fps", DEFAULT_V4L_FPS).map_err(&bad)?,
+                fps: query.positive("fps", DEFAULT_V4L_FPS)?,
                 format,
-                timeout_ms: query
-                    .positive("timeout_ms", DEFAULT_STALL_TIMEOUT_MS)
-                    .map_err(&bad)?,
+                timeout_ms: query.positive("timeout_ms", DEFAULT_STALL_TIMEOUT_MS)?,
             })
         }
         "dir" => {
-            let path = percent_decode(location).map_err(&bad)?;
+            let path = percent_decode(location)?;
             if path.is_empty() {
-                return Err(bad(
-                    "dir needs a folder, e.g. `dir://frames` or `dir:///abs/frames`".to_string(),
-                ));
+                return Err(UriError::MissingLocation {
+                    scheme: scheme.to_string(),
+                    what: "a folder",
+                    example: "`dir://frames` or `dir:///abs/frames`".to_string(),
+                });
             }
             SourceSpec::Dir(DirOptions {
                 path: PathBuf::from(path),
-                fps: query.fps().map_err(&bad)?,
-                loop_forever: query.boolean("loop", false).map_err(&bad)?,
+                fps: query.fps()?,
+                loop_forever: query.boolean("loop", false)?,
             })
         }
         "synthetic" => {
             if !location.is_empty() {
-                return Err(bad(format!(
-                    "synthetic takes no location, found `{location}`; use `synthetic://?width=...`"
-                )));
+                return Err(UriError::UnexpectedLocation {
+                    location: location.to_string(),
+                });
             }
-            SyntheticSpecDefaults::apply(&mut query).map_err(&bad)?
+            SyntheticSpecDefaults::apply(&mut query)?
         }
-        other => return Err(bad(format!("unknown scheme `{other}`, expected {SCHEMES}"))),
+        other => {
+            return Err(UriError::UnknownScheme {
+                scheme: other.to_string(),
+            })
+        }
     };
-    query.finish().map_err(&bad)?;
+    query.finish()?;
     Ok(spec)
 }
 
 struct SyntheticSpecDefaults;
 
 impl SyntheticSpecDefaults {
-    fn apply(query: &mut Query<'_>) -> Result<SourceSpec, String> {
+    fn apply(query: &mut Query<'_>) -> Result<SourceSpec, UriError> {
         let width = query.positive("width", DEFAULT_WIDTH_PX)?;
         let height = query.positive("height", DEFAULT_HEIGHT_PX)?;
-        check_frame_size("asked size", width, height).map_err(|e| e.to_string())?;
+        check_frame_size("asked size", width, height)?;
         Ok(SourceSpec::Synthetic(SyntheticOptions {
             width,
             height,
@@ -202,49 +208,22 @@ impl SyntheticSpecDefaults {
     }
 }
 
-/// Opens the source a URI names. `v4l://` needs the cargo feature `camera`; `file://`, `rtsp://` and
-/// `gst://` need the cargo feature `gstreamer`.
-pub fn open_source(uri: &str) -> Result<Box<dyn FrameSource>, SourceError> {
-    match parse_source_uri(uri)? {
-        SourceSpec::Dir(options) => Ok(Box::new(DirSource::open(uri, options)?)),
-        SourceSpec::Synthetic(options) => Ok(Box::new(SyntheticSource::open(uri, options)?)),
-        #[cfg(feature = "camera")]
-        SourceSpec::V4l(options) => Ok(Box::new(super::v4l::V4lSource::open(uri, options)?)),
-        #[cfg(not(feature = "camera"))]
-        SourceSpec::V4l(_) => Err(SourceError::BadUri {
-            uri: uri.to_string(),
-            message: "this build has no camera support: rebuild with `--features camera` \
-                      (e.g. `cargo build --release --features camera`)"
-                .to_string(),
-        }),
-        #[cfg(feature = "gstreamer")]
-        SourceSpec::Gst(spec) => Ok(Box::new(super::gst::GstSource::open(uri, spec)?)),
-        #[cfg(not(feature = "gstreamer"))]
-        SourceSpec::Gst(_) => Err(SourceError::BadUri {
-            uri: uri.to_string(),
-            message: "this build has no GStreamer support (video files, RTSP streams, pipelines): rebuild \
-                      with `--features gstreamer` (e.g. `cargo build --release --features gstreamer`; \
-                      Debian: `apt-get install libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
-                      gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav`)"
-                .to_string(),
-        }),
-    }
-}
-
 /// Query pairs in order; each key is taken once by the parser, leftovers are unknown keys.
 struct Query<'a> {
     pairs: Vec<(&'a str, String)>,
 }
 
 impl<'a> Query<'a> {
-    fn parse(query: &'a str) -> Result<Self, String> {
+    fn parse(query: &'a str) -> Result<Self, UriError> {
         let mut pairs: Vec<(&'a str, String)> = Vec::new();
         for part in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = part
-                .split_once('=')
-                .ok_or_else(|| format!("query part `{part}` is not `key=value`"))?;
+            let (key, value) = part.split_once('=').ok_or_else(|| UriError::NotKeyValue {
+                part: part.to_string(),
+            })?;
             if pairs.iter().any(|(k, _)| *k == key) {
-                return Err(format!("key `{key}` is given twice"));
+                return Err(UriError::DuplicateKey {
+                    key: key.to_string(),
+                });
             }
             pairs.push((key, percent_decode(value)?));
         }
@@ -257,12 +236,12 @@ impl<'a> Query<'a> {
         Some(self.pairs.remove(at).1)
     }
 
-    fn number<T: FromStr>(&mut self, key: &str, default: T) -> Result<T, String> {
+    fn number<T: FromStr>(&mut self, key: &str, default: T) -> Result<T, UriError> {
         match self.take(key) {
             None => Ok(default),
             Some(value) => value
                 .parse()
-                .map_err(|_| format!("key `{key}` has value `{value}`, expected an integer")),
+                .map_err(|_| UriError::bad_value(key, &value, "an integer")),
         }
     }
 
@@ -270,86 +249,56 @@ impl<'a> Query<'a> {
         &mut self,
         key: &str,
         default: T,
-    ) -> Result<T, String> {
+    ) -> Result<T, UriError> {
         match self.take(key) {
             None => Ok(default),
             Some(value) => parse_positive(key, &value),
         }
     }
 
-    fn fps(&mut self) -> Result<Option<f64>, String> {
+    fn fps(&mut self) -> Result<Option<f64>, UriError> {
         match self.take("fps") {
             None => Ok(None),
             Some(value) => match value.parse::<f64>() {
                 Ok(fps) if fps.is_finite() && fps > 0.0 => Ok(Some(fps)),
-                _ => Err(format!(
-                    "key `fps` has value `{value}`, expected a positive number of frames per second"
+                _ => Err(UriError::bad_value(
+                    "fps",
+                    &value,
+                    "a positive number of frames per second",
                 )),
             },
         }
     }
 
-    fn boolean(&mut self, key: &str, default: bool) -> Result<bool, String> {
+    fn boolean(&mut self, key: &str, default: bool) -> Result<bool, UriError> {
         match self.take(key).as_deref() {
             None => Ok(default),
             Some("true") => Ok(true),
             Some("false") => Ok(false),
-            Some(value) => Err(format!(
-                "key `{key}` has value `{value}`, expected `true` or `false`"
-            )),
+            Some(value) => Err(UriError::bad_value(key, value, "`true` or `false`")),
         }
     }
 
-    fn finish(self) -> Result<(), String> {
+    fn finish(self) -> Result<(), UriError> {
         match self.pairs.first() {
             None => Ok(()),
-            Some((key, value)) => Err(format!("unknown key `{key}` (value `{value}`)")),
+            Some((key, value)) => Err(UriError::UnknownKey {
+                key: key.to_string(),
+                value: value.clone(),
+                expected: "",
+            }),
         }
     }
 }
 
-fn parse_positive<T: FromStr + PartialOrd + Default>(key: &str, value: &str) -> Result<T, String> {
+fn parse_positive<T: FromStr + PartialOrd + Default>(
+    key: &str,
+    value: &str,
+) -> Result<T, UriError> {
     match value.parse::<T>() {
         Ok(n) if n > T::default() => Ok(n),
-        _ => Err(format!(
-            "key `{key}` has value `{value}`, expected a positive integer"
-        )),
+        _ => Err(UriError::bad_value(key, value, "a positive integer")),
     }
-}
-
-/// Decodes `%XX` escapes (UTF-8), so paths with spaces or `?`/`&` can be written.
-pub(super) fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent escape at byte {i} of `{s}`"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("`{s}` decodes to invalid UTF-8"))
-}
-
-/// Escapes what would end a location or a value: `%`, `?`, `&`, `=`, `#` and non-printing bytes.
-pub(super) fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_graphic() && !matches!(b, b'%' | b'?' | b'&' | b'=' | b'#') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -360,7 +309,7 @@ mod tests {
 
     fn bad_message(uri: &str) -> String {
         match parse_source_uri(uri) {
-            Err(SourceError::BadUri { message, .. }) => message,
+            Err(SourceError::BadUri { reason, .. }) => reason.to_string(),
             other => panic!("`{uri}` should be a bad URI, got {other:?}"),
         }
     }
@@ -447,39 +396,6 @@ mod tests {
         }
         assert!(parse_source_uri("synthetic://?width=8192&height=8192").is_ok());
         assert!(bad_message("synthetic://?width=8192&height=8193").contains("8192×8193"));
-    }
-
-    #[cfg(not(feature = "camera"))]
-    #[test]
-    fn v4l_without_the_camera_feature_says_how_to_rebuild() {
-        let err = open_source("v4l:///dev/video0").err().unwrap();
-        assert!(err.to_string().contains("--features camera"), "{err}");
-    }
-
-    #[cfg(not(feature = "gstreamer"))]
-    #[test]
-    fn gstreamer_uris_without_the_feature_name_the_uri_and_the_feature() {
-        for uri in [
-            "file:///videos/road.mp4",
-            "rtsp://cam.local/stream1",
-            "gst://videotestsrc ! videoconvert ! appsink",
-        ] {
-            let err = open_source(uri).err().unwrap().to_string();
-            assert!(
-                err.contains(uri) && err.contains("--features gstreamer"),
-                "{err}"
-            );
-        }
-    }
-
-    #[test]
-    fn open_source_opens_synthetic_frames() {
-        let mut source = open_source("synthetic://?width=64&height=64&frames=1").unwrap();
-        assert!(matches!(
-            source.next_frame(),
-            super::super::Capture::Frame(_)
-        ));
-        assert!(matches!(source.next_frame(), super::super::Capture::End));
     }
 
     fn spec_strategy() -> impl Strategy<Value = SourceSpec> {

@@ -3,7 +3,7 @@
 //! logged and kept ([`Negotiated`]). Frames are streamed through ≥ 4 mmap buffers; each dequeued buffer is
 //! decoded straight from the mapping, reading only its `bytesused` bytes, into a fresh RGB frame, and gaps in
 //! buffer sequence numbers are counted as kernel drops. A vanished or stalled device is handled by the
-//! [`Reconnecting`] state machine of `capture::fault`: outage counted, reopen with capped backoff, resume.
+//! [`Reconnecting`] state machine of `capture::reconnect`: outage counted, reopen with capped backoff, resume.
 
 use std::io;
 use std::path::Path;
@@ -18,11 +18,10 @@ use v4l::video::capture::Parameters;
 use v4l::video::Capture as _;
 use v4l::{Format, FourCC};
 
-use super::fault::{
-    Device, DeviceError, RawDecoder, ReconnectPolicy, Reconnecting, SequenceTracker,
-};
+use super::raw::{RawDecoder, SequenceTracker};
+use super::reconnect::{Device, DeviceError, ReconnectPolicy, Reconnecting};
+use super::source::{Capture, FrameSource, QueuePolicy, SourceError, SourceStats};
 use super::uri::{PixelFormat, V4lOptions};
-use super::{Capture, FrameSource, QueuePolicy, SourceError, SourceStats};
 use crate::pool::FramePool;
 
 /// mmap buffers in flight: enough that a slow consumer of one frame does not make the driver drop the next.

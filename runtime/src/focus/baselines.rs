@@ -14,9 +14,11 @@
 //!
 //! Neither uses the frame-level early exit: they stand for systems without a glance.
 
-use super::common::{
-    frame_box_from_patch, BudgetClock, DetectConfig, OutcomeRecorder, PatchBatcher,
-};
+use super::classify::PatchBatcher;
+use super::detect_config::DetectConfig;
+use super::exit::BudgetClock;
+use super::geometry::frame_box_from_patch;
+use super::outcome::OutcomeRecorder;
 use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::BoxPx;
 use crate::imageops;

@@ -6,11 +6,13 @@
 
 use saccade_models::GlanceMap;
 
-use super::common::{
-    max_objectness, nothing_salient, object_side_at, refined_centre_frame, BudgetClock, Candidate,
-    DetectConfig, GlanceGeometry, OutcomeRecorder, PatchBatcher,
-};
-use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
+use super::classify::PatchBatcher;
+use super::detect_config::DetectConfig;
+use super::exit::{nothing_salient, open_frame, Opened};
+use super::geometry::{object_side_at, refined_centre_frame, CellArea, GlanceGeometry};
+use super::outcome::examine_in_one_batch;
+use super::selection::Candidate;
+use super::{FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::BoxPx;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -122,7 +124,7 @@ pub fn regions(
                 side = side.max(object_side_at(glance, geometry, c));
             }
             let grow = side * (0.5 + config.margin_fraction);
-            let bbox = super::common::clip_to_frame(
+            let bbox = super::geometry::clip_to_frame(
                 BoxPx::new(b.xmin - grow, b.ymin - grow, b.xmax + grow, b.ymax + grow),
                 geometry.frame_width_px,
                 geometry.frame_height_px,
@@ -143,19 +145,10 @@ pub fn regions(
 /// The best objectness among cells whose centre lies in the central half of `window` (0 if none).
 fn window_score(glance: &GlanceMap, geometry: &GlanceGeometry, window: &BoxPx) -> f32 {
     let (cx, cy) = window.centre();
-    let (hw, hh) = (0.25 * window.width(), 0.25 * window.height());
-    let mut best = glance
-        .objectness
-        .get(geometry.cell_at_frame(cx, cy))
-        .copied()
-        .unwrap_or(0.0);
-    for (cell, &o) in glance.objectness.iter().enumerate() {
-        let (x, y) = geometry.cell_centre_frame(cell);
-        if o > best && (x - cx).abs() <= hw && (y - cy).abs() <= hh {
-            best = o;
-        }
-    }
-    best
+    let start = geometry.cell_at_frame(cx, cy);
+    geometry
+        .best_cell_in(glance, start, CellArea::central_half(window))
+        .1
 }
 
 /// Windows for one region, best first: one centred on the region's peak cell, then a covering grid at half-window
@@ -233,11 +226,9 @@ impl FocusStrategy for Coarse2Fine {
     fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
         let detect = &self.config.detect;
         let glance = input.glance;
-        if max_objectness(glance) < detect.nothing_threshold {
+        let Some(Opened { clock, geometry }) = open_frame(input, detect) else {
             return Ok(nothing_salient());
-        }
-        let clock = BudgetClock::new(input);
-        let geometry = GlanceGeometry::from_input(input);
+        };
         let mut windows: Vec<Candidate> = Vec::new();
         for region in regions(glance, &geometry, &self.config) {
             let w = windows_for(glance, &region, &geometry, &self.config);
@@ -245,31 +236,15 @@ impl FocusStrategy for Coarse2Fine {
         }
         let budget_cut = windows.len() > input.budget.max_patches;
         windows.truncate(input.budget.max_patches);
-        let mut recorder = OutcomeRecorder::new();
-        if clock.expired() {
-            return Ok(recorder.finish(ExitReason::Budget, detect.merge_iou));
-        }
-        let boxes: Vec<BoxPx> = windows.iter().map(|c| c.region).collect();
-        let verdicts = self.batcher.classify_and_look_again(
+        examine_in_one_batch(
+            &mut self.batcher,
             "coarse2fine",
-            input.frame,
-            &boxes,
-            input.classifier,
+            input,
             detect,
-        )?;
-        recorder.record_batch(
-            0,
+            &clock,
             &windows,
-            &verdicts,
-            input.classifier.mflops_per_patch(),
-            detect.min_score,
-        );
-        let exit = if budget_cut {
-            ExitReason::Budget
-        } else {
-            ExitReason::MaxSteps
-        };
-        Ok(recorder.finish(exit, detect.merge_iou))
+            budget_cut,
+        )
     }
 }
 
@@ -278,6 +253,7 @@ impl FocusStrategy for Coarse2Fine {
 mod tests {
     use super::*;
     use crate::focus::testutil::*;
+    use crate::focus::ExitReason;
     use proptest::prelude::*;
 
     #[test]

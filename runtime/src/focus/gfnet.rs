@@ -14,10 +14,11 @@
 
 use saccade_models::{class_name, BACKGROUND_CLASS};
 
-use super::common::{
-    max_objectness, nothing_salient, object_box, patch_for_cell, BudgetClock, DetectConfig,
-    GlanceGeometry, OutcomeRecorder, PatchBatcher,
-};
+use super::classify::PatchBatcher;
+use super::detect_config::DetectConfig;
+use super::exit::{nothing_salient, open_frame, Opened};
+use super::geometry::{object_box, patch_for_cell, CellArea, GlanceGeometry};
+use super::outcome::OutcomeRecorder;
 use super::{Detection, ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -133,11 +134,9 @@ impl FocusStrategy for GfNet {
             }
             return Ok(recorder.finish(ExitReason::Confident, detect.merge_iou));
         }
-        if max_objectness(glance) < detect.nothing_threshold {
+        let Some(Opened { clock, .. }) = open_frame(input, &detect) else {
             return Ok(nothing_salient());
-        }
-
-        let clock = BudgetClock::new(input);
+        };
         let cells = (glance.map_width * glance.map_height).min(glance.objectness.len());
         self.covered.clear();
         self.covered.resize(cells, false);
@@ -177,11 +176,8 @@ impl FocusStrategy for GfNet {
             }
             // Mask every cell whose centre the patch covered, and the chosen one in any case.
             self.covered[cell] = true;
-            for (c, covered) in self.covered.iter_mut().enumerate() {
-                let (x, y) = geometry.cell_centre_frame(c);
-                if x >= region.xmin && x < region.xmax && y >= region.ymin && y < region.ymax {
-                    *covered = true;
-                }
+            for c in geometry.cells_in(CellArea::Box(region), self.covered.len()) {
+                self.covered[c] = true;
             }
             let remaining = (0..cells)
                 .filter(|&c| !self.covered[c])
@@ -294,22 +290,10 @@ mod tests {
 
     #[test]
     fn gfnet_finds_a_red_square_and_exits_confident() {
-        let frame = frame_with_squares(640, 480, &[(300, 200, 40)]);
-        let glance = redness_glance(&frame, (160, 120), 4, 40.0);
-        let classifier = RednessClassifier::new(32);
+        let scene = RedSquares::at(&[(300, 200)]);
         let mut s = GfNet::new(GfNetConfig::default());
-        let out = s
-            .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
-            .unwrap();
-        assert!(
-            found(
-                &out,
-                BoxPx::new(300.0, 200.0, 340.0, 240.0),
-                STOP_CLASS,
-                0.5
-            ),
-            "{out:?}"
-        );
+        let out = scene.focus(&mut s);
+        assert!(found_square(&out, (300, 200), 0.5), "{out:?}");
         assert_eq!(
             out.exit,
             Some(ExitReason::Confident),
@@ -323,31 +307,11 @@ mod tests {
 
     #[test]
     fn gfnet_finds_two_signs_before_it_is_confident() {
-        let frame = frame_with_squares(640, 480, &[(100, 100, 40), (500, 350, 40)]);
-        let glance = redness_glance(&frame, (160, 120), 4, 40.0);
-        let classifier = RednessClassifier::new(32);
+        let scene = RedSquares::at(&[(100, 100), (500, 350)]);
         let mut s = GfNet::new(GfNetConfig::default());
-        let out = s
-            .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
-            .unwrap();
-        assert!(
-            found(
-                &out,
-                BoxPx::new(100.0, 100.0, 140.0, 140.0),
-                STOP_CLASS,
-                0.5
-            ),
-            "{out:?}"
-        );
-        assert!(
-            found(
-                &out,
-                BoxPx::new(500.0, 350.0, 540.0, 390.0),
-                STOP_CLASS,
-                0.5
-            ),
-            "{out:?}"
-        );
+        let out = scene.focus(&mut s);
+        assert!(found_square(&out, (100, 100), 0.5), "{out:?}");
+        assert!(found_square(&out, (500, 350), 0.5), "{out:?}");
     }
 
     #[test]

@@ -7,9 +7,9 @@
 
 use saccade_models::{class_name, GlanceMap, NUM_SIGN_CLASSES};
 
-use super::common::{
-    merge_detections, object_side_at, refined_centre_frame, BudgetClock, GlanceGeometry,
-};
+use super::exit::BudgetClock;
+use super::geometry::{object_side_at, refined_centre_frame, GlanceGeometry};
+use super::outcome::merge_detections;
 use super::{Detection, ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -15,11 +15,18 @@ use saccade_models::{GlanceMap, ModelError, PatchClassifier};
 use crate::frame::{BoxPx, Frame};
 
 pub mod baselines;
+#[cfg(test)]
+mod building_blocks_tests;
+pub mod classify;
 pub mod coarse2fine;
-pub mod common;
+pub mod detect_config;
+pub mod exit;
+pub mod geometry;
 pub mod gfnet;
 pub mod glance_only;
 mod kind;
+pub mod outcome;
+pub mod selection;
 #[cfg(test)]
 mod testutil;
 pub mod topk;
@@ -27,10 +34,12 @@ pub mod zoom;
 
 pub use baselines::{Downsample, DownsampleConfig, FullRes, FullResConfig};
 pub use coarse2fine::{Coarse2Fine, Coarse2FineConfig};
-pub use common::{nms, DetectConfig};
+pub use detect_config::DetectConfig;
+pub use exit::ExitReason;
 pub use gfnet::{fit_thresholds, GfNet, GfNetConfig};
 pub use glance_only::{GlanceOnly, GlanceOnlyConfig};
 pub use kind::{ParseStrategyKindError, StrategyKind};
+pub use selection::nms;
 pub use topk::{ObjectnessScorer, PatchScorer, TopK, TopKConfig};
 pub use zoom::{Zoom, ZoomConfig, ZoomGrid};
 
@@ -47,35 +56,6 @@ pub struct Detection {
 
 fn serialize_box<S: serde::Serializer>(b: &BoxPx, s: S) -> Result<S::Ok, S::Error> {
     serde::Serialize::serialize(&b.to_array(), s)
-}
-
-/// Why a strategy stopped looking at a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ExitReason {
-    /// The answer was confident enough (GFNet threshold reached).
-    Confident,
-    /// The glance saw nothing worth a look: the frame cost only the glance.
-    NothingSalient,
-    /// The per-frame budget (patches or ms) was spent before the strategy finished.
-    Budget,
-    /// The strategy took all the steps it plans (K patches, T steps, the whole grid).
-    MaxSteps,
-}
-
-impl ExitReason {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ExitReason::Confident => "confident",
-            ExitReason::NothingSalient => "nothing_salient",
-            ExitReason::Budget => "budget",
-            ExitReason::MaxSteps => "max_steps",
-        }
-    }
-    /// Whether the strategy stopped before doing all the work it could (early exit).
-    pub fn is_early(&self) -> bool {
-        matches!(self, ExitReason::Confident | ExitReason::NothingSalient)
-    }
 }
 
 /// A patch the strategy examined, in the order it was examined.

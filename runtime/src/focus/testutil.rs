@@ -10,7 +10,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use saccade_models::{GlanceMap, ModelError, PatchClassifier, BACKGROUND_CLASS, NUM_CLASSES};
 
-use super::{FocusBudget, FocusInput};
+use super::{FocusBudget, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::{BoxPx, Frame};
 
 /// The class the mock calls every red patch.
@@ -258,9 +258,60 @@ pub fn input<'a>(
 }
 
 /// Whether some detection of `class` overlaps the truth box by at least `min_iou`.
-pub fn found(outcome: &super::FocusOutcome, truth: BoxPx, class: usize, min_iou: f32) -> bool {
+pub fn found(outcome: &FocusOutcome, truth: BoxPx, class: usize, min_iou: f32) -> bool {
     outcome
         .detections
         .iter()
         .any(|d| d.class_id == class && d.bbox.iou(&truth) >= min_iou)
+}
+
+/// The scene most strategy tests run on: a 640×480 frame with 40 px red squares at `corners`, its redness
+/// glance (160×120, stride 4) and a redness classifier of 32 px patches.
+pub struct RedSquares {
+    pub frame: Frame,
+    pub glance: GlanceMap,
+    pub classifier: RednessClassifier,
+}
+
+impl RedSquares {
+    pub const SIDE_PX: u32 = 40;
+
+    pub fn at(corners: &[(u32, u32)]) -> Self {
+        let squares: Vec<(u32, u32, u32)> = corners
+            .iter()
+            .map(|&(x, y)| (x, y, Self::SIDE_PX))
+            .collect();
+        let frame = frame_with_squares(640, 480, &squares);
+        let glance = redness_glance(&frame, (160, 120), 4, Self::SIDE_PX as f32);
+        Self {
+            frame,
+            glance,
+            classifier: RednessClassifier::new(32),
+        }
+    }
+
+    /// What `strategy` makes of the scene with at most 16 patches and no deadline.
+    pub fn focus(&self, strategy: &mut dyn FocusStrategy) -> FocusOutcome {
+        strategy
+            .focus(&input(
+                &self.frame,
+                &self.glance,
+                (160, 120),
+                &self.classifier,
+                16,
+            ))
+            .unwrap()
+    }
+}
+
+/// Whether `outcome` calls the red square at `corner` a stop sign, boxed with IoU ≥ `min_iou`.
+pub fn found_square(outcome: &FocusOutcome, corner: (u32, u32), min_iou: f32) -> bool {
+    let (x, y) = (corner.0 as f32, corner.1 as f32);
+    let side = RedSquares::SIDE_PX as f32;
+    found(
+        outcome,
+        BoxPx::new(x, y, x + side, y + side),
+        STOP_CLASS,
+        min_iou,
+    )
 }

@@ -6,11 +6,12 @@
 
 use saccade_models::GlanceMap;
 
-use super::common::{
-    cell_candidates, max_objectness, nothing_salient, top_k, BudgetClock, DetectConfig,
-    GlanceGeometry, OutcomeRecorder, PatchBatcher,
-};
-use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
+use super::classify::PatchBatcher;
+use super::detect_config::DetectConfig;
+use super::exit::{nothing_salient, open_frame, Opened};
+use super::outcome::examine_in_one_batch;
+use super::selection::{cell_candidates, top_k};
+use super::{FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::BoxPx;
 
 /// Scores a candidate region centred on a glance cell; higher is more worth a look.
@@ -81,11 +82,9 @@ impl FocusStrategy for TopK {
 
     fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
         let detect = &self.config.detect;
-        if max_objectness(input.glance) < detect.nothing_threshold {
+        let Some(Opened { clock, geometry }) = open_frame(input, detect) else {
             return Ok(nothing_salient());
-        }
-        let clock = BudgetClock::new(input);
-        let geometry = GlanceGeometry::from_input(input);
+        };
         let scorer = &self.scorer;
         let mut candidates = cell_candidates(input.glance, &geometry, detect, |_| 0.0);
         for (cell, c) in candidates.iter_mut().enumerate() {
@@ -98,31 +97,15 @@ impl FocusStrategy for TopK {
         // The budget cut the plan short when the configured K would have found more regions.
         let budget_cut =
             k < self.config.k && top_k(&candidates, k + 1, self.config.nms_iou).len() > k;
-        let mut recorder = OutcomeRecorder::new();
-        if clock.expired() {
-            return Ok(recorder.finish(ExitReason::Budget, detect.merge_iou));
-        }
-        let regions: Vec<BoxPx> = chosen.iter().map(|c| c.region).collect();
-        let verdicts = self.batcher.classify_and_look_again(
-            self.name(),
-            input.frame,
-            &regions,
-            input.classifier,
+        examine_in_one_batch(
+            &mut self.batcher,
+            "topk",
+            input,
             detect,
-        )?;
-        recorder.record_batch(
-            0,
+            &clock,
             &chosen,
-            &verdicts,
-            input.classifier.mflops_per_patch(),
-            detect.min_score,
-        );
-        let exit = if budget_cut {
-            ExitReason::Budget
-        } else {
-            ExitReason::MaxSteps
-        };
-        Ok(recorder.finish(exit, detect.merge_iou))
+            budget_cut,
+        )
     }
 }
 
@@ -130,8 +113,9 @@ impl FocusStrategy for TopK {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::focus::common::DetectConfig;
     use crate::focus::testutil::*;
+    use crate::focus::DetectConfig;
+    use crate::focus::ExitReason;
     use proptest::prelude::*;
 
     #[test]
@@ -235,26 +219,17 @@ mod tests {
 
     #[test]
     fn topk_finds_a_red_square() {
-        let frame = frame_with_squares(640, 480, &[(300, 200, 40)]);
-        let glance = redness_glance(&frame, (160, 120), 4, 40.0);
-        let classifier = RednessClassifier::new(32);
+        let scene = RedSquares::at(&[(300, 200)]);
         let mut s = TopK::new(TopKConfig::default());
-        let out = s
-            .focus(&input(&frame, &glance, (160, 120), &classifier, 16))
-            .unwrap();
-        assert!(
-            found(
-                &out,
-                BoxPx::new(300.0, 200.0, 340.0, 240.0),
-                STOP_CLASS,
-                0.5
-            ),
-            "{out:?}"
-        );
+        let out = scene.focus(&mut s);
+        assert!(found_square(&out, (300, 200), 0.5), "{out:?}");
         assert_eq!(out.patches.len(), 6);
         assert_eq!(out.exit, Some(ExitReason::MaxSteps));
         assert_eq!(
-            classifier.calls.load(std::sync::atomic::Ordering::SeqCst),
+            scene
+                .classifier
+                .calls
+                .load(std::sync::atomic::Ordering::SeqCst),
             1
         );
         assert!((out.backbone_mflops - 6.0 * 1.5).abs() < 1e-9);

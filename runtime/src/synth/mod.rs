@@ -5,13 +5,17 @@
 //! deterministic from `(split, seed)`; train and eval use disjoint seeds, sign crops and photos.
 
 mod background;
+mod camera;
+mod photo;
 mod signs;
 mod sprite;
 
 pub use signs::{gtsrb_class_names, BUNDLED_EVAL_PER_CLASS, BUNDLED_PER_CLASS, GTSRB_CLASSES};
 
 use crate::frame::{BoxPx, TruthBox};
-use background::{Layout, NoiseBank, Photo};
+use background::{Layout, NoiseBank};
+use camera::{encode_jpeg, finish};
+use photo::Photo;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use signs::{CropSet, Pictogram};
@@ -312,7 +316,7 @@ impl SceneGenerator {
             if let Ok(img) = image::open(&photo.path) {
                 let img = img.to_rgb8();
                 if img.width() >= 8 && img.height() >= 8 {
-                    layout = Some(background::photo(
+                    layout = Some(photo::photo(
                         rng,
                         &img,
                         &photo.boxes_px,
@@ -535,13 +539,12 @@ impl SceneGenerator {
             let scene = self.generate(first_seed.wrapping_add(i));
             let file = format!("{:04}.jpg", i + 1);
             let path: PathBuf = dir.join(&file);
-            let jpeg =
-                encode_jpeg(&scene.rgb, scene.width, scene.height, 92).map_err(|message| {
-                    SynthError::Image {
-                        path: path.display().to_string(),
-                        message,
-                    }
-                })?;
+            let jpeg = encode_jpeg(&scene.rgb, scene.width, scene.height, 92).map_err(|e| {
+                SynthError::Image {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                }
+            })?;
             std::fs::write(&path, jpeg).map_err(|e| io(&path, e))?;
             for t in &scene.truth {
                 let class_id = t.class_id.unwrap_or(0);
@@ -658,80 +661,6 @@ fn draw_occluder(rng: &mut ChaCha8Rng, rgb: &mut [u8], width: u32, height: u32, 
             }
         }
     }
-}
-
-/// Camera effects on the whole frame: exposure/contrast/white balance (one LUT per channel), vignetting,
-/// sensor noise, then a JPEG round trip.
-fn finish(
-    rng: &mut ChaCha8Rng,
-    rgb: &mut [u8],
-    width: u32,
-    height: u32,
-    jpeg_quality: Option<(u8, u8)>,
-) {
-    let gain = rng.random_range(0.75f32..1.2);
-    let contrast = rng.random_range(0.85f32..1.15);
-    let white = [
-        rng.random_range(0.94f32..1.06),
-        1.0,
-        rng.random_range(0.94f32..1.06),
-    ];
-    let mut lut = [[0u8; 256]; 3];
-    for (k, table) in lut.iter_mut().enumerate() {
-        for (v, out) in table.iter_mut().enumerate() {
-            let x = v as f32 / 255.0;
-            let y = ((x - 0.5) * contrast + 0.5) * gain * white[k];
-            *out = (y * 255.0).round().clamp(0.0, 255.0) as u8;
-        }
-    }
-    let vignette = rng.random_range(0.0f32..0.35);
-    let noise_sigma = rng.random_range(1.0f32..5.0);
-    let mut state: u64 = rng.random::<u64>() | 1;
-    let (cx, cy) = (width as f32 * 0.5, height as f32 * 0.5);
-    let inv_r2 = 1.0 / (cx * cx + cy * cy);
-    for y in 0..height as usize {
-        let dy2 = (y as f32 + 0.5 - cy).powi(2);
-        let row = &mut rgb[y * width as usize * 3..(y + 1) * width as usize * 3];
-        for x in 0..width as usize {
-            let dx = x as f32 + 0.5 - cx;
-            let fall = 1.0 - vignette * (dx * dx + dy2) * inv_r2;
-            for (k, table) in lut.iter().enumerate() {
-                // xorshift64*: per-pixel noise from one cheap stream, seeded by the scene RNG.
-                state ^= state >> 12;
-                state ^= state << 25;
-                state ^= state >> 27;
-                let r = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
-                let u1 = (r >> 40) as f32 / (1u64 << 24) as f32;
-                let u2 = ((r >> 16) & 0xFF_FFFF) as f32 / (1u64 << 24) as f32;
-                // Sum of two uniforms: a cheap bell-shaped noise with unit-ish spread.
-                let n = (u1 + u2 - 1.0) * 2.45 * noise_sigma;
-                let o = x * 3 + k;
-                let v = table[row[o] as usize] as f32 * fall + n;
-                row[o] = v.round().clamp(0.0, 255.0) as u8;
-            }
-        }
-    }
-    if let Some((lo, hi)) = jpeg_quality {
-        let quality = rng.random_range(lo..=hi);
-        if let Ok(jpeg) = encode_jpeg(rgb, width, height, quality) {
-            if let Ok(decoded) =
-                image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg)
-            {
-                let decoded = decoded.to_rgb8();
-                if decoded.as_raw().len() == rgb.len() {
-                    rgb.copy_from_slice(decoded.as_raw());
-                }
-            }
-        }
-    }
-}
-
-fn encode_jpeg(rgb: &[u8], width: u32, height: u32, quality: u8) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
-    image::ImageEncoder::write_image(encoder, rgb, width, height, image::ExtendedColorType::Rgb8)
-        .map_err(|e| e.to_string())?;
-    Ok(out)
 }
 
 #[cfg(test)]

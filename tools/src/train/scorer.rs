@@ -18,7 +18,7 @@ use rand::seq::SliceRandom;
 use saccade_models::glancenet::{GlanceNetModel, GLANCE_STRIDE_PX};
 use saccade_models::patchnet::PatchNet;
 use saccade_models::PatchClassifier;
-use saccade_runtime::focus::common::{refined_centre_frame, GlanceGeometry};
+use saccade_runtime::focus::geometry::{refined_centre_frame, GlanceGeometry};
 use saccade_runtime::synth::{Scene, Split};
 
 use super::augment::{area_downscale, crop_square};

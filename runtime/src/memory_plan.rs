@@ -1,4 +1,4 @@
-//! The memory budget: what a run needs, computed at start from its settings, and a refusal to start when
+//! The memory plan: what a run needs in memory, computed at start from its settings, and a refusal to start when
 //! that does not fit in `memory_budget_mb`.
 //!
 //! The plan counts the frame pool (every place a frame can sit: queues and stages), the glance buffers, the

@@ -1,0 +1,87 @@
+//! Choosing regions: [`Candidate`] regions, one per glance cell, and picking among them with NMS and top-K.
+
+use saccade_models::GlanceMap;
+
+use super::detect_config::DetectConfig;
+use super::geometry::{patch_for_cell, GlanceGeometry};
+use crate::frame::BoxPx;
+
+/// A region a strategy may examine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    /// The region to cut, in frame px, inside the frame.
+    pub region: BoxPx,
+    /// Why it is worth a look (glance objectness or a learned score).
+    pub score: f32,
+    /// Estimated side of the sign in it, frame px (for the detection box).
+    pub object_side_frame_px: f32,
+}
+
+/// One candidate per glance cell, scored by `score(cell)`.
+pub fn cell_candidates(
+    glance: &GlanceMap,
+    geometry: &GlanceGeometry,
+    config: &DetectConfig,
+    mut score: impl FnMut(usize) -> f32,
+) -> Vec<Candidate> {
+    let cells = glance.map_width * glance.map_height;
+    (0..cells.min(glance.objectness.len()))
+        .map(|cell| {
+            let (region, object_side_frame_px) = patch_for_cell(glance, geometry, cell, config);
+            let s = score(cell);
+            Candidate {
+                region,
+                score: if s.is_finite() { s } else { 0.0 },
+                object_side_frame_px,
+            }
+        })
+        .collect()
+}
+
+/// Greedy non-maximum suppression: indices of the kept boxes, best score first; no two kept boxes overlap by
+/// more than `iou_threshold`. Ties keep the earlier box.
+pub fn nms(boxes_with_scores: &[(BoxPx, f32)], iou_threshold: f32) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..boxes_with_scores.len()).collect();
+    order.sort_by(|&a, &b| {
+        boxes_with_scores[b]
+            .1
+            .total_cmp(&boxes_with_scores[a].1)
+            .then(a.cmp(&b))
+    });
+    let mut kept: Vec<usize> = Vec::new();
+    for i in order {
+        let b = &boxes_with_scores[i].0;
+        if kept
+            .iter()
+            .all(|&k| boxes_with_scores[k].0.iou(b) <= iou_threshold)
+        {
+            kept.push(i);
+        }
+    }
+    kept
+}
+
+/// The `k` best candidates, greedily skipping any overlapping an already chosen one by more than `iou_threshold`.
+pub fn top_k(candidates: &[Candidate], k: usize, iou_threshold: f32) -> Vec<Candidate> {
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by(|&a, &b| {
+        candidates[b]
+            .score
+            .total_cmp(&candidates[a].score)
+            .then(a.cmp(&b))
+    });
+    let mut chosen: Vec<Candidate> = Vec::with_capacity(k);
+    for i in order {
+        if chosen.len() >= k {
+            break;
+        }
+        let c = candidates[i];
+        if chosen
+            .iter()
+            .all(|o| o.region.iou(&c.region) <= iou_threshold)
+        {
+            chosen.push(c);
+        }
+    }
+    chosen
+}

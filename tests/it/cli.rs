@@ -357,11 +357,15 @@ fn default_config_round_trips_and_a_two_source_config_runs_two_pipelines() {
     );
     let cfg = dir.path().join("two.toml");
     std::fs::write(&cfg, config).unwrap();
-    // Two sources on this machine: one shared classify worker, batching both sources' patches.
+    // Two sources on this machine: a shared classify worker per core, up to one per source.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (plan, _) = run_ok(saccade().args(["run", "--dry-run", "--config"]).arg(&cfg));
     assert!(
         plan.contains("2 source(s)")
-            && plan.contains("1 classify worker(s) (batching across sources)"),
+            && plan.contains(&format!(
+                "{} classify worker(s) (batching across sources)",
+                cores.min(2)
+            )),
         "{plan}"
     );
     run_ok(saccade().args(["run", "--config"]).arg(&cfg));

@@ -2,6 +2,7 @@
 //! sample frames and weights that ship in the repository.
 
 mod alloc;
+mod architecture;
 mod cli;
 mod fuzz;
 #[path = "../fuzz-afl/src/lib.rs"]

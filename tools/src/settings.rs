@@ -202,8 +202,6 @@ pub fn load_calibrated(weights_dir: &Path) -> anyhow::Result<Option<GfNetConfig>
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use saccade_runtime::focus::{GfNetConfig, TopKConfig};

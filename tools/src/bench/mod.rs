@@ -265,9 +265,15 @@ mod tests {
                 "{p}"
             );
         }
-        // Every source's frames went through the one shared classify stage.
+        // Every source's frames went through the shared classify stage: a worker per core, up to one per
+        // source.
         let batching = &multi["batching"];
-        assert_eq!(batching["workers"], 1, "{batching}");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        assert_eq!(
+            batching["workers"].as_u64().unwrap(),
+            cores.min(multi["sources"].as_u64().unwrap()),
+            "{batching}"
+        );
         assert!(
             batching["batches"].as_u64().unwrap() <= batching["requests"].as_u64().unwrap(),
             "{batching}"

@@ -1,4 +1,5 @@
 //! Tests of the evaluation: annotations, matching into reports, sweeps, intervals, misses, GTSRB.
+#![allow(clippy::unwrap_used)]
 
 use super::*;
 use crate::cmd::eval::{eval, EvalArgs};

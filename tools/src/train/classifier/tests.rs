@@ -1,4 +1,5 @@
 //! Tests of the classifier trainer: dropout, draws, losses and a tiny training run.
+#![allow(clippy::unwrap_used)]
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};

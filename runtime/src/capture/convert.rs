@@ -62,6 +62,26 @@ fn clamp_u8(v: i32) -> u8 {
     v.clamp(0, 255) as u8
 }
 
+/// Runs a zune-jpeg call, turning a panic inside the decoder into an error. zune-jpeg 0.5.15 (the latest)
+/// panics on some malformed scans (an out-of-range store in its AVX2 IDCT, found by the `mjpeg` fuzz target;
+/// the inputs are in tests/fuzz-corpus/mjpeg/crash-*): a camera or file that sends such bytes must cost one
+/// bad frame, not the process. The panic's message still reaches stderr through the panic hook.
+pub(crate) fn without_decoder_panic<T>(
+    call: impl FnOnce() -> Result<T, String>,
+) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let why = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_string());
+            Err(format!("the JPEG decoder failed on malformed data ({why})"))
+        }
+    }
+}
+
 /// Decodes one MJPEG frame (a baseline JPEG, possibly without its DHT segment, as many UVC cameras send) into
 /// `rgb_out`, resized only when its length differs. Returns `(width, height)`.
 pub fn mjpeg_to_rgb(jpeg: &[u8], rgb_out: &mut Vec<u8>) -> Result<(u32, u32), FrameError> {
@@ -77,7 +97,7 @@ pub fn mjpeg_to_rgb(jpeg: &[u8], rgb_out: &mut Vec<u8>) -> Result<(u32, u32), Fr
         // Strict mode turns truncated scans into errors instead of silently grey-filled frames.
         .set_strict_mode(true);
     let mut decoder = JpegDecoder::new_with_options(ZCursor::new(patched.as_ref()), options);
-    decoder.decode_headers().map_err(|e| bad(e.to_string()))?;
+    without_decoder_panic(|| decoder.decode_headers().map_err(|e| e.to_string())).map_err(bad)?;
     let info = decoder
         .info()
         .ok_or_else(|| bad("no image information after the headers".to_string()))?;
@@ -103,9 +123,12 @@ pub fn mjpeg_to_rgb(jpeg: &[u8], rgb_out: &mut Vec<u8>) -> Result<(u32, u32), Fr
     if rgb_out.len() != expected {
         try_resize(rgb_out, expected)?;
     }
-    decoder
-        .decode_into(rgb_out.as_mut_slice())
-        .map_err(|e| bad(e.to_string()))?;
+    without_decoder_panic(|| {
+        decoder
+            .decode_into(rgb_out.as_mut_slice())
+            .map_err(|e| e.to_string())
+    })
+    .map_err(bad)?;
     Ok((width, height))
 }
 
@@ -309,6 +332,35 @@ fn yuv_from_rgb(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The malformed JPEGs that made zune-jpeg panic (found by the `mjpeg` AFL target): an error each, in
+    /// both decoders saccade runs (MJPEG frames and folder files), and no panic.
+    #[test]
+    fn jpegs_that_panic_the_decoder_are_errors() {
+        let corpus =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fuzz-corpus/mjpeg");
+        let mut crashes = 0;
+        for entry in std::fs::read_dir(corpus).unwrap() {
+            let path = entry.unwrap().path();
+            if !path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("crash-")
+            {
+                continue;
+            }
+            crashes += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            let mut rgb = Vec::new();
+            let err = mjpeg_to_rgb(&bytes, &mut rgb).unwrap_err();
+            assert_eq!(err.kind(), "corrupt_jpeg", "{}: {err}", path.display());
+            let caught = without_decoder_panic(|| -> Result<(), String> { panic!("inside") });
+            assert!(caught.unwrap_err().contains("inside"));
+            let _ = super::super::dir::decode_jpeg_file(&path, &bytes);
+        }
+        assert!(crashes >= 3, "the crash inputs are missing");
+    }
 
     const PRIMARIES: [[u8; 3]; 5] = [
         [255, 0, 0],

@@ -122,7 +122,7 @@ pub fn decode_image(path: &Path) -> Result<image::RgbImage, FrameError> {
 
 /// The JPEG file `path` (its bytes `jpeg`) decoded to RGB by zune-jpeg, lenient as the `image` crate
 /// decodes (a truncated scan keeps what was decoded), any colour space converted to RGB.
-fn decode_jpeg_file(path: &Path, jpeg: &[u8]) -> Result<image::RgbImage, FrameError> {
+pub(super) fn decode_jpeg_file(path: &Path, jpeg: &[u8]) -> Result<image::RgbImage, FrameError> {
     use zune_jpeg::zune_core::bytestream::ZCursor;
     use zune_jpeg::zune_core::colorspace::ColorSpace;
     use zune_jpeg::zune_core::options::DecoderOptions;
@@ -136,9 +136,12 @@ fn decode_jpeg_file(path: &Path, jpeg: &[u8]) -> Result<image::RgbImage, FrameEr
         .set_max_height(MAX_FRAME_SIDE_PX as usize)
         .set_strict_mode(false);
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(jpeg), options);
-    decoder
-        .decode_headers()
-        .map_err(|e| unreadable(format!("JPEG header: {e}")))?;
+    super::convert::without_decoder_panic(|| {
+        decoder
+            .decode_headers()
+            .map_err(|e| format!("JPEG header: {e}"))
+    })
+    .map_err(unreadable)?;
     let (width, height) = decoder
         .dimensions()
         .map(|(w, h)| (w as u32, h as u32))
@@ -159,9 +162,12 @@ fn decode_jpeg_file(path: &Path, jpeg: &[u8]) -> Result<image::RgbImage, FrameEr
     }
     let mut rgb = Vec::new();
     try_resize(&mut rgb, expected)?;
-    decoder
-        .decode_into(&mut rgb)
-        .map_err(|e| unreadable(format!("JPEG data: {e}")))?;
+    super::convert::without_decoder_panic(|| {
+        decoder
+            .decode_into(&mut rgb)
+            .map_err(|e| format!("JPEG data: {e}"))
+    })
+    .map_err(unreadable)?;
     image::RgbImage::from_raw(width, height, rgb).ok_or_else(|| {
         unreadable(format!(
             "{expected} decoded bytes do not make a {width}×{height} RGB image"

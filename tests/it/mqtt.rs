@@ -104,9 +104,10 @@ fn subscribe(port: u16, filter: &str) -> Received {
                         .push((p.topic.clone(), p.payload.to_vec()));
                 }
                 Ok(_) => {}
-                // Back quickly after a broker restart (before the run under test reconnects, as a
-                // dashboard that never left would be).
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                // Back slowly after a broker restart: the run under test reconnects and publishes first,
+                // so what it sends meanwhile must wait in this subscriber's persistent session (the
+                // broker's queue, saved across its restart).
+                Err(_) => std::thread::sleep(Duration::from_millis(1500)),
             }
         }
     });
@@ -125,6 +126,12 @@ fn event_frames(received: &Received) -> BTreeSet<u64> {
                 .unwrap()
         })
         .collect()
+}
+
+/// The name of the user running the tests (`id -un`).
+fn current_user() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -153,10 +160,14 @@ fn every_event_reaches_the_broker_across_a_broker_restart() {
         .unwrap()
         .port();
     let conf = dir.path().join("mosquitto.conf");
+    // `user`: started as root, mosquitto would switch to the `mosquitto` user, which cannot write its
+    // persistence file into this private temp folder, and the subscriber's session (its queue) would not
+    // survive the restart. Started as any other user, mosquitto ignores the option.
     std::fs::write(
         &conf,
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\nlog_dest stderr\nlog_type all\n",
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser {}\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\nlog_dest stderr\nlog_type all\n",
+            current_user(),
             dir.path().display()
         ),
     )
@@ -202,6 +213,11 @@ fn every_event_reaches_the_broker_across_a_broker_restart() {
         "no events reached the subscriber"
     );
     broker.stop();
+    let log = std::fs::read_to_string(&broker_log).unwrap_or_default();
+    assert!(
+        log.contains("Saving in-memory database") && !log.contains("Error saving"),
+        "mosquitto did not save its persistence file on SIGTERM:\n{log}"
+    );
     let before_restart = event_frames(&received).len();
     std::thread::sleep(Duration::from_secs(3));
     let broker = Broker::start(&bin, &conf, port, &broker_log);
@@ -245,6 +261,18 @@ fn every_event_reaches_the_broker_across_a_broker_restart() {
         .find(|l| l.trim_start().starts_with("mqtt:"))
         .unwrap_or_default()
         .to_string();
+    // After the restart, who came back first: when the run did, its events waited in the broker's queue for
+    // the subscriber's session.
+    let log = std::fs::read_to_string(&broker_log).unwrap_or_default();
+    let after_restart = log.rsplit("starting").next().unwrap_or_default();
+    let (run_at, sub_at) = (
+        after_restart.find("as saccade-it "),
+        after_restart.find("as saccade-test-subscriber "),
+    );
+    eprintln!(
+        "mqtt: after the restart the run reconnected {} the subscriber",
+        if run_at < sub_at { "before" } else { "after" }
+    );
     eprintln!(
         "mqtt: {} frames, {} with detections, {} event messages received ({} before the broker restart); {line}",
         written.len(),

@@ -132,7 +132,7 @@ impl BlockSums for Dot {
         wp: *const i8,
         kp: usize,
     ) -> [[int32x4_t; VECS]; R] {
-        // SAFETY (pointer arithmetic): (r)·kp + k + 16 ≤ R·kp for k < kp (kp a multiple of 16), and
+        // SAFETY (pointer arithmetic): r·kp + k + 16 ≤ R·kp for k < kp (kp a multiple of 16), and
         // 16·k + 256 ≤ 16·kp.
         let mut acc = [[vdupq_n_s32(0); VECS]; R];
         let mut k = 0;

@@ -79,6 +79,23 @@ impl Layer {
         }
     }
 
+    /// The length of one weight row: a convolution's `inputs · kernel²` taps, a fully-connected layer's
+    /// `inputs`.
+    pub fn row_len(&self) -> usize {
+        match self.kind {
+            LayerKind::Conv { kernel, .. } => self.inputs * kernel * kernel,
+            LayerKind::Linear => self.inputs,
+        }
+    }
+
+    /// A convolution's stride (1 for a fully-connected layer).
+    pub fn stride(&self) -> usize {
+        match self.kind {
+            LayerKind::Conv { stride, .. } => stride,
+            LayerKind::Linear => 1,
+        }
+    }
+
     /// The weight's name.
     pub fn weight(&self) -> String {
         format!("{}.weight", self.name)

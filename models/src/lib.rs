@@ -19,6 +19,8 @@ pub mod linear;
 pub mod patchnet;
 pub mod registry;
 mod slice_ops;
+pub mod state;
+mod train_norms;
 #[cfg(feature = "train")]
 mod train_ops;
 
@@ -35,6 +37,7 @@ pub use glancenet::{GlanceMaps, GlanceNetConfig, GlanceNetModel, GLANCENET_KIND}
 pub use linear::QLinear;
 pub use patchnet::{PatchNet, PatchNetConfig, PATCHNET_KIND};
 pub use registry::{load_any, quantize_file, save_safetensors, LoadedModel, QuantizeReport};
+pub use state::ModelState;
 
 /// The weight files and the models they hold, at their old path: the format ([`format`]) and the
 /// registry of model kinds ([`registry`]).
@@ -83,6 +86,18 @@ pub trait GlanceNet: Send + Sync {
         let image = Tensor::from_slice(chw, (1, 3, h, w), &candle_core::Device::Cpu)?;
         *out = self.glance(&image)?;
         Ok(())
+    }
+    /// [`Self::glance_into`] with the caller's scratch (`state`, one per worker: see [`ModelState`]) instead
+    /// of the thread's fallback. The default ignores `state` (a net without scratch, or a wrapper that
+    /// forwards only [`Self::glance_into`]).
+    fn glance_into_with(
+        &self,
+        state: &mut ModelState,
+        chw: &[f32],
+        out: &mut GlanceMap,
+    ) -> Result<(), ModelError> {
+        let _ = state;
+        self.glance_into(chw, out)
     }
     /// Analytic cost of one forward pass, in MFLOPs (multiply-add = 2 FLOPs).
     fn mflops(&self) -> f64;
@@ -173,6 +188,19 @@ pub trait PatchClassifier: Send + Sync {
         }
         let patches = Tensor::from_slice(patches_chw, (batch, 3, s, s), &candle_core::Device::Cpu)?;
         out.fill_from(&self.classify_with_boxes(&patches)?)
+    }
+    /// [`Self::classify_into`] with the caller's scratch (`state`, one per worker: see [`ModelState`])
+    /// instead of the thread's fallback. The default ignores `state` (a net without scratch, or a wrapper
+    /// that forwards only [`Self::classify_into`]).
+    fn classify_into_with(
+        &self,
+        state: &mut ModelState,
+        patches_chw: &[f32],
+        batch: usize,
+        out: &mut PatchRows,
+    ) -> Result<(), ModelError> {
+        let _ = state;
+        self.classify_into(patches_chw, batch, out)
     }
     /// Analytic cost of classifying one patch, in MFLOPs.
     fn mflops_per_patch(&self) -> f64;

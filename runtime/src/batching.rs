@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::Tensor;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use saccade_models::{ModelError, PatchClassifier, PatchRows, PatchVerdicts};
+use saccade_models::{ModelError, ModelState, PatchClassifier, PatchRows, PatchVerdicts};
 
 /// How a [`BatchingClassifier`] gathers batches.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -406,6 +406,8 @@ fn worker(
 ) {
     let mut batch: Vec<Request> = Vec::with_capacity(16);
     let mut buffers = (Vec::new(), PatchRows::default());
+    // The scratch of this worker's forward passes.
+    let mut state = ModelState::new();
     while let Ok(first) = rx.recv() {
         let mut patches = first.rows;
         batch.push(first);
@@ -449,7 +451,7 @@ fn worker(
         if batch.len() > 1 {
             shared.merged_batches.fetch_add(1, Ordering::Relaxed);
         }
-        run_batch(inner, &mut batch, &mut buffers, patches);
+        run_batch(inner, &mut state, &mut batch, &mut buffers, patches);
     }
 }
 
@@ -470,17 +472,20 @@ fn answer(request: Request, result: Result<(), ModelError>) {
 }
 
 /// Classifies `batch` in one call of `inner` and answers each request with its rows; empties `batch`.
-/// `buffers` (the concatenated patches, the batch's verdicts) are the worker's, kept between batches.
+/// `state` (the forward passes' scratch) and `buffers` (the concatenated patches, the batch's verdicts) are
+/// the worker's, kept between batches.
 fn run_batch(
     inner: &dyn PatchClassifier,
+    state: &mut ModelState,
     batch: &mut Vec<Request>,
     (all, verdicts): &mut (Vec<f32>, PatchRows),
     patches: usize,
 ) {
     if batch.len() == 1 {
         if let Some(mut request) = batch.pop() {
-            let result =
-                guarded(|| inner.classify_into(&request.patches, request.rows, &mut request.out));
+            let result = guarded(|| {
+                inner.classify_into_with(state, &request.patches, request.rows, &mut request.out)
+            });
             answer(request, result);
         }
         return;
@@ -491,7 +496,7 @@ fn run_batch(
     }
     let requests = batch.len();
     let result = guarded(|| {
-        inner.classify_into(all, patches, verdicts)?;
+        inner.classify_into_with(state, all, patches, verdicts)?;
         let boxes_expected = if verdicts.has_boxes { patches } else { 0 };
         if patches == 0
             || !verdicts.probs.len().is_multiple_of(patches)

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use saccade_models::{GlanceMap, GlanceNet, ModelError};
+use saccade_models::{GlanceMap, GlanceNet, ModelError, ModelState};
 
 use crate::frame::Frame;
 use crate::imageops::ImageOpsError;
@@ -26,6 +26,8 @@ pub struct GlanceStage {
     device: Device,
     small_rgb: Vec<u8>,
     chw: Vec<f32>,
+    /// The scratch of the glance net's forward passes on this stage's thread.
+    state: ModelState,
 }
 
 impl GlanceStage {
@@ -36,6 +38,7 @@ impl GlanceStage {
             device,
             small_rgb: vec![0; w * h * 3],
             chw: vec![0.0; w * h * 3],
+            state: ModelState::new(),
         }
     }
 
@@ -56,7 +59,7 @@ impl GlanceStage {
     }
 
     /// [`Self::glance`] into `out`'s buffers: on the Q8_0 glance net on the CPU nothing is allocated once
-    /// they have grown ([`GlanceNet::glance_into`]).
+    /// they have grown ([`GlanceNet::glance_into_with`], with this stage's state).
     pub fn glance_into(&mut self, frame: &Frame, out: &mut GlanceMap) -> Result<(), GlanceError> {
         let (w, h) = self.net.input_size_px();
         crate::imageops::resize_rgb_bilinear(
@@ -69,7 +72,7 @@ impl GlanceStage {
         )?;
         crate::imageops::rgb_to_chw_f32(&self.small_rgb, w, h, &mut self.chw)?;
         if self.device.is_cpu() {
-            return Ok(self.net.glance_into(&self.chw, out)?);
+            return Ok(self.net.glance_into_with(&mut self.state, &self.chw, out)?);
         }
         let input =
             Tensor::from_slice(&self.chw, (1, 3, h, w), &self.device).map_err(ModelError::from)?;

@@ -122,6 +122,21 @@ impl PatchClassifier for TimedClassifier {
             .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         result
     }
+    fn classify_into_with(
+        &self,
+        state: &mut saccade_models::ModelState,
+        patches_chw: &[f32],
+        batch: usize,
+        out: &mut saccade_models::PatchRows,
+    ) -> Result<(), ModelError> {
+        let t = Instant::now();
+        let result = self
+            .inner
+            .classify_into_with(state, patches_chw, batch, out);
+        self.spent_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        result
+    }
     fn mflops_per_patch(&self) -> f64 {
         self.inner.mflops_per_patch()
     }

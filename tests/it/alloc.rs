@@ -3,7 +3,8 @@
 //! The image operations of capture → glance → focus (resize, CHW conversion, patch cut) allocate nothing per
 //! frame: they write into buffers sized once. So do the model calls on the CPU integer path (the shipped
 //! Q8_0 nets): the glance and the classifier run on slices into caller-owned buffers
-//! (`GlanceNet::glance_into`, `PatchClassifier::classify_into`), and the batching stage lends each call's
+//! (`GlanceNet::glance_into`, `PatchClassifier::classify_into`, and their `_with` forms that take the
+//! worker's `ModelState`), and the batching stage lends each call's
 //! buffers to its worker and back. What a frame still allocates is the focus stage's own small lists and the
 //! frame's results, named and bounded in [`PER_FRAME_REMAINDER`].
 #![allow(clippy::unwrap_used)]
@@ -15,7 +16,9 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use saccade_models::glancenet::GlanceNetModel;
 use saccade_models::patchnet::PatchNet;
-use saccade_models::{GlanceMap, GlanceNet, ModelError, PatchClassifier, PatchRows, PatchVerdicts};
+use saccade_models::{
+    GlanceMap, GlanceNet, ModelError, ModelState, PatchClassifier, PatchRows, PatchVerdicts,
+};
 use saccade_runtime::capture::convert::mjpeg_to_rgb;
 use saccade_runtime::capture::dir::decode_image;
 use saccade_runtime::capture::{Capture, FrameSource, QueuePolicy};
@@ -192,14 +195,21 @@ fn the_q8_0_model_calls_allocate_nothing_in_steady_state() {
         .map(|i| (i % 97) as f32 / 97.0)
         .collect();
     let (mut map, mut rows) = (GlanceMap::default(), PatchRows::default());
+    // A worker's own state (what the runtime's stages pass), beside the stateless calls' thread fallback.
+    let mut state = ModelState::new();
     let mut counts = Vec::new();
     for round in 0..4 {
         // Batches of several sizes, the largest first (buffers grow once, to the largest).
         for batch in [48, 8, 1, 30] {
             let before = allocations();
+            let batch_chw = &patches[..batch * 3 * side * side];
             glance.glance_into(&chw, &mut map).unwrap();
             classifier
-                .classify_into(&patches[..batch * 3 * side * side], batch, &mut rows)
+                .classify_into(batch_chw, batch, &mut rows)
+                .unwrap();
+            glance.glance_into_with(&mut state, &chw, &mut map).unwrap();
+            classifier
+                .classify_into_with(&mut state, batch_chw, batch, &mut rows)
                 .unwrap();
             if round > 0 {
                 counts.push(allocations() - before);
@@ -272,6 +282,27 @@ struct WorkerState {
     calls: Vec<(usize, u64, u64)>,
 }
 
+impl WorkerCounting {
+    /// Runs one model call, recording its allocations and the worker's since the previous call.
+    fn counted(
+        &self,
+        batch: usize,
+        call: impl FnOnce() -> Result<(), ModelError>,
+    ) -> Result<(), ModelError> {
+        let entry = allocations();
+        let last_exit = self.state.lock().unwrap().last_exit;
+        let before = allocations();
+        let result = call();
+        let inside = allocations() - before;
+        let mut state = self.state.lock().unwrap();
+        let between = last_exit.map_or(0, |exit| entry - exit);
+        // Preallocated below: this push does not allocate.
+        state.calls.push((batch, inside, between));
+        state.last_exit = Some(allocations());
+        result
+    }
+}
+
 impl PatchClassifier for WorkerCounting {
     fn input_side_px(&self) -> usize {
         self.inner.input_side_px()
@@ -288,17 +319,20 @@ impl PatchClassifier for WorkerCounting {
         batch: usize,
         out: &mut PatchRows,
     ) -> Result<(), ModelError> {
-        let entry = allocations();
-        let last_exit = self.state.lock().unwrap().last_exit;
-        let before = allocations();
-        let result = self.inner.classify_into(patches_chw, batch, out);
-        let inside = allocations() - before;
-        let mut state = self.state.lock().unwrap();
-        let between = last_exit.map_or(0, |exit| entry - exit);
-        // Preallocated below: this push does not allocate.
-        state.calls.push((batch, inside, between));
-        state.last_exit = Some(allocations());
-        result
+        self.counted(batch, || self.inner.classify_into(patches_chw, batch, out))
+    }
+    /// The batching worker's path: with the worker's own state.
+    fn classify_into_with(
+        &self,
+        state: &mut ModelState,
+        patches_chw: &[f32],
+        batch: usize,
+        out: &mut PatchRows,
+    ) -> Result<(), ModelError> {
+        self.counted(batch, || {
+            self.inner
+                .classify_into_with(state, patches_chw, batch, out)
+        })
     }
     fn mflops_per_patch(&self) -> f64 {
         self.inner.mflops_per_patch()

@@ -6,9 +6,9 @@ use clap::Parser;
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]
-    command: saccade_tools::train::TrainCommand,
+    command: saccade_tools::cmd::train::TrainCommand,
 }
 
 fn main() -> anyhow::Result<()> {
-    saccade_tools::train::run(Cli::parse().command)
+    saccade_tools::cmd::train::run(Cli::parse().command)
 }

@@ -41,7 +41,7 @@ pub enum Command {
     Run(cmd::run::RunArgs),
     /// Train a model (classifier, glance, scorer).
     #[command(subcommand)]
-    Train(train::TrainCommand),
+    Train(cmd::train::TrainCommand),
     /// Quantise a float safetensors model into GGUF.
     Quantize(cmd::quantize::QuantizeArgs),
     /// List the tensors, shapes, dtypes, sizes and config of a weight file.
@@ -55,7 +55,7 @@ pub enum Command {
     /// Accuracy and latency of the patch classifier on GTSRB crops.
     EvalClassifier(cmd::eval_classifier::EvalClassifierArgs),
     /// Every strategy on the same frames: ratios vs full resolution, Q8_0 vs f32, single vs pipelined.
-    Bench(bench::BenchArgs),
+    Bench(cmd::bench::BenchArgs),
     /// Configuration file: print the commented default, or check a file.
     Config(cmd::config::ConfigArgs),
 }
@@ -71,13 +71,13 @@ pub fn main() -> anyhow::Result<()> {
         Command::Run(args) => cmd::run::run(args, matches.subcommand_matches("run")),
         Command::Config(args) => cmd::config::config(args),
         Command::Calibrate(args) => cmd::calibrate::calibrate(args),
-        Command::Train(cmd) => train::run(cmd),
+        Command::Train(cmd) => cmd::train::run(cmd),
         Command::Quantize(args) => cmd::quantize::quantize(args),
         Command::Inspect(args) => cmd::inspect::inspect(args),
         Command::Synth(args) => cmd::synth::synth(args),
         Command::Eval(args) => cmd::eval::eval(args),
         Command::EvalClassifier(args) => cmd::eval_classifier::eval_classifier(args),
-        Command::Bench(args) => bench::bench(args),
+        Command::Bench(args) => cmd::bench::bench(args),
     }
 }
 

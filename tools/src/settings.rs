@@ -23,41 +23,100 @@ pub struct StrategyFile {
     pub configs: StrategyConfigs,
 }
 
+/// What is wrong with a file of strategy settings: every variant names the file, and the section, key
+/// or value at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StrategyFileError {
+    #[error("strategy settings {}: {reason}", path.display())]
+    Toml {
+        path: PathBuf,
+        #[source]
+        reason: toml::de::Error,
+    },
+    #[error(
+        "strategy settings {}: unknown section `{section}`, expected tables named {}",
+        path.display(),
+        expected.join(", ")
+    )]
+    UnknownSection {
+        path: PathBuf,
+        section: String,
+        expected: Vec<String>,
+    },
+    #[error(
+        "strategy settings {}: `{section}` is a {found}, expected a table `[{section}]`",
+        path.display()
+    )]
+    NotATable {
+        path: PathBuf,
+        section: String,
+        found: &'static str,
+    },
+    #[error(
+        "strategy settings {}: unknown key `{section}.{key}`, expected one of {}",
+        path.display(),
+        expected.join(", ")
+    )]
+    UnknownKey {
+        path: PathBuf,
+        section: String,
+        key: String,
+        expected: Vec<String>,
+    },
+    /// The built-in defaults the file is checked against would not serialise (a bug, not the file's fault).
+    #[error("strategy settings {}: the built-in defaults: {reason}", path.display())]
+    Defaults {
+        path: PathBuf,
+        #[source]
+        reason: serde_json::Error,
+    },
+}
+
 impl StrategyFile {
     /// Parses and checks `text`; errors name `path` and, for a key no strategy has, the key.
-    pub fn parse(text: &str, path: &Path) -> anyhow::Result<Self> {
-        let shown = path.display();
-        let raw: toml::Table =
-            toml::from_str(text).map_err(|e| anyhow::anyhow!("strategy settings {shown}: {e}"))?;
-        let known = serde_json::to_value(StrategyConfigs::default())?;
-        let sections: Vec<&str> = known
+    pub fn parse(text: &str, path: &Path) -> Result<Self, StrategyFileError> {
+        let toml_error = |reason| StrategyFileError::Toml {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let raw: toml::Table = toml::from_str(text).map_err(toml_error)?;
+        let known = serde_json::to_value(StrategyConfigs::default()).map_err(|reason| {
+            StrategyFileError::Defaults {
+                path: path.to_path_buf(),
+                reason,
+            }
+        })?;
+        let sections: Vec<String> = known
             .as_object()
-            .map(|o| o.keys().map(String::as_str).collect())
+            .map(|o| o.keys().cloned().collect())
             .unwrap_or_default();
         for (name, value) in &raw {
             let Some(known_keys) = known.get(name).and_then(|v| v.as_object()) else {
-                anyhow::bail!(
-                    "strategy settings {shown}: unknown section `{name}`, expected tables named {}",
-                    sections.join(", ")
-                );
+                return Err(StrategyFileError::UnknownSection {
+                    path: path.to_path_buf(),
+                    section: name.clone(),
+                    expected: sections,
+                });
             };
             let Some(table) = value.as_table() else {
-                anyhow::bail!(
-                    "strategy settings {shown}: `{name}` is a {}, expected a table `[{name}]`",
-                    value.type_str()
-                );
+                return Err(StrategyFileError::NotATable {
+                    path: path.to_path_buf(),
+                    section: name.clone(),
+                    found: value.type_str(),
+                });
             };
             if let Some(key) = table.keys().find(|k| !known_keys.contains_key(*k)) {
-                let mut expected: Vec<&str> = known_keys.keys().map(String::as_str).collect();
+                let mut expected: Vec<String> = known_keys.keys().cloned().collect();
                 expected.sort_unstable();
-                anyhow::bail!(
-                    "strategy settings {shown}: unknown key `{name}.{key}`, expected one of {}",
-                    expected.join(", ")
-                );
+                return Err(StrategyFileError::UnknownKey {
+                    path: path.to_path_buf(),
+                    section: name.clone(),
+                    key: key.clone(),
+                    expected,
+                });
             }
         }
-        let configs: StrategyConfigs =
-            toml::from_str(text).map_err(|e| anyhow::anyhow!("strategy settings {shown}: {e}"))?;
+        let configs: StrategyConfigs = toml::from_str(text).map_err(toml_error)?;
         Ok(Self {
             path: path.to_path_buf(),
             raw,
@@ -68,7 +127,7 @@ impl StrategyFile {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading strategy settings {}", path.display()))?;
-        Self::parse(&text, path)
+        Ok(Self::parse(&text, path)?)
     }
 
     /// The sections (strategy names) the file has a table for.

@@ -14,7 +14,7 @@ pub(crate) use dtype::{dtype_for, ggml_name};
 pub use dtype::{ParseQuantDtypeError, QuantDtype};
 pub use gguf::{quantise_for_role, write_gguf};
 pub use inspect::{inspect_bytes, inspect_file, Inspection, TensorEntry};
-pub use safetensors::write_safetensors;
+pub use safetensors::{write_checkpoint, write_safetensors};
 pub use set::WeightSet;
 
 use crate::ModelError;

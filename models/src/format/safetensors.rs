@@ -54,6 +54,23 @@ impl WeightSet {
     }
 }
 
+/// Writes a net's (dequantised) tensors as an f32 safetensors checkpoint with its kind and config
+/// (serialised to JSON here): what every net's `save_safetensors` does.
+pub fn write_checkpoint<C: serde::Serialize>(
+    tensors: Vec<(String, Tensor)>,
+    cfg: &C,
+    kind: &str,
+    path: &Path,
+) -> Result<(), ModelError> {
+    let config_json = serde_json::to_string(cfg).map_err(|e| ModelError::BadConfig {
+        path: path.to_path_buf(),
+        key: CONFIG_KEY.into(),
+        expected: format!("a serialisable {kind} config"),
+        found: e.to_string(),
+    })?;
+    write_safetensors(&tensors.into_iter().collect(), &config_json, kind, path)
+}
+
 /// Writes float tensors as safetensors with the model kind and config JSON in `__metadata__`. Tensors are
 /// written as f32 in name order.
 pub fn write_safetensors(

@@ -12,31 +12,33 @@
 //! from conv4's output, and `cls` is the float net's layer on the pooled feature. The buffers are kept
 //! between calls: the tensor entry allocates only candle's tensors at the two ends (the input's copy, the
 //! outputs), and `glance_into` (slices in, the caller's map out) nothing but the helper threads of the
-//! parallel integer products. They live in a thread-local, one set per glancing thread (tract's `SimpleState` beside the
-//! immutable `SimplePlan`), so the sources' glance threads share one net without a lock.
+//! parallel integer products. They are the caller's ([`GlanceNetScratch`], a slot of the [`ModelState`] each
+//! worker passes in: tract's `SimpleState` beside the immutable `SimplePlan`), so the sources' glance threads
+//! share one net without a lock.
 //!
 //! Where the i8 kernels come from: a Q8_0 glance file (`saccade quantize --dtype q8_0`) stores every 3×3 kernel
 //! whose rows are whole 32-value blocks (conv3 and conv4 of the shipped net, 288 taps) in Q8_0 with one scale
 //! per row, which loads exactly; a kernel whose rows are not (conv2 of the shipped net: 16 channels × 9 = 144
 //! taps) stays f16 in the file and is quantised per row at load.
 
-use std::cell::RefCell;
-
 use candle_core::{DType, Device, Module, Result, Tensor};
 
-use super::config::{GlanceMaps, GlanceNetConfig, CONV_LAYERS};
+use super::config::{GlanceMaps, GlanceNetConfig};
 use crate::flops::conv_out_side_px;
 use crate::format::WeightSet;
 use crate::int8::{
     matmul, padded, quantise_u8, taps_last_to_channels_last, Int8Matrix, QuantRows, BLOCK,
 };
 use crate::kernels::conv1::{pad_zero_border, Conv1};
+use crate::layers::{Layer, LayerKind};
 use crate::linear::QLinear;
 use crate::slice_ops::softmax_extend;
+use crate::state::ModelState;
 use crate::{GlanceMap, ModelError};
 
+/// The buffers of one forward pass, sized by the largest input their worker has run.
 #[derive(Default)]
-struct Scratch {
+pub(crate) struct GlanceNetScratch {
     /// The normalised input image with a border of zeros, `(3, h + 2, w + 2)`.
     padded: Vec<f32>,
     /// A conv's output, NHWC f32.
@@ -50,11 +52,6 @@ struct Scratch {
     /// The class head's input as candle's quantised matmul sees it, and its logits.
     cls_input: Vec<f32>,
     cls_logits: Vec<f32>,
-}
-
-thread_local! {
-    /// This thread's buffers: shared by every `Int8GlanceNet` it runs (one forward pass at a time per thread).
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 /// conv2, conv3 or conv4 on the integer path.
@@ -153,19 +150,15 @@ impl std::fmt::Debug for Int8GlanceNet {
 impl Int8GlanceNet {
     /// The integer network of a file written for it: `None` when a 3×3 kernel of conv2..conv4 that could be
     /// Q8_0 (rows of whole blocks) is stored as float, or none of them is Q8_0 (an f32 or f16 file).
-    /// `set` must already be validated against `cfg`'s tensor specs.
+    /// `set` must already be validated against `cfg`'s tensor specs. Built by walking the config's layer
+    /// table: the first 3×3 convolution (conv1) stays f32, the later ones run on the integer kernels, the
+    /// 1×1 heads (`obj`, `size`) in f32, and the fully-connected layer is the class head.
     pub(crate) fn from_weight_set(
         cfg: &GlanceNetConfig,
         set: &WeightSet,
     ) -> std::result::Result<Option<Self>, ModelError> {
-        let [c0, c1, c2, c3] = cfg.channels;
-        let int_conv = |layer: usize,
-                        c_in: usize,
-                        c_out: usize|
-         -> std::result::Result<Option<IntConv>, ModelError> {
-            let (name, _, stride, _) = CONV_LAYERS[layer];
-            let weight = format!("{name}.weight");
-            let taps = 9 * c_in;
+        let int_conv = |layer: &Layer| -> std::result::Result<Option<IntConv>, ModelError> {
+            let (weight, taps) = (layer.weight(), layer.row_len());
             let (kernel, from_file) = match set.int8(&weight, taps)? {
                 Some(kernel) if kernel.padded_cols() == taps => (kernel, true),
                 // A Q8_0 kernel of another width: validation rules it out.
@@ -174,30 +167,41 @@ impl Int8GlanceNet {
                 None if taps.is_multiple_of(BLOCK) => return Ok(None),
                 None => {
                     let w = set.tensor_f32(&weight)?.flatten_all()?.to_vec1::<f32>()?;
-                    (Int8Matrix::quantize(&w, c_out, taps), false)
+                    (Int8Matrix::quantize(&w, layer.outputs, taps), false)
                 }
             };
-            let bias = set.tensor_f32(&format!("{name}.bias"))?.to_vec1::<f32>()?;
+            let bias = set.tensor_f32(&layer.bias())?.to_vec1::<f32>()?;
             Ok(Some(IntConv {
-                name,
+                name: layer.name,
                 kernel: kernel
-                    .permute_columns(&taps_last_to_channels_last(c_in))
+                    .permute_columns(&taps_last_to_channels_last(layer.inputs))
                     .with_bias(&bias),
-                c_in,
-                stride,
+                c_in: layer.inputs,
+                stride: layer.stride(),
                 from_file,
             }))
         };
-        let Some(conv2) = int_conv(1, c0, c1)? else {
+        let layers = cfg.layers();
+        let kernel_side = |side: usize| move |l: &&Layer| matches!(l.kind, LayerKind::Conv { kernel, .. } if kernel == side);
+        let mut three = layers.iter().filter(kernel_side(3));
+        let heads: Vec<&Layer> = layers.iter().filter(kernel_side(1)).collect();
+        let (Some(first), [obj, size], Some(cls)) = (
+            three.next(),
+            heads.as_slice(),
+            layers.iter().find(|l| l.kind == LayerKind::Linear),
+        ) else {
             return Ok(None);
         };
-        let Some(conv3) = int_conv(2, c1, c2)? else {
+        let mut convs = Vec::with_capacity(3);
+        for layer in three {
+            let Some(conv) = int_conv(layer)? else {
+                return Ok(None);
+            };
+            convs.push(conv);
+        }
+        let Ok(convs) = <[IntConv; 3]>::try_from(convs) else {
             return Ok(None);
         };
-        let Some(conv4) = int_conv(3, c2, c3)? else {
-            return Ok(None);
-        };
-        let convs = [conv2, conv3, conv4];
         if !convs.iter().any(|c| c.from_file) {
             return Ok(None);
         }
@@ -216,20 +220,20 @@ impl Int8GlanceNet {
             }
         };
         let conv1 = Conv1::new(
-            &values("conv1.weight")?,
-            &values("conv1.bias")?,
-            c0,
-            CONV_LAYERS[0].2,
+            &values(&first.weight())?,
+            &values(&first.bias())?,
+            first.outputs,
+            first.stride(),
         );
         Ok(Some(Self {
-            cls: ClsHead::from_linear(&set.linear("cls")?)?,
+            cls: ClsHead::from_linear(&set.linear(cls.name)?)?,
             channels: cfg.channels,
             conv1,
             convs,
-            obj_w: values("obj.weight")?,
-            obj_b: scalar("obj.bias")?,
-            size_w: values("size.weight")?,
-            size_b: scalar("size.bias")?,
+            obj_w: values(&obj.weight())?,
+            obj_b: scalar(&obj.bias())?,
+            size_w: values(&size.weight())?,
+            size_b: scalar(&size.bias())?,
         }))
     }
 
@@ -256,7 +260,8 @@ impl Int8GlanceNet {
         }
     }
 
-    /// All heads of the glance net on the integer path; `cls` is the float net's class head.
+    /// All heads of the glance net on the integer path; `cls` is the float net's class head. With the
+    /// thread's fallback state: a tensor path has no worker's.
     ///
     /// # Shapes
     /// `(b, 3, H, W)` f32 RGB in 0..1 (not normalised), on the CPU → the maps of [`GlanceMaps`].
@@ -270,7 +275,8 @@ impl Int8GlanceNet {
         }
         let input = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let (map_h, map_w) = self.map_size(h, w);
-        self.with_scratch(|sc| {
+        crate::state::with_thread_state("int8 glancenet", |state| {
+            let sc = state.slot::<GlanceNetScratch>();
             self.run_in(&input, (b, h, w), sc);
             let map_shape = (b, 1, map_h, map_w);
             let pooled = Tensor::from_slice(&sc.pooled, (b, self.channels[3]), &Device::Cpu)?;
@@ -289,13 +295,14 @@ impl Int8GlanceNet {
 
     /// What `GlanceNet::glance` makes of one `(3, h, w)` image (f32 RGB in 0..1, not normalised), on
     /// slices: the sigmoid of the objectness logits, the side `2^log2_side`, the pooled feature and the class
-    /// head's softmax, written into `out`'s buffers (nothing is allocated once they and this thread's scratch
+    /// head's softmax, written into `out`'s buffers with `state`'s scratch (nothing is allocated once they
     /// have grown). Each step is candle's arithmetic (see [`crate::slice_ops`]).
     pub(crate) fn glance_into(
         &self,
         chw: &[f32],
         (h, w): (usize, usize),
         stride_px: usize,
+        state: &mut ModelState,
         out: &mut GlanceMap,
     ) -> Result<()> {
         if h == 0 || w == 0 || chw.len() != 3 * h * w {
@@ -305,33 +312,32 @@ impl Int8GlanceNet {
             );
         }
         let (map_h, map_w) = self.map_size(h, w);
-        self.with_scratch(|sc| {
-            self.run_in(chw, (1, h, w), sc);
-            out.map_width = map_w;
-            out.map_height = map_h;
-            out.stride_px = stride_px;
-            out.objectness.clear();
-            // candle_nn's sigmoid: 1 / (e^−v + 1).
-            out.objectness.extend(
-                sc.objectness_logits
-                    .iter()
-                    .map(|v| ((-v).exp() + 1.0).recip()),
-            );
-            out.box_side_glance_px.clear();
-            let ln2 = std::f64::consts::LN_2 as f32;
-            out.box_side_glance_px
-                .extend(sc.log2_side.iter().map(|v| (v * ln2).exp()));
-            out.feature.clear();
-            out.feature.extend_from_slice(&sc.pooled);
-            let Some(cls) = &self.cls else {
-                candle_core::bail!("int8 glancenet: the class head's dtype has no slice path");
-            };
-            let probs = out.class_probs.get_or_insert_with(Vec::new);
-            probs.clear();
-            cls.logits(&sc.pooled, &mut sc.cls_input, &mut sc.cls_logits);
-            softmax_extend(&sc.cls_logits, probs);
-            Ok(())
-        })
+        let sc = state.slot::<GlanceNetScratch>();
+        self.run_in(chw, (1, h, w), sc);
+        out.map_width = map_w;
+        out.map_height = map_h;
+        out.stride_px = stride_px;
+        out.objectness.clear();
+        // candle_nn's sigmoid: 1 / (e^−v + 1).
+        out.objectness.extend(
+            sc.objectness_logits
+                .iter()
+                .map(|v| ((-v).exp() + 1.0).recip()),
+        );
+        out.box_side_glance_px.clear();
+        let ln2 = std::f64::consts::LN_2 as f32;
+        out.box_side_glance_px
+            .extend(sc.log2_side.iter().map(|v| (v * ln2).exp()));
+        out.feature.clear();
+        out.feature.extend_from_slice(&sc.pooled);
+        let Some(cls) = &self.cls else {
+            candle_core::bail!("int8 glancenet: the class head's dtype has no slice path");
+        };
+        let probs = out.class_probs.get_or_insert_with(Vec::new);
+        probs.clear();
+        cls.logits(&sc.pooled, &mut sc.cls_input, &mut sc.cls_logits);
+        softmax_extend(&sc.cls_logits, probs);
+        Ok(())
     }
 
     /// Side of the output maps for an `h × w` input.
@@ -347,21 +353,9 @@ impl Int8GlanceNet {
         (map_h, map_w)
     }
 
-    /// `f` with this thread's buffers.
-    fn with_scratch<R>(&self, f: impl FnOnce(&mut Scratch) -> Result<R>) -> Result<R> {
-        SCRATCH.with(|cell| {
-            let mut sc = cell.try_borrow_mut().map_err(|_| {
-                candle_core::Error::Msg(
-                    "int8 glancenet: a forward pass re-entered its thread's scratch".into(),
-                )
-            })?;
-            f(&mut sc)
-        })
-    }
-
-    /// The forward pass on `input` (`(b, 3, h, w)` flattened) with this thread's buffers: objectness and
+    /// The forward pass on `input` (`(b, 3, h, w)` flattened) with the buffers `sc`: objectness and
     /// log2-side logits `(b, map_h · map_w)` and the pooled feature `(b, c3)` in `sc`.
-    fn run_in(&self, input: &[f32], (b, h, w): (usize, usize, usize), sc: &mut Scratch) {
+    fn run_in(&self, input: &[f32], (b, h, w): (usize, usize, usize), sc: &mut GlanceNetScratch) {
         let out_side = |side: usize, stride: usize| conv_out_side_px(side, 3, stride, 1);
         let (h1, w1) = (
             out_side(h, self.conv1.stride),

@@ -169,8 +169,20 @@ mod tests {
         let x = Tensor::from_vec(chw.clone(), (1, 3, h, w), &Device::Cpu).unwrap();
         let want = q8.glance(&x).unwrap();
         let mut got = crate::GlanceMap::default();
+        let (mut state, mut with_state) = (crate::ModelState::new(), crate::GlanceMap::default());
         for _ in 0..2 {
             q8.glance_into(&chw, &mut got).unwrap();
+            // A worker's own state gives the same maps as the thread's fallback.
+            q8.glance_into_with(&mut state, &chw, &mut with_state)
+                .unwrap();
+            assert_eq!(
+                (
+                    &with_state.objectness,
+                    &with_state.feature,
+                    &with_state.class_probs
+                ),
+                (&got.objectness, &got.feature, &got.class_probs)
+            );
             assert_eq!(
                 (got.map_width, got.map_height, got.stride_px),
                 (want.map_width, want.map_height, want.stride_px)

@@ -7,8 +7,8 @@ use crate::flops::total_mflops;
 use crate::format::WeightSet;
 use crate::input_norm::normalise_unit_rgb;
 use crate::linear::QLinear;
-#[cfg(feature = "train")]
-use crate::train_ops::BatchNorm;
+use crate::state::{in_state, ModelState};
+use crate::train_norms::TrainNorms;
 use crate::{GlanceMap, GlanceNet, ModelError};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Conv2d, VarBuilder};
@@ -31,20 +31,10 @@ pub struct GlanceNetModel {
     pub(super) int8: Option<Arc<Int8GlanceNet>>,
     /// Batch normalisation of the four convolutions while training ([`Self::new_with_batch_norm`]);
     /// folded into the convolutions for inference and saving.
-    #[cfg(feature = "train")]
-    pub(super) norms: Option<Arc<[BatchNorm; 4]>>,
+    pub(super) norms: TrainNorms<4>,
 }
 
 impl GlanceNetModel {
-    /// Whether batch normalisation is on (a net built for training); never without the `train` feature.
-    fn training(&self) -> bool {
-        #[cfg(feature = "train")]
-        let on = self.norms.is_some();
-        #[cfg(not(feature = "train"))]
-        let on = false;
-        on
-    }
-
     pub fn new(cfg: &GlanceNetConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         if let Err(message) = cfg.validate() {
             candle_core::bail!("glancenet config: {message}");
@@ -62,8 +52,7 @@ impl GlanceNetModel {
             size,
             cls,
             int8: None,
-            #[cfg(feature = "train")]
-            norms: None,
+            norms: TrainNorms::default(),
         })
     }
 
@@ -91,8 +80,7 @@ impl GlanceNetModel {
             size: conv(5)?,
             cls: layers[6].load_linear(set)?,
             conv_stored_dtype: set.stored_float_dtype("conv1.weight"),
-            #[cfg(feature = "train")]
-            norms: None,
+            norms: TrainNorms::default(),
         })
     }
 
@@ -139,7 +127,7 @@ impl GlanceNetModel {
     /// All heads of the glance net: on the integer kernels for a Q8_0 file on the CPU, else through candle.
     pub fn forward_maps(&self, x: &Tensor) -> candle_core::Result<GlanceMaps> {
         #[cfg(feature = "train")]
-        if self.norms.is_some() {
+        if self.norms.is_on() {
             return self.folded()?.forward_maps(x);
         }
         if let Some(int8) = &self.int8 {
@@ -167,20 +155,13 @@ impl GlanceNetModel {
 
     /// Writes the (dequantised) weights as an f32 safetensors checkpoint with kind and config.
     pub fn save_safetensors(&self, path: &Path) -> Result<(), ModelError> {
-        let tensors = self.named_tensors()?.into_iter().collect();
-        let config_json = serde_json::to_string(&self.cfg).map_err(|e| ModelError::BadConfig {
-            path: path.to_path_buf(),
-            key: crate::format::CONFIG_KEY.into(),
-            expected: "a serialisable glancenet config".into(),
-            found: e.to_string(),
-        })?;
-        crate::format::write_safetensors(&tensors, &config_json, GLANCENET_KIND, path)
+        crate::format::write_checkpoint(self.named_tensors()?, &self.cfg, GLANCENET_KIND, path)
     }
 
     /// Layers in file order with f32 weights, for saving and quantising.
     pub fn named_tensors(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
         #[cfg(feature = "train")]
-        if self.norms.is_some() {
+        if self.norms.is_on() {
             return self.folded()?.named_tensors();
         }
         let layers = self.cfg.layers();
@@ -191,6 +172,40 @@ impl GlanceNetModel {
         }
         layers[6].linear_tensors(&self.cls, &mut out)?;
         Ok(out)
+    }
+}
+
+impl GlanceNetModel {
+    /// [`GlanceNet::glance_into`] with the worker's state, or (`None`) the thread's fallback.
+    fn glance_slices(
+        &self,
+        state: Option<&mut ModelState>,
+        chw: &[f32],
+        out: &mut GlanceMap,
+    ) -> Result<(), ModelError> {
+        let (w, h) = self.input_size_px();
+        match &self.int8 {
+            Some(int8) if !self.norms.is_on() && int8.has_slice_path() => {
+                if chw.len() != 3 * h * w {
+                    return Err(ModelError::BadInput {
+                        expected: format!("(1, 3, {h}, {w}) = {} values", 3 * h * w),
+                        found: vec![chw.len()],
+                    });
+                }
+                Ok(in_state(state, "int8 glancenet", |state| {
+                    int8.glance_into(chw, (h, w), GLANCE_STRIDE_PX, state, out)
+                })?)
+            }
+            _ => {
+                let image = Tensor::from_slice(chw, (1, 3, h, w), &candle_core::Device::Cpu)
+                    .map_err(|_| ModelError::BadInput {
+                        expected: format!("(1, 3, {h}, {w}) = {} values", 3 * h * w),
+                        found: vec![chw.len()],
+                    })?;
+                *out = self.glance(&image)?;
+                Ok(())
+            }
+        }
     }
 }
 
@@ -232,29 +247,19 @@ impl GlanceNet for GlanceNetModel {
     }
 
     /// On the Q8_0 integer path: the whole glance on slices into `out`'s buffers (nothing allocated once
-    /// they have grown); otherwise the tensor path.
+    /// they and this thread's fallback state have grown); otherwise the tensor path.
     fn glance_into(&self, chw: &[f32], out: &mut GlanceMap) -> Result<(), ModelError> {
-        let (w, h) = self.input_size_px();
-        match &self.int8 {
-            Some(int8) if !self.training() && int8.has_slice_path() => {
-                if chw.len() != 3 * h * w {
-                    return Err(ModelError::BadInput {
-                        expected: format!("(1, 3, {h}, {w}) = {} values", 3 * h * w),
-                        found: vec![chw.len()],
-                    });
-                }
-                Ok(int8.glance_into(chw, (h, w), GLANCE_STRIDE_PX, out)?)
-            }
-            _ => {
-                let image = Tensor::from_slice(chw, (1, 3, h, w), &candle_core::Device::Cpu)
-                    .map_err(|_| ModelError::BadInput {
-                        expected: format!("(1, 3, {h}, {w}) = {} values", 3 * h * w),
-                        found: vec![chw.len()],
-                    })?;
-                *out = self.glance(&image)?;
-                Ok(())
-            }
-        }
+        self.glance_slices(None, chw, out)
+    }
+
+    /// [`Self::glance_into`] with the worker's `state`.
+    fn glance_into_with(
+        &self,
+        state: &mut ModelState,
+        chw: &[f32],
+        out: &mut GlanceMap,
+    ) -> Result<(), ModelError> {
+        self.glance_slices(Some(state), chw, out)
     }
 
     fn mflops(&self) -> f64 {

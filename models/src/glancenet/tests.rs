@@ -76,7 +76,7 @@ fn train_maps_match_forward_maps_in_value_and_gradient() {
 /// The glance net with batch normalisation from candle tensor ops in NCHW: the reference for the
 /// training graph's values and gradients.
 fn batch_norm_reference(net: &GlanceNetModel, x: &Tensor) -> GlanceMaps {
-    let norms = net.norms.as_ref().unwrap();
+    let norms = net.norms.get().unwrap();
     let mut x = normalise_unit_rgb(x).unwrap();
     for (i, (conv, (_, _, stride, padding))) in net.convs.iter().zip(CONV_LAYERS).enumerate() {
         let y = x.conv2d(conv.weight(), padding, stride, 1, 1).unwrap();

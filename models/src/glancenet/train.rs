@@ -4,10 +4,10 @@
 
 use super::config::{GlanceMaps, GlanceNetConfig, CONV_LAYERS};
 use super::model::GlanceNetModel;
+use crate::train_norms::TrainNorms;
 use crate::train_ops::{conv1x1_nhwc_to_nchw, conv3x3_bn_relu_nhwc, conv3x3_relu_nhwc, BatchNorm};
 use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
-use std::sync::Arc;
 
 impl GlanceNetModel {
     /// Builds the network for training with batch normalisation after each convolution (scale and shift
@@ -19,18 +19,13 @@ impl GlanceNetModel {
         let mut net = Self::new(cfg, vb.clone())?;
         let [c0, c1, c2, c3] = cfg.channels;
         let norm = |c, i: usize| BatchNorm::new(c, vb.pp(CONV_LAYERS[i].0).pp("bn"));
-        net.norms = Some(Arc::new([
-            norm(c0, 0)?,
-            norm(c1, 1)?,
-            norm(c2, 2)?,
-            norm(c3, 3)?,
-        ]));
+        net.norms = TrainNorms::new([norm(c0, 0)?, norm(c1, 1)?, norm(c2, 2)?, norm(c3, 3)?]);
         Ok(net)
     }
     /// The inference network: batch normalisation (if any) folded into the convolutions with its running
     /// statistics, weights detached from training.
     pub fn folded(&self) -> candle_core::Result<Self> {
-        let Some(norms) = &self.norms else {
+        let Some(norms) = self.norms.get() else {
             return Ok(self.clone());
         };
         Ok(Self {
@@ -40,7 +35,7 @@ impl GlanceNetModel {
                 norms[2].fold_into(&self.convs[2])?,
                 norms[3].fold_into(&self.convs[3])?,
             ],
-            norms: None,
+            norms: TrainNorms::default(),
             int8: None,
             ..self.clone()
         })
@@ -52,7 +47,7 @@ impl GlanceNetModel {
         let b = x.dim(0)?;
         let mut x = self.normalised_input(x)?.permute((0, 2, 3, 1))?;
         for (i, (conv, (_, _, stride, _))) in self.convs.iter().zip(CONV_LAYERS).enumerate() {
-            x = match &self.norms {
+            x = match self.norms.get() {
                 Some(norms) => conv3x3_bn_relu_nhwc(&x, conv, stride, &norms[i])?,
                 None => conv3x3_relu_nhwc(&x, conv, stride)?,
             };

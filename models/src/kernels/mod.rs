@@ -24,19 +24,20 @@ use std::sync::OnceLock;
 /// The register-block walk of the AVX2 and NEON kernels, expanded inside each kernel's `#[target_feature]`
 /// function so the block stays inlined with that instruction set: weight groups outermost (a group's
 /// weights, 16 · kp bytes, stay in L1 while the activation rows stream), then `$rows` activation rows at a
-/// time, the last ones one by one. `$block::<R>(codes, scales, w, relu, out, r0, g)` is the kernel's block.
+/// time, the last ones one by one. `$block::<R>(codes, scales, w, relu, out, r0, g)` is the kernel's block
+/// (`$block::<R, Kind>(…)` with a second type argument, where one block serves several kernels).
 macro_rules! row_blocks {
-    ($block:ident::<$rows:ident>($codes:expr, $scales:expr, $w:expr, $relu:expr, $out:expr)) => {{
+    ($block:ident::<$rows:ident $(, $kind:ty)?>($codes:expr, $scales:expr, $w:expr, $relu:expr, $out:expr)) => {{
         let m = $scales.len();
         for g in 0..$w.np / $crate::kernels::GROUP {
             let mut r = 0;
             while r < m {
                 // SAFETY: r + R ≤ m and g < np / 16, and the caller's CPU features and shapes hold.
                 if m - r >= $rows {
-                    unsafe { $block::<$rows>($codes, $scales, $w, $relu, $out, r, g) };
+                    unsafe { $block::<$rows $(, $kind)?>($codes, $scales, $w, $relu, $out, r, g) };
                     r += $rows;
                 } else {
-                    unsafe { $block::<1>($codes, $scales, $w, $relu, $out, r, g) };
+                    unsafe { $block::<1 $(, $kind)?>($codes, $scales, $w, $relu, $out, r, g) };
                     r += 1;
                 }
             }

@@ -56,16 +56,24 @@ unsafe fn rows_dot_impl(
     out: &mut [f32],
 ) {
     const ROWS: usize = 4;
-    row_blocks!(dot_block::<ROWS>(codes, scales, w, relu, out));
+    row_blocks!(block::<ROWS, Dot>(codes, scales, w, relu, out));
 }
 
-/// Activation rows `r0 .. r0 + R` against weight group `g`, with `sdot`.
+#[target_feature(enable = "neon")]
+unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
+    const ROWS: usize = 2;
+    row_blocks!(block::<ROWS, Mull>(codes, scales, w, relu, out));
+}
+
+/// Activation rows `r0 .. r0 + R` against weight group `g`: the kernel's integer sums ([`BlockSums`]),
+/// then scaled, biased and stored. Both kernels' block; inlined into each kernel's `#[target_feature]`
+/// function (NEON itself is part of every aarch64 target).
 ///
 /// # Safety
-/// NEON and dotprod present, the shapes of [`rows_dot`], `r0 + R ≤ scales.len()` and `g < np / 16`.
-#[target_feature(enable = "neon,dotprod")]
-#[inline]
-unsafe fn dot_block<const R: usize>(
+/// The CPU runs `S`'s instructions, the shapes of [`rows_dot`] hold, `r0 + R ≤ scales.len()` and
+/// `g < np / 16`.
+#[inline(always)]
+unsafe fn block<const R: usize, S: BlockSums>(
     codes: &[u8],
     scales: &[f32],
     w: &Weights<'_>,
@@ -75,33 +83,17 @@ unsafe fn dot_block<const R: usize>(
     g: usize,
 ) {
     let kp = w.kp;
-    // SAFETY (pointer arithmetic): rows r0 + r < scales.len(), so (r0 + r)·kp + k + 16 ≤ codes.len() for
-    // k < kp (kp a multiple of 16); group g < np / 16, so g·16·kp + 16·k + 256 ≤ np·kp = packed.len().
+    // SAFETY: rows r0 + r < scales.len() start inside `codes`; group g < np / 16 starts inside `packed`.
     let a = unsafe { codes.as_ptr().add(r0 * kp).cast::<i8>() };
     let wp = unsafe { w.packed.as_ptr().add(g * GROUP * kp) };
-    let mut acc = [[vdupq_n_s32(0); VECS]; R];
-    let mut k = 0;
-    while k < kp {
-        // Four column quads of each activation row, one per `sdot` lane.
-        let mut av = [vdupq_n_s8(0); R];
-        for r in 0..R {
-            av[r] = unsafe { vld1q_s8(a.add(r * kp + k)) };
-        }
-        let wq = unsafe { wp.add(GROUP * k) };
-        unsafe {
-            dot_quad::<0, R>(&mut acc, &av, wq);
-            dot_quad::<1, R>(&mut acc, &av, wq.add(4 * GROUP));
-            dot_quad::<2, R>(&mut acc, &av, wq.add(8 * GROUP));
-            dot_quad::<3, R>(&mut acc, &av, wq.add(12 * GROUP));
-        }
-        k += 16;
-    }
+    // SAFETY: the CPU runs `S`; `a` holds R rows of kp codes and `wp` the group's 16 · kp packed bytes.
+    let sums = unsafe { S::sums::<R>(a, wp, kp) };
     for r in 0..R {
         for v in 0..VECS {
             // SAFETY: the shapes of `rows_dot`.
             unsafe {
                 store(
-                    acc[r][v],
+                    sums[r][v],
                     scales,
                     w,
                     relu,
@@ -111,6 +103,55 @@ unsafe fn dot_block<const R: usize>(
                 )
             };
         }
+    }
+}
+
+/// How a kernel sums one register block: `R` activation rows against one group of 16 packed weight rows.
+trait BlockSums {
+    /// The i32 sums of `R` activation rows (`a`, `kp` codes each) with the group's packed weights (`wp`):
+    /// `[r][v]` holds row `r`'s sums for the group's output channels `4v .. 4v + 4`.
+    ///
+    /// # Safety
+    /// The CPU runs the kernel's instructions; `a .. a + R · kp` and `wp .. wp + 16 · kp` readable, `kp` a
+    /// multiple of 16.
+    unsafe fn sums<const R: usize>(
+        a: *const i8,
+        wp: *const i8,
+        kp: usize,
+    ) -> [[int32x4_t; VECS]; R];
+}
+
+/// The dot-product kernel's block: `sdot`.
+struct Dot;
+
+impl BlockSums for Dot {
+    #[target_feature(enable = "neon,dotprod")]
+    #[inline]
+    unsafe fn sums<const R: usize>(
+        a: *const i8,
+        wp: *const i8,
+        kp: usize,
+    ) -> [[int32x4_t; VECS]; R] {
+        // SAFETY (pointer arithmetic): r·kp + k + 16 ≤ R·kp for k < kp (kp a multiple of 16), and
+        // 16·k + 256 ≤ 16·kp.
+        let mut acc = [[vdupq_n_s32(0); VECS]; R];
+        let mut k = 0;
+        while k < kp {
+            // Four column quads of each activation row, one per `sdot` lane.
+            let mut av = [vdupq_n_s8(0); R];
+            for r in 0..R {
+                av[r] = unsafe { vld1q_s8(a.add(r * kp + k)) };
+            }
+            let wq = unsafe { wp.add(GROUP * k) };
+            unsafe {
+                dot_quad::<0, R>(&mut acc, &av, wq);
+                dot_quad::<1, R>(&mut acc, &av, wq.add(4 * GROUP));
+                dot_quad::<2, R>(&mut acc, &av, wq.add(8 * GROUP));
+                dot_quad::<3, R>(&mut acc, &av, wq.add(12 * GROUP));
+            }
+            k += 16;
+        }
+        acc
     }
 }
 
@@ -158,72 +199,60 @@ unsafe fn sdot_lane<const L: i32>(acc: int32x4_t, w: int8x16_t, a: int8x16_t) ->
     acc
 }
 
-#[target_feature(enable = "neon")]
-unsafe fn rows_impl(codes: &[u8], scales: &[f32], w: &Weights<'_>, relu: bool, out: &mut [f32]) {
-    const ROWS: usize = 2;
-    row_blocks!(mull_block::<ROWS>(codes, scales, w, relu, out));
-}
+/// The plain NEON kernel's block: `smull`/`smlal` + `sadalp`.
+struct Mull;
 
-/// Activation rows `r0 .. r0 + R` against weight group `g`, with `smull`/`smlal` + `sadalp`.
-///
-/// # Safety
-/// NEON present, the shapes of [`rows`], `r0 + R ≤ scales.len()` and `g < np / 16`.
-#[target_feature(enable = "neon")]
-#[inline]
-unsafe fn mull_block<const R: usize>(
-    codes: &[u8],
-    scales: &[f32],
-    w: &Weights<'_>,
-    relu: bool,
-    out: &mut [f32],
-    r0: usize,
-    g: usize,
-) {
-    let kp = w.kp;
-    // SAFETY (pointer arithmetic): rows r0 + r < scales.len(), so (r0 + r)·kp + q + 8 ≤ codes.len() for
-    // q < kp (kp a multiple of 8); group g < np / 16, so g·16·kp + 16·q + 128 ≤ np·kp = packed.len().
-    let a = unsafe { codes.as_ptr().add(r0 * kp) };
-    let wp = unsafe { w.packed.as_ptr().add(g * GROUP * kp) };
-    // Per vector: the sums of its first two and last two output channels, two i32 lanes each.
-    let mut lo = [[vdupq_n_s32(0); VECS]; R];
-    let mut hi = [[vdupq_n_s32(0); VECS]; R];
-    let mut q = 0;
-    while q < kp {
-        // Two column quads per step: their products fit one i16 lane together.
-        let mut w0 = [vdupq_n_s8(0); VECS];
-        let mut w1 = [vdupq_n_s8(0); VECS];
-        for v in 0..VECS {
-            unsafe {
-                w0[v] = vld1q_s8(wp.add(GROUP * q + 16 * v));
-                w1[v] = vld1q_s8(wp.add(GROUP * (q + 4) + 16 * v));
-            }
-        }
-        for r in 0..R {
-            let (x0, x1) = unsafe {
-                let p = a.add(r * kp + q).cast::<i32>();
-                (p.read_unaligned(), p.add(1).read_unaligned())
-            };
-            let a0 = vreinterpretq_s8_s32(vdupq_n_s32(x0));
-            let a1 = vreinterpretq_s8_s32(vdupq_n_s32(x1));
+impl BlockSums for Mull {
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn sums<const R: usize>(
+        a: *const i8,
+        wp: *const i8,
+        kp: usize,
+    ) -> [[int32x4_t; VECS]; R] {
+        // SAFETY (pointer arithmetic): r·kp + q + 8 ≤ R·kp for q < kp (kp a multiple of 8), and
+        // 16·q + 128 ≤ 16·kp.
+        // Per vector: the sums of its first two and last two output channels, two i32 lanes each.
+        let mut lo = [[vdupq_n_s32(0); VECS]; R];
+        let mut hi = [[vdupq_n_s32(0); VECS]; R];
+        let mut q = 0;
+        while q < kp {
+            // Two column quads per step: their products fit one i16 lane together.
+            let mut w0 = [vdupq_n_s8(0); VECS];
+            let mut w1 = [vdupq_n_s8(0); VECS];
             for v in 0..VECS {
-                let pl = vmlal_s8(
-                    vmull_s8(vget_low_s8(w0[v]), vget_low_s8(a0)),
-                    vget_low_s8(w1[v]),
-                    vget_low_s8(a1),
-                );
-                let ph = vmlal_high_s8(vmull_high_s8(w0[v], a0), w1[v], a1);
-                lo[r][v] = vpadalq_s16(lo[r][v], pl);
-                hi[r][v] = vpadalq_s16(hi[r][v], ph);
+                unsafe {
+                    w0[v] = vld1q_s8(wp.add(GROUP * q + 16 * v));
+                    w1[v] = vld1q_s8(wp.add(GROUP * (q + 4) + 16 * v));
+                }
+            }
+            for r in 0..R {
+                let (x0, x1) = unsafe {
+                    let p = a.add(r * kp + q).cast::<i32>();
+                    (p.read_unaligned(), p.add(1).read_unaligned())
+                };
+                let a0 = vreinterpretq_s8_s32(vdupq_n_s32(x0));
+                let a1 = vreinterpretq_s8_s32(vdupq_n_s32(x1));
+                for v in 0..VECS {
+                    let pl = vmlal_s8(
+                        vmull_s8(vget_low_s8(w0[v]), vget_low_s8(a0)),
+                        vget_low_s8(w1[v]),
+                        vget_low_s8(a1),
+                    );
+                    let ph = vmlal_high_s8(vmull_high_s8(w0[v], a0), w1[v], a1);
+                    lo[r][v] = vpadalq_s16(lo[r][v], pl);
+                    hi[r][v] = vpadalq_s16(hi[r][v], ph);
+                }
+            }
+            q += 8;
+        }
+        let mut sums = [[vdupq_n_s32(0); VECS]; R];
+        for r in 0..R {
+            for v in 0..VECS {
+                sums[r][v] = vpaddq_s32(lo[r][v], hi[r][v]);
             }
         }
-        q += 8;
-    }
-    for r in 0..R {
-        for v in 0..VECS {
-            let sums = vpaddq_s32(lo[r][v], hi[r][v]);
-            // SAFETY: the shapes of `rows`.
-            unsafe { store(sums, scales, w, relu, out, r0 + r, g * GROUP + v * LANES) };
-        }
+        sums
     }
 }
 

@@ -9,10 +9,9 @@
 //! ends, and the slice entry ([`Int8PatchNet::with_outputs`], normalising each patch itself) nothing but the
 //! helper threads of the parallel integer products.
 //!
-//! The net itself is immutable (tract's `SimplePlan`); its scratch buffers (tract's `SimpleState`) live in a
-//! thread-local, one set per classifying thread, so several sources' threads classify at once without a lock.
-
-use std::cell::RefCell;
+//! The net itself is immutable (tract's `SimplePlan`); its scratch buffers (tract's `SimpleState`) are the
+//! caller's ([`PatchNetScratch`], a slot of the [`ModelState`] each worker passes in), so several sources'
+//! threads classify at once without a lock.
 
 use candle_core::{Device, Result, Tensor};
 
@@ -20,12 +19,14 @@ use super::config::PatchNetConfig;
 use crate::format::WeightSet;
 use crate::int8::{matmul, padded, quantise_u8, taps_last_to_channels_last, Int8Matrix, QuantRows};
 use crate::kernels::conv1::{pad_zero_border, Conv1};
+use crate::layers::LayerKind;
 use crate::slice_ops::per_patch_shift_divisor;
+use crate::state::ModelState;
 use crate::ModelError;
 
-/// The buffers of one forward pass, sized by the largest batch this thread has run.
+/// The buffers of one forward pass, sized by the largest batch their worker has run.
 #[derive(Default)]
-struct Scratch {
+pub(crate) struct PatchNetScratch {
     /// One normalised patch with a border of zeros, `(3, s + 2, s + 2)`.
     padded: Vec<f32>,
     act: Vec<f32>,
@@ -47,11 +48,6 @@ pub(crate) enum SliceNorm {
     Fixed,
     /// Each patch to zero mean and unit deviation, as `normalise_per_patch`.
     PerPatch,
-}
-
-thread_local! {
-    /// This thread's buffers: shared by every `Int8PatchNet` it runs (one forward pass at a time per thread).
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 pub(crate) struct Int8PatchNet {
@@ -77,77 +73,98 @@ impl std::fmt::Debug for Int8PatchNet {
 }
 
 impl Int8PatchNet {
-    /// The integer network of a file whose conv2, conv3, fc1 and fc2 weights are Q8_0 (`None` otherwise).
+    /// The integer network of a file whose conv2, conv3, fc1 and fc2 weights are Q8_0 (`None` otherwise),
+    /// built by walking the config's layer table: the first layer (conv1) stays f32, every later one becomes
+    /// an i8 matrix whose columns are put in the order the NHWC activations arrive in.
     pub(crate) fn from_weight_set(
         cfg: &PatchNetConfig,
         set: &WeightSet,
     ) -> std::result::Result<Option<Self>, ModelError> {
-        let [c0, c1, c2] = cfg.channels;
-        let fs = cfg.input_side_px / 8;
-        let (Some(conv2), Some(conv3), Some(fc1), Some(fc2)) = (
-            set.int8("conv2.weight", 9 * c0)?,
-            set.int8("conv3.weight", 9 * c1)?,
-            set.int8("fc1.weight", cfg.flat_dim())?,
-            set.int8("fc2.weight", cfg.hidden)?,
-        ) else {
+        let layers = cfg.layers();
+        let Some((first, rest)) = layers.split_first() else {
             return Ok(None);
         };
-        if conv2.padded_cols() != 9 * c0 || conv3.padded_cols() != 9 * c1 {
-            // Kernels whose rows are not whole blocks cannot be stored as Q8_0 in the first place.
-            return Ok(None);
+        let values = |name: &str| -> std::result::Result<Vec<f32>, ModelError> {
+            Ok(set.tensor_f32(name)?.flatten_all()?.to_vec1::<f32>()?)
+        };
+        let mut matrices = Vec::with_capacity(rest.len());
+        for (previous, layer) in layers.iter().zip(rest) {
+            let Some(matrix) = set.int8(&layer.weight(), layer.row_len())? else {
+                return Ok(None);
+            };
+            let order = match (previous.kind, layer.kind) {
+                (_, LayerKind::Conv { kernel: 3, .. }) => {
+                    if matrix.padded_cols() != layer.row_len() {
+                        // Kernels whose rows are not whole blocks cannot be stored as Q8_0 in the first place.
+                        return Ok(None);
+                    }
+                    // (c, dy, dx) columns to the (dy, dx, c) of an NHWC im2col row.
+                    Some(taps_last_to_channels_last(layer.inputs))
+                }
+                // The integer pass has only 3×3 convolutions.
+                (_, LayerKind::Conv { .. }) => return Ok(None),
+                // The first fully-connected layer's columns are (c, y, x) in the float net's CHW flatten;
+                // NHWC activations flatten (y, x, c).
+                (LayerKind::Conv { .. }, LayerKind::Linear) => {
+                    let (channels, cells) =
+                        (previous.outputs, layer.inputs / previous.outputs.max(1));
+                    Some(
+                        (0..cells)
+                            .flat_map(|p| (0..channels).map(move |c| c * cells + p))
+                            .collect::<Vec<usize>>(),
+                    )
+                }
+                (LayerKind::Linear, LayerKind::Linear) => None,
+            };
+            let matrix = match order {
+                Some(order) => matrix.permute_columns(&order),
+                None => matrix,
+            };
+            matrices.push(matrix.with_bias(&values(&layer.bias())?));
         }
-        let bias = |name: &str| -> std::result::Result<Vec<f32>, ModelError> {
-            Ok(set.tensor_f32(name)?.to_vec1::<f32>()?)
+        let Ok([conv2, conv3, fc1, fc2]) = <[Int8Matrix; 4]>::try_from(matrices) else {
+            return Ok(None);
         };
-        // fc1's columns are (c, y, x) in the float net's CHW flatten; NHWC activations flatten (y, x, c).
-        let fc1_order: Vec<usize> = (0..fs * fs)
-            .flat_map(|p| (0..c2).map(move |c| c * fs * fs + p))
-            .collect();
         let conv1 = Conv1::new(
-            &set.tensor_f32("conv1.weight")?
-                .flatten_all()?
-                .to_vec1::<f32>()?,
-            &bias("conv1.bias")?,
-            c0,
-            1,
+            &values(&first.weight())?,
+            &values(&first.bias())?,
+            first.outputs,
+            first.stride(),
         );
         Ok(Some(Self {
             side: cfg.input_side_px,
             channels: cfg.channels,
             conv1,
-            conv2: conv2
-                .permute_columns(&taps_last_to_channels_last(c0))
-                .with_bias(&bias("conv2.bias")?),
-            conv3: conv3
-                .permute_columns(&taps_last_to_channels_last(c1))
-                .with_bias(&bias("conv3.bias")?),
-            fc1: fc1
-                .permute_columns(&fc1_order)
-                .with_bias(&bias("fc1.bias")?),
-            fc2: fc2.with_bias(&bias("fc2.bias")?),
+            conv2,
+            conv3,
+            fc1,
+            fc2,
         }))
     }
 
-    /// Logits of normalised patches.
+    /// Logits of normalised patches (with the thread's fallback state: a tensor path has no worker's).
     ///
     /// # Shapes
     /// `(b, 3, s, s)` f32 on the CPU → `(b, num_classes)`.
     pub(crate) fn logits(&self, x: &Tensor) -> Result<Tensor> {
         let (b, _, _, _) = x.dims4()?;
         let input = x.flatten_all()?.to_vec1::<f32>()?;
-        self.with_outputs(&input, b, SliceNorm::Done, |logits| {
-            Tensor::from_slice(logits, (b, self.fc2.rows()), &Device::Cpu)
+        crate::state::with_thread_state("int8 patchnet", |state| {
+            self.with_outputs(&input, b, SliceNorm::Done, state, |logits| {
+                Tensor::from_slice(logits, (b, self.fc2.rows()), &Device::Cpu)
+            })
         })?
     }
 
     /// Runs the net on `b` CHW patches (`input`, `b · 3 · s · s` values) normalised as `norm` says, and hands
-    /// `f` the `(b, outputs)` row-major outputs, with this thread's buffers: nothing is allocated once they
+    /// `f` the `(b, outputs)` row-major outputs, with the buffers of `state`: nothing is allocated once they
     /// have grown to the batch.
     pub(crate) fn with_outputs<R>(
         &self,
         input: &[f32],
         b: usize,
         norm: SliceNorm,
+        state: &mut ModelState,
         f: impl FnOnce(&[f32]) -> R,
     ) -> Result<R> {
         let s = self.side;
@@ -157,18 +174,12 @@ impl Int8PatchNet {
                 input.len()
             );
         }
-        SCRATCH.with(|cell| {
-            let mut sc = cell.try_borrow_mut().map_err(|_| {
-                candle_core::Error::Msg(
-                    "int8 patchnet: a forward pass re-entered its thread's scratch".into(),
-                )
-            })?;
-            self.outputs_in(input, b, norm, &mut sc);
-            Ok(f(&sc.logits))
-        })
+        let sc = state.slot::<PatchNetScratch>();
+        self.outputs_in(input, b, norm, sc);
+        Ok(f(&sc.logits))
     }
 
-    fn outputs_in(&self, input: &[f32], b: usize, norm: SliceNorm, sc: &mut Scratch) {
+    fn outputs_in(&self, input: &[f32], b: usize, norm: SliceNorm, sc: &mut PatchNetScratch) {
         let s = self.side;
         let [c0, c1, c2] = self.channels;
 

@@ -8,8 +8,8 @@ use crate::format::WeightSet;
 use crate::input_norm::{normalise_per_patch, normalise_unit_rgb, InputNorm};
 use crate::linear::QLinear;
 use crate::slice_ops::softmax_extend;
-#[cfg(feature = "train")]
-use crate::train_ops::BatchNorm;
+use crate::state::{in_state, ModelState};
+use crate::train_norms::TrainNorms;
 use crate::{ModelError, PatchClassifier, PatchVerdicts};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, VarBuilder};
@@ -34,20 +34,10 @@ pub struct PatchNet {
     pub(super) int8: Option<Arc<Int8PatchNet>>,
     /// Batch normalisation of the three convolutions while training ([`Self::new_with_batch_norm`]);
     /// folded into the convolutions for inference and saving.
-    #[cfg(feature = "train")]
-    pub(super) norms: Option<Arc<[BatchNorm; 3]>>,
+    pub(super) norms: TrainNorms<3>,
 }
 
 impl PatchNet {
-    /// Whether batch normalisation is on (a net built for training); never without the `train` feature.
-    fn training(&self) -> bool {
-        #[cfg(feature = "train")]
-        let on = self.norms.is_some();
-        #[cfg(not(feature = "train"))]
-        let on = false;
-        on
-    }
-
     /// Builds the network from `vb` (a `VarMap` for training, or stored float tensors).
     pub fn new(cfg: &PatchNetConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         if let Err(message) = cfg.validate() {
@@ -64,8 +54,7 @@ impl PatchNet {
             fc1: layers[3].new_linear(&vb)?,
             fc2: layers[4].new_linear(&vb)?,
             int8: None,
-            #[cfg(feature = "train")]
-            norms: None,
+            norms: TrainNorms::default(),
         })
     }
 
@@ -94,8 +83,7 @@ impl PatchNet {
             conv3: layers[2].load_conv(set)?,
             fc1: layers[3].load_linear(set)?,
             fc2: layers[4].load_linear(set)?,
-            #[cfg(feature = "train")]
-            norms: None,
+            norms: TrainNorms::default(),
         })
     }
 
@@ -130,7 +118,7 @@ impl PatchNet {
     /// `(b, 3, s, s)` → `(b, num_outputs)`.
     pub fn outputs(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         #[cfg(feature = "train")]
-        if self.norms.is_some() {
+        if self.norms.is_on() {
             return self.folded()?.outputs(x);
         }
         let b = x.dim(0)?;
@@ -190,20 +178,13 @@ impl PatchNet {
 
     /// Writes the (dequantised) weights as an f32 safetensors checkpoint with kind and config.
     pub fn save_safetensors(&self, path: &Path) -> Result<(), ModelError> {
-        let tensors = self.named_tensors()?.into_iter().collect();
-        let config_json = serde_json::to_string(&self.cfg).map_err(|e| ModelError::BadConfig {
-            path: path.to_path_buf(),
-            key: crate::format::CONFIG_KEY.into(),
-            expected: "a serialisable patchnet config".into(),
-            found: e.to_string(),
-        })?;
-        crate::format::write_safetensors(&tensors, &config_json, PATCHNET_KIND, path)
+        crate::format::write_checkpoint(self.named_tensors()?, &self.cfg, PATCHNET_KIND, path)
     }
 
     /// Layers in file order with their (dequantised, f32) weights, for saving and quantising.
     pub fn named_tensors(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
         #[cfg(feature = "train")]
-        if self.norms.is_some() {
+        if self.norms.is_on() {
             return self.folded()?.named_tensors();
         }
         let layers = self.cfg.layers();
@@ -215,6 +196,58 @@ impl PatchNet {
             layer.linear_tensors(fc, &mut out)?;
         }
         Ok(out)
+    }
+}
+
+impl PatchNet {
+    /// [`PatchClassifier::classify_into`] with the worker's state, or (`None`) the thread's fallback.
+    fn classify_slices(
+        &self,
+        state: Option<&mut ModelState>,
+        patches_chw: &[f32],
+        batch: usize,
+        out: &mut crate::PatchRows,
+    ) -> Result<(), ModelError> {
+        let s = self.cfg.input_side_px;
+        let int8 = match &self.int8 {
+            Some(int8) if !self.norms.is_on() => int8,
+            _ => {
+                let patches =
+                    Tensor::from_slice(patches_chw, (batch, 3, s, s), &candle_core::Device::Cpu)
+                        .map_err(|_| ModelError::BadInput {
+                            expected: format!(
+                                "({batch}, 3, {s}, {s}) = {} values",
+                                batch * 3 * s * s
+                            ),
+                            found: vec![patches_chw.len()],
+                        })?;
+                return out.fill_from(&self.classify_with_boxes(&patches)?);
+            }
+        };
+        if patches_chw.len() != batch * 3 * s * s {
+            return Err(ModelError::BadInput {
+                expected: format!("({batch}, 3, {s}, {s}) = {} values", batch * 3 * s * s),
+                found: vec![patches_chw.len()],
+            });
+        }
+        let norm = match self.cfg.input_norm {
+            InputNorm::Fixed => SliceNorm::Fixed,
+            InputNorm::PerPatch => SliceNorm::PerPatch,
+        };
+        out.clear();
+        out.has_boxes = self.cfg.box_head;
+        let (classes, outputs) = (self.cfg.num_classes, self.cfg.num_outputs());
+        in_state(state, "int8 patchnet", |state| {
+            int8.with_outputs(patches_chw, batch, norm, state, |rows| {
+                for row in rows.chunks_exact(outputs) {
+                    softmax_extend(&row[..classes], &mut out.probs);
+                    if self.cfg.box_head {
+                        out.boxes.push(decode_patch_box(&row[classes..]));
+                    }
+                }
+            })
+        })?;
+        Ok(())
     }
 }
 
@@ -263,52 +296,26 @@ impl PatchClassifier for PatchNet {
     }
 
     /// On the Q8_0 integer path: normalisation, forward pass, softmax and boxes on slices, into `out`'s
-    /// buffers (nothing allocated once they and this thread's scratch have grown). Otherwise (float or GPU
-    /// weights) the tensor path.
+    /// buffers (nothing allocated once they and this thread's fallback state have grown). Otherwise (float
+    /// or GPU weights) the tensor path.
     fn classify_into(
         &self,
         patches_chw: &[f32],
         batch: usize,
         out: &mut crate::PatchRows,
     ) -> Result<(), ModelError> {
-        let s = self.cfg.input_side_px;
-        let int8 = match &self.int8 {
-            Some(int8) if !self.training() => int8,
-            _ => {
-                let patches =
-                    Tensor::from_slice(patches_chw, (batch, 3, s, s), &candle_core::Device::Cpu)
-                        .map_err(|_| ModelError::BadInput {
-                            expected: format!(
-                                "({batch}, 3, {s}, {s}) = {} values",
-                                batch * 3 * s * s
-                            ),
-                            found: vec![patches_chw.len()],
-                        })?;
-                return out.fill_from(&self.classify_with_boxes(&patches)?);
-            }
-        };
-        if patches_chw.len() != batch * 3 * s * s {
-            return Err(ModelError::BadInput {
-                expected: format!("({batch}, 3, {s}, {s}) = {} values", batch * 3 * s * s),
-                found: vec![patches_chw.len()],
-            });
-        }
-        let norm = match self.cfg.input_norm {
-            InputNorm::Fixed => SliceNorm::Fixed,
-            InputNorm::PerPatch => SliceNorm::PerPatch,
-        };
-        out.clear();
-        out.has_boxes = self.cfg.box_head;
-        let (classes, outputs) = (self.cfg.num_classes, self.cfg.num_outputs());
-        int8.with_outputs(patches_chw, batch, norm, |rows| {
-            for row in rows.chunks_exact(outputs) {
-                softmax_extend(&row[..classes], &mut out.probs);
-                if self.cfg.box_head {
-                    out.boxes.push(decode_patch_box(&row[classes..]));
-                }
-            }
-        })?;
-        Ok(())
+        self.classify_slices(None, patches_chw, batch, out)
+    }
+
+    /// [`Self::classify_into`] with the worker's `state`.
+    fn classify_into_with(
+        &self,
+        state: &mut ModelState,
+        patches_chw: &[f32],
+        batch: usize,
+        out: &mut crate::PatchRows,
+    ) -> Result<(), ModelError> {
+        self.classify_slices(Some(state), patches_chw, batch, out)
     }
 
     fn mflops_per_patch(&self) -> f64 {

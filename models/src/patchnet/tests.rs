@@ -209,7 +209,7 @@ fn batch_norm_train_logits_match_finite_differences() {
 /// The classifier with batch normalisation from candle tensor ops in NCHW (conv2d, statistics over
 /// batch and space, max-pooling as a max over reshaped windows): the reference for the training graph.
 fn batch_norm_reference_logits(net: &PatchNet, x: &Tensor) -> Tensor {
-    let norms = net.norms.as_ref().unwrap();
+    let norms = net.norms.get().unwrap();
     let b = x.dim(0).unwrap();
     let mut x = net.normalised_input(x).unwrap();
     for (i, conv) in [&net.conv1, &net.conv2, &net.conv3].into_iter().enumerate() {
@@ -617,7 +617,7 @@ fn quantised_files_stay_close_to_float() {
     }
 }
 
-/// The shipped Q8_0 net on its integer path (its scratch is per thread, not behind a lock).
+/// The shipped Q8_0 net on its integer path (its scratch is the caller's or the thread's, not behind a lock).
 fn shipped_q8_0() -> PatchNet {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("weights")
@@ -667,7 +667,9 @@ fn classify_into_matches_the_tensor_path_on_the_integer_net() {
         .int8
         .as_ref()
         .unwrap()
-        .with_outputs(&values, 9, norm, |l| l.to_vec())
+        .with_outputs(&values, 9, norm, &mut crate::ModelState::new(), |l| {
+            l.to_vec()
+        })
         .unwrap();
     let d = max_abs_diff(&got_logits, &want_logits);
     assert!(d <= 1e-5, "logits differ by {d}");
@@ -702,6 +704,32 @@ fn the_integer_net_classifies_from_several_threads_at_once_as_it_does_alone() {
             });
         }
     });
+}
+
+#[test]
+fn a_worker_state_gives_the_verdicts_of_the_stateless_path() {
+    let net = shipped_q8_0();
+    let side = net.input_side_px();
+    let values = flat(&random_tensor(&[6, 3, side, side], 0.0, 1.0, 21));
+    let mut want = crate::PatchRows::default();
+    net.classify_into(&values, 6, &mut want).unwrap();
+    // One state per worker, shared by several batch sizes (its buffers grow to the largest).
+    let mut state = crate::ModelState::new();
+    let mut got = crate::PatchRows::default();
+    for batch in [6, 2, 6] {
+        net.classify_into_with(
+            &mut state,
+            &values[..batch * 3 * side * side],
+            batch,
+            &mut got,
+        )
+        .unwrap();
+        assert_eq!(got.probs[..], want.probs[..batch * crate::NUM_CLASSES]);
+        assert_eq!(
+            got.boxes[..],
+            want.boxes[..if got.has_boxes { batch } else { 0 }]
+        );
+    }
 }
 
 #[test]

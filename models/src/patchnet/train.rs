@@ -4,10 +4,10 @@
 
 use super::config::PatchNetConfig;
 use super::model::PatchNet;
+use crate::train_norms::TrainNorms;
 use crate::train_ops::{conv_block_nhwc, conv_bn_block_nhwc, BatchNorm};
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
-use std::sync::Arc;
 
 impl PatchNet {
     /// Builds the network for training with batch normalisation after each convolution (scale and shift
@@ -18,24 +18,24 @@ impl PatchNet {
     pub fn new_with_batch_norm(cfg: &PatchNetConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         let mut net = Self::new(cfg, vb.clone())?;
         let [c0, c1, c2] = cfg.channels;
-        net.norms = Some(Arc::new([
+        net.norms = TrainNorms::new([
             BatchNorm::new(c0, vb.pp("conv1").pp("bn"))?,
             BatchNorm::new(c1, vb.pp("conv2").pp("bn"))?,
             BatchNorm::new(c2, vb.pp("conv3").pp("bn"))?,
-        ]));
+        ]);
         Ok(net)
     }
     /// The inference network: batch normalisation (if any) folded into the convolutions with its running
     /// statistics, weights detached from training.
     pub fn folded(&self) -> candle_core::Result<Self> {
-        let Some(norms) = &self.norms else {
+        let Some(norms) = self.norms.get() else {
             return Ok(self.clone());
         };
         Ok(Self {
             conv1: norms[0].fold_into(&self.conv1)?,
             conv2: norms[1].fold_into(&self.conv2)?,
             conv3: norms[2].fold_into(&self.conv3)?,
-            norms: None,
+            norms: TrainNorms::default(),
             int8: None,
             ..self.clone()
         })
@@ -75,7 +75,7 @@ impl PatchNet {
             .into_iter()
             .enumerate()
         {
-            x = match &self.norms {
+            x = match self.norms.get() {
                 Some(norms) => conv_bn_block_nhwc(&x, conv, &norms[i])?,
                 None => conv_block_nhwc(&x, conv)?,
             };

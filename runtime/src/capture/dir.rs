@@ -7,7 +7,8 @@ use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::source::{Capture, FrameSource, QueuePolicy, SourceError};
+use super::source::{Capture, FrameSource, QueuePolicy};
+use super::source_error::SourceError;
 use crate::frame::{check_frame_size, try_resize, Frame, FrameError, MAX_FRAME_SIDE_PX};
 
 /// Options of a folder replay, parsed from its URI by `capture::uri`.
@@ -37,26 +38,22 @@ const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 impl DirSource {
     /// Lists the folder; fails, naming the path, when it is missing, unreadable or holds no JPEG/PNG file.
     pub fn open(uri: &str, options: DirOptions) -> Result<Self, SourceError> {
-        let open_error = |message: String| SourceError::Open {
-            uri: uri.to_string(),
-            message,
-        };
-        let entries = std::fs::read_dir(&options.path).map_err(|e| {
-            open_error(format!(
-                "folder `{}` cannot be listed: {e}",
-                options.path.display()
-            ))
-        })?;
+        let entries =
+            std::fs::read_dir(&options.path).map_err(|reason| SourceError::FolderUnreadable {
+                uri: uri.to_string(),
+                folder: options.path.clone(),
+                reason,
+            })?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|entry| entry.path())
             .filter(|path| is_image_file(path))
             .collect();
         if files.is_empty() {
-            return Err(open_error(format!(
-                "folder `{}` has no .jpg, .jpeg or .png file",
-                options.path.display()
-            )));
+            return Err(SourceError::FolderEmpty {
+                uri: uri.to_string(),
+                folder: options.path.clone(),
+            });
         }
         files.sort_by(|a, b| natural_cmp(&file_name(a), &file_name(b)));
         Ok(Self {

@@ -24,7 +24,8 @@ use gstreamer_video::{VideoFrameRef, VideoInfo};
 
 use super::gst_uri::{GstSpec, RtspTransport};
 use super::reconnect::{Device, DeviceError, ReconnectPolicy, Reconnecting};
-use super::source::{Capture, FrameSource, QueuePolicy, SourceError, SourceStats};
+use super::source::{Capture, FrameSource, QueuePolicy, SourceStats};
+use super::source_error::SourceError;
 use crate::frame::{check_frame_size, Frame, FrameError};
 use crate::pool::FramePool;
 
@@ -334,19 +335,16 @@ impl GstSource {
     /// Builds and starts the pipeline once (a missing file, an unknown codec or an unreachable server fails
     /// here, naming the URI and GStreamer's reason), then streams.
     pub fn open(uri: &str, spec: GstSpec) -> Result<Self, SourceError> {
-        let open_error = |message: String| SourceError::Open {
+        init().map_err(|GstInitError(reason)| SourceError::GstInit {
             uri: uri.to_string(),
-            message,
-        };
-        init().map_err(|e| open_error(e.to_string()))?;
+            reason,
+        })?;
         let timeout = Duration::from_millis(spec.timeout_ms());
         let live = spec.is_live();
         let mut device = GstDevice::new(spec);
-        device.open().map_err(|e| {
-            open_error(match e {
-                DeviceError::Gone(message) => message,
-                stalled => stalled.to_string(),
-            })
+        device.open().map_err(|reason| SourceError::Pipeline {
+            uri: uri.to_string(),
+            reason,
         })?;
         let driver = if live {
             let policy = ReconnectPolicy {

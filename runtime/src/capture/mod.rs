@@ -14,6 +14,7 @@ mod percent;
 pub mod raw;
 pub mod reconnect;
 pub mod source;
+pub mod source_error;
 pub mod synthetic;
 #[cfg(feature = "turbojpeg")]
 pub mod turbo;
@@ -27,7 +28,8 @@ pub use self::v4l::V4lSource;
 pub use dir::{DirOptions, DirSource};
 #[cfg(any(test, feature = "fault-injection"))]
 pub use fault::{Fault, FaultSchedule, FaultSource};
-pub use source::{Capture, FrameSource, QueuePolicy, SourceError, SourceStats};
+pub use source::{Capture, FrameSource, QueuePolicy, SourceStats};
+pub use source_error::SourceError;
 pub use uri::{parse_source_uri, PixelFormat, SourceSpec, V4lOptions};
 pub use uri_error::UriError;
 

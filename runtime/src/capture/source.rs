@@ -5,7 +5,6 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use super::uri_error::UriError;
 use crate::frame::{Frame, FrameError};
 use crate::pool::FramePool;
 
@@ -55,17 +54,4 @@ pub trait FrameSource: Send {
     fn use_pool(&mut self, _pool: FramePool) {}
     /// Give up waiting for a source that is down once `stop` is raised (live sources that reconnect).
     fn use_stop(&mut self, _stop: Arc<AtomicBool>) {}
-}
-
-/// Errors opening a source.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("source URI `{uri}`: {reason}")]
-    BadUri {
-        uri: String,
-        #[source]
-        reason: UriError,
-    },
-    #[error("source `{uri}`: {message}")]
-    Open { uri: String, message: String },
 }

@@ -2,7 +2,8 @@
 //! and known boxes (see [`crate::synth`]), deterministic from the seed, evaluation split, bundled assets only.
 //! Frame `i` is scene `seed * 1_000_003 + i`, so two sources with different seeds do not share frames.
 
-use super::source::{Capture, FrameSource, QueuePolicy, SourceError};
+use super::source::{Capture, FrameSource, QueuePolicy};
+use super::source_error::SourceError;
 use super::uri_error::UriError;
 use crate::frame::Frame;
 use crate::synth::{SceneConfig, SceneGenerator, Split};
@@ -73,9 +74,9 @@ impl SyntheticSource {
             split: Split::Eval,
             ..SceneConfig::default()
         })
-        .map_err(|e| SourceError::Open {
+        .map_err(|reason| SourceError::Scene {
             uri: uri.to_string(),
-            message: e.to_string(),
+            reason,
         })?;
         Ok(Self {
             uri: uri.to_string(),

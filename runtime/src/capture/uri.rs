@@ -16,7 +16,7 @@ use std::str::FromStr;
 use super::dir::DirOptions;
 use super::gst_uri::{parse_gst_uri, GstSpec};
 use super::percent::{percent_decode, percent_encode};
-use super::source::SourceError;
+use super::source_error::SourceError;
 use super::synthetic::SyntheticOptions;
 use super::uri_error::UriError;
 use crate::frame::check_frame_size;

@@ -20,7 +20,8 @@ use v4l::{Format, FourCC};
 
 use super::raw::{RawDecoder, SequenceTracker};
 use super::reconnect::{Device, DeviceError, ReconnectPolicy, Reconnecting};
-use super::source::{Capture, FrameSource, QueuePolicy, SourceError, SourceStats};
+use super::source::{Capture, FrameSource, QueuePolicy, SourceStats};
+use super::source_error::SourceError;
 use super::uri::{PixelFormat, V4lOptions};
 use crate::pool::FramePool;
 
@@ -264,9 +265,9 @@ impl V4lSource {
             ..ReconnectPolicy::default()
         };
         let mut device = V4lDevice::new(options);
-        device.open().map_err(|e| SourceError::Open {
+        device.open().map_err(|reason| SourceError::Device {
             uri: uri.to_string(),
-            message: e.to_string(),
+            reason,
         })?;
         Ok(Self {
             uri: uri.to_string(),

@@ -77,6 +77,8 @@ pub struct PatchBatcher {
     buffer: Vec<f32>,
     /// The classifier's verdicts of the last batch (kept for its buffers).
     rows: saccade_models::PatchRows,
+    /// The scratch of the classifier's forward passes on this source's thread.
+    state: saccade_models::ModelState,
 }
 
 impl PatchBatcher {
@@ -119,7 +121,8 @@ impl PatchBatcher {
     }
 
     /// Classifies the first `n` patches already written into the buffer by [`PatchBatcher::prepare`],
-    /// through [`PatchClassifier::classify_into`] (no tensors on the Q8_0 CPU path).
+    /// through [`PatchClassifier::classify_into_with`] with this batcher's state (no tensors on the Q8_0 CPU
+    /// path).
     pub fn classify_prepared(
         &mut self,
         strategy: &'static str,
@@ -141,7 +144,7 @@ impl PatchBatcher {
             });
         }
         classifier
-            .classify_into(&self.buffer[..len], n, &mut self.rows)
+            .classify_into_with(&mut self.state, &self.buffer[..len], n, &mut self.rows)
             .map_err(|source| FocusError::Model { strategy, source })?;
         let rows = &self.rows;
         if rows.probs.len() != n * NUM_CLASSES || (rows.has_boxes && rows.boxes.len() != n) {

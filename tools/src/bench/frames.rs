@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use saccade_runtime::synth::{SceneConfig, SceneGenerator};
 
-use super::{BenchArgs, DEFAULT_SYNTHETIC_FRAMES, FIRST_SEED};
+use super::{DEFAULT_SYNTHETIC_FRAMES, FIRST_SEED};
+use crate::cmd::bench::BenchArgs;
 use crate::eval::{
     items_from_folder, parse_annotations, select_split, truth_from_boxes, EvalItem, EvalSplit,
     FrameData,

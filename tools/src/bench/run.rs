@@ -22,9 +22,10 @@ use super::report::{
     DtypeRun, HeadToHead, Machine, MultiSource, RatioVsBaseline, SourceThroughput, Throughput,
 };
 use super::{
-    BenchArgs, BASELINE, BASELINES, GOAL_F1_BELOW_FULLRES, GOAL_MFLOPS_RATIO, GOAL_P50_SPEEDUP,
+    BASELINE, BASELINES, GOAL_F1_BELOW_FULLRES, GOAL_MFLOPS_RATIO, GOAL_P50_SPEEDUP,
     THROUGHPUT_FRAMES_HELD,
 };
+use crate::cmd::bench::BenchArgs;
 use crate::config::ThreadsConfig;
 use crate::engine::{self, ModelArgs, Models, StrategyArgs};
 use crate::eval::{evaluate, load_frame, EvalItem, Evaluation, FrameData, ScoredFrame};

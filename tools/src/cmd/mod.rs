@@ -1,5 +1,6 @@
 //! One module per `saccade` subcommand: its flags and what it does with them.
 
+pub mod bench;
 pub mod calibrate;
 pub mod config;
 pub mod demo;
@@ -9,3 +10,4 @@ pub mod inspect;
 pub mod quantize;
 pub mod run;
 pub mod synth;
+pub mod train;

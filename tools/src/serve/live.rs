@@ -202,22 +202,47 @@ impl LiveHub {
     }
 }
 
+/// Why a live frame could not be served as JPEG: each names the frame.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveFrameError {
+    #[error("live frame {index} of {width}×{height} has {found} RGB bytes, expected {expected}")]
+    WrongSize {
+        index: u64,
+        width: u32,
+        height: u32,
+        found: usize,
+        expected: usize,
+    },
+    #[error("encoding live frame {index} as JPEG: {reason}")]
+    Encode {
+        index: u64,
+        #[source]
+        reason: image::ImageError,
+    },
+}
+
 /// Draw the annotations onto a live frame and encode it as JPEG; the frame's RGB buffer comes back for reuse.
-pub fn encode_annotated(frame: LiveFrame) -> (Result<Vec<u8>, String>, Vec<u8>) {
+pub fn encode_annotated(frame: LiveFrame) -> (Result<Vec<u8>, LiveFrameError>, Vec<u8>) {
     let expected = frame.width as usize * frame.height as usize * 3;
     let found = frame.rgb.len();
     let Some(mut img) = RgbImage::from_raw(frame.width, frame.height, frame.rgb) else {
-        let message = format!(
-            "live frame {} of {}×{} has {found} RGB bytes, expected {expected}",
-            frame.index, frame.width, frame.height
-        );
-        return (Err(message), Vec::new());
+        let error = LiveFrameError::WrongSize {
+            index: frame.index,
+            width: frame.width,
+            height: frame.height,
+            found,
+            expected,
+        };
+        return (Err(error), Vec::new());
     };
     crate::annotate::annotate(&mut img, &frame.glance, &frame.outcome);
     let mut jpeg = Vec::with_capacity(expected / 8);
     let encoded = JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY)
         .encode_image(&img)
-        .map_err(|e| format!("encoding live frame {} as JPEG: {e}", frame.index));
+        .map_err(|reason| LiveFrameError::Encode {
+            index: frame.index,
+            reason,
+        });
     (encoded.map(|()| jpeg), img.into_raw())
 }
 
@@ -242,7 +267,10 @@ mod tests {
         let (jpeg, rgb) = encode_annotated(frame(3, 32, 16, 32 * 16 * 3));
         assert!(jpeg.unwrap().starts_with(&[0xFF, 0xD8]), "not a JPEG");
         assert_eq!(rgb.len(), 32 * 16 * 3, "buffer not handed back");
-        let err = encode_annotated(frame(4, 32, 16, 10)).0.unwrap_err();
+        let err = encode_annotated(frame(4, 32, 16, 10))
+            .0
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("frame 4") && err.contains("10"), "{err}");
     }
 

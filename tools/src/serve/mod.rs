@@ -270,7 +270,7 @@ async fn encode_loop(feed: Arc<SourceFeed>) {
                 feed.publish_jpeg(mjpeg_part(&jpeg));
                 continue;
             }
-            Ok(Err(e)) => e,
+            Ok(Err(e)) => e.to_string(),
             Err(e) => format!("encoding live frame {index} of {} stopped: {e}", feed.uri),
         };
         if let Some(held_back) = errors.due(Instant::now()) {

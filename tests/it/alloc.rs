@@ -258,6 +258,63 @@ fn allocations_per_frame_stay_constant_and_outside_the_models_in_steady_state() 
     );
 }
 
+/// The shipped Q8_0 nets behind strategy `name` with at most 8 patches per frame, on the CPU.
+fn processor_for(name: &str) -> FrameProcessor {
+    let device = Device::Cpu;
+    let glance = GlanceNetModel::load(&weights().join("glancenet.q8_0.gguf"), &device).unwrap();
+    let classifier = PatchNet::load(&weights().join("patchnet.q8_0.gguf"), &device).unwrap();
+    FrameProcessor::new(
+        GlanceStage::new(Arc::new(glance), device),
+        strategy_by_name(name, &StrategyConfigs::default()).unwrap(),
+        Arc::new(classifier),
+        FocusBudget {
+            max_patches: 8,
+            deadline_ms: None,
+        },
+    )
+}
+
+/// Allocations of each frame of `processor` on this thread, rounds 1.. of `rounds` over `frames` (round 0
+/// warms the buffers up).
+fn steady_state_counts(processor: &mut FrameProcessor, frames: &[Frame], rounds: usize) -> Vec<u64> {
+    let metrics = PipelineMetrics::default();
+    let mut per_frame = Vec::with_capacity(rounds * frames.len());
+    for round in 0..rounds {
+        for f in frames {
+            let frame = f.clone();
+            let before = allocations();
+            let done = processor.process(frame, &metrics).unwrap();
+            let n = allocations() - before;
+            drop(done);
+            if round > 0 {
+                per_frame.push(n);
+            }
+        }
+    }
+    per_frame
+}
+
+#[test]
+fn every_strategy_allocates_the_same_per_frame_in_steady_state() {
+    let frames = frames(3);
+    let mut report = Vec::new();
+    for name in saccade_runtime::focus::STRATEGY_NAMES {
+        let mut processor = processor_for(name);
+        let per_frame = steady_state_counts(&mut processor, &frames, 4);
+        for (i, n) in per_frame.iter().enumerate().skip(3) {
+            assert_eq!(
+                *n,
+                per_frame[i % 3],
+                "{name}: frame {} allocated {n} vs {} earlier: {per_frame:?}",
+                i % 3,
+                per_frame[i % 3]
+            );
+        }
+        report.push((*name, per_frame[..3].to_vec()));
+    }
+    eprintln!("allocations per frame by strategy (1 source, steady state): {report:?}");
+}
+
 /// The shipped Q8_0 classifier seen from a batching stage's worker thread: records, on that thread, the
 /// allocations of each model call and those the worker made between two calls (gathering, concatenating,
 /// splitting and answering: the batching stage's own cost).

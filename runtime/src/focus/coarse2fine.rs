@@ -8,7 +8,7 @@ use saccade_models::GlanceMap;
 
 use super::classify::PatchBatcher;
 use super::detect_config::DetectConfig;
-use super::exit::{nothing_salient, open_frame, Opened};
+use super::exit::{nothing_salient_into, open_frame, Opened};
 use super::geometry::{object_side_at, refined_centre_frame, CellArea, GlanceGeometry};
 use super::outcome::examine_in_one_batch;
 use super::selection::Candidate;
@@ -207,6 +207,8 @@ fn windows_for(
 pub struct Coarse2Fine {
     config: Coarse2FineConfig,
     batcher: PatchBatcher,
+    /// The windows of a frame, kept for their capacity.
+    windows: Vec<Candidate>,
 }
 
 impl Coarse2Fine {
@@ -214,6 +216,7 @@ impl Coarse2Fine {
         Self {
             config,
             batcher: PatchBatcher::new(),
+            windows: Vec::new(),
         }
     }
 }
@@ -223,13 +226,19 @@ impl FocusStrategy for Coarse2Fine {
         "coarse2fine"
     }
 
-    fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
+    fn focus_into(
+        &mut self,
+        input: &FocusInput<'_>,
+        out: &mut FocusOutcome,
+    ) -> Result<(), FocusError> {
         let detect = &self.config.detect;
         let glance = input.glance;
         let Some(Opened { clock, geometry }) = open_frame(input, detect) else {
-            return Ok(nothing_salient());
+            nothing_salient_into(out);
+            return Ok(());
         };
-        let mut windows: Vec<Candidate> = Vec::new();
+        let windows = &mut self.windows;
+        windows.clear();
         for region in regions(glance, &geometry, &self.config) {
             let w = windows_for(glance, &region, &geometry, &self.config);
             windows.extend(w);
@@ -242,8 +251,9 @@ impl FocusStrategy for Coarse2Fine {
             input,
             detect,
             &clock,
-            &windows,
+            windows,
             budget_cut,
+            out,
         )
     }
 }

@@ -82,6 +82,17 @@ pub struct FocusOutcome {
     pub pixels_examined: u64,
 }
 
+impl FocusOutcome {
+    /// Empties the outcome for the next frame, keeping the capacity of its lists.
+    pub fn clear(&mut self) {
+        self.detections.clear();
+        self.patches.clear();
+        self.exit = None;
+        self.backbone_mflops = 0.0;
+        self.pixels_examined = 0;
+    }
+}
+
 /// The per-frame budget: hard limits a strategy must respect.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FocusBudget {
@@ -124,7 +135,20 @@ pub trait FocusStrategy: Send {
     /// The name used by `--strategy` and in events (`topk`, `gfnet`, `zoom`, `coarse2fine`, `fullres`, `downsample`,
     /// `glance-only`).
     fn name(&self) -> &'static str;
-    fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError>;
+    /// Looks at one frame, writing what it did into `out` (cleared first) and reusing its lists: the pipeline
+    /// hands the outcomes of earlier frames back here (see [`crate::recycle`]), and a strategy keeps its other
+    /// per-frame lists as scratch, so a frame allocates nothing once the lists have grown.
+    fn focus_into(
+        &mut self,
+        input: &FocusInput<'_>,
+        out: &mut FocusOutcome,
+    ) -> Result<(), FocusError>;
+    /// [`Self::focus_into`] into a new outcome.
+    fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
+        let mut out = FocusOutcome::default();
+        self.focus_into(input, &mut out)?;
+        Ok(out)
+    }
 }
 
 /// The names `strategy_by_name` knows, in the order benchmarks list them.

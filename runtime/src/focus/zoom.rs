@@ -17,10 +17,8 @@ use saccade_models::GlanceMap;
 
 use super::classify::{Looked, PatchBatcher};
 use super::detect_config::DetectConfig;
-use super::exit::{max_objectness, nothing_salient, open_frame, Opened};
-use super::geometry::{
-    clip_to_frame, frame_box_from_patch, object_side_at, patch_for_cell, CellArea, GlanceGeometry,
-};
+use super::exit::{max_objectness, nothing_salient_into, open_frame, Opened};
+use super::geometry::{clip_to_frame, object_side_at, patch_for_cell, CellArea, GlanceGeometry};
 use super::outcome::OutcomeRecorder;
 use super::selection::nms;
 use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
@@ -449,11 +447,16 @@ impl FocusStrategy for Zoom {
         "zoom"
     }
 
-    fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
+    fn focus_into(
+        &mut self,
+        input: &FocusInput<'_>,
+        out: &mut FocusOutcome,
+    ) -> Result<(), FocusError> {
         let detect = self.config.detect.clone();
         let glance = input.glance;
         let Some(Opened { clock, geometry }) = open_frame(input, &detect) else {
-            return Ok(nothing_salient());
+            nothing_salient_into(out);
+            return Ok(());
         };
         let n = self.config.grid_side.max(2);
         let mut saliency = std::mem::take(&mut self.saliency);
@@ -518,10 +521,11 @@ impl FocusStrategy for Zoom {
             }
         }
 
-        let mut recorder = OutcomeRecorder::new();
+        let mut recorder = OutcomeRecorder::new(out);
         if clock.expired() {
             self.last_grid = Some(grid);
-            return Ok(recorder.finish(ExitReason::Budget, detect.merge_iou));
+            recorder.finish(ExitReason::Budget, detect.merge_iou);
+            return Ok(());
         }
         self.warp(input.frame, &grid);
         let per_patch = 3 * side * side;
@@ -542,9 +546,14 @@ impl FocusStrategy for Zoom {
                 }
             }
         }
-        let verdicts =
-            self.batcher
-                .classify_prepared("zoom", chosen.len(), side, input.classifier)?;
+        let looked = self.batcher.classify_prepared_and_look_again(
+            "zoom",
+            input.frame,
+            side,
+            chosen.iter().map(|&i| windows[i].1),
+            input.classifier,
+            &detect,
+        )?;
         let mflops = input.classifier.mflops_per_patch();
         // A magnified sign spans several windows, each seeing a fragment: without a box from the net, report
         // the sign at the glance peak under the window with the glance's size, so the fragments agree and
@@ -563,23 +572,7 @@ impl FocusStrategy for Zoom {
                 }
             })
             .collect();
-        let objects: Vec<Option<BoxPx>> = chosen
-            .iter()
-            .zip(&verdicts)
-            .map(|(&i, v)| {
-                v.box_in_patch
-                    .map(|b| frame_box_from_patch(&windows[i].1, &b))
-            })
-            .collect();
-        let looked = self.batcher.second_look(
-            "zoom",
-            input.frame,
-            &verdicts,
-            &objects,
-            input.classifier,
-            &detect,
-        )?;
-        for ((&i, l), fallback) in chosen.iter().zip(&looked).zip(&fallback) {
+        for ((&i, l), fallback) in chosen.iter().zip(looked).zip(&fallback) {
             let (_, frame_box, score, _) = windows[i];
             let l = Looked {
                 object_frame: l.object_frame.or(Some(*fallback)),
@@ -593,7 +586,8 @@ impl FocusStrategy for Zoom {
         } else {
             ExitReason::MaxSteps
         };
-        Ok(recorder.finish(exit, detect.merge_iou))
+        recorder.finish(exit, detect.merge_iou);
+        Ok(())
     }
 }
 

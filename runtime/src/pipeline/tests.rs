@@ -15,7 +15,14 @@ fn latest_policy_evicts_the_oldest_item() {
     let (tx, rx) = bounded::<u32>(2);
     let dropped = AtomicU64::new(0);
     for i in 0..5 {
-        assert!(send_with_policy(&tx, &rx, i, QueuePolicy::Latest, &dropped));
+        assert!(send_with_policy(
+            &tx,
+            &rx,
+            i,
+            QueuePolicy::Latest,
+            &dropped,
+            drop
+        ));
     }
     assert_eq!(dropped.load(Ordering::Relaxed), 3);
     assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![3, 4]);
@@ -83,12 +90,15 @@ impl FocusStrategy for Slow {
     fn name(&self) -> &'static str {
         "slow"
     }
-    fn focus(&mut self, _input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
+    fn focus_into(
+        &mut self,
+        _input: &FocusInput<'_>,
+        out: &mut FocusOutcome,
+    ) -> Result<(), FocusError> {
         std::thread::sleep(self.delay);
-        Ok(FocusOutcome {
-            exit: Some(ExitReason::NothingSalient),
-            ..FocusOutcome::default()
-        })
+        out.clear();
+        out.exit = Some(ExitReason::NothingSalient);
+        Ok(())
     }
 }
 

@@ -53,15 +53,29 @@ pub fn cell_candidates_into(
 /// Greedy non-maximum suppression: indices of the kept boxes, best score first; no two kept boxes overlap by
 /// more than `iou_threshold`. Ties keep the earlier box.
 pub fn nms(boxes_with_scores: &[(BoxPx, f32)], iou_threshold: f32) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..boxes_with_scores.len()).collect();
-    order.sort_by(|&a, &b| {
+    let (mut order, mut kept) = (Vec::new(), Vec::new());
+    nms_into(boxes_with_scores, iou_threshold, &mut order, &mut kept);
+    kept
+}
+
+/// [`nms`] into `kept` (cleared first), with `order` as scratch for the ranking.
+pub fn nms_into(
+    boxes_with_scores: &[(BoxPx, f32)],
+    iou_threshold: f32,
+    order: &mut Vec<usize>,
+    kept: &mut Vec<usize>,
+) {
+    order.clear();
+    order.extend(0..boxes_with_scores.len());
+    // Ties broken by index: the unstable sort (no buffer) gives the stable order.
+    order.sort_unstable_by(|&a, &b| {
         boxes_with_scores[b]
             .1
             .total_cmp(&boxes_with_scores[a].1)
             .then(a.cmp(&b))
     });
-    let mut kept: Vec<usize> = Vec::new();
-    for i in order {
+    kept.clear();
+    for &i in order.iter() {
         let b = &boxes_with_scores[i].0;
         if kept
             .iter()
@@ -70,7 +84,6 @@ pub fn nms(boxes_with_scores: &[(BoxPx, f32)], iou_threshold: f32) -> Vec<usize>
             kept.push(i);
         }
     }
-    kept
 }
 
 /// The `k` best candidates, greedily skipping any overlapping an already chosen one by more than `iou_threshold`.

@@ -1,8 +1,10 @@
 //! Focus strategies: where to look in the full-resolution frame and when to stop.
 //!
 //! Every strategy sees the same [`GlanceMap`], the same patch cutter and the same [`PatchClassifier`], so the
-//! benchmark compares like with like. A strategy returns a [`FocusOutcome`]: the detections (boxes in frame
-//! pixels), every patch it examined in order, and why it stopped.
+//! benchmark compares like with like. A strategy writes a [`FocusOutcome`]: the detections (boxes in frame
+//! pixels), every patch it examined in order, and why it stopped. It writes into an outcome of an earlier
+//! frame handed back by the sink ([`crate::recycle`]) and keeps its other per-frame lists as scratch, so in
+//! steady state a frame allocates nothing.
 
 // `FocusError::Model` carries `ModelError` by value: that is the agreed interface, and a strategy returns an
 // error at most once per frame, so the size of the `Err` variant costs nothing measurable.
@@ -83,13 +85,19 @@ pub struct FocusOutcome {
 }
 
 impl FocusOutcome {
-    /// Empties the outcome for the next frame, keeping the capacity of its lists.
+    /// Empties the outcome for the next frame (as [`FocusOutcome::default`]), keeping the capacity of its lists.
     pub fn clear(&mut self) {
-        self.detections.clear();
-        self.patches.clear();
-        self.exit = None;
-        self.backbone_mflops = 0.0;
-        self.pixels_examined = 0;
+        let (mut detections, mut patches) = (
+            std::mem::take(&mut self.detections),
+            std::mem::take(&mut self.patches),
+        );
+        detections.clear();
+        patches.clear();
+        *self = Self {
+            detections,
+            patches,
+            ..Self::default()
+        };
     }
 }
 

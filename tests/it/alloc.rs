@@ -37,7 +37,11 @@ thread_local! {
     static LARGEST: Cell<usize> = const { Cell::new(0) };
 }
 
+/// Allocations of every thread of the process (for the threaded pipeline, whose threads this test does not own).
+static ALL_THREADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn count(size: usize) {
+    ALL_THREADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
     let _ = LARGEST.try_with(|c| c.set(c.get().max(size)));
 }
@@ -641,6 +645,53 @@ fn soak_rss_stays_flat() {
     assert!(
         growth < 1024 * 1024,
         "RSS grew by {growth} bytes after warm-up over {total} frames:\n{csv}"
+    );
+}
+
+/// The threaded pipeline (capture into pooled buffers → glance → `topk` → sink, each on its own thread) in
+/// steady state allocates nothing per frame on any of its threads: frame buffers, glance maps and outcomes
+/// all come back. It counts every thread of the process, so it must run alone
+/// (`cargo test --release --test it threaded_pipeline -- --ignored`).
+#[test]
+#[ignore = "counts the allocations of the whole process: run alone with --ignored"]
+fn the_threaded_pipeline_allocates_nothing_per_frame_in_steady_state() {
+    use saccade_runtime::pipeline::{run_pipeline, PipelineOptions};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Warm-up: each of the spare results (one per place in the pipeline) meets every one of the 8 scenes
+    // (and grows its lists to the largest) within the first few hundred frames.
+    const FRAMES: u64 = 1000;
+    let (from, to) = (500, 980);
+    let mut marks = [0u64; 2];
+    run_pipeline(
+        Box::new(CycleSource::new(8, FRAMES)),
+        topk_processor(),
+        PipelineOptions {
+            queue_depth: 2,
+            policy: QueuePolicy::Lossless,
+            budget: FocusBudget {
+                max_patches: 8,
+                deadline_ms: None,
+            },
+        },
+        Arc::new(PipelineMetrics::default()),
+        Arc::new(AtomicBool::new(false)),
+        |done| {
+            if done.frame.index == from {
+                marks[0] = ALL_THREADS.load(Ordering::Relaxed);
+            } else if done.frame.index == to {
+                marks[1] = ALL_THREADS.load(Ordering::Relaxed);
+            }
+        },
+    );
+    let per_frame = (marks[1] - marks[0]) as f64 / (to - from) as f64;
+    eprintln!(
+        "threaded pipeline: {} allocations over frames {from}..{to} ({per_frame:.2} per frame)",
+        marks[1] - marks[0]
+    );
+    assert_eq!(
+        marks[1] - marks[0],
+        0,
+        "{per_frame:.2} allocations per frame"
     );
 }
 

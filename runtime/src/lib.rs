@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod pool;
 pub mod prometheus;
+pub mod recycle;
 pub mod synth;
 pub mod threads;
 

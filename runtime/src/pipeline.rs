@@ -5,6 +5,11 @@
 //! cameras: always work on the newest frame), `Lossless` blocks the producer (replays, evaluation). Stopping
 //! (the `stop` flag, set by SIGINT/SIGTERM) ends capture; every queued frame is still processed and its event
 //! flushed before [`run_pipeline`] returns.
+//!
+//! A frame's results travel with it to the sink and come back: the frame's buffer to the frame pool
+//! ([`crate::pool`]), its glance map and focus outcome to the result shelves ([`crate::recycle`]) when the
+//! [`ProcessedFrame`] is dropped. The glance and focus stages take them from there and refill them in place, so
+//! in steady state a frame allocates nothing on the way from capture to the sink.
 
 // `ProcessError` carries `FocusError` (and so `ModelError`) by value, as the strategies return it: a frame
 // fails at most once, so the size of the `Err` variant costs nothing measurable.
@@ -25,6 +30,7 @@ use crate::glance::{GlanceError, GlanceStage};
 use crate::memory_plan::frames_in_flight;
 use crate::metrics::{PipelineMetrics, Stage};
 use crate::pool::FramePool;
+use crate::recycle::ResultShelves;
 
 /// How a pipeline runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,13 +58,39 @@ pub enum ProcessError {
     },
 }
 
-/// A frame that went through glance and focus, handed to the sink.
+/// A frame that went through glance and focus, handed to the sink. Dropped, it hands its glance map and focus
+/// outcome back to the stage that made them (see [`crate::recycle`]), as its frame gives its buffer back to
+/// the frame pool.
 pub struct ProcessedFrame {
     pub frame: Frame,
     pub glance: GlanceMap,
     pub outcome: FocusOutcome,
     /// Capture to end of focus, milliseconds.
     pub latency_ms: f64,
+    /// Where the glance map and the outcome go back to.
+    shelves: Option<ResultShelves>,
+}
+
+impl ProcessedFrame {
+    /// A processed frame whose results are not recycled (tests, replays of stored results).
+    pub fn new(frame: Frame, glance: GlanceMap, outcome: FocusOutcome, latency_ms: f64) -> Self {
+        Self {
+            frame,
+            glance,
+            outcome,
+            latency_ms,
+            shelves: None,
+        }
+    }
+}
+
+impl Drop for ProcessedFrame {
+    fn drop(&mut self) {
+        if let Some(shelves) = self.shelves.take() {
+            shelves.glance.give(std::mem::take(&mut self.glance));
+            shelves.outcome.give(std::mem::take(&mut self.outcome));
+        }
+    }
 }
 
 /// What a finished run did.
@@ -70,15 +102,18 @@ pub struct RunSummary {
 }
 
 /// A classifier wrapper that measures the time spent inside `classify` (the classify stage, which runs on
-/// the focus thread inside the strategy).
+/// the focus thread inside the strategy). It asks the classifier for its cost per patch once: a net works it out
+/// from its layers, which a strategy would otherwise redo (allocating) on every frame.
 pub struct TimedClassifier {
     inner: Arc<dyn PatchClassifier>,
     spent_ns: AtomicU64,
+    mflops_per_patch: f64,
 }
 
 impl TimedClassifier {
     pub fn new(inner: Arc<dyn PatchClassifier>) -> Self {
         Self {
+            mflops_per_patch: inner.mflops_per_patch(),
             inner,
             spent_ns: AtomicU64::new(0),
         }
@@ -138,7 +173,7 @@ impl PatchClassifier for TimedClassifier {
         result
     }
     fn mflops_per_patch(&self) -> f64 {
-        self.inner.mflops_per_patch()
+        self.mflops_per_patch
     }
     fn describe(&self) -> String {
         self.inner.describe()
@@ -152,7 +187,13 @@ pub struct FrameProcessor {
     pub strategy: Box<dyn FocusStrategy>,
     pub classifier: Arc<TimedClassifier>,
     pub budget: FocusBudget,
+    /// Glance maps and outcomes of dropped [`ProcessedFrame`]s, refilled by the next frames.
+    shelves: ResultShelves,
 }
+
+/// Spare results [`FrameProcessor::process`] keeps: a caller that holds a few processed frames at once still
+/// finds their results again when it drops them.
+const PROCESSOR_SPARE_RESULTS: usize = 4;
 
 impl FrameProcessor {
     pub fn new(
@@ -166,6 +207,7 @@ impl FrameProcessor {
             strategy,
             classifier: Arc::new(TimedClassifier::new(classifier)),
             budget,
+            shelves: ResultShelves::new(PROCESSOR_SPARE_RESULTS),
         }
     }
 
@@ -176,13 +218,14 @@ impl FrameProcessor {
         metrics: &PipelineMetrics,
     ) -> Result<ProcessedFrame, ProcessError> {
         let started = Instant::now();
-        let glance = self
-            .glance
-            .glance(&frame)
-            .map_err(|source| ProcessError::Glance {
+        let mut glance = self.shelves.glance.take();
+        if let Err(source) = self.glance.glance_into(&frame, &mut glance) {
+            self.shelves.glance.give(glance);
+            return Err(ProcessError::Glance {
                 frame: frame.index,
                 source,
-            })?;
+            });
+        }
         metrics.record(Stage::Glance, started.elapsed());
         let glance_size_px = self.glance.input_size_px();
         focus_frame(
@@ -194,6 +237,7 @@ impl FrameProcessor {
             self.budget,
             started,
             metrics,
+            &self.shelves,
         )
     }
 }
@@ -208,6 +252,7 @@ fn focus_frame(
     budget: FocusBudget,
     started: Instant,
     metrics: &PipelineMetrics,
+    shelves: &ResultShelves,
 ) -> Result<ProcessedFrame, ProcessError> {
     let focus_start = Instant::now();
     classifier.take_spent();
@@ -220,12 +265,15 @@ fn focus_frame(
         budget,
         started,
     };
-    let outcome = strategy
-        .focus(&input)
-        .map_err(|source| ProcessError::Focus {
+    let mut outcome = shelves.outcome.take();
+    if let Err(source) = strategy.focus_into(&input, &mut outcome) {
+        shelves.glance.give(glance);
+        shelves.outcome.give(outcome);
+        return Err(ProcessError::Focus {
             frame: frame.index,
             source,
-        })?;
+        });
+    }
     let focus_total = focus_start.elapsed();
     let classify = classifier.take_spent();
     metrics.record(Stage::Classify, classify);
@@ -252,17 +300,19 @@ fn focus_frame(
         glance,
         outcome,
         latency_ms: latency.as_secs_f64() * 1000.0,
+        shelves: Some(shelves.clone()),
     })
 }
 
-/// Send under a policy: `Lossless` blocks; `Latest` evicts the oldest queued item when the queue is full.
-/// Returns false when the receiver is gone.
+/// Send under a policy: `Lossless` blocks; `Latest` evicts the oldest queued item when the queue is full
+/// (handed to `evicted`). Returns false when the receiver is gone.
 fn send_with_policy<T>(
     tx: &Sender<T>,
     rx_for_eviction: &Receiver<T>,
     mut item: T,
     policy: QueuePolicy,
     dropped: &AtomicU64,
+    mut evicted: impl FnMut(T),
 ) -> bool {
     match policy {
         QueuePolicy::Lossless => tx.send(item).is_ok(),
@@ -271,8 +321,9 @@ fn send_with_policy<T>(
                 Ok(()) => return true,
                 Err(TrySendError::Disconnected(_)) => return false,
                 Err(TrySendError::Full(back)) => {
-                    if rx_for_eviction.try_recv().is_ok() {
+                    if let Ok(old) = rx_for_eviction.try_recv() {
                         dropped.fetch_add(1, Ordering::Relaxed);
+                        evicted(old);
                     }
                     item = back;
                 }
@@ -310,7 +361,10 @@ where
         mut strategy,
         classifier,
         budget,
+        shelves: _,
     } = processor;
+    // Spare results for every place a frame's results can sit, as for the frame buffers.
+    let shelves = ResultShelves::new(frames_in_flight(depth));
     let glance_size_px = glance.input_size_px();
 
     std::thread::scope(|scope| {
@@ -348,6 +402,7 @@ where
                             frame,
                             options.policy,
                             &m.frames_dropped_queue,
+                            drop,
                         ) {
                             break;
                         }
@@ -364,11 +419,13 @@ where
         });
 
         let glanced_rx_evict = glanced_rx.clone();
+        let shelves = &shelves;
         scope.spawn(move || {
             for frame in frame_rx.iter() {
                 let t = Instant::now();
-                match glance.glance(&frame) {
-                    Ok(map) => {
+                let mut map = shelves.glance.take();
+                match glance.glance_into(&frame, &mut map) {
+                    Ok(()) => {
                         m.record(Stage::Glance, t.elapsed());
                         if !send_with_policy(
                             &glanced_tx,
@@ -376,11 +433,13 @@ where
                             (frame, map, t),
                             options.policy,
                             &m.frames_dropped_queue,
+                            |(_, map, _)| shelves.glance.give(map),
                         ) {
                             break;
                         }
                     }
                     Err(e) => {
+                        shelves.glance.give(map);
                         PipelineMetrics::add(&m.frames_bad, 1);
                         tracing::error!("glance failed on frame {}: {e}", frame.index);
                     }
@@ -399,6 +458,7 @@ where
                     budget,
                     t,
                     m,
+                    shelves,
                 ) {
                     Ok(done) => {
                         // The sink is lossless: every computed detection reaches the output.

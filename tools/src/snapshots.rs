@@ -229,15 +229,15 @@ mod tests {
 
     fn done(index: u64, detections: Vec<Detection>) -> ProcessedFrame {
         let frame = Frame::from_rgb(index, 64, 48, vec![100; 64 * 48 * 3]).unwrap();
-        ProcessedFrame {
+        ProcessedFrame::new(
             frame,
-            glance: GlanceMap::default(),
-            outcome: FocusOutcome {
+            GlanceMap::default(),
+            FocusOutcome {
                 detections,
                 ..FocusOutcome::default()
             },
-            latency_ms: 1.0,
-        }
+            1.0,
+        )
     }
 
     fn det(class_id: usize, score: f32) -> Detection {

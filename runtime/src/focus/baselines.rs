@@ -17,7 +17,6 @@
 use super::classify::PatchBatcher;
 use super::detect_config::DetectConfig;
 use super::exit::BudgetClock;
-use super::geometry::frame_box_from_patch;
 use super::outcome::OutcomeRecorder;
 use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::BoxPx;
@@ -95,40 +94,36 @@ fn slide(
     object_fraction: f32,
     batcher: &mut PatchBatcher,
     input: &FocusInput<'_>,
-) -> Result<FocusOutcome, FocusError> {
+    out: &mut FocusOutcome,
+) -> Result<(), FocusError> {
     let clock = BudgetClock::new(input);
     let side = input.classifier.input_side_px();
     let per_patch = 3 * side * side;
     let mflops = input.classifier.mflops_per_patch();
-    let mut recorder = OutcomeRecorder::new();
+    let mut recorder = OutcomeRecorder::new(out);
     for (step, chunk) in windows.chunks(batch_size.max(1)).enumerate() {
         if clock.expired() {
-            return Ok(recorder.finish(ExitReason::Budget, detect.merge_iou));
+            recorder.finish(ExitReason::Budget, detect.merge_iou);
+            return Ok(());
         }
         let buffer = batcher.prepare(chunk.len(), side);
-        for ((region, _), out) in chunk.iter().zip(buffer.chunks_exact_mut(per_patch.max(1))) {
-            imageops::crop_resize_rgb_chw(rgb, width, height, *region, side, out).map_err(|e| {
-                FocusError::Tensor {
+        for ((region, _), patch) in chunk.iter().zip(buffer.chunks_exact_mut(per_patch.max(1))) {
+            imageops::crop_resize_rgb_chw(rgb, width, height, *region, side, patch).map_err(
+                |e| FocusError::Tensor {
                     strategy,
                     message: e.to_string(),
-                }
-            })?;
+                },
+            )?;
         }
-        let verdicts = batcher.classify_prepared(strategy, chunk.len(), side, input.classifier)?;
-        let objects: Vec<Option<BoxPx>> = chunk
-            .iter()
-            .zip(&verdicts)
-            .map(|((_, frame_box), v)| v.box_in_patch.map(|b| frame_box_from_patch(frame_box, &b)))
-            .collect();
-        let looked = batcher.second_look(
+        let looked = batcher.classify_prepared_and_look_again(
             strategy,
             input.frame,
-            &verdicts,
-            &objects,
+            side,
+            chunk.iter().map(|&(_, frame_box)| frame_box),
             input.classifier,
             detect,
         )?;
-        for ((_, frame_box), l) in chunk.iter().zip(&looked) {
+        for ((_, frame_box), l) in chunk.iter().zip(looked) {
             recorder.record_looked(
                 step,
                 *frame_box,
@@ -140,7 +135,8 @@ fn slide(
             );
         }
     }
-    Ok(recorder.finish(ExitReason::MaxSteps, detect.merge_iou))
+    recorder.finish(ExitReason::MaxSteps, detect.merge_iou);
+    Ok(())
 }
 
 pub struct FullRes {
@@ -164,7 +160,11 @@ impl FocusStrategy for FullRes {
         "fullres"
     }
 
-    fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
+    fn focus_into(
+        &mut self,
+        input: &FocusInput<'_>,
+        out: &mut FocusOutcome,
+    ) -> Result<(), FocusError> {
         let frame = input.frame;
         let (w, h) = (frame.width as f32, frame.height as f32);
         self.windows.clear();
@@ -189,6 +189,7 @@ impl FocusStrategy for FullRes {
             1.0 / self.config.detect.context.max(1.0),
             &mut self.batcher,
             input,
+            out,
         )
     }
 }
@@ -216,7 +217,11 @@ impl FocusStrategy for Downsample {
         "downsample"
     }
 
-    fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
+    fn focus_into(
+        &mut self,
+        input: &FocusInput<'_>,
+        out: &mut FocusOutcome,
+    ) -> Result<(), FocusError> {
         let frame = input.frame;
         let factor = self.config.factor.max(1.0);
         let sw = ((frame.width as f32 / factor).round() as usize).max(1);
@@ -262,6 +267,7 @@ impl FocusStrategy for Downsample {
             1.0 / self.config.detect.context.max(1.0),
             &mut self.batcher,
             input,
+            out,
         )
     }
 }

@@ -71,7 +71,9 @@ pub struct Looked {
     pub second_region: Option<BoxPx>,
 }
 
-/// Cuts patches into one reusable CHW buffer and classifies them in one call.
+/// Cuts patches into one reusable CHW buffer and classifies them in one call. It keeps the per-frame lists of
+/// the first and second looks as scratch (cleared, capacity kept), so in steady state classifying allocates
+/// nothing.
 #[derive(Debug, Default)]
 pub struct PatchBatcher {
     buffer: Vec<f32>,
@@ -79,6 +81,17 @@ pub struct PatchBatcher {
     rows: saccade_models::PatchRows,
     /// The scratch of the classifier's forward passes on this source's thread.
     state: saccade_models::ModelState,
+    /// Scratch of [`Self::classify_and_look_again`]: the regions, the first verdicts, the boxes they found
+    /// and the final word on each region.
+    regions: Vec<BoxPx>,
+    first: Vec<PatchVerdict>,
+    objects: Vec<Option<BoxPx>>,
+    looked: Vec<Looked>,
+    /// Scratch of [`Self::second_look_into`]: the regions looked at again (with the index of their first look)
+    /// and their verdicts.
+    again: Vec<(usize, BoxPx)>,
+    again_regions: Vec<BoxPx>,
+    second: Vec<PatchVerdict>,
 }
 
 impl PatchBatcher {
@@ -103,21 +116,35 @@ impl PatchBatcher {
         regions: &[BoxPx],
         classifier: &dyn PatchClassifier,
     ) -> Result<Vec<PatchVerdict>, FocusError> {
+        let mut out = Vec::new();
+        self.classify_regions_into(strategy, frame, regions, classifier, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Self::classify_regions`] into `out` (cleared first).
+    pub fn classify_regions_into(
+        &mut self,
+        strategy: &'static str,
+        frame: &Frame,
+        regions: &[BoxPx],
+        classifier: &dyn PatchClassifier,
+        out: &mut Vec<PatchVerdict>,
+    ) -> Result<(), FocusError> {
         let side = classifier.input_side_px();
         let per_patch = 3 * side * side;
         let buffer = self.prepare(regions.len(), side);
-        for (region, out) in regions
+        for (region, patch) in regions
             .iter()
             .zip(buffer.chunks_exact_mut(per_patch.max(1)))
         {
-            imageops::crop_resize_chw(frame, *region, side, out).map_err(|e| {
+            imageops::crop_resize_chw(frame, *region, side, patch).map_err(|e| {
                 FocusError::Tensor {
                     strategy,
                     message: e.to_string(),
                 }
             })?;
         }
-        self.classify_prepared(strategy, regions.len(), side, classifier)
+        self.classify_prepared_into(strategy, regions.len(), side, classifier, out)
     }
 
     /// Classifies the first `n` patches already written into the buffer by [`PatchBatcher::prepare`],
@@ -130,8 +157,23 @@ impl PatchBatcher {
         side_px: usize,
         classifier: &dyn PatchClassifier,
     ) -> Result<Vec<PatchVerdict>, FocusError> {
+        let mut out = Vec::new();
+        self.classify_prepared_into(strategy, n, side_px, classifier, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Self::classify_prepared`] into `out` (cleared first).
+    pub fn classify_prepared_into(
+        &mut self,
+        strategy: &'static str,
+        n: usize,
+        side_px: usize,
+        classifier: &dyn PatchClassifier,
+        out: &mut Vec<PatchVerdict>,
+    ) -> Result<(), FocusError> {
+        out.clear();
         if n == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let len = n * 3 * side_px * side_px;
         if self.buffer.len() < len {
@@ -159,12 +201,13 @@ impl PatchBatcher {
                 ),
             });
         }
-        Ok(rows
-            .probs
-            .chunks_exact(NUM_CLASSES)
-            .enumerate()
-            .map(|(i, r)| PatchVerdict::with_box(r, rows.boxes.get(i).copied()))
-            .collect())
+        out.extend(
+            rows.probs
+                .chunks_exact(NUM_CLASSES)
+                .enumerate()
+                .map(|(i, r)| PatchVerdict::with_box(r, rows.boxes.get(i).copied())),
+        );
+        Ok(())
     }
 
     /// The second look: each first verdict whose patch may hold a sign (see [`DetectConfig::second_look`])
@@ -180,20 +223,43 @@ impl PatchBatcher {
         classifier: &dyn PatchClassifier,
         detect: &DetectConfig,
     ) -> Result<Vec<Looked>, FocusError> {
-        let mut looked: Vec<Looked> = first
-            .iter()
-            .zip(frame_objects)
-            .map(|(v, o)| Looked {
-                verdict: *v,
-                object_frame: *o,
-                second_region: None,
-            })
-            .collect();
+        let mut looked = Vec::new();
+        self.second_look_into(
+            strategy,
+            frame,
+            first,
+            frame_objects,
+            classifier,
+            detect,
+            &mut looked,
+        )?;
+        Ok(looked)
+    }
+
+    /// [`Self::second_look`] into `looked` (cleared first).
+    #[allow(clippy::too_many_arguments)]
+    pub fn second_look_into(
+        &mut self,
+        strategy: &'static str,
+        frame: &Frame,
+        first: &[PatchVerdict],
+        frame_objects: &[Option<BoxPx>],
+        classifier: &dyn PatchClassifier,
+        detect: &DetectConfig,
+        looked: &mut Vec<Looked>,
+    ) -> Result<(), FocusError> {
+        looked.clear();
+        looked.extend(first.iter().zip(frame_objects).map(|(v, o)| Looked {
+            verdict: *v,
+            object_frame: *o,
+            second_region: None,
+        }));
         if !detect.second_look {
-            return Ok(looked);
+            return Ok(());
         }
         let (fw, fh) = (frame.width as f32, frame.height as f32);
-        let mut again: Vec<(usize, BoxPx)> = Vec::new();
+        let mut again = std::mem::take(&mut self.again);
+        again.clear();
         for (i, l) in looked.iter().enumerate() {
             let Some(object) = l.object_frame else {
                 continue;
@@ -212,39 +278,115 @@ impl PatchBatcher {
             }
             again.push((i, region));
         }
-        if again.is_empty() {
-            return Ok(looked);
+        let mut result = Ok(());
+        if !again.is_empty() {
+            let mut regions = std::mem::take(&mut self.again_regions);
+            let mut second = std::mem::take(&mut self.second);
+            regions.clear();
+            regions.extend(again.iter().map(|(_, r)| *r));
+            result = self.classify_regions_into(strategy, frame, &regions, classifier, &mut second);
+            if result.is_ok() {
+                for (&(i, region), v) in again.iter().zip(&second) {
+                    looked[i] = Looked {
+                        verdict: *v,
+                        object_frame: v
+                            .box_in_patch
+                            .map(|b| frame_box_from_patch(&region, &b))
+                            .or(looked[i].object_frame),
+                        second_region: Some(region),
+                    };
+                }
+            }
+            self.again_regions = regions;
+            self.second = second;
         }
-        let regions: Vec<BoxPx> = again.iter().map(|(_, r)| *r).collect();
-        let second = self.classify_regions(strategy, frame, &regions, classifier)?;
-        for ((i, region), v) in again.into_iter().zip(second) {
-            looked[i] = Looked {
-                verdict: v,
-                object_frame: v
-                    .box_in_patch
-                    .map(|b| frame_box_from_patch(&region, &b))
-                    .or(looked[i].object_frame),
-                second_region: Some(region),
-            };
-        }
-        Ok(looked)
+        self.again = again;
+        result
     }
 
-    /// Classifies `regions` of `frame` and takes the second look where it applies.
+    /// Classifies `regions` of `frame` and takes the second look where it applies: the final word on each
+    /// region, in order (valid until the next call).
     pub fn classify_and_look_again(
         &mut self,
         strategy: &'static str,
         frame: &Frame,
-        regions: &[BoxPx],
+        regions: impl IntoIterator<Item = BoxPx>,
         classifier: &dyn PatchClassifier,
         detect: &DetectConfig,
-    ) -> Result<Vec<Looked>, FocusError> {
-        let first = self.classify_regions(strategy, frame, regions, classifier)?;
-        let objects: Vec<Option<BoxPx>> = first
+    ) -> Result<&[Looked], FocusError> {
+        let side = classifier.input_side_px();
+        let per_patch = 3 * side * side;
+        let mut r = std::mem::take(&mut self.regions);
+        r.clear();
+        r.extend(regions);
+        let buffer = self.prepare(r.len(), side);
+        let cut = r
             .iter()
-            .zip(regions)
-            .map(|(v, r)| v.box_in_patch.map(|b| frame_box_from_patch(r, &b)))
-            .collect();
-        self.second_look(strategy, frame, &first, &objects, classifier, detect)
+            .zip(buffer.chunks_exact_mut(per_patch.max(1)))
+            .try_for_each(|(region, patch)| {
+                imageops::crop_resize_chw(frame, *region, side, patch).map_err(|e| {
+                    FocusError::Tensor {
+                        strategy,
+                        message: e.to_string(),
+                    }
+                })
+            });
+        self.regions = r;
+        cut?;
+        self.look_at_prepared(strategy, frame, side, classifier, detect)
+    }
+
+    /// The patches already written into the buffer by [`PatchBatcher::prepare`], one for each of
+    /// `patch_boxes` (the frame box each patch shows), classified in one batch with the second look where it
+    /// applies: the final word on each, in order (valid until the next call).
+    pub fn classify_prepared_and_look_again(
+        &mut self,
+        strategy: &'static str,
+        frame: &Frame,
+        side_px: usize,
+        patch_boxes: impl IntoIterator<Item = BoxPx>,
+        classifier: &dyn PatchClassifier,
+        detect: &DetectConfig,
+    ) -> Result<&[Looked], FocusError> {
+        self.regions.clear();
+        self.regions.extend(patch_boxes);
+        self.look_at_prepared(strategy, frame, side_px, classifier, detect)
+    }
+
+    /// The first look at the prepared patches showing `self.regions`, then the second look.
+    fn look_at_prepared(
+        &mut self,
+        strategy: &'static str,
+        frame: &Frame,
+        side_px: usize,
+        classifier: &dyn PatchClassifier,
+        detect: &DetectConfig,
+    ) -> Result<&[Looked], FocusError> {
+        let mut first = std::mem::take(&mut self.first);
+        let mut objects = std::mem::take(&mut self.objects);
+        let mut looked = std::mem::take(&mut self.looked);
+        let n = self.regions.len();
+        let result = self
+            .classify_prepared_into(strategy, n, side_px, classifier, &mut first)
+            .and_then(|()| {
+                objects.clear();
+                objects.extend(
+                    first
+                        .iter()
+                        .zip(&self.regions)
+                        .map(|(v, r)| v.box_in_patch.map(|b| frame_box_from_patch(r, &b))),
+                );
+                self.second_look_into(
+                    strategy,
+                    frame,
+                    &first,
+                    &objects,
+                    classifier,
+                    detect,
+                    &mut looked,
+                )
+            });
+        (self.first, self.objects, self.looked) = (first, objects, looked);
+        result.map(|()| self.looked.as_slice())
     }
 }

@@ -8,7 +8,7 @@ use saccade_models::GlanceMap;
 
 use super::classify::PatchBatcher;
 use super::detect_config::DetectConfig;
-use super::exit::{nothing_salient, open_frame, Opened};
+use super::exit::{nothing_salient_into, open_frame, Opened};
 use super::geometry::{object_side_at, refined_centre_frame, CellArea, GlanceGeometry};
 use super::outcome::examine_in_one_batch;
 use super::selection::Candidate;
@@ -57,11 +57,46 @@ pub struct Region {
 
 /// 4-connected components of the cells at or above `threshold`, each as (cells, best score).
 pub fn components(glance: &GlanceMap, threshold: f32) -> Vec<(Vec<usize>, f32)> {
+    let mut scratch = Scratch::default();
+    components_into(glance, threshold, &mut scratch);
+    scratch
+        .components
+        .iter()
+        .map(|(cells, best)| (scratch.members[cells.clone()].to_vec(), *best))
+        .collect()
+}
+
+/// The per-frame lists of [`Coarse2Fine`], kept for their capacity.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// Cells already in a component.
+    label: Vec<bool>,
+    stack: Vec<usize>,
+    /// The cells of every component, one after the other.
+    members: Vec<usize>,
+    /// Each component: its cells in `members` and its best score.
+    components: Vec<(std::ops::Range<usize>, f32)>,
+    regions: Vec<Region>,
+    /// The windows of one region, before ranking.
+    all: Vec<Candidate>,
+}
+
+/// [`components`] into `scratch.components` (cells in `scratch.members`).
+fn components_into(glance: &GlanceMap, threshold: f32, scratch: &mut Scratch) {
     let (w, h) = (glance.map_width, glance.map_height);
     let cells = (w * h).min(glance.objectness.len());
-    let mut label = vec![false; cells];
-    let mut out = Vec::new();
-    let mut stack = Vec::new();
+    let Scratch {
+        label,
+        stack,
+        members,
+        components,
+        ..
+    } = scratch;
+    label.clear();
+    label.resize(cells, false);
+    stack.clear();
+    members.clear();
+    components.clear();
     for start in 0..cells {
         // NaN objectness is never informative.
         if label[start] || glance.objectness[start].is_nan() || glance.objectness[start] < threshold
@@ -70,7 +105,7 @@ pub fn components(glance: &GlanceMap, threshold: f32) -> Vec<(Vec<usize>, f32)> 
         }
         label[start] = true;
         stack.push(start);
-        let mut members = Vec::new();
+        let first = members.len();
         let mut best = f32::MIN;
         while let Some(c) = stack.pop() {
             members.push(c);
@@ -95,9 +130,8 @@ pub fn components(glance: &GlanceMap, threshold: f32) -> Vec<(Vec<usize>, f32)> 
                 push(c + w);
             }
         }
-        out.push((members, best));
+        components.push((first..members.len(), best));
     }
-    out
 }
 
 /// The informative regions of a glance, best first, mapped to frame px with their margin and clipped.
@@ -106,40 +140,57 @@ pub fn regions(
     geometry: &GlanceGeometry,
     config: &Coarse2FineConfig,
 ) -> Vec<Region> {
-    let mut out: Vec<Region> = components(glance, config.threshold)
-        .into_iter()
-        .map(|(cells, score)| {
-            let mut b = BoxPx::new(f32::MAX, f32::MAX, f32::MIN, f32::MIN);
-            let mut side = 0.0f32;
-            let mut peak_cell = cells.first().copied().unwrap_or(0);
-            for &c in &cells {
-                if glance.objectness[c] > glance.objectness[peak_cell] {
-                    peak_cell = c;
-                }
-                let cb = geometry.cell_box_frame(c);
-                b.xmin = b.xmin.min(cb.xmin);
-                b.ymin = b.ymin.min(cb.ymin);
-                b.xmax = b.xmax.max(cb.xmax);
-                b.ymax = b.ymax.max(cb.ymax);
-                side = side.max(object_side_at(glance, geometry, c));
+    let mut scratch = Scratch::default();
+    regions_into(glance, geometry, config, &mut scratch);
+    scratch.regions
+}
+
+/// [`regions`] into `scratch.regions`.
+fn regions_into(
+    glance: &GlanceMap,
+    geometry: &GlanceGeometry,
+    config: &Coarse2FineConfig,
+    scratch: &mut Scratch,
+) {
+    components_into(glance, config.threshold, scratch);
+    let Scratch {
+        members,
+        components,
+        regions,
+        ..
+    } = scratch;
+    regions.clear();
+    regions.extend(components.iter().map(|(cells, score)| {
+        let cells = &members[cells.clone()];
+        let mut b = BoxPx::new(f32::MAX, f32::MAX, f32::MIN, f32::MIN);
+        let mut side = 0.0f32;
+        let mut peak_cell = cells.first().copied().unwrap_or(0);
+        for &c in cells {
+            if glance.objectness[c] > glance.objectness[peak_cell] {
+                peak_cell = c;
             }
-            let grow = side * (0.5 + config.margin_fraction);
-            let bbox = super::geometry::clip_to_frame(
-                BoxPx::new(b.xmin - grow, b.ymin - grow, b.xmax + grow, b.ymax + grow),
-                geometry.frame_width_px,
-                geometry.frame_height_px,
-            );
-            Region {
-                bbox,
-                score,
-                object_side_frame_px: side,
-                peak_cell,
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| b.score.total_cmp(&a.score));
-    out.truncate(config.max_regions);
-    out
+            let cb = geometry.cell_box_frame(c);
+            b.xmin = b.xmin.min(cb.xmin);
+            b.ymin = b.ymin.min(cb.ymin);
+            b.xmax = b.xmax.max(cb.xmax);
+            b.ymax = b.ymax.max(cb.ymax);
+            side = side.max(object_side_at(glance, geometry, c));
+        }
+        let grow = side * (0.5 + config.margin_fraction);
+        let bbox = super::geometry::clip_to_frame(
+            BoxPx::new(b.xmin - grow, b.ymin - grow, b.xmax + grow, b.ymax + grow),
+            geometry.frame_width_px,
+            geometry.frame_height_px,
+        );
+        Region {
+            bbox,
+            score: *score,
+            object_side_frame_px: side,
+            peak_cell,
+        }
+    }));
+    regions.sort_by(|a, b| b.score.total_cmp(&a.score));
+    regions.truncate(config.max_regions);
 }
 
 /// The best objectness among cells whose centre lies in the central half of `window` (0 if none).
@@ -153,13 +204,15 @@ fn window_score(glance: &GlanceMap, geometry: &GlanceGeometry, window: &BoxPx) -
 
 /// Windows for one region, best first: one centred on the region's peak cell, then a covering grid at half-window
 /// stride ranked by the objectness under each window's centre, without near-duplicates (IoU > 0.5), at most
-/// `max_windows_per_region`, all inside the frame.
+/// `max_windows_per_region`, all inside the frame; appended to `out` (`all`: scratch for the unranked windows).
 fn windows_for(
     glance: &GlanceMap,
     region: &Region,
     geometry: &GlanceGeometry,
     config: &Coarse2FineConfig,
-) -> Vec<Candidate> {
+    all: &mut Vec<Candidate>,
+    out: &mut Vec<Candidate>,
+) {
     let d = &config.detect;
     let side = (region.object_side_frame_px * d.context).max(d.min_patch_side_px);
     let b = region.bbox;
@@ -168,11 +221,12 @@ fn windows_for(
     } else {
         geometry.cell_centre_frame(region.peak_cell)
     };
-    let mut all = vec![Candidate {
+    all.clear();
+    all.push(Candidate {
         region: geometry.square_in_frame(px, py, side),
         score: region.score,
         object_side_frame_px: region.object_side_frame_px,
-    }];
+    });
     let stride = 0.5 * side;
     let steps = |len: f32| ((len - side).max(0.0) / stride).ceil() as usize + 1;
     let (nx, ny) = (steps(b.width()), steps(b.height()));
@@ -192,21 +246,25 @@ fn windows_for(
     }
     // The peak window first (stable sort keeps it ahead of grid windows of equal score).
     all[1..].sort_by(|a, b| b.score.total_cmp(&a.score));
-    let mut out: Vec<Candidate> = Vec::new();
-    for c in all {
-        if out.len() >= config.max_windows_per_region.max(1) {
+    let first = out.len();
+    for &c in all.iter() {
+        if out.len() - first >= config.max_windows_per_region.max(1) {
             break;
         }
-        if c.score >= config.threshold && out.iter().all(|o| o.region.iou(&c.region) <= 0.5) {
+        if c.score >= config.threshold
+            && out[first..].iter().all(|o| o.region.iou(&c.region) <= 0.5)
+        {
             out.push(c);
         }
     }
-    out
 }
 
 pub struct Coarse2Fine {
     config: Coarse2FineConfig,
     batcher: PatchBatcher,
+    /// The windows of a frame, kept for their capacity.
+    windows: Vec<Candidate>,
+    scratch: Scratch,
 }
 
 impl Coarse2Fine {
@@ -214,6 +272,8 @@ impl Coarse2Fine {
         Self {
             config,
             batcher: PatchBatcher::new(),
+            windows: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 }
@@ -223,16 +283,29 @@ impl FocusStrategy for Coarse2Fine {
         "coarse2fine"
     }
 
-    fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
+    fn focus_into(
+        &mut self,
+        input: &FocusInput<'_>,
+        out: &mut FocusOutcome,
+    ) -> Result<(), FocusError> {
         let detect = &self.config.detect;
         let glance = input.glance;
         let Some(Opened { clock, geometry }) = open_frame(input, detect) else {
-            return Ok(nothing_salient());
+            nothing_salient_into(out);
+            return Ok(());
         };
-        let mut windows: Vec<Candidate> = Vec::new();
-        for region in regions(glance, &geometry, &self.config) {
-            let w = windows_for(glance, &region, &geometry, &self.config);
-            windows.extend(w);
+        let windows = &mut self.windows;
+        windows.clear();
+        regions_into(glance, &geometry, &self.config, &mut self.scratch);
+        for region in &self.scratch.regions {
+            windows_for(
+                glance,
+                region,
+                &geometry,
+                &self.config,
+                &mut self.scratch.all,
+                windows,
+            );
         }
         let budget_cut = windows.len() > input.budget.max_patches;
         windows.truncate(input.budget.max_patches);
@@ -242,8 +315,9 @@ impl FocusStrategy for Coarse2Fine {
             input,
             detect,
             &clock,
-            &windows,
+            windows,
             budget_cut,
+            out,
         )
     }
 }

@@ -81,6 +81,12 @@ pub fn nothing_salient() -> FocusOutcome {
     }
 }
 
+/// [`nothing_salient`] into `out`, keeping the capacity of its lists.
+pub fn nothing_salient_into(out: &mut FocusOutcome) {
+    out.clear();
+    out.exit = Some(ExitReason::NothingSalient);
+}
+
 /// What a glance-driven strategy starts a frame with once the glance found something worth a look.
 #[derive(Debug, Clone, Copy)]
 pub struct Opened {

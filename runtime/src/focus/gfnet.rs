@@ -16,7 +16,7 @@ use saccade_models::{class_name, BACKGROUND_CLASS};
 
 use super::classify::PatchBatcher;
 use super::detect_config::DetectConfig;
-use super::exit::{nothing_salient, open_frame, Opened};
+use super::exit::{open_frame, Opened};
 use super::geometry::{object_box, patch_for_cell, CellArea, GlanceGeometry};
 use super::outcome::OutcomeRecorder;
 use super::{Detection, ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
@@ -92,12 +92,16 @@ impl FocusStrategy for GfNet {
         "gfnet"
     }
 
-    fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
+    fn focus_into(
+        &mut self,
+        input: &FocusInput<'_>,
+        out: &mut FocusOutcome,
+    ) -> Result<(), FocusError> {
         self.confidences.clear();
         let detect = self.config.detect.clone();
         let glance = input.glance;
         let geometry = GlanceGeometry::from_input(input);
-        let mut recorder = OutcomeRecorder::new();
+        let mut recorder = OutcomeRecorder::new(out);
 
         // Step 0: the glance alone.
         let glance_conf = glance
@@ -132,10 +136,12 @@ impl FocusStrategy for GfNet {
                     }
                 }
             }
-            return Ok(recorder.finish(ExitReason::Confident, detect.merge_iou));
+            recorder.finish(ExitReason::Confident, detect.merge_iou);
+            return Ok(());
         }
         let Some(Opened { clock, .. }) = open_frame(input, &detect) else {
-            return Ok(nothing_salient());
+            recorder.finish(ExitReason::NothingSalient, detect.merge_iou);
+            return Ok(());
         };
         let cells = (glance.map_width * glance.map_height).min(glance.objectness.len());
         self.covered.clear();
@@ -149,16 +155,18 @@ impl FocusStrategy for GfNet {
                 .max_by(|&a, &b| glance.objectness[a].total_cmp(&glance.objectness[b]));
             let Some(cell) = next else {
                 // Everything has been looked at: nothing is left to be unsure about.
-                return Ok(recorder.finish(ExitReason::MaxSteps, detect.merge_iou));
+                recorder.finish(ExitReason::MaxSteps, detect.merge_iou);
+                return Ok(());
             };
             if recorder.outcome.patches.len() >= input.budget.max_patches || clock.expired() {
-                return Ok(recorder.finish(ExitReason::Budget, detect.merge_iou));
+                recorder.finish(ExitReason::Budget, detect.merge_iou);
+                return Ok(());
             }
             let (region, side) = patch_for_cell(glance, &geometry, cell, &detect);
             let looked = self.batcher.classify_and_look_again(
                 "gfnet",
                 input.frame,
-                &[region],
+                [region],
                 input.classifier,
                 &detect,
             )?;
@@ -186,10 +194,12 @@ impl FocusStrategy for GfNet {
             let confidence = decided.min(1.0 - remaining);
             self.confidences.push(confidence);
             if confidence >= self.eta(step) {
-                return Ok(recorder.finish(ExitReason::Confident, detect.merge_iou));
+                recorder.finish(ExitReason::Confident, detect.merge_iou);
+                return Ok(());
             }
         }
-        Ok(recorder.finish(ExitReason::MaxSteps, detect.merge_iou))
+        recorder.finish(ExitReason::MaxSteps, detect.merge_iou);
+        Ok(())
     }
 }
 

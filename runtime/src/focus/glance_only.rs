@@ -9,7 +9,7 @@ use saccade_models::{class_name, GlanceMap, NUM_SIGN_CLASSES};
 
 use super::exit::BudgetClock;
 use super::geometry::{object_side_at, refined_centre_frame, GlanceGeometry};
-use super::outcome::merge_detections;
+use super::outcome::merge_detections_in_place;
 use super::{Detection, ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -91,19 +91,22 @@ impl FocusStrategy for GlanceOnly {
         "glance-only"
     }
 
-    fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
+    fn focus_into(
+        &mut self,
+        input: &FocusInput<'_>,
+        out: &mut FocusOutcome,
+    ) -> Result<(), FocusError> {
         // Like every strategy, a frame already past its deadline gets no detections.
+        out.clear();
         if BudgetClock::new(input).expired() {
-            return Ok(FocusOutcome {
-                exit: Some(ExitReason::Budget),
-                ..FocusOutcome::default()
-            });
+            out.exit = Some(ExitReason::Budget);
+            return Ok(());
         }
         let glance = input.glance;
         let geometry = GlanceGeometry::from_input(input);
         let class_id = frame_class(glance);
         let cells = (glance.map_width * glance.map_height).min(glance.objectness.len());
-        let mut detections = Vec::new();
+        let detections = &mut out.detections;
         for cell in 0..cells {
             let score = glance.objectness[cell];
             let peak =
@@ -120,18 +123,15 @@ impl FocusStrategy for GlanceOnly {
                 bbox: geometry.square_in_frame(cx, cy, side),
             });
         }
-        let mut detections = merge_detections(detections, self.config.merge_iou);
+        merge_detections_in_place(detections, self.config.merge_iou);
         detections.truncate(self.config.max_detections);
         let exit = if detections.is_empty() {
             ExitReason::NothingSalient
         } else {
             ExitReason::MaxSteps
         };
-        Ok(FocusOutcome {
-            detections,
-            exit: Some(exit),
-            ..FocusOutcome::default()
-        })
+        out.exit = Some(exit);
+        Ok(())
     }
 }
 

@@ -1,8 +1,10 @@
 //! Focus strategies: where to look in the full-resolution frame and when to stop.
 //!
 //! Every strategy sees the same [`GlanceMap`], the same patch cutter and the same [`PatchClassifier`], so the
-//! benchmark compares like with like. A strategy returns a [`FocusOutcome`]: the detections (boxes in frame
-//! pixels), every patch it examined in order, and why it stopped.
+//! benchmark compares like with like. A strategy writes a [`FocusOutcome`]: the detections (boxes in frame
+//! pixels), every patch it examined in order, and why it stopped. It writes into an outcome of an earlier
+//! frame handed back by the sink ([`crate::recycle`]) and keeps its other per-frame lists as scratch, so in
+//! steady state a frame allocates nothing.
 
 // `FocusError::Model` carries `ModelError` by value: that is the agreed interface, and a strategy returns an
 // error at most once per frame, so the size of the `Err` variant costs nothing measurable.
@@ -82,6 +84,23 @@ pub struct FocusOutcome {
     pub pixels_examined: u64,
 }
 
+impl FocusOutcome {
+    /// Empties the outcome for the next frame (as [`FocusOutcome::default`]), keeping the capacity of its lists.
+    pub fn clear(&mut self) {
+        let (mut detections, mut patches) = (
+            std::mem::take(&mut self.detections),
+            std::mem::take(&mut self.patches),
+        );
+        detections.clear();
+        patches.clear();
+        *self = Self {
+            detections,
+            patches,
+            ..Self::default()
+        };
+    }
+}
+
 /// The per-frame budget: hard limits a strategy must respect.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FocusBudget {
@@ -124,7 +143,20 @@ pub trait FocusStrategy: Send {
     /// The name used by `--strategy` and in events (`topk`, `gfnet`, `zoom`, `coarse2fine`, `fullres`, `downsample`,
     /// `glance-only`).
     fn name(&self) -> &'static str;
-    fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError>;
+    /// Looks at one frame, writing what it did into `out` (cleared first) and reusing its lists: the pipeline
+    /// hands the outcomes of earlier frames back here (see [`crate::recycle`]), and a strategy keeps its other
+    /// per-frame lists as scratch, so a frame allocates nothing once the lists have grown.
+    fn focus_into(
+        &mut self,
+        input: &FocusInput<'_>,
+        out: &mut FocusOutcome,
+    ) -> Result<(), FocusError>;
+    /// [`Self::focus_into`] into a new outcome.
+    fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
+        let mut out = FocusOutcome::default();
+        self.focus_into(input, &mut out)?;
+        Ok(out)
+    }
 }
 
 /// The names `strategy_by_name` knows, in the order benchmarks list them.

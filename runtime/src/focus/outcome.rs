@@ -46,6 +46,12 @@ const SCORE_TIE: f32 = 1e-3;
 /// most confident of each group — among near-ties the larger box, which holds the whole sign where the
 /// smaller ones hold fragments of it; best first.
 pub fn merge_detections(mut detections: Vec<Detection>, iou_threshold: f32) -> Vec<Detection> {
+    merge_detections_in_place(&mut detections, iou_threshold);
+    detections
+}
+
+/// [`merge_detections`] in place: the kept detections, best first, are what remains of `detections`.
+pub fn merge_detections_in_place(detections: &mut Vec<Detection>, iou_threshold: f32) {
     // Quantised scores keep the order total (a tolerance compare would not be transitive).
     let tier = |d: &Detection| (d.score / SCORE_TIE).round() as i64;
     detections.sort_by(|a, b| {
@@ -53,27 +59,33 @@ pub fn merge_detections(mut detections: Vec<Detection>, iou_threshold: f32) -> V
             .cmp(&tier(a))
             .then(b.bbox.area().total_cmp(&a.bbox.area()))
     });
-    let mut kept: Vec<Detection> = Vec::with_capacity(detections.len());
-    for d in detections {
-        if kept
+    // The kept ones gather at the front, in order; a dropped one is swapped behind them.
+    let mut kept = 0;
+    for i in 0..detections.len() {
+        let d = &detections[i];
+        if detections[..kept]
             .iter()
             .all(|k| !same_object(&k.bbox, &d.bbox, iou_threshold))
         {
-            kept.push(d);
+            detections.swap(kept, i);
+            kept += 1;
         }
     }
-    kept
+    detections.truncate(kept);
 }
 
-/// Accumulates a [`FocusOutcome`]: visits in order, backbone MFLOPs and pixels examined.
-#[derive(Debug, Default)]
-pub struct OutcomeRecorder {
-    pub outcome: FocusOutcome,
+/// Accumulates a [`FocusOutcome`] in place (the caller's, lists reused): visits in order, backbone MFLOPs and
+/// pixels examined.
+#[derive(Debug)]
+pub struct OutcomeRecorder<'a> {
+    pub outcome: &'a mut FocusOutcome,
 }
 
-impl OutcomeRecorder {
-    pub fn new() -> Self {
-        Self::default()
+impl<'a> OutcomeRecorder<'a> {
+    /// Records into `out`, cleared first.
+    pub fn new(out: &'a mut FocusOutcome) -> Self {
+        out.clear();
+        Self { outcome: out }
     }
 
     /// Records one classified patch.
@@ -140,17 +152,16 @@ impl OutcomeRecorder {
     }
 
     /// Merges duplicate detections and stamps the exit reason.
-    pub fn finish(mut self, exit: ExitReason, merge_iou: f32) -> FocusOutcome {
-        let detections = std::mem::take(&mut self.outcome.detections);
-        self.outcome.detections = merge_detections(detections, merge_iou);
+    pub fn finish(self, exit: ExitReason, merge_iou: f32) {
+        merge_detections_in_place(&mut self.outcome.detections, merge_iou);
         self.outcome.exit = Some(exit);
-        self.outcome
     }
 }
 
 /// The plan of strategies that pick every region up front (topk, coarse2fine): unless the deadline has already
-/// passed, classify `chosen` in one batch (second looks included) and record it as step 0. The exit is `Budget`
-/// when the deadline passed or `budget_cut` (the budget cut the plan short), else `MaxSteps`.
+/// passed, classify `chosen` in one batch (second looks included) and record it as step 0 into `out`. The exit
+/// is `Budget` when the deadline passed or `budget_cut` (the budget cut the plan short), else `MaxSteps`.
+#[allow(clippy::too_many_arguments)]
 pub fn examine_in_one_batch(
     batcher: &mut PatchBatcher,
     strategy: &'static str,
@@ -159,23 +170,24 @@ pub fn examine_in_one_batch(
     clock: &BudgetClock,
     chosen: &[Candidate],
     budget_cut: bool,
-) -> Result<FocusOutcome, FocusError> {
-    let mut recorder = OutcomeRecorder::new();
+    out: &mut FocusOutcome,
+) -> Result<(), FocusError> {
+    let mut recorder = OutcomeRecorder::new(out);
     if clock.expired() {
-        return Ok(recorder.finish(ExitReason::Budget, detect.merge_iou));
+        recorder.finish(ExitReason::Budget, detect.merge_iou);
+        return Ok(());
     }
-    let regions: Vec<BoxPx> = chosen.iter().map(|c| c.region).collect();
     let verdicts = batcher.classify_and_look_again(
         strategy,
         input.frame,
-        &regions,
+        chosen.iter().map(|c| c.region),
         input.classifier,
         detect,
     )?;
     recorder.record_batch(
         0,
         chosen,
-        &verdicts,
+        verdicts,
         input.classifier.mflops_per_patch(),
         detect.min_score,
     );
@@ -184,5 +196,6 @@ pub fn examine_in_one_batch(
     } else {
         ExitReason::MaxSteps
     };
-    Ok(recorder.finish(exit, detect.merge_iou))
+    recorder.finish(exit, detect.merge_iou);
+    Ok(())
 }

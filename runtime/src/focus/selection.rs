@@ -22,34 +22,60 @@ pub fn cell_candidates(
     glance: &GlanceMap,
     geometry: &GlanceGeometry,
     config: &DetectConfig,
-    mut score: impl FnMut(usize) -> f32,
+    score: impl FnMut(usize) -> f32,
 ) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    cell_candidates_into(glance, geometry, config, score, &mut out);
+    out
+}
+
+/// [`cell_candidates`] into `out` (cleared first).
+pub fn cell_candidates_into(
+    glance: &GlanceMap,
+    geometry: &GlanceGeometry,
+    config: &DetectConfig,
+    mut score: impl FnMut(usize) -> f32,
+    out: &mut Vec<Candidate>,
+) {
     let cells = glance.map_width * glance.map_height;
-    (0..cells.min(glance.objectness.len()))
-        .map(|cell| {
-            let (region, object_side_frame_px) = patch_for_cell(glance, geometry, cell, config);
-            let s = score(cell);
-            Candidate {
-                region,
-                score: if s.is_finite() { s } else { 0.0 },
-                object_side_frame_px,
-            }
-        })
-        .collect()
+    out.clear();
+    out.extend((0..cells.min(glance.objectness.len())).map(|cell| {
+        let (region, object_side_frame_px) = patch_for_cell(glance, geometry, cell, config);
+        let s = score(cell);
+        Candidate {
+            region,
+            score: if s.is_finite() { s } else { 0.0 },
+            object_side_frame_px,
+        }
+    }));
 }
 
 /// Greedy non-maximum suppression: indices of the kept boxes, best score first; no two kept boxes overlap by
 /// more than `iou_threshold`. Ties keep the earlier box.
 pub fn nms(boxes_with_scores: &[(BoxPx, f32)], iou_threshold: f32) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..boxes_with_scores.len()).collect();
-    order.sort_by(|&a, &b| {
+    let (mut order, mut kept) = (Vec::new(), Vec::new());
+    nms_into(boxes_with_scores, iou_threshold, &mut order, &mut kept);
+    kept
+}
+
+/// [`nms`] into `kept` (cleared first), with `order` as scratch for the ranking.
+pub fn nms_into(
+    boxes_with_scores: &[(BoxPx, f32)],
+    iou_threshold: f32,
+    order: &mut Vec<usize>,
+    kept: &mut Vec<usize>,
+) {
+    order.clear();
+    order.extend(0..boxes_with_scores.len());
+    // Ties broken by index: the unstable sort (no buffer) gives the stable order.
+    order.sort_unstable_by(|&a, &b| {
         boxes_with_scores[b]
             .1
             .total_cmp(&boxes_with_scores[a].1)
             .then(a.cmp(&b))
     });
-    let mut kept: Vec<usize> = Vec::new();
-    for i in order {
+    kept.clear();
+    for &i in order.iter() {
         let b = &boxes_with_scores[i].0;
         if kept
             .iter()
@@ -58,20 +84,35 @@ pub fn nms(boxes_with_scores: &[(BoxPx, f32)], iou_threshold: f32) -> Vec<usize>
             kept.push(i);
         }
     }
-    kept
 }
 
 /// The `k` best candidates, greedily skipping any overlapping an already chosen one by more than `iou_threshold`.
 pub fn top_k(candidates: &[Candidate], k: usize, iou_threshold: f32) -> Vec<Candidate> {
-    let mut order: Vec<usize> = (0..candidates.len()).collect();
-    order.sort_by(|&a, &b| {
+    let (mut order, mut chosen) = (Vec::new(), Vec::with_capacity(k));
+    top_k_into(candidates, k, iou_threshold, &mut order, &mut chosen);
+    chosen
+}
+
+/// [`top_k`] into `chosen` (cleared first), with `order` as scratch for the ranking.
+pub fn top_k_into(
+    candidates: &[Candidate],
+    k: usize,
+    iou_threshold: f32,
+    order: &mut Vec<usize>,
+    chosen: &mut Vec<Candidate>,
+) {
+    order.clear();
+    order.extend(0..candidates.len());
+    // Ties broken by index: no two keys are equal, so the unstable sort (which needs no buffer) gives the
+    // stable order.
+    order.sort_unstable_by(|&a, &b| {
         candidates[b]
             .score
             .total_cmp(&candidates[a].score)
             .then(a.cmp(&b))
     });
-    let mut chosen: Vec<Candidate> = Vec::with_capacity(k);
-    for i in order {
+    chosen.clear();
+    for &i in order.iter() {
         if chosen.len() >= k {
             break;
         }
@@ -83,5 +124,4 @@ pub fn top_k(candidates: &[Candidate], k: usize, iou_threshold: f32) -> Vec<Cand
             chosen.push(c);
         }
     }
-    chosen
 }

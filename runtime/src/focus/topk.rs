@@ -8,9 +8,9 @@ use saccade_models::GlanceMap;
 
 use super::classify::PatchBatcher;
 use super::detect_config::DetectConfig;
-use super::exit::{nothing_salient, open_frame, Opened};
+use super::exit::{nothing_salient_into, open_frame, Opened};
 use super::outcome::examine_in_one_batch;
-use super::selection::{cell_candidates, top_k};
+use super::selection::{cell_candidates_into, top_k_into, Candidate};
 use super::{FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::BoxPx;
 
@@ -58,6 +58,10 @@ pub struct TopK {
     config: TopKConfig,
     scorer: Box<dyn PatchScorer>,
     batcher: PatchBatcher,
+    /// Per-frame lists kept for their capacity: the candidates, their ranking and the chosen ones.
+    candidates: Vec<Candidate>,
+    order: Vec<usize>,
+    chosen: Vec<Candidate>,
 }
 
 impl TopK {
@@ -71,6 +75,9 @@ impl TopK {
             config,
             scorer,
             batcher: PatchBatcher::new(),
+            candidates: Vec::new(),
+            order: Vec::new(),
+            chosen: Vec::new(),
         }
     }
 }
@@ -80,31 +87,46 @@ impl FocusStrategy for TopK {
         "topk"
     }
 
-    fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
+    fn focus_into(
+        &mut self,
+        input: &FocusInput<'_>,
+        out: &mut FocusOutcome,
+    ) -> Result<(), FocusError> {
         let detect = &self.config.detect;
         let Some(Opened { clock, geometry }) = open_frame(input, detect) else {
-            return Ok(nothing_salient());
+            nothing_salient_into(out);
+            return Ok(());
         };
         let scorer = &self.scorer;
-        let mut candidates = cell_candidates(input.glance, &geometry, detect, |_| 0.0);
+        let candidates = &mut self.candidates;
+        cell_candidates_into(input.glance, &geometry, detect, |_| 0.0, candidates);
         for (cell, c) in candidates.iter_mut().enumerate() {
             let s = scorer.score(input.glance, cell, &c.region);
             c.score = if s.is_finite() { s } else { 0.0 };
         }
         candidates.retain(|c| c.score >= self.config.min_objectness);
         let k = self.config.k.min(input.budget.max_patches);
-        let chosen = top_k(&candidates, k, self.config.nms_iou);
-        // The budget cut the plan short when the configured K would have found more regions.
-        let budget_cut =
-            k < self.config.k && top_k(&candidates, k + 1, self.config.nms_iou).len() > k;
+        // The budget cut the plan short when the configured K would have found more regions: the greedy pick
+        // of K + 1 starts with the pick of K.
+        let pick = if k < self.config.k { k + 1 } else { k };
+        top_k_into(
+            candidates,
+            pick,
+            self.config.nms_iou,
+            &mut self.order,
+            &mut self.chosen,
+        );
+        let budget_cut = self.chosen.len() > k;
+        self.chosen.truncate(k);
         examine_in_one_batch(
             &mut self.batcher,
             "topk",
             input,
             detect,
             &clock,
-            &chosen,
+            &self.chosen,
             budget_cut,
+            out,
         )
     }
 }

@@ -17,12 +17,10 @@ use saccade_models::GlanceMap;
 
 use super::classify::{Looked, PatchBatcher};
 use super::detect_config::DetectConfig;
-use super::exit::{max_objectness, nothing_salient, open_frame, Opened};
-use super::geometry::{
-    clip_to_frame, frame_box_from_patch, object_side_at, patch_for_cell, CellArea, GlanceGeometry,
-};
+use super::exit::{max_objectness, nothing_salient_into, open_frame, Opened};
+use super::geometry::{clip_to_frame, object_side_at, patch_for_cell, CellArea, GlanceGeometry};
 use super::outcome::OutcomeRecorder;
-use super::selection::nms;
+use super::selection::nms_into;
 use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
 use crate::frame::{BoxPx, Frame};
 use crate::imageops::{sample_bilinear_plane, sample_bilinear_rgb};
@@ -109,18 +107,39 @@ impl ZoomGrid {
         frame_height_px: f64,
         warped_side_px: f64,
     ) -> Self {
+        let mut grid = Self {
+            side: 0,
+            x_norm: Vec::new(),
+            y_norm: Vec::new(),
+            frame_width_px,
+            frame_height_px,
+            warped_side_px,
+        };
+        grid.rebuild(saliency, side, sigma_fraction, &mut GridScratch::default());
+        grid
+    }
+
+    /// [`Self::from_saliency`] in place for the same frame and warped sizes, reusing this grid's lists and
+    /// `scratch`.
+    fn rebuild(
+        &mut self,
+        saliency: &[f32],
+        side: usize,
+        sigma_fraction: f32,
+        scratch: &mut GridScratch,
+    ) {
         let side = side.max(2);
         let pad = side;
         let padded = side + 2 * pad;
         let sigma = (sigma_fraction.max(1e-3) as f64 * side as f64).max(0.5);
         // g[d] for d = offset between an output node (at padded index i + pad) and a padded index.
         // Offsets are whole cells in -padded..padded: tabulate the kernel once instead of ~350k exp() calls.
-        let table: Vec<f64> = (0..2 * padded)
-            .map(|i| {
-                let d = i as f64 - padded as f64;
-                (-(d * d) / (2.0 * sigma * sigma)).exp()
-            })
-            .collect();
+        let GridScratch { table, t_den, t_x } = scratch;
+        table.clear();
+        table.extend((0..2 * padded).map(|i| {
+            let d = i as f64 - padded as f64;
+            (-(d * d) / (2.0 * sigma * sigma)).exp()
+        }));
         let gauss = |d: f64| table[(d + padded as f64) as usize];
         let coord = |k: usize| (k as f64 - pad as f64) / (side - 1) as f64;
         let sal = |r: usize, c: usize| -> f64 {
@@ -134,8 +153,10 @@ impl ZoomGrid {
             }
         };
         // Separable pass 1 along columns: (padded rows) × (output cols).
-        let mut t_den = vec![0.0f64; padded * side];
-        let mut t_x = vec![0.0f64; padded * side];
+        for t in [&mut *t_den, &mut *t_x] {
+            t.clear();
+            t.resize(padded * side, 0.0);
+        }
         for r in 0..padded {
             for c in 0..side {
                 let (mut den, mut num_x) = (0.0, 0.0);
@@ -149,8 +170,11 @@ impl ZoomGrid {
             }
         }
         // Pass 2 along rows: (output rows) × (output cols).
-        let mut x_norm = vec![0.0f64; side * side];
-        let mut y_norm = vec![0.0f64; side * side];
+        let (x_norm, y_norm) = (&mut self.x_norm, &mut self.y_norm);
+        for v in [&mut *x_norm, &mut *y_norm] {
+            v.clear();
+            v.resize(side * side, 0.0);
+        }
         for r in 0..side {
             for c in 0..side {
                 let (mut den, mut num_x, mut num_y) = (0.0, 0.0, 0.0);
@@ -165,14 +189,7 @@ impl ZoomGrid {
                 y_norm[r * side + c] = (num_y / den).clamp(0.0, 1.0);
             }
         }
-        Self {
-            side,
-            x_norm,
-            y_norm,
-            frame_width_px,
-            frame_height_px,
-            warped_side_px,
-        }
+        self.side = side;
     }
 
     /// Normalised frame point of a normalised warped point (bilinear between grid nodes).
@@ -321,12 +338,41 @@ pub fn saliency_from_glance(glance: &GlanceMap, side: usize, floor: f32, out: &m
     }
 }
 
+/// The lists [`ZoomGrid::rebuild`] works in.
+#[derive(Debug, Default)]
+struct GridScratch {
+    /// The Gaussian kernel by offset.
+    table: Vec<f64>,
+    /// The column pass: weight sums and weighted x per (padded row, output column).
+    t_den: Vec<f64>,
+    t_x: Vec<f64>,
+}
+
+/// The per-frame lists of [`Zoom`], kept for their capacity.
+#[derive(Debug, Default)]
+struct Scratch {
+    grid: GridScratch,
+    /// The grid before the last one, rebuilt for the next frame.
+    spare_grid: Option<ZoomGrid>,
+    origins: Vec<usize>,
+    /// (window on the warped image, its frame box, score, best cell under it).
+    windows: Vec<(BoxPx, BoxPx, f32, usize)>,
+    scored: Vec<(BoxPx, f32)>,
+    order: Vec<usize>,
+    /// The windows kept, best first: after NMS, one per cell, then the chosen ones.
+    ranked: Vec<usize>,
+    /// Cells that already have a window.
+    seen: Vec<bool>,
+    fallback: Vec<BoxPx>,
+}
+
 pub struct Zoom {
     config: ZoomConfig,
     batcher: PatchBatcher,
     saliency: Vec<f32>,
     warped: Vec<f32>,
     last_grid: Option<ZoomGrid>,
+    scratch: Scratch,
 }
 
 impl Zoom {
@@ -337,6 +383,7 @@ impl Zoom {
             saliency: Vec::new(),
             warped: Vec::new(),
             last_grid: None,
+            scratch: Scratch::default(),
         }
     }
 
@@ -432,16 +479,18 @@ fn resample_window(
     }
 }
 
-/// Window origins along one axis: every `stride` from 0, plus one flush with the far edge.
-fn window_origins(length: usize, window: usize, stride: usize) -> Vec<usize> {
+/// Window origins along one axis into `v` (cleared first): every `stride` from 0, plus one flush with the far
+/// edge.
+fn window_origins(length: usize, window: usize, stride: usize, v: &mut Vec<usize>) {
+    v.clear();
     if window >= length {
-        return vec![0];
+        v.push(0);
+        return;
     }
-    let mut v: Vec<usize> = (0..=length - window).step_by(stride.max(1)).collect();
+    v.extend((0..=length - window).step_by(stride.max(1)));
     if v.last() != Some(&(length - window)) {
         v.push(length - window);
     }
-    v
 }
 
 impl FocusStrategy for Zoom {
@@ -449,33 +498,44 @@ impl FocusStrategy for Zoom {
         "zoom"
     }
 
-    fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
+    fn focus_into(
+        &mut self,
+        input: &FocusInput<'_>,
+        out: &mut FocusOutcome,
+    ) -> Result<(), FocusError> {
         let detect = self.config.detect.clone();
         let glance = input.glance;
         let Some(Opened { clock, geometry }) = open_frame(input, &detect) else {
-            return Ok(nothing_salient());
+            nothing_salient_into(out);
+            return Ok(());
         };
         let n = self.config.grid_side.max(2);
         let mut saliency = std::mem::take(&mut self.saliency);
         saliency_from_glance(glance, n, self.config.saliency_floor, &mut saliency);
         let warped_side = self.config.warped_side_px.max(1);
-        let grid = ZoomGrid::from_saliency(
-            &saliency,
-            n,
-            self.config.sigma_fraction,
-            input.frame.width as f64,
-            input.frame.height as f64,
-            warped_side as f64,
-        );
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut grid = scratch.spare_grid.take().unwrap_or_else(|| ZoomGrid {
+            side: 0,
+            x_norm: Vec::new(),
+            y_norm: Vec::new(),
+            frame_width_px: 0.0,
+            frame_height_px: 0.0,
+            warped_side_px: 0.0,
+        });
+        grid.frame_width_px = input.frame.width as f64;
+        grid.frame_height_px = input.frame.height as f64;
+        grid.warped_side_px = warped_side as f64;
+        grid.rebuild(&saliency, n, self.config.sigma_fraction, &mut scratch.grid);
         self.saliency = saliency;
 
         // Windows on the warped image, scored by the best objectness of the cells their frame box covers.
         let side = input.classifier.input_side_px().min(warped_side).max(1);
-        let origins = window_origins(warped_side, side, self.config.window_stride_px);
-        // (window on the warped image, its frame box, score, best cell under it).
-        let mut windows: Vec<(BoxPx, BoxPx, f32, usize)> = Vec::new();
-        for &oy in &origins {
-            for &ox in &origins {
+        let origins = &mut scratch.origins;
+        window_origins(warped_side, side, self.config.window_stride_px, origins);
+        let windows = &mut scratch.windows;
+        windows.clear();
+        for &oy in origins.iter() {
+            for &ox in origins.iter() {
                 let w = BoxPx::new(ox as f32, oy as f32, (ox + side) as f32, (oy + side) as f32);
                 let f = grid.frame_box_from_warped(w);
                 let (cx, cy) = f.centre();
@@ -487,23 +547,28 @@ impl FocusStrategy for Zoom {
             }
         }
         // Overlapping windows on the same spot are redundant: keep the best of those sharing most of their area.
-        let scored: Vec<(BoxPx, f32)> = windows.iter().map(|w| (w.0, w.2)).collect();
-        let ranked = nms(&scored, 0.5);
+        let scored = &mut scratch.scored;
+        scored.clear();
+        scored.extend(windows.iter().map(|w| (w.0, w.2)));
+        let chosen = &mut scratch.ranked;
+        nms_into(scored, 0.5, &mut scratch.order, chosen);
         let limit = self.config.max_windows.min(input.budget.max_patches);
-        let ranked: Vec<usize> = if self.config.object_sized_windows {
-            // Windows whose best cell is the same look at the same sign: one window per cell.
-            let mut seen = std::collections::HashSet::new();
-            ranked
-                .into_iter()
-                .filter(|&i| seen.insert(windows[i].3))
-                .collect()
-        } else {
-            ranked
-        };
-        let budget_cut = ranked.len() > limit && limit < self.config.max_windows;
-        let chosen: Vec<usize> = ranked.into_iter().take(limit).collect();
         if self.config.object_sized_windows {
-            for &i in &chosen {
+            // Windows whose best cell is the same look at the same sign: one window per cell.
+            let seen = &mut scratch.seen;
+            seen.clear();
+            chosen.retain(|&i| {
+                let cell = windows[i].3;
+                if cell >= seen.len() {
+                    seen.resize(cell + 1, false);
+                }
+                !std::mem::replace(&mut seen[cell], true)
+            });
+        }
+        let budget_cut = chosen.len() > limit && limit < self.config.max_windows;
+        chosen.truncate(limit);
+        if self.config.object_sized_windows {
+            for &i in chosen.iter() {
                 let (w, f) = object_window(
                     &grid,
                     glance,
@@ -518,10 +583,12 @@ impl FocusStrategy for Zoom {
             }
         }
 
-        let mut recorder = OutcomeRecorder::new();
+        let mut recorder = OutcomeRecorder::new(out);
         if clock.expired() {
-            self.last_grid = Some(grid);
-            return Ok(recorder.finish(ExitReason::Budget, detect.merge_iou));
+            scratch.spare_grid = self.last_grid.replace(grid);
+            self.scratch = scratch;
+            recorder.finish(ExitReason::Budget, detect.merge_iou);
+            return Ok(());
         }
         self.warp(input.frame, &grid);
         let per_patch = 3 * side * side;
@@ -542,44 +609,32 @@ impl FocusStrategy for Zoom {
                 }
             }
         }
-        let verdicts =
-            self.batcher
-                .classify_prepared("zoom", chosen.len(), side, input.classifier)?;
+        let looked = self.batcher.classify_prepared_and_look_again(
+            "zoom",
+            input.frame,
+            side,
+            chosen.iter().map(|&i| windows[i].1),
+            input.classifier,
+            &detect,
+        )?;
         let mflops = input.classifier.mflops_per_patch();
         // A magnified sign spans several windows, each seeing a fragment: without a box from the net, report
         // the sign at the glance peak under the window with the glance's size, so the fragments agree and
         // merge into one box. With a box head, the box found in the warped window is mapped back (the warp
         // is close to linear across one window) and the second look re-examines it at full resolution.
-        let fallback: Vec<BoxPx> = chosen
-            .iter()
-            .map(|&i| {
-                let (_, frame_box, _, cell) = windows[i];
-                let object_side = object_side_at(glance, &geometry, cell);
-                if object_side > 0.0 {
-                    let (cx, cy) = geometry.cell_centre_frame(cell);
-                    geometry.square_in_frame(cx, cy, object_side)
-                } else {
-                    frame_box
-                }
-            })
-            .collect();
-        let objects: Vec<Option<BoxPx>> = chosen
-            .iter()
-            .zip(&verdicts)
-            .map(|(&i, v)| {
-                v.box_in_patch
-                    .map(|b| frame_box_from_patch(&windows[i].1, &b))
-            })
-            .collect();
-        let looked = self.batcher.second_look(
-            "zoom",
-            input.frame,
-            &verdicts,
-            &objects,
-            input.classifier,
-            &detect,
-        )?;
-        for ((&i, l), fallback) in chosen.iter().zip(&looked).zip(&fallback) {
+        let fallback = &mut scratch.fallback;
+        fallback.clear();
+        fallback.extend(chosen.iter().map(|&i| {
+            let (_, frame_box, _, cell) = windows[i];
+            let object_side = object_side_at(glance, &geometry, cell);
+            if object_side > 0.0 {
+                let (cx, cy) = geometry.cell_centre_frame(cell);
+                geometry.square_in_frame(cx, cy, object_side)
+            } else {
+                frame_box
+            }
+        }));
+        for ((&i, l), fallback) in chosen.iter().zip(looked).zip(fallback.iter()) {
             let (_, frame_box, score, _) = windows[i];
             let l = Looked {
                 object_frame: l.object_frame.or(Some(*fallback)),
@@ -587,13 +642,15 @@ impl FocusStrategy for Zoom {
             };
             recorder.record_looked(0, frame_box, score, 0.0, &l, mflops, detect.min_score);
         }
-        self.last_grid = Some(grid);
+        scratch.spare_grid = self.last_grid.replace(grid);
+        self.scratch = scratch;
         let exit = if budget_cut {
             ExitReason::Budget
         } else {
             ExitReason::MaxSteps
         };
-        Ok(recorder.finish(exit, detect.merge_iou))
+        recorder.finish(exit, detect.merge_iou);
+        Ok(())
     }
 }
 

@@ -15,7 +15,14 @@ fn latest_policy_evicts_the_oldest_item() {
     let (tx, rx) = bounded::<u32>(2);
     let dropped = AtomicU64::new(0);
     for i in 0..5 {
-        assert!(send_with_policy(&tx, &rx, i, QueuePolicy::Latest, &dropped));
+        assert!(send_with_policy(
+            &tx,
+            &rx,
+            i,
+            QueuePolicy::Latest,
+            &dropped,
+            drop
+        ));
     }
     assert_eq!(dropped.load(Ordering::Relaxed), 3);
     assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![3, 4]);
@@ -83,12 +90,15 @@ impl FocusStrategy for Slow {
     fn name(&self) -> &'static str {
         "slow"
     }
-    fn focus(&mut self, _input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
+    fn focus_into(
+        &mut self,
+        _input: &FocusInput<'_>,
+        out: &mut FocusOutcome,
+    ) -> Result<(), FocusError> {
         std::thread::sleep(self.delay);
-        Ok(FocusOutcome {
-            exit: Some(ExitReason::NothingSalient),
-            ..FocusOutcome::default()
-        })
+        out.clear();
+        out.exit = Some(ExitReason::NothingSalient);
+        Ok(())
     }
 }
 
@@ -302,4 +312,42 @@ fn stop_flag_ends_an_endless_source_and_drains_what_was_captured() {
     assert_eq!(processed, PipelineMetrics::get(&metrics.frames_captured));
     assert_eq!(count.load(Ordering::Relaxed), processed);
     assert!(processed >= 6);
+}
+
+#[test]
+fn a_dropped_processed_frame_hands_its_results_back_for_the_next_frame() {
+    let mut p = processor(0);
+    let metrics = PipelineMetrics::default();
+    let frame = Frame::from_rgb(0, 16, 12, vec![7; 16 * 12 * 3]).unwrap();
+    let mut spare = FocusOutcome::default();
+    spare.patches.reserve(100);
+    p.shelves.outcome.give(spare);
+    let done = p.process(frame.clone(), &metrics).unwrap();
+    // The frame's outcome was written into the spare, its lists' capacity kept.
+    assert!(done.outcome.patches.capacity() >= 100);
+    assert_eq!(done.outcome.exit, Some(ExitReason::NothingSalient));
+    assert_eq!(
+        (p.shelves.glance.spare(), p.shelves.outcome.spare()),
+        (0, 0)
+    );
+    drop(done);
+    assert_eq!(
+        (p.shelves.glance.spare(), p.shelves.outcome.spare()),
+        (1, 1)
+    );
+    let again = p.process(frame.clone(), &metrics).unwrap();
+    assert!(again.outcome.patches.capacity() >= 100);
+    assert_eq!(again.glance.objectness.len(), 48);
+    drop(again);
+    // A processed frame made outside a processor goes nowhere.
+    drop(ProcessedFrame::new(
+        frame,
+        GlanceMap::default(),
+        FocusOutcome::default(),
+        0.0,
+    ));
+    assert_eq!(
+        (p.shelves.glance.spare(), p.shelves.outcome.spare()),
+        (1, 1)
+    );
 }

@@ -282,12 +282,12 @@ mod tests {
             Instant::now(),
         ));
         assert!(!feed.has_frames());
-        let done = ProcessedFrame {
-            frame: saccade_runtime::frame::Frame::from_rgb(7, 4, 2, vec![1; 24]).unwrap(),
-            glance: GlanceMap::default(),
-            outcome: FocusOutcome::default(),
-            latency_ms: 1.0,
-        };
+        let done = ProcessedFrame::new(
+            saccade_runtime::frame::Frame::from_rgb(7, 4, 2, vec![1; 24]).unwrap(),
+            GlanceMap::default(),
+            FocusOutcome::default(),
+            1.0,
+        );
         feed.frame_done(&done);
         assert!(feed.has_frames());
         assert!(

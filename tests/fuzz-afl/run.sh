@@ -47,7 +47,10 @@ if [ "$minimize" = --minimize ]; then
   cp "$corpus"/* "$all"/ 2>/dev/null || true
   rm -f "$all/README.md"
   cp "$out"/default/queue/id:* "$all"/ 2>/dev/null || true
-  cargo afl cmin -t "$timeout_ms" -i "$all" -o "$min" -- "$bin" >/dev/null
+  # cargo-afl's own AFL++ tools first (a system afl-showmap of another version breaks afl-cmin), and the
+  # shell afl-cmin: the Python one records no coverage from these stdin harnesses.
+  afl_bin="$(ls -d "${XDG_DATA_HOME:-$HOME/.local/share}"/afl.rs/rustc-*/afl.rs-*/afl/bin | tail -1)"
+  PATH="$afl_bin:$PATH" afl-cmin.bash -t "$timeout_ms" -i "$all" -o "$min" -- "$bin" >/dev/null
   added=0
   for f in "$min"/*; do
     sum=$(sha1sum "$f" | cut -c1-12)

@@ -18,7 +18,7 @@ use super::classify::PatchBatcher;
 use super::detect_config::DetectConfig;
 use super::exit::BudgetClock;
 use super::outcome::OutcomeRecorder;
-use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
+use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusResult, FocusStrategy};
 use crate::frame::BoxPx;
 use crate::imageops;
 
@@ -160,11 +160,7 @@ impl FocusStrategy for FullRes {
         "fullres"
     }
 
-    fn focus_into(
-        &mut self,
-        input: &FocusInput<'_>,
-        out: &mut FocusOutcome,
-    ) -> Result<(), FocusError> {
+    fn focus_into(&mut self, input: &FocusInput<'_>, out: &mut FocusOutcome) -> FocusResult {
         let frame = input.frame;
         let (w, h) = (frame.width as f32, frame.height as f32);
         self.windows.clear();
@@ -194,6 +190,8 @@ impl FocusStrategy for FullRes {
     }
 }
 
+/// The configured strategy and its per-frame scratch (empty until the first frame).
+#[derive(Default)]
 pub struct Downsample {
     config: DownsampleConfig,
     batcher: PatchBatcher,
@@ -205,9 +203,7 @@ impl Downsample {
     pub fn new(config: DownsampleConfig) -> Self {
         Self {
             config,
-            batcher: PatchBatcher::new(),
-            small: Vec::new(),
-            windows: Vec::new(),
+            ..Self::default()
         }
     }
 }
@@ -217,11 +213,7 @@ impl FocusStrategy for Downsample {
         "downsample"
     }
 
-    fn focus_into(
-        &mut self,
-        input: &FocusInput<'_>,
-        out: &mut FocusOutcome,
-    ) -> Result<(), FocusError> {
+    fn focus_into(&mut self, input: &FocusInput<'_>, out: &mut FocusOutcome) -> FocusResult {
         let frame = input.frame;
         let factor = self.config.factor.max(1.0);
         let sw = ((frame.width as f32 / factor).round() as usize).max(1);

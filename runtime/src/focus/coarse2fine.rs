@@ -12,7 +12,7 @@ use super::exit::{nothing_salient_into, open_frame, Opened};
 use super::geometry::{object_side_at, refined_centre_frame, CellArea, GlanceGeometry};
 use super::outcome::examine_in_one_batch;
 use super::selection::Candidate;
-use super::{FocusError, FocusInput, FocusOutcome, FocusStrategy};
+use super::{FocusInput, FocusOutcome, FocusResult, FocusStrategy};
 use crate::frame::BoxPx;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -259,6 +259,8 @@ fn windows_for(
     }
 }
 
+/// The configured strategy and its per-frame scratch (empty until the first frame).
+#[derive(Default)]
 pub struct Coarse2Fine {
     config: Coarse2FineConfig,
     batcher: PatchBatcher,
@@ -271,9 +273,7 @@ impl Coarse2Fine {
     pub fn new(config: Coarse2FineConfig) -> Self {
         Self {
             config,
-            batcher: PatchBatcher::new(),
-            windows: Vec::new(),
-            scratch: Scratch::default(),
+            ..Self::default()
         }
     }
 }
@@ -283,11 +283,7 @@ impl FocusStrategy for Coarse2Fine {
         "coarse2fine"
     }
 
-    fn focus_into(
-        &mut self,
-        input: &FocusInput<'_>,
-        out: &mut FocusOutcome,
-    ) -> Result<(), FocusError> {
+    fn focus_into(&mut self, input: &FocusInput<'_>, out: &mut FocusOutcome) -> FocusResult {
         let detect = &self.config.detect;
         let glance = input.glance;
         let Some(Opened { clock, geometry }) = open_frame(input, detect) else {

@@ -19,7 +19,7 @@ use super::detect_config::DetectConfig;
 use super::exit::{open_frame, Opened};
 use super::geometry::{object_box, patch_for_cell, CellArea, GlanceGeometry};
 use super::outcome::OutcomeRecorder;
-use super::{Detection, ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
+use super::{Detection, ExitReason, FocusInput, FocusOutcome, FocusResult, FocusStrategy};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -92,11 +92,7 @@ impl FocusStrategy for GfNet {
         "gfnet"
     }
 
-    fn focus_into(
-        &mut self,
-        input: &FocusInput<'_>,
-        out: &mut FocusOutcome,
-    ) -> Result<(), FocusError> {
+    fn focus_into(&mut self, input: &FocusInput<'_>, out: &mut FocusOutcome) -> FocusResult {
         self.confidences.clear();
         let detect = self.config.detect.clone();
         let glance = input.glance;

@@ -10,7 +10,7 @@ use saccade_models::{class_name, GlanceMap, NUM_SIGN_CLASSES};
 use super::exit::BudgetClock;
 use super::geometry::{object_side_at, refined_centre_frame, GlanceGeometry};
 use super::outcome::merge_detections_in_place;
-use super::{Detection, ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
+use super::{Detection, ExitReason, FocusInput, FocusOutcome, FocusResult, FocusStrategy};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -91,11 +91,7 @@ impl FocusStrategy for GlanceOnly {
         "glance-only"
     }
 
-    fn focus_into(
-        &mut self,
-        input: &FocusInput<'_>,
-        out: &mut FocusOutcome,
-    ) -> Result<(), FocusError> {
+    fn focus_into(&mut self, input: &FocusInput<'_>, out: &mut FocusOutcome) -> FocusResult {
         // Like every strategy, a frame already past its deadline gets no detections.
         out.clear();
         if BudgetClock::new(input).expired() {

@@ -138,6 +138,9 @@ pub enum FocusError {
     },
 }
 
+/// What [`FocusStrategy::focus_into`] returns: the outcome is written into the caller's.
+pub type FocusResult = Result<(), FocusError>;
+
 /// A way of deciding where to look and when to stop.
 pub trait FocusStrategy: Send {
     /// The name used by `--strategy` and in events (`topk`, `gfnet`, `zoom`, `coarse2fine`, `fullres`, `downsample`,
@@ -146,11 +149,7 @@ pub trait FocusStrategy: Send {
     /// Looks at one frame, writing what it did into `out` (cleared first) and reusing its lists: the pipeline
     /// hands the outcomes of earlier frames back here (see [`crate::recycle`]), and a strategy keeps its other
     /// per-frame lists as scratch, so a frame allocates nothing once the lists have grown.
-    fn focus_into(
-        &mut self,
-        input: &FocusInput<'_>,
-        out: &mut FocusOutcome,
-    ) -> Result<(), FocusError>;
+    fn focus_into(&mut self, input: &FocusInput<'_>, out: &mut FocusOutcome) -> FocusResult;
     /// [`Self::focus_into`] into a new outcome.
     fn focus(&mut self, input: &FocusInput<'_>) -> Result<FocusOutcome, FocusError> {
         let mut out = FocusOutcome::default();

@@ -11,7 +11,7 @@ use super::detect_config::DetectConfig;
 use super::exit::{nothing_salient_into, open_frame, Opened};
 use super::outcome::examine_in_one_batch;
 use super::selection::{cell_candidates_into, top_k_into, Candidate};
-use super::{FocusError, FocusInput, FocusOutcome, FocusStrategy};
+use super::{FocusInput, FocusOutcome, FocusResult, FocusStrategy};
 use crate::frame::BoxPx;
 
 /// Scores a candidate region centred on a glance cell; higher is more worth a look.
@@ -87,11 +87,7 @@ impl FocusStrategy for TopK {
         "topk"
     }
 
-    fn focus_into(
-        &mut self,
-        input: &FocusInput<'_>,
-        out: &mut FocusOutcome,
-    ) -> Result<(), FocusError> {
+    fn focus_into(&mut self, input: &FocusInput<'_>, out: &mut FocusOutcome) -> FocusResult {
         let detect = &self.config.detect;
         let Some(Opened { clock, geometry }) = open_frame(input, detect) else {
             nothing_salient_into(out);

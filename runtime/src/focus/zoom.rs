@@ -21,7 +21,7 @@ use super::exit::{max_objectness, nothing_salient_into, open_frame, Opened};
 use super::geometry::{clip_to_frame, object_side_at, patch_for_cell, CellArea, GlanceGeometry};
 use super::outcome::OutcomeRecorder;
 use super::selection::nms_into;
-use super::{ExitReason, FocusError, FocusInput, FocusOutcome, FocusStrategy};
+use super::{ExitReason, FocusInput, FocusOutcome, FocusResult, FocusStrategy};
 use crate::frame::{BoxPx, Frame};
 use crate::imageops::{sample_bilinear_plane, sample_bilinear_rgb};
 
@@ -498,11 +498,7 @@ impl FocusStrategy for Zoom {
         "zoom"
     }
 
-    fn focus_into(
-        &mut self,
-        input: &FocusInput<'_>,
-        out: &mut FocusOutcome,
-    ) -> Result<(), FocusError> {
+    fn focus_into(&mut self, input: &FocusInput<'_>, out: &mut FocusOutcome) -> FocusResult {
         let detect = self.config.detect.clone();
         let glance = input.glance;
         let Some(Opened { clock, geometry }) = open_frame(input, &detect) else {

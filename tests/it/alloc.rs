@@ -223,22 +223,7 @@ fn the_q8_0_model_calls_allocate_nothing_in_steady_state() {
 #[test]
 fn allocations_per_frame_stay_constant_and_outside_the_models_in_steady_state() {
     let mut processor = topk_processor();
-    let metrics = PipelineMetrics::default();
-    let frames = frames(3);
-    let mut per_frame = Vec::new();
-    for round in 0..6 {
-        for f in &frames {
-            // Cloned before counting: the clone is this test's frame, not the pipeline's.
-            let frame = f.clone();
-            let before = allocations();
-            let done = processor.process(frame, &metrics).unwrap();
-            let n = allocations() - before;
-            drop(done);
-            if round > 0 {
-                per_frame.push(n);
-            }
-        }
-    }
+    let per_frame = steady_state_counts(&mut processor, &frames(3), 6);
     eprintln!("allocations per frame (topk, 1 source, steady state): {per_frame:?}");
     // The same three frames repeat: each frame's count must be the same in every round (no growth, no leak
     // of work).
@@ -280,10 +265,22 @@ fn steady_state_counts(
     frames: &[Frame],
     rounds: usize,
 ) -> Vec<u64> {
+    steady_state_counts_with(processor, frames, rounds, || {})
+}
+
+/// [`steady_state_counts`], calling `before_each` (outside the count) before each frame.
+fn steady_state_counts_with(
+    processor: &mut FrameProcessor,
+    frames: &[Frame],
+    rounds: usize,
+    mut before_each: impl FnMut(),
+) -> Vec<u64> {
     let metrics = PipelineMetrics::default();
     let mut per_frame = Vec::with_capacity(rounds * frames.len());
     for round in 0..rounds {
         for f in frames {
+            before_each();
+            // Cloned before counting: the clone is this test's frame, not the pipeline's.
             let frame = f.clone();
             let before = allocations();
             let done = processor.process(frame, &metrics).unwrap();
@@ -487,22 +484,9 @@ fn four_sources_sharing_one_model_through_the_batching_stage_allocate_nothing_pe
                 );
                 let (frames, barrier) = (&frames, &barrier);
                 scope.spawn(move || {
-                    let metrics = PipelineMetrics::default();
-                    let mut per_frame = Vec::with_capacity(ROUNDS * frames.len());
-                    for round in 0..ROUNDS {
-                        for f in frames {
-                            barrier.wait();
-                            let frame = f.clone();
-                            let before = allocations();
-                            let done = processor.process(frame, &metrics).unwrap();
-                            let n = allocations() - before;
-                            drop(done);
-                            if round > 0 {
-                                per_frame.push(n);
-                            }
-                        }
-                    }
-                    per_frame
+                    steady_state_counts_with(&mut processor, frames, ROUNDS, || {
+                        barrier.wait();
+                    })
                 })
             })
             .collect();

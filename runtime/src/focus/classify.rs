@@ -108,20 +108,8 @@ impl PatchBatcher {
         &mut self.buffer[..len]
     }
 
-    /// Cuts `regions` of `frame` at the classifier's side and classifies them in one batch.
-    pub fn classify_regions(
-        &mut self,
-        strategy: &'static str,
-        frame: &Frame,
-        regions: &[BoxPx],
-        classifier: &dyn PatchClassifier,
-    ) -> Result<Vec<PatchVerdict>, FocusError> {
-        let mut out = Vec::new();
-        self.classify_regions_into(strategy, frame, regions, classifier, &mut out)?;
-        Ok(out)
-    }
-
-    /// [`Self::classify_regions`] into `out` (cleared first).
+    /// Cuts `regions` of `frame` at the classifier's side and classifies them in one batch, into `out`
+    /// (cleared first).
     pub fn classify_regions_into(
         &mut self,
         strategy: &'static str,
@@ -149,20 +137,7 @@ impl PatchBatcher {
 
     /// Classifies the first `n` patches already written into the buffer by [`PatchBatcher::prepare`],
     /// through [`PatchClassifier::classify_into_with`] with this batcher's state (no tensors on the Q8_0 CPU
-    /// path).
-    pub fn classify_prepared(
-        &mut self,
-        strategy: &'static str,
-        n: usize,
-        side_px: usize,
-        classifier: &dyn PatchClassifier,
-    ) -> Result<Vec<PatchVerdict>, FocusError> {
-        let mut out = Vec::new();
-        self.classify_prepared_into(strategy, n, side_px, classifier, &mut out)?;
-        Ok(out)
-    }
-
-    /// [`Self::classify_prepared`] into `out` (cleared first).
+    /// path), into `out` (cleared first).
     pub fn classify_prepared_into(
         &mut self,
         strategy: &'static str,
@@ -213,30 +188,7 @@ impl PatchBatcher {
     /// The second look: each first verdict whose patch may hold a sign (see [`DetectConfig::second_look`])
     /// and came with a box is re-examined in one batch on a square around that box (`frame_objects[i]`:
     /// the box in frame px, or `None` to keep the first verdict). Every result names its final verdict and
-    /// box.
-    pub fn second_look(
-        &mut self,
-        strategy: &'static str,
-        frame: &Frame,
-        first: &[PatchVerdict],
-        frame_objects: &[Option<BoxPx>],
-        classifier: &dyn PatchClassifier,
-        detect: &DetectConfig,
-    ) -> Result<Vec<Looked>, FocusError> {
-        let mut looked = Vec::new();
-        self.second_look_into(
-            strategy,
-            frame,
-            first,
-            frame_objects,
-            classifier,
-            detect,
-            &mut looked,
-        )?;
-        Ok(looked)
-    }
-
-    /// [`Self::second_look`] into `looked` (cleared first).
+    /// box. Into `looked` (cleared first).
     #[allow(clippy::too_many_arguments)]
     pub fn second_look_into(
         &mut self,

@@ -17,19 +17,7 @@ pub struct Candidate {
     pub object_side_frame_px: f32,
 }
 
-/// One candidate per glance cell, scored by `score(cell)`.
-pub fn cell_candidates(
-    glance: &GlanceMap,
-    geometry: &GlanceGeometry,
-    config: &DetectConfig,
-    score: impl FnMut(usize) -> f32,
-) -> Vec<Candidate> {
-    let mut out = Vec::new();
-    cell_candidates_into(glance, geometry, config, score, &mut out);
-    out
-}
-
-/// [`cell_candidates`] into `out` (cleared first).
+/// One candidate per glance cell, scored by `score(cell)`, into `out` (cleared first).
 pub fn cell_candidates_into(
     glance: &GlanceMap,
     geometry: &GlanceGeometry,

@@ -38,6 +38,14 @@ pub fn cell_candidates_into(
     }));
 }
 
+/// `order` = the indices `0..n`, best `score` first, ties by index. No two keys are equal (the index breaks
+/// ties), so the unstable sort, which needs no buffer, gives the stable order.
+fn rank_by_score(order: &mut Vec<usize>, n: usize, score: impl Fn(usize) -> f32) {
+    order.clear();
+    order.extend(0..n);
+    order.sort_unstable_by(|&a, &b| score(b).total_cmp(&score(a)).then(a.cmp(&b)));
+}
+
 /// Greedy non-maximum suppression: indices of the kept boxes, best score first; no two kept boxes overlap by
 /// more than `iou_threshold`. Ties keep the earlier box.
 pub fn nms(boxes_with_scores: &[(BoxPx, f32)], iou_threshold: f32) -> Vec<usize> {
@@ -53,15 +61,7 @@ pub fn nms_into(
     order: &mut Vec<usize>,
     kept: &mut Vec<usize>,
 ) {
-    order.clear();
-    order.extend(0..boxes_with_scores.len());
-    // Ties broken by index: the unstable sort (no buffer) gives the stable order.
-    order.sort_unstable_by(|&a, &b| {
-        boxes_with_scores[b]
-            .1
-            .total_cmp(&boxes_with_scores[a].1)
-            .then(a.cmp(&b))
-    });
+    rank_by_score(order, boxes_with_scores.len(), |i| boxes_with_scores[i].1);
     kept.clear();
     for &i in order.iter() {
         let b = &boxes_with_scores[i].0;
@@ -89,16 +89,7 @@ pub fn top_k_into(
     order: &mut Vec<usize>,
     chosen: &mut Vec<Candidate>,
 ) {
-    order.clear();
-    order.extend(0..candidates.len());
-    // Ties broken by index: no two keys are equal, so the unstable sort (which needs no buffer) gives the
-    // stable order.
-    order.sort_unstable_by(|&a, &b| {
-        candidates[b]
-            .score
-            .total_cmp(&candidates[a].score)
-            .then(a.cmp(&b))
-    });
+    rank_by_score(order, candidates.len(), |i| candidates[i].score);
     chosen.clear();
     for &i in order.iter() {
         if chosen.len() >= k {

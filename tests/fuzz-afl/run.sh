@@ -12,7 +12,8 @@
 # `crash-*` file; commit them, keep the corpus small.
 #
 # Needs: cargo-afl (`cargo install cargo-afl --locked`, which also builds its AFL++). The output folder out/ is
-# not committed. Environment: AFL_* as afl-fuzz documents them; FUZZ_NICE (default 19) is the niceness.
+# not committed. Environment: AFL_* as afl-fuzz documents them; FUZZ_NICE (default 19) is the niceness;
+# FUZZ_OUT (default tests/fuzz-afl/out) the output folder.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
@@ -25,7 +26,7 @@ corpus="$here/../fuzz-corpus/$target"
 
 cargo afl build --release --bin "$target"
 bin="$here/target/release/$target"
-out="$here/out/$target"
+out="${FUZZ_OUT:-$here/out}/$target"
 mkdir -p "$out"
 
 # Containers and shared machines: no core_pattern or CPU-governor changes, no pinning to a core.
